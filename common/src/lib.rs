@@ -1,1 +1,17 @@
-//! placeholder
+//! prism-common: everything the node and the coordinator must agree on, as plain logic.
+//!
+//! Protocol messages and framing, the query model (SQL → plan) and its evaluation, the
+//! backend registry, identities, certificates, TLS helpers, the audit chain and the DP maths.
+//! No daemons live here.
+
+pub mod audit;
+pub mod backend;
+pub mod certs;
+pub mod dp;
+pub mod eval;
+pub mod identity;
+pub mod plan;
+pub mod schema;
+pub mod sql;
+pub mod tls;
+pub mod wire;

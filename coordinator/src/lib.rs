@@ -1,1 +1,114 @@
-//! placeholder
+//! prism-coordinator: the coordinator daemon.
+//!
+//! Keeps the federation's catalog, users, queries and runs in one redb file; accepts node
+//! connections over mutually authenticated QUIC; serves the admin API. `start` runs it all
+//! in-process (tests, `prism-sim`); `main.rs` is a thin CLI around it.
+
+pub mod api;
+pub mod certs_cmd;
+pub mod config;
+pub mod model;
+pub mod nodes;
+pub mod runs;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prism_common::tls::TlsMaterial;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::CoordinatorConfig;
+use model::DatasetRecord;
+use nodes::NodeRegistry;
+use store::{DATASETS, Store};
+
+/// Shared state of a running coordinator.
+pub struct CoordState {
+    /// Configuration.
+    pub config: CoordinatorConfig,
+    /// Store.
+    pub store: Arc<Store>,
+    /// Connected nodes.
+    pub nodes: Arc<NodeRegistry>,
+    /// Run tasks.
+    pub tasks: TaskTracker,
+    /// Ids of runs that just finished.
+    pub run_done: tokio::sync::broadcast::Sender<String>,
+}
+
+impl CoordState {
+    /// A catalog entry by id.
+    pub fn dataset(&self, id: &str) -> Option<DatasetRecord> {
+        self.store.get(DATASETS, id).ok().flatten()
+    }
+}
+
+/// A running coordinator.
+pub struct CoordinatorHandle {
+    /// Shared state.
+    pub state: Arc<CoordState>,
+    /// Where the admin API listens.
+    pub http_addr: SocketAddr,
+    /// Where nodes connect.
+    pub quic_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+    endpoint: quinn::Endpoint,
+}
+
+impl CoordinatorHandle {
+    /// The admin API base URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Stops the coordinator: closes node connections, waits for tasks.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        self.endpoint.close(prism_common::wire::close::NORMAL.into(), b"coordinator shutting down");
+        while self.tasks.join_next().await.is_some() {}
+        self.state.tasks.close();
+        // In-flight runs are abandoned; the next start fails them with a reason.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.state.tasks.wait()).await;
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// Starts a coordinator.
+pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> anyhow::Result<CoordinatorHandle> {
+    let tls = TlsMaterial::load(&config.tls).context("loading the coordinator's TLS material")?;
+    let path = config.data_path.clone();
+    let (store, failed) = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await?
+        .with_context(|| format!("opening the coordinator store {}", config.data_path.display()))?;
+    if !failed.is_empty() {
+        info!(runs = failed.len(), "failed runs left in flight by a previous run");
+    }
+    let store = Arc::new(store);
+    let endpoint = quinn::Endpoint::server(tls.server_config()?, config.quic_listen)
+        .with_context(|| format!("binding QUIC on {}", config.quic_listen))?;
+    let quic_addr = endpoint.local_addr()?;
+    let listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
+    let http_addr = listener.local_addr()?;
+    let nodes = Arc::new(NodeRegistry::new(config.organizations.clone(), config.max_frame));
+    let (run_done, _) = tokio::sync::broadcast::channel(1024);
+    info!(%quic_addr, %http_addr, config = ?config, "prism-coordinator {} starting", env!("CARGO_PKG_VERSION"));
+    let state = Arc::new(CoordState { config, store: store.clone(), nodes: nodes.clone(), tasks: TaskTracker::new(), run_done });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(nodes::serve(endpoint.clone(), nodes, store, shutdown.clone()));
+    let router = api::router(state.clone());
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(async move { sd.cancelled().await }).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    Ok(CoordinatorHandle { state, http_addr, quic_addr, shutdown, tasks, endpoint })
+}

@@ -1,1 +1,174 @@
-//! placeholder
+//! prism-node: the party node daemon.
+//!
+//! A node holds its organization's datasets and their privacy budgets in one redb file,
+//! publishes catalog metadata (never rows) to the coordinator over mutually authenticated
+//! QUIC, answers queries under its own policy, listens for peers, and serves a loopback
+//! admin API for the data owner. `start` runs all of it in-process, which is how the tests
+//! and `prism-sim` use it; `main.rs` is a thin CLI around it.
+
+pub mod admin;
+pub mod config;
+pub mod exec;
+pub mod import;
+pub mod link;
+pub mod peer;
+pub mod store;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use prism_common::identity::OrgId;
+use prism_common::schema::{CatalogEntry, Dataset};
+use prism_common::tls::TlsMaterial;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use config::{NodeConfig, Policy};
+use store::Store;
+
+/// Shared state of a running node.
+pub struct NodeState {
+    /// This node's organization.
+    pub org: OrgId,
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// Its store.
+    pub store: Arc<Store>,
+    /// Where its peer endpoint is bound.
+    pub peer_addr: SocketAddr,
+    datasets: RwLock<HashMap<String, Arc<Dataset>>>,
+    /// Signalled when the catalog changes, so the link republishes it.
+    pub catalog_changed: tokio::sync::Notify,
+    /// Whether the coordinator link is up.
+    pub connected: AtomicBool,
+}
+
+impl NodeState {
+    /// A dataset by name.
+    pub fn dataset(&self, name: &str) -> Option<Arc<Dataset>> {
+        self.datasets.read().ok()?.get(name).cloned()
+    }
+
+    /// Installs (or replaces) a dataset in memory and republishes the catalog.
+    pub fn install_dataset(&self, ds: Arc<Dataset>) {
+        if let Ok(mut m) = self.datasets.write() {
+            m.insert(ds.schema.name.clone(), ds);
+        }
+        self.catalog_changed.notify_one();
+    }
+
+    /// The catalog this node publishes: metadata only.
+    pub fn catalog(&self) -> anyhow::Result<Vec<CatalogEntry>> {
+        let m = self.datasets.read().map_err(|_| anyhow::anyhow!("dataset lock poisoned"))?;
+        let mut out: Vec<CatalogEntry> = m
+            .values()
+            .map(|d| CatalogEntry { name: d.schema.name.clone(), columns: d.schema.columns.clone(), row_count: d.rows as u64 })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Whether the coordinator link is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    /// Appends an audit entry off the async runtime.
+    pub fn audit_async(&self, actor: &str, action: &str, target: &str, details: serde_json::Value) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let (actor, action, target) = (actor.to_string(), action.to_string(), target.to_string());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.audit(&actor, &action, &target, details) {
+                tracing::error!(error = %e, "audit append failed");
+            }
+        })
+    }
+}
+
+/// A running node.
+pub struct NodeHandle {
+    /// Shared state.
+    pub state: Arc<NodeState>,
+    /// Where the admin API listens.
+    pub admin_addr: SocketAddr,
+    /// Where the peer endpoint listens.
+    pub peer_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    endpoint: quinn::Endpoint,
+}
+
+impl NodeHandle {
+    /// The admin API base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
+    /// Stops every task and waits for them; the store is closed when the last user drops it.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        self.endpoint.close(prism_common::wire::close::NORMAL.into(), b"node shutting down");
+        self.endpoint.wait_idle().await;
+    }
+
+    /// Waits until `shutdown` is cancelled from elsewhere, then stops.
+    pub async fn run_until_stopped(self) {
+        self.shutdown.cancelled().await;
+        self.shutdown().await;
+    }
+}
+
+/// Starts a node: opens its store, binds its endpoints and connects to the coordinator.
+pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<NodeHandle> {
+    let tls = TlsMaterial::load(&config.tls).context("loading the node's TLS material")?;
+    let token = config.resolve_admin_token()?;
+    let path = config.data_path.clone();
+    let (store, settled) = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await?
+        .with_context(|| format!("opening the node store {}", config.data_path.display()))?;
+    if !settled.is_empty() {
+        info!(count = settled.len(), "released reservations left open by a previous run");
+    }
+    let store = Arc::new(store);
+    let s2 = store.clone();
+    let datasets = tokio::task::spawn_blocking(move || s2.load_all()).await??;
+
+    let mut endpoint = quinn::Endpoint::server(tls.server_config()?, config.peer_listen)
+        .with_context(|| format!("binding the peer endpoint on {}", config.peer_listen))?;
+    let client = tls.client_config()?;
+    endpoint.set_default_client_config(client.clone());
+    let peer_addr = endpoint.local_addr()?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin API on {}", config.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let advertise = config.peer_advertise.clone().unwrap_or_else(|| peer_addr.to_string());
+    let state = Arc::new(NodeState {
+        org: config.org.clone(),
+        config,
+        store,
+        peer_addr,
+        datasets: RwLock::new(datasets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+        catalog_changed: tokio::sync::Notify::new(),
+        connected: AtomicBool::new(false),
+    });
+    info!(org = %state.org, %peer_addr, %admin_addr, config = ?state.config, "prism-node {} starting", env!("CARGO_PKG_VERSION"));
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(link::run(state.clone(), endpoint.clone(), client, advertise, shutdown.clone()));
+    tasks.spawn(peer::run(state.clone(), endpoint.clone(), shutdown.clone()));
+    let router = admin::router(state.clone(), &token);
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(admin_listener, router).with_graceful_shutdown(async move { sd.cancelled().await }).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    Ok(NodeHandle { state, admin_addr, peer_addr, shutdown, tasks, endpoint })
+}

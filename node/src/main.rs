@@ -1,1 +1,164 @@
-fn main() {}
+//! `prism-node`: run a party node, or talk to a running node's admin API.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "prism-node", version, about = "Prism party node")]
+struct Cli {
+    /// Node configuration (TOML). Without a subcommand, runs the node.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Admin API URL (for subcommands; defaults to the config's admin_listen).
+    #[arg(long, global = true, env = "PRISM_NODE_ADMIN_URL")]
+    admin_url: Option<String>,
+    /// Admin API token (for subcommands).
+    #[arg(long, global = true, env = "PRISM_NODE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node daemon (the default).
+    Run,
+    /// Import a CSV file as a dataset.
+    Import {
+        /// Dataset name (the SQL table name).
+        #[arg(long)]
+        name: String,
+        /// CSV file with a header row.
+        #[arg(long)]
+        csv: PathBuf,
+        /// Column declarations: a TOML file with `[[columns]]` entries (name, type, bounds).
+        #[arg(long)]
+        schema: PathBuf,
+        /// Replace an existing dataset's data (its budget ledger is kept).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List datasets with their budgets.
+    Datasets,
+    /// Set a dataset's total privacy budget.
+    Budget {
+        /// Dataset.
+        dataset: String,
+        /// Total ε.
+        #[arg(long)]
+        epsilon: f64,
+        /// Total δ.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+    },
+    /// Declare a column's bounds.
+    Bounds {
+        /// Dataset.
+        dataset: String,
+        /// Column.
+        column: String,
+        /// Smallest value.
+        #[arg(long, allow_hyphen_values = true)]
+        min: f64,
+        /// Largest value.
+        #[arg(long, allow_hyphen_values = true)]
+        max: f64,
+    },
+    /// Print the audit log.
+    Audit {
+        /// Verify the hash chain instead.
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchemaFile {
+    columns: Vec<prism_common::schema::ColumnSpec>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.as_ref().unwrap_or(&Command::Run) {
+        Command::Run => {
+            init_tracing();
+            let path = cli.config.as_deref().context("--config node.toml is required to run the node")?;
+            let config = prism_node::NodeConfig::from_file(path)?;
+            let shutdown = CancellationToken::new();
+            let node = prism_node::start(config, shutdown.clone()).await?;
+            tokio::signal::ctrl_c().await?;
+            shutdown.cancel();
+            node.shutdown().await;
+            Ok(())
+        }
+        cmd => admin_command(&cli, cmd).await,
+    }
+}
+
+fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::io::stdout().is_terminal() { b.init() } else { b.json().init() }
+}
+
+async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
+    let (url, token) = match (&cli.admin_url, &cli.token, &cli.config) {
+        (Some(u), Some(t), _) => (u.clone(), t.clone()),
+        (u, t, Some(path)) => {
+            let cfg = prism_node::NodeConfig::from_file(path)?;
+            let url = u.clone().unwrap_or_else(|| format!("http://{}", cfg.admin_listen));
+            let token = match t {
+                Some(t) => t.clone(),
+                None => cfg.resolve_admin_token()?,
+            };
+            (url, token)
+        }
+        _ => bail!("give --admin-url and --token (or --config node.toml)"),
+    };
+    let http = reqwest::Client::new();
+    let auth = format!("Bearer {token}");
+    let resp = match cmd {
+        Command::Run => unreachable!("handled in main"),
+        Command::Import { name, csv, schema, replace } => {
+            let csv = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+            let schema: SchemaFile = toml::from_str(&std::fs::read_to_string(schema)?)?;
+            http.post(format!("{url}/v1/datasets"))
+                .header("authorization", &auth)
+                .json(&serde_json::json!({"name": name, "columns": schema.columns, "csv": csv, "replace": replace}))
+                .send()
+                .await?
+        }
+        Command::Datasets => http.get(format!("{url}/v1/datasets")).header("authorization", &auth).send().await?,
+        Command::Budget { dataset, epsilon, delta } => {
+            http.put(format!("{url}/v1/datasets/{dataset}/budget"))
+                .header("authorization", &auth)
+                .json(&serde_json::json!({"epsilon": epsilon, "delta": delta}))
+                .send()
+                .await?
+        }
+        Command::Bounds { dataset, column, min, max } => {
+            http.patch(format!("{url}/v1/datasets/{dataset}/columns/{column}"))
+                .header("authorization", &auth)
+                .json(&serde_json::json!({"bounds": {"min": min, "max": max}}))
+                .send()
+                .await?
+        }
+        Command::Audit { verify } => {
+            let path = if *verify { "/v1/audit/verify" } else { "/v1/audit" };
+            http.get(format!("{url}{path}")).header("authorization", &auth).send().await?
+        }
+    };
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    if !status.is_success() {
+        bail!("the node answered {status}");
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Dataset schemas and in-memory column data: what a node stores and what the catalog shows.
+//!
+//! The catalog (name, columns, types, row count) is public within the federation; column data
+//! never leaves the node that imported it.
+
+use serde::{Deserialize, Serialize};
+
+/// The type of a dataset column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    /// Signed 64-bit integers.
+    Integer,
+    /// 64-bit floating point numbers.
+    Float,
+    /// Text, stored dictionary-encoded.
+    Text,
+    /// true / false.
+    Boolean,
+}
+
+impl ColumnType {
+    /// Whether SUM / AVG / MIN / MAX make sense on this type.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, ColumnType::Integer | ColumnType::Float)
+    }
+}
+
+impl std::fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ColumnType::Integer => "integer",
+            ColumnType::Float => "float",
+            ColumnType::Text => "text",
+            ColumnType::Boolean => "boolean",
+        })
+    }
+}
+
+/// Owner-declared bounds of a numeric column. DP clamps every value into them; HE sizes its
+/// integer types from them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bounds {
+    /// Smallest value a row may contribute.
+    pub min: f64,
+    /// Largest value a row may contribute.
+    pub max: f64,
+}
+
+/// One column as the owner declared it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// Column name, as used in SQL (lower case).
+    pub name: String,
+    /// Declared type.
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// Declared bounds (numeric columns); needed for SUM / AVG / MIN / MAX under DP and HE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<Bounds>,
+    /// Declared public key domain for GROUP BY: when set, these keys are released without a
+    /// noisy threshold (text / boolean / integer columns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_keys: Option<Vec<String>>,
+}
+
+/// A dataset's schema.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSchema {
+    /// Dataset name: the SQL table name.
+    pub name: String,
+    /// Columns in CSV order.
+    pub columns: Vec<ColumnSpec>,
+}
+
+impl DatasetSchema {
+    /// Looks a column up by name (case-insensitive).
+    pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
+        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Index of a column by name (case-insensitive).
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// The values of one column. Nulls are `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ColumnData {
+    /// Integer values.
+    Integer(Vec<Option<i64>>),
+    /// Float values.
+    Float(Vec<Option<f64>>),
+    /// Dictionary-encoded text: `codes[i]` indexes `dict`.
+    Text {
+        /// Distinct values, in first-seen order.
+        dict: Vec<String>,
+        /// One code per row.
+        codes: Vec<Option<u32>>,
+    },
+    /// Boolean values.
+    Boolean(Vec<Option<bool>>),
+}
+
+impl ColumnData {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnData::Integer(v) => v.len(),
+            ColumnData::Float(v) => v.len(),
+            ColumnData::Text { codes, .. } => codes.len(),
+            ColumnData::Boolean(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether row `i` is null.
+    pub fn is_null(&self, i: usize) -> bool {
+        match self {
+            ColumnData::Integer(v) => v[i].is_none(),
+            ColumnData::Float(v) => v[i].is_none(),
+            ColumnData::Text { codes, .. } => codes[i].is_none(),
+            ColumnData::Boolean(v) => v[i].is_none(),
+        }
+    }
+
+    /// Row `i` as a number (integers and floats; booleans as 0/1), `None` for null or text.
+    pub fn number(&self, i: usize) -> Option<f64> {
+        match self {
+            ColumnData::Integer(v) => v[i].map(|x| x as f64),
+            ColumnData::Float(v) => v[i],
+            ColumnData::Boolean(v) => v[i].map(|b| if b { 1.0 } else { 0.0 }),
+            ColumnData::Text { .. } => None,
+        }
+    }
+
+    /// Row `i` as a group key string, `None` for null.
+    pub fn key(&self, i: usize) -> Option<String> {
+        match self {
+            ColumnData::Integer(v) => v[i].map(|x| x.to_string()),
+            ColumnData::Float(v) => v[i].map(|x| x.to_string()),
+            ColumnData::Text { dict, codes } => codes[i].map(|c| dict[c as usize].clone()),
+            ColumnData::Boolean(v) => v[i].map(|b| b.to_string()),
+        }
+    }
+}
+
+/// A dataset held by a node: schema plus column data (same length in every column).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    /// Declared schema.
+    pub schema: DatasetSchema,
+    /// Column data, in schema order.
+    pub columns: Vec<ColumnData>,
+    /// Number of rows.
+    pub rows: usize,
+}
+
+impl Dataset {
+    /// The data of a column by name.
+    pub fn column(&self, name: &str) -> Option<(&ColumnSpec, &ColumnData)> {
+        let i = self.schema.column_index(name)?;
+        Some((&self.schema.columns[i], &self.columns[i]))
+    }
+}
+
+/// What the coordinator's catalog holds about a dataset: never rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    /// Dataset name, unique within its organization.
+    pub name: String,
+    /// Declared columns (types, bounds, public key domains).
+    pub columns: Vec<ColumnSpec>,
+    /// Number of rows.
+    pub row_count: u64,
+}

@@ -1,0 +1,193 @@
+//! rustls / quinn configuration: TLS 1.3 only, ALPN `prism/1`, client certificates required.
+//!
+//! The same material serves both directions: a node dials the coordinator and its peers as a
+//! client, and accepts peers as a server; the coordinator accepts nodes. Each side trusts only
+//! the federation CA (and, optionally, honours a CRL from it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::client::WebPkiServerVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+
+/// The ALPN protocol id of Prism's QUIC connections.
+pub const ALPN: &[u8] = b"prism/1";
+
+/// Errors loading TLS material or building configurations.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A PEM file held nothing usable.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        what: String,
+    },
+    /// rustls refused the configuration.
+    #[error("tls configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client verifier: {0}")]
+    Verifier(String),
+    /// quinn refused the rustls configuration.
+    #[error("quic configuration: {0}")]
+    Quic(String),
+}
+
+/// Paths to a party's TLS material.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The federation CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This party's certificate (PEM).
+    pub cert: PathBuf,
+    /// This party's private key (PKCS#8 PEM).
+    pub key: PathBuf,
+    /// An optional CRL from the federation CA (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
+}
+
+/// Parsed TLS material.
+pub struct TlsMaterial {
+    roots: Arc<rustls::RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial").field("chain", &self.chain.len()).finish_non_exhaustive()
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+}
+
+fn pem_err(path: &Path, what: impl Into<String>) -> TlsError {
+    TlsError::Pem { path: path.to_path_buf(), what: what.into() }
+}
+
+/// The one crypto provider every Prism TLS configuration uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsMaterial {
+    /// Loads and parses the files.
+    pub fn load(files: &TlsFiles) -> Result<Self, TlsError> {
+        let ca = read(&files.ca_cert)?;
+        let cert = read(&files.cert)?;
+        let key = read(&files.key)?;
+        let crl = files.crl.as_deref().map(read).transpose()?;
+        Self::from_pem(&ca, &cert, &key, crl.as_deref()).map_err(|e| match e {
+            TlsError::Pem { what, .. } => pem_err(&files.cert, what),
+            other => other,
+        })
+    }
+
+    /// Parses PEM bytes.
+    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8], crl: Option<&[u8]>) -> Result<Self, TlsError> {
+        let here = Path::new("<pem>");
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(ca) {
+            let c = c.map_err(|e| pem_err(here, format!("ca certificate: {e}")))?;
+            roots.add(c).map_err(TlsError::Rustls)?;
+        }
+        if roots.is_empty() {
+            return Err(pem_err(here, "no CA certificate found"));
+        }
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| pem_err(here, format!("certificate: {e}")))?;
+        if chain.is_empty() {
+            return Err(pem_err(here, "no certificate found"));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| pem_err(here, format!("private key: {e}")))?;
+        let crls = match crl {
+            None => Vec::new(),
+            Some(c) => CertificateRevocationListDer::pem_slice_iter(c)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| pem_err(here, format!("crl: {e}")))?,
+        };
+        Ok(TlsMaterial { roots: Arc::new(roots), chain, key, crls })
+    }
+
+    /// This party's leaf certificate (DER).
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// This party's private key as PKCS#8 DER (the Ed25519 key that also signs attestations).
+    pub fn key_pkcs8_der(&self) -> &[u8] {
+        self.key.secret_der()
+    }
+
+    /// The federation CA roots.
+    pub fn roots(&self) -> Arc<rustls::RootCertStore> {
+        self.roots.clone()
+    }
+
+    fn transport() -> Arc<quinn::TransportConfig> {
+        let mut t = quinn::TransportConfig::default();
+        t.keep_alive_interval(Some(Duration::from_secs(3)));
+        // A party that stops answering is noticed within seconds, not minutes.
+        t.max_idle_timeout(Some(quinn::VarInt::from_u32(15_000).into()));
+        Arc::new(t)
+    }
+
+    /// A QUIC server configuration that requires a client certificate from the federation CA.
+    pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
+        let provider = provider();
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+            .with_crls(self.crls.clone())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = QuicServerConfig::try_from(cfg).map_err(|e| TlsError::Quic(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server.transport_config(Self::transport());
+        Ok(server)
+    }
+
+    /// A QUIC client configuration that presents this party's certificate and trusts only the
+    /// federation CA.
+    pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        let provider = provider();
+        let verifier = WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+            .with_crls(self.crls.clone())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        let quic = QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Quic(e.to_string()))?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(Self::transport());
+        Ok(client)
+    }
+}

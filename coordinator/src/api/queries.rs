@@ -1,0 +1,274 @@
+//! Queries and runs: create, validate (with the holding node's estimate), execute, read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use prism_common::backend::{self, BackendId};
+use prism_common::plan::Plan;
+use prism_common::sql;
+use prism_common::wire::{PrivacyParams, Request, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, Caller, blocking, unknown_dataset};
+use crate::CoordState;
+use crate::model::{DatasetRecord, QueryRecord, RunRecord, now};
+use crate::runs;
+use crate::store::{Audit, QUERIES, RUNS};
+
+/// Default ε of a query that names none.
+pub const DEFAULT_EPSILON: f64 = 0.5;
+/// Default δ of a query that names none (only spent by threshold key release).
+pub const DEFAULT_DELTA: f64 = 1e-7;
+
+/// A query as submitted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryInput {
+    dataset_id: String,
+    sql: String,
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    epsilon: Option<f64>,
+    #[serde(default)]
+    delta: Option<f64>,
+}
+
+/// The seed API nests the query under `query`; both shapes are accepted.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum QueryBody {
+    /// `{"query": {...}}`
+    Nested {
+        /// The query.
+        query: QueryInput,
+    },
+    /// `{...}`
+    Flat(QueryInput),
+}
+
+impl QueryBody {
+    fn into_input(self) -> QueryInput {
+        match self {
+            QueryBody::Nested { query } | QueryBody::Flat(query) => query,
+        }
+    }
+}
+
+/// A query that passed validation.
+struct Validated {
+    dataset: DatasetRecord,
+    plan: Plan,
+    backend: BackendId,
+    epsilon: f64,
+    delta: f64,
+    estimated_epsilon: f64,
+    estimated_delta: f64,
+    estimate_source: &'static str,
+}
+
+fn unprocessable(code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+}
+
+async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validated> {
+    let backend = match &input.backend {
+        None => BackendId::DpSandbox,
+        Some(b) => BackendId::parse(b).ok_or_else(|| {
+            unprocessable("unknown_backend", format!("unknown backend {b:?}: use dp_sandbox, he_backend, mpc_backend or enclave_backend"))
+        })?,
+    };
+    let dataset = state.dataset(&input.dataset_id).ok_or_else(|| unknown_dataset(&input.dataset_id))?;
+    let schema = prism_common::schema::DatasetSchema { name: dataset.name.clone(), columns: dataset.columns.clone() };
+    let plan = sql::plan_query(&input.sql, &schema).map_err(|e| unprocessable(e.code(), e.to_string()))?;
+    backend::check_supported(backend, &plan).map_err(|m| unprocessable("backend_unsupported", m))?;
+    let epsilon = input.epsilon.unwrap_or(DEFAULT_EPSILON);
+    let delta = input.delta.unwrap_or(DEFAULT_DELTA);
+    if !(epsilon.is_finite() && epsilon > 0.0) || !(delta.is_finite() && (0.0..1.0).contains(&delta)) {
+        return Err(unprocessable("invalid_epsilon", format!("epsilon must be a finite number > 0 and delta in [0, 1); got ε={epsilon} δ={delta}")));
+    }
+    let mut v = Validated { dataset, plan, backend, epsilon, delta, estimated_epsilon: 0.0, estimated_delta: 0.0, estimate_source: "none" };
+    if backend == BackendId::DpSandbox {
+        // The holding node is the authority on what a release costs under its policy.
+        let req = Request::Estimate { backend, dataset: v.dataset.name.clone(), plan: v.plan.clone(), params: PrivacyParams { epsilon, delta } };
+        match state.nodes.call(&v.dataset.organization, &req, Duration::from_secs(10)).await {
+            Ok(Response::Estimated { epsilon, delta }) => {
+                v.estimated_epsilon = epsilon;
+                v.estimated_delta = delta;
+                v.estimate_source = "node";
+            }
+            Ok(Response::Refused(e)) => return Err(unprocessable(&e.code, e.message)),
+            Ok(other) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "protocol_error", format!("unexpected node answer {other:?}"))),
+            Err(e) => {
+                // Offline node: estimate with the default node policy; the node re-checks at execution.
+                let cost = prism_common::dp::estimate(&v.plan, &schema_of(&v.dataset), &prism_common::dp::DpParams { epsilon, delta }, &Default::default())
+                    .map_err(|d| unprocessable(d.code(), d.to_string()))?;
+                tracing::info!(error = %e, "estimating without the node");
+                v.estimated_epsilon = cost.epsilon;
+                v.estimated_delta = cost.delta;
+                v.estimate_source = "coordinator (node offline; default policy)";
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn schema_of(d: &DatasetRecord) -> prism_common::schema::DatasetSchema {
+    prism_common::schema::DatasetSchema { name: d.name.clone(), columns: d.columns.clone() }
+}
+
+fn query_json(q: &QueryRecord) -> Value {
+    json!(q)
+}
+
+/// `POST /api/v1/queries/validate`: always 200 for a well-formed request; `valid` says whether
+/// the query would run, `errors` why not.
+pub async fn validate(State(s): State<Arc<CoordState>>, _c: Caller, Json(body): Json<QueryBody>) -> ApiResult<Json<Value>> {
+    let input = body.into_input();
+    let backend_name = input.backend.clone().unwrap_or_else(|| "dp_sandbox".into());
+    let info = BackendId::parse(&backend_name).map(|b| b.info());
+    let backend_json = json!({"name": backend_name, "info": info, "supported": info.as_ref().is_some_and(|i| i.available)});
+    match check(&s, &input).await {
+        Ok(v) if v.backend == BackendId::EnclaveBackend => Ok(Json(json!({
+            "valid": false,
+            "errors": [{"code": "backend_not_implemented", "message": backend::ENCLAVE_MESSAGE, "details": backend::enclave_refusal()}],
+            "estimated_epsilon": 0.0, "plan": v.plan, "backend": backend_json,
+        }))),
+        Ok(v) => Ok(Json(json!({
+            "valid": true, "errors": [], "estimated_epsilon": v.estimated_epsilon, "estimated_delta": v.estimated_delta,
+            "estimate_source": v.estimate_source, "plan": v.plan, "backend": backend_json,
+            "organization": v.dataset.organization,
+        }))),
+        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::NOT_FOUND => Ok(Json(json!({
+            "valid": false, "errors": [{"code": e.code, "message": e.message}], "estimated_epsilon": null, "backend": backend_json,
+        }))),
+        Err(e) => Err(e),
+    }
+}
+
+/// `POST /api/v1/queries`: 201 with the saved query, or 422 naming the problem.
+pub async fn create(State(s): State<Arc<CoordState>>, Caller(user): Caller, Json(body): Json<QueryBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+    let input = body.into_input();
+    let v = check(&s, &input).await?;
+    let q = QueryRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        dataset_id: v.dataset.id.clone(),
+        sql: input.sql,
+        backend: v.backend,
+        epsilon: v.epsilon,
+        delta: v.delta,
+        estimated_epsilon: v.estimated_epsilon,
+        estimated_delta: v.estimated_delta,
+        plan: v.plan,
+        created_by: user.id.clone(),
+        created_at: now(),
+    };
+    let store = s.store.clone();
+    let q2 = q.clone();
+    blocking(move || {
+        store.put(QUERIES, &q2.id, &q2, Some(Audit {
+            actor: &user.name,
+            action: "query_created",
+            target: &q2.id,
+            details: json!({"dataset_id": q2.dataset_id, "backend": q2.backend, "estimated_epsilon": q2.estimated_epsilon, "sql": q2.sql}),
+        }))
+    })
+    .await??;
+    Ok((StatusCode::CREATED, Json(query_json(&q))))
+}
+
+/// `GET /api/v1/queries`.
+pub async fn list(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
+    let store = s.store.clone();
+    let mut all: Vec<QueryRecord> = blocking(move || store.list(QUERIES)).await??;
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(Json(json!(all)))
+}
+
+async fn load_query(s: &Arc<CoordState>, id: String) -> ApiResult<QueryRecord> {
+    let store = s.store.clone();
+    let q: Option<QueryRecord> = blocking({
+        let id = id.clone();
+        move || store.get(QUERIES, &id)
+    })
+    .await??;
+    q.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_query", format!("query {id} does not exist")))
+}
+
+/// `GET /api/v1/queries/{id}`.
+pub async fn show(State(s): State<Arc<CoordState>>, _c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(query_json(&load_query(&s, id).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct ExecuteParams {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /api/v1/queries/{id}/execute`: 202 with the pending run, or with `?wait=true` 200 with
+/// the finished run. The enclave backend is refused with 501 and a structured error.
+pub async fn execute(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Query(p): Query<ExecuteParams>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let q = load_query(&s, id).await?;
+    let mut done = s.run_done.subscribe();
+    let s2 = s.clone();
+    let run = blocking(move || runs::start(&s2, q, &user)).await??;
+    if run.backend_used == BackendId::EnclaveBackend {
+        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "backend_not_implemented", backend::ENCLAVE_MESSAGE)
+            .with_details(json!({"run_id": run.id, "refusal": backend::enclave_refusal()})));
+    }
+    if !p.wait {
+        return Ok((StatusCode::ACCEPTED, Json(json!(run))));
+    }
+    let deadline = Duration::from_secs(s.config.run_timeout_secs + 5);
+    let wait = async {
+        loop {
+            match done.recv().await {
+                Ok(rid) if rid == run.id => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if load_run(&s, run.id.clone()).await.is_ok_and(|r| r.status.is_final()) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(deadline, wait).await;
+    let run = load_run(&s, run.id).await?;
+    let status = if run.status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, Json(json!(run))))
+}
+
+async fn load_run(s: &Arc<CoordState>, id: String) -> ApiResult<RunRecord> {
+    let store = s.store.clone();
+    let r: Option<RunRecord> = blocking({
+        let id = id.clone();
+        move || store.get(RUNS, &id)
+    })
+    .await??;
+    r.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_run", format!("run {id} does not exist")))
+}
+
+/// `GET /api/v1/runs/{id}`.
+pub async fn show_run(State(s): State<Arc<CoordState>>, _c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(load_run(&s, id).await?)))
+}
+
+/// `GET /api/v1/runs`.
+pub async fn list_runs(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
+    let store = s.store.clone();
+    let mut all: Vec<RunRecord> = blocking(move || store.list(RUNS)).await??;
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(Json(json!(all)))
+}
+

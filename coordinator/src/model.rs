@@ -1,0 +1,148 @@
+//! The coordinator's records: users, catalog entries, queries and runs, as the API shows them.
+//!
+//! Field names follow the seed plan (`estimated_epsilon`, `backend_used`, `proof_artifacts`, ...).
+
+use prism_common::backend::BackendId;
+use prism_common::identity::OrgId;
+use prism_common::plan::{Plan, Table};
+use prism_common::schema::ColumnSpec;
+use serde::{Deserialize, Serialize};
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Manages the federation; reads the audit log.
+    Admin,
+    /// Creates and runs queries.
+    Analyst,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "analyst" => Ok(Role::Analyst),
+            _ => Err(format!("unknown role {s:?}: use admin or analyst")),
+        }
+    }
+}
+
+/// A user; the token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// User id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// The organization the user belongs to, if any.
+    pub organization: Option<OrgId>,
+    /// When created.
+    pub created_at: String,
+}
+
+/// A dataset in the catalog: metadata published by its node, never rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    /// `<organization>.<name>`.
+    pub id: String,
+    /// Holding organization.
+    pub organization: OrgId,
+    /// Dataset name (SQL table name).
+    pub name: String,
+    /// Declared columns.
+    pub columns: Vec<ColumnSpec>,
+    /// Row count.
+    pub row_count: u64,
+    /// When the node last published it.
+    pub updated_at: String,
+}
+
+/// A saved query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueryRecord {
+    /// Query id.
+    pub id: String,
+    /// Dataset id.
+    pub dataset_id: String,
+    /// SQL text as submitted.
+    pub sql: String,
+    /// Backend.
+    pub backend: BackendId,
+    /// ε requested for a DP release.
+    pub epsilon: f64,
+    /// δ allowed for a DP release.
+    pub delta: f64,
+    /// ε the holding node says this query will be charged.
+    pub estimated_epsilon: f64,
+    /// δ it will be charged.
+    pub estimated_delta: f64,
+    /// The normalized plan.
+    pub plan: Plan,
+    /// Creator's user id.
+    pub created_by: String,
+    /// When created.
+    pub created_at: String,
+}
+
+/// A run's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Persisted, not yet sent.
+    Pending,
+    /// Sent to the node.
+    Running,
+    /// Answered.
+    Completed,
+    /// Refused or failed; `error_message` says why.
+    Failed,
+}
+
+impl RunStatus {
+    /// Whether the run is finished.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed)
+    }
+}
+
+/// One execution of a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: String,
+    /// Query id.
+    pub query_id: String,
+    /// State.
+    pub status: RunStatus,
+    /// The released answer.
+    pub result: Option<Table>,
+    /// Backend that ran it.
+    pub backend_used: BackendId,
+    /// ε the node charged.
+    pub epsilon_consumed: f64,
+    /// δ the node charged.
+    pub delta_consumed: f64,
+    /// Wall-clock time from dispatch to answer.
+    pub execution_time_ms: Option<f64>,
+    /// Mechanism, parameters, accuracy, node timings.
+    pub proof_artifacts: serde_json::Value,
+    /// Why it failed.
+    pub error_message: Option<String>,
+    /// Stable code of the failure.
+    pub error_code: Option<String>,
+    /// Who ran it.
+    pub created_by: String,
+    /// When created.
+    pub created_at: String,
+    /// When it finished.
+    pub finished_at: Option<String>,
+}
+
+/// Current time, RFC 3339.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,217 @@
+//! The QUIC endpoint nodes connect to, and the registry of connected nodes.
+//!
+//! Identity comes from the verified client certificate, once, at accept time. The node's
+//! `Hello` must claim the same organization and a protocol version this build speaks;
+//! otherwise it gets a refusal frame and the connection is closed with `REFUSED`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
+use prism_common::wire::{self, ErrorBody, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response, WireError};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::store::{Audit, Store};
+
+/// A connected node.
+#[derive(Clone)]
+struct Link {
+    conn: quinn::Connection,
+    info: NodeInfo,
+}
+
+/// What the API shows about a connected node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// Organization.
+    pub organization: OrgId,
+    /// The node's peer endpoint address.
+    pub peer_addr: Option<String>,
+    /// Node software.
+    pub software: String,
+    /// When it connected.
+    pub connected_since: String,
+    /// Remote address of the QUIC connection.
+    pub remote: String,
+}
+
+/// Errors calling a node.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The node is not connected.
+    #[error("the node of {0} is offline (not connected to the coordinator)")]
+    Offline(OrgId),
+    /// It did not answer in time.
+    #[error("the node of {0} did not answer within {1:?}")]
+    Timeout(OrgId, Duration),
+    /// The connection failed mid-request.
+    #[error("the node of {0} dropped the request: {1}")]
+    Transport(OrgId, String),
+}
+
+/// Connected nodes by organization.
+pub struct NodeRegistry {
+    allowed: HashSet<OrgId>,
+    links: Mutex<HashMap<OrgId, Link>>,
+    max_frame: usize,
+}
+
+impl NodeRegistry {
+    /// A registry admitting these organizations.
+    pub fn new(allowed: impl IntoIterator<Item = OrgId>, max_frame: usize) -> Self {
+        NodeRegistry { allowed: allowed.into_iter().collect(), links: Mutex::new(HashMap::new()), max_frame }
+    }
+
+    /// Admitted organizations, sorted.
+    pub fn members(&self) -> Vec<OrgId> {
+        let mut v: Vec<_> = self.allowed.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether an organization is admitted.
+    pub fn is_member(&self, org: &OrgId) -> bool {
+        self.allowed.contains(org)
+    }
+
+    /// The connected node of an organization.
+    pub fn info(&self, org: &OrgId) -> Option<NodeInfo> {
+        self.links.lock().ok()?.get(org).map(|l| l.info.clone())
+    }
+
+    fn conn(&self, org: &OrgId) -> Option<quinn::Connection> {
+        self.links.lock().ok()?.get(org).map(|l| l.conn.clone())
+    }
+
+    /// Sends a request on a new stream and waits for the answer.
+    pub async fn call(&self, org: &OrgId, req: &Request, timeout: Duration) -> Result<Response, CallError> {
+        let conn = self.conn(org).ok_or_else(|| CallError::Offline(org.clone()))?;
+        let t = |e: &dyn std::fmt::Display| CallError::Transport(org.clone(), e.to_string());
+        let fut = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| t(&e))?;
+            wire::write_msg(&mut send, req).await.map_err(|e| t(&e))?;
+            send.finish().map_err(|e| t(&e))?;
+            wire::read_msg::<_, Response>(&mut recv, self.max_frame).await.map_err(|e| t(&e))
+        };
+        tokio::time::timeout(timeout, fut).await.map_err(|_| CallError::Timeout(org.clone(), timeout))?
+    }
+}
+
+/// Accepts node connections until `shutdown`.
+pub async fn serve(endpoint: quinn::Endpoint, registry: Arc<NodeRegistry>, store: Arc<Store>, shutdown: CancellationToken) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
+        };
+        let (registry, store, shutdown) = (registry.clone(), store.clone(), shutdown.clone());
+        let remote = incoming.remote_address();
+        tokio::spawn(
+            async move {
+                match incoming.await {
+                    Ok(conn) => handle(conn, registry, store, shutdown).await,
+                    Err(e) => warn!(error = %e, "node handshake failed"),
+                }
+            }
+            .instrument(info_span!("node", %remote)),
+        );
+    }
+    endpoint.close(wire::close::NORMAL.into(), b"coordinator shutting down");
+}
+
+async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, code: &str, message: String) {
+    warn!(code, %message, "refusing node");
+    if let Some(send) = send {
+        let _ = wire::write_msg(send, &HelloReply::Refused(ErrorBody::new(code, message.clone()))).await;
+        let _ = send.finish();
+        let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
+    }
+    conn.close(wire::close::REFUSED.into(), message.as_bytes());
+}
+
+fn close_for(conn: &quinn::Connection, e: &WireError) {
+    let code = if matches!(e, WireError::FrameTooLarge { .. }) { wire::close::FRAME_TOO_LARGE } else { wire::close::PROTOCOL };
+    conn.close(code.into(), e.to_string().as_bytes());
+}
+
+async fn handle(conn: quinn::Connection, registry: Arc<NodeRegistry>, store: Arc<Store>, shutdown: CancellationToken) {
+    let org = match peer_identity(&conn) {
+        Ok(PeerIdentity::Org(org)) => org,
+        Ok(PeerIdentity::Coordinator) => return refuse(&conn, None, "not_a_node", "a coordinator certificate cannot join as a node".into()).await,
+        Err(e) => return refuse(&conn, None, "bad_certificate", e.to_string()).await,
+    };
+    if !registry.is_member(&org) {
+        return refuse(&conn, None, "not_a_member", format!("organization {org} is not a member of this federation")).await;
+    }
+    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await else {
+        return refuse(&conn, None, "no_hello", "no control stream within 10 s".into()).await;
+    };
+    let hello: Hello = match wire::read_msg(&mut recv, registry.max_frame).await {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(%org, error = %e, "bad hello");
+            return close_for(&conn, &e);
+        }
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let msg = format!("protocol version {} is not supported; this coordinator speaks version {PROTOCOL_VERSION}", hello.version);
+        return refuse(&conn, Some(&mut send), "unsupported_version", msg).await;
+    }
+    if hello.org != org {
+        let msg = format!("the node claims organization {} but its certificate is for {org}", hello.org);
+        let _ = store.audit(Audit { actor: org.as_str(), action: "node_refused", target: hello.org.as_str(), details: serde_json::json!({"reason": msg}) });
+        return refuse(&conn, Some(&mut send), "org_mismatch", msg).await;
+    }
+    let welcome = HelloReply::Welcome { version: PROTOCOL_VERSION, software: format!("prism-coordinator {}", env!("CARGO_PKG_VERSION")) };
+    if wire::write_msg(&mut send, &welcome).await.is_err() {
+        return;
+    }
+    let info = NodeInfo {
+        organization: org.clone(),
+        peer_addr: hello.peer_addr.clone(),
+        software: hello.software.clone(),
+        connected_since: crate::model::now(),
+        remote: conn.remote_address().to_string(),
+    };
+    if let Ok(mut links) = registry.links.lock() {
+        // A reconnecting node replaces its older connection.
+        if let Some(old) = links.insert(org.clone(), Link { conn: conn.clone(), info }) {
+            old.conn.close(wire::close::NORMAL.into(), b"replaced by a newer connection");
+        }
+    }
+    info!(%org, software = %hello.software, "node connected");
+    let _ = store.audit(Audit { actor: org.as_str(), action: "node_connected", target: org.as_str(), details: serde_json::json!({"software": hello.software}) });
+
+    loop {
+        let ev = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ev = wire::read_msg::<_, NodeEvent>(&mut recv, registry.max_frame) => ev,
+        };
+        match ev {
+            Ok(NodeEvent::Catalog { datasets }) => {
+                let store = store.clone();
+                let o = org.clone();
+                match tokio::task::spawn_blocking(move || store.replace_catalog(&o, &datasets)).await {
+                    Ok(Ok(recs)) => info!(%org, datasets = recs.len(), "catalog updated"),
+                    Ok(Err(e)) => warn!(%org, error = %e, "catalog update failed"),
+                    Err(e) => warn!(%org, error = %e, "catalog update failed"),
+                }
+            }
+            Err(WireError::Closed) => break,
+            Err(e) => {
+                warn!(%org, error = %e, "closing node connection");
+                close_for(&conn, &e);
+                break;
+            }
+        }
+    }
+    if let Ok(mut links) = registry.links.lock()
+        && links.get(&org).is_some_and(|l| l.conn.stable_id() == conn.stable_id())
+    {
+        links.remove(&org);
+    }
+    info!(%org, "node disconnected");
+}

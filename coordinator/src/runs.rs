@@ -1,0 +1,134 @@
+//! Run orchestration: a persisted state machine per execution.
+//!
+//! `pending` is committed before the API answers; the run then goes `running` when it is sent
+//! to the node that holds the dataset, and ends `completed` or `failed` with the node's words.
+//! A run left unfinished by a stopped coordinator is failed at the next start (see the store).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_common::backend::{self, BackendId};
+use prism_common::wire::{PrivacyParams, Request, Response};
+use tracing::{info, warn};
+
+use crate::CoordState;
+use crate::model::{QueryRecord, RunRecord, RunStatus, User, now};
+use crate::store::{Audit, RUNS};
+
+fn new_run(query: &QueryRecord, user: &User) -> RunRecord {
+    RunRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        query_id: query.id.clone(),
+        status: RunStatus::Pending,
+        result: None,
+        backend_used: query.backend,
+        epsilon_consumed: 0.0,
+        delta_consumed: 0.0,
+        execution_time_ms: None,
+        proof_artifacts: serde_json::json!({}),
+        error_message: None,
+        error_code: None,
+        created_by: user.id.clone(),
+        created_at: now(),
+        finished_at: None,
+    }
+}
+
+fn save(state: &CoordState, run: &RunRecord, action: &str, actor: &str, details: serde_json::Value) -> Result<(), crate::store::StoreError> {
+    state.store.put(RUNS, &run.id, run, Some(Audit { actor, action, target: &run.id, details }))
+}
+
+/// Persists a new run for `query` and starts it. Returns the run as first committed.
+pub fn start(state: &Arc<CoordState>, query: QueryRecord, user: &User) -> Result<RunRecord, crate::store::StoreError> {
+    let mut run = new_run(&query, user);
+    if query.backend == BackendId::EnclaveBackend {
+        // Refused outright: there is nothing to send anywhere.
+        run.status = RunStatus::Failed;
+        run.error_code = Some("backend_not_implemented".into());
+        run.error_message = Some(backend::ENCLAVE_MESSAGE.into());
+        run.proof_artifacts = serde_json::json!({"refusal": backend::enclave_refusal()});
+        run.finished_at = Some(now());
+        save(state, &run, "backend_not_implemented", &user.name, serde_json::json!({"query_id": query.id, "backend": query.backend}))?;
+        let _ = state.run_done.send(run.id.clone());
+        return Ok(run);
+    }
+    save(state, &run, "run_created", &user.name, serde_json::json!({"query_id": query.id, "backend": query.backend, "dataset_id": query.dataset_id}))?;
+    let (state2, run2) = (state.clone(), run.clone());
+    state.tasks.spawn(async move { drive(state2, query, run2).await });
+    Ok(run)
+}
+
+async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
+    let Some(dataset) = state.dataset(&query.dataset_id) else {
+        return finish(&state, run, Err(("unknown_dataset".into(), format!("dataset {} is no longer in the catalog", query.dataset_id)))).await;
+    };
+    run.status = RunStatus::Running;
+    let s = state.clone();
+    let r = run.clone();
+    let org = dataset.organization.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || save(&s, &r, "run_started", "system", serde_json::json!({"organization": org}))).await {
+        warn!(error = %e, "could not persist run start");
+    }
+    let req = Request::Execute {
+        run_id: run.id.clone(),
+        backend: query.backend,
+        dataset: dataset.name.clone(),
+        plan: query.plan.clone(),
+        params: PrivacyParams { epsilon: query.epsilon, delta: query.delta },
+    };
+    let started = Instant::now();
+    let timeout = Duration::from_secs(state.config.run_timeout_secs);
+    let answer = state.nodes.call(&dataset.organization, &req, timeout).await;
+    run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    let outcome = match answer {
+        Ok(Response::Executed(x)) => {
+            run.result = Some(x.table);
+            run.epsilon_consumed = x.epsilon_spent;
+            run.delta_consumed = x.delta_spent;
+            run.proof_artifacts = serde_json::json!({
+                "organization": dataset.organization,
+                "node_compute_ms": x.compute_ms,
+                "release": x.proof,
+            });
+            Ok(())
+        }
+        Ok(Response::Refused(e)) => {
+            if let Some(d) = e.details {
+                run.proof_artifacts = serde_json::json!({"refusal": d});
+            }
+            Err((e.code, e.message))
+        }
+        Ok(other) => Err(("protocol_error".into(), format!("unexpected answer from the node: {other:?}"))),
+        Err(e) => Err(("node_unavailable".into(), e.to_string())),
+    };
+    finish(&state, run, outcome).await;
+}
+
+async fn finish(state: &Arc<CoordState>, mut run: RunRecord, outcome: Result<(), (String, String)>) {
+    run.finished_at = Some(now());
+    let action = match outcome {
+        Ok(()) => {
+            run.status = RunStatus::Completed;
+            "query_executed"
+        }
+        Err((code, message)) => {
+            run.status = RunStatus::Failed;
+            run.error_code = Some(code);
+            run.error_message = Some(message);
+            "query_failed"
+        }
+    };
+    info!(run_id = %run.id, status = ?run.status, "run finished");
+    let details = serde_json::json!({
+        "query_id": run.query_id, "backend": run.backend_used, "epsilon_consumed": run.epsilon_consumed,
+        "delta_consumed": run.delta_consumed, "error": run.error_message,
+    });
+    let s = state.clone();
+    let id = run.id.clone();
+    match tokio::task::spawn_blocking(move || save(&s, &run, action, "system", details)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => warn!(error = %e, "could not persist run result"),
+        Err(e) => warn!(error = %e, "could not persist run result"),
+    }
+    let _ = state.run_done.send(id);
+}

@@ -1,0 +1,216 @@
+//! The coordinator's redb store: users, catalog, queries, runs and the audit log.
+//!
+//! Records are JSON values in string-keyed tables. A record and the audit entry about it are
+//! written in one transaction, and every acknowledged change is committed first.
+
+use std::path::Path;
+
+use prism_common::audit::store::{self as audit, AuditStoreError};
+use prism_common::identity::OrgId;
+use prism_common::schema::CatalogEntry;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::model::{DatasetRecord, Role, RunRecord, RunStatus, User, now};
+
+/// SHA-256(token) hex → JSON [`User`].
+pub const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
+/// dataset id → JSON [`DatasetRecord`].
+pub const DATASETS: TableDefinition<&str, &str> = TableDefinition::new("datasets");
+/// query id → JSON [`QueryRecord`].
+pub const QUERIES: TableDefinition<&str, &str> = TableDefinition::new("queries");
+/// run id → JSON [`RunRecord`].
+pub const RUNS: TableDefinition<&str, &str> = TableDefinition::new("runs");
+
+/// Errors of the coordinator store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed.
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    /// A record did not decode.
+    #[error("store record {0} is corrupt: {1}")]
+    Corrupt(String, String),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] AuditStoreError),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// An audit entry to write with a change.
+pub struct Audit<'a> {
+    /// Who.
+    pub actor: &'a str,
+    /// What.
+    pub action: &'a str,
+    /// To what.
+    pub target: &'a str,
+    /// Detail.
+    pub details: serde_json::Value,
+}
+
+/// The coordinator store.
+pub struct Store {
+    db: Database,
+}
+
+fn decode<T: DeserializeOwned>(key: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(key.to_string(), e.to_string()))
+}
+
+fn encode<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+/// SHA-256 of a token, hex.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Store {
+    /// Opens (or creates) the store and fails every run a previous process left unfinished.
+    pub fn open(path: &Path) -> Result<(Self, Vec<String>), StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        for t in [USERS, DATASETS, QUERIES, RUNS] {
+            txn.open_table(t)?;
+        }
+        txn.open_table(audit::AUDIT)?;
+        txn.commit()?;
+        let store = Store { db };
+        let failed = store.fail_unfinished_runs()?;
+        Ok((store, failed))
+    }
+
+    /// The database (audit reads).
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    fn fail_unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
+        let stale: Vec<RunRecord> = self.list(RUNS)?.into_iter().filter(|r: &RunRecord| !r.status.is_final()).collect();
+        let mut ids = Vec::new();
+        for mut run in stale {
+            run.status = RunStatus::Failed;
+            run.error_code = Some("coordinator_restarted".into());
+            run.error_message = Some(
+                "the coordinator stopped while this run was in flight, so its answer was lost; the holding node \
+                 may have charged its budget (see the node's audit log); execute the query again to retry"
+                    .into(),
+            );
+            run.finished_at = Some(now());
+            let id = run.id.clone();
+            self.put(RUNS, &id, &run, Some(Audit { actor: "system", action: "run_failed", target: &id, details: serde_json::json!({"reason": "coordinator_restarted"}) }))?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Writes a record (and optionally an audit entry) in one transaction.
+    pub fn put<T: Serialize>(&self, table: TableDefinition<&str, &str>, key: &str, value: &T, audit: Option<Audit<'_>>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(table)?.insert(key, encode(value).as_str())?;
+        if let Some(a) = audit {
+            audit::append(&txn, a.actor, a.action, a.target, a.details)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Reads a record.
+    pub fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        match t.get(key)? {
+            Some(v) => Ok(Some(decode(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every record of a table, in key order.
+    pub fn list<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>) -> Result<Vec<T>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push(decode(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Appends an audit entry on its own.
+    pub fn audit(&self, a: Audit<'_>) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        audit::append(&txn, a.actor, a.action, a.target, a.details)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Creates a user and returns the token, which is shown once and never stored.
+    pub fn create_user(&self, name: &str, role: Role, organization: Option<OrgId>) -> Result<(User, String), StoreError> {
+        use rand::RngCore;
+        let mut raw = [0u8; 32];
+        rand::rng().fill_bytes(&mut raw);
+        let token = format!("prism_{}", hex::encode(raw));
+        let user = User { id: uuid::Uuid::new_v4().to_string(), name: name.into(), role, organization, created_at: now() };
+        self.put(
+            USERS,
+            &token_hash(&token),
+            &user,
+            Some(Audit { actor: "system", action: "user_created", target: &user.id, details: serde_json::json!({"name": name, "role": role}) }),
+        )?;
+        Ok((user, token))
+    }
+
+    /// The user a token belongs to.
+    pub fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
+        self.get(USERS, &token_hash(token))
+    }
+
+    /// Replaces an organization's catalog with what its node published.
+    pub fn replace_catalog(&self, org: &OrgId, entries: &[CatalogEntry]) -> Result<Vec<DatasetRecord>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut out = Vec::new();
+        {
+            let mut t = txn.open_table(DATASETS)?;
+            let prefix = format!("{org}.");
+            let stale: Vec<String> = t
+                .iter()?
+                .filter_map(|r| r.ok())
+                .map(|(k, _)| k.value().to_string())
+                .filter(|k| k.starts_with(&prefix) && !entries.iter().any(|e| format!("{prefix}{}", e.name) == *k))
+                .collect();
+            for k in stale {
+                t.remove(k.as_str())?;
+            }
+            for e in entries {
+                let rec = DatasetRecord {
+                    id: format!("{org}.{}", e.name),
+                    organization: org.clone(),
+                    name: e.name.clone(),
+                    columns: e.columns.clone(),
+                    row_count: e.row_count,
+                    updated_at: now(),
+                };
+                t.insert(rec.id.as_str(), encode(&rec).as_str())?;
+                out.push(rec);
+            }
+            audit::append(&txn, org.as_str(), "catalog_published", org.as_str(), serde_json::json!({"datasets": entries.iter().map(|e| &e.name).collect::<Vec<_>>()}))?;
+        }
+        txn.commit()?;
+        Ok(out)
+    }
+}

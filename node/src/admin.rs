@@ -1,0 +1,255 @@
+//! The node's local admin API (loopback only, bearer token): the data owner's controls.
+//!
+//! Import datasets, declare bounds and public keys, set budgets, read the audit log. The
+//! coordinator has no access to any of this.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use prism_common::schema::{Bounds, ColumnSpec};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::NodeState;
+use crate::import::{ImportError, parse_csv};
+use crate::store::{Budget, StoreError};
+
+/// An admin API error: status, stable code, message.
+#[derive(Debug)]
+pub struct AdminError(StatusCode, &'static str, String);
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response()
+    }
+}
+
+impl From<StoreError> for AdminError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::UnknownDataset(_) => AdminError(StatusCode::NOT_FOUND, "unknown_dataset", e.to_string()),
+            StoreError::DatasetExists(_) => AdminError(StatusCode::CONFLICT, "dataset_exists", e.to_string()),
+            StoreError::InvalidBudget(_) => AdminError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_budget", e.to_string()),
+            _ => AdminError(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+        }
+    }
+}
+
+impl From<ImportError> for AdminError {
+    fn from(e: ImportError) -> Self {
+        AdminError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_csv", e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, AdminError>;
+
+struct Admin {
+    state: Arc<NodeState>,
+    token_hash: [u8; 32],
+}
+
+fn check_token(admin: &Admin, headers: &HeaderMap) -> Result<()> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| AdminError(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token".into()))?;
+    let h: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if h != admin.token_hash {
+        return Err(AdminError(StatusCode::UNAUTHORIZED, "unauthorized", "invalid node admin token".into()));
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// Builds the router.
+pub fn router(state: Arc<NodeState>, token: &str) -> Router {
+    let admin = Arc::new(Admin { state, token_hash: Sha256::digest(token.as_bytes()).into() });
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/datasets", get(list_datasets).post(import))
+        .route("/v1/datasets/{name}/columns/{column}", patch(update_column))
+        .route("/v1/datasets/{name}/budget", get(get_budget).put(set_budget))
+        .route("/v1/audit", get(audit))
+        .route("/v1/audit/verify", get(verify_audit))
+        .with_state(admin)
+}
+
+async fn health(State(a): State<Arc<Admin>>) -> Json<serde_json::Value> {
+    Json(json!({"status": "ok", "org": a.state.org, "connected": a.state.is_connected()}))
+}
+
+async fn status(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    Ok(Json(json!({
+        "org": a.state.org,
+        "connected": a.state.is_connected(),
+        "coordinator": a.state.config.coordinator_addr.to_string(),
+        "peer_addr": a.state.peer_addr.to_string(),
+        "policy": a.state.config.policy,
+    })))
+}
+
+fn budget_json(b: &Budget) -> serde_json::Value {
+    json!({
+        "total_epsilon": b.total_epsilon, "total_delta": b.total_delta,
+        "spent_epsilon": b.spent_epsilon, "spent_delta": b.spent_delta,
+        "reserved_epsilon": b.reserved_epsilon, "reserved_delta": b.reserved_delta,
+        "remaining_epsilon": b.remaining_epsilon(), "remaining_delta": b.remaining_delta(),
+    })
+}
+
+async fn list_datasets(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let store = a.state.store.clone();
+    let list = blocking(move || store.datasets()).await??;
+    Ok(Json(json!(list
+        .iter()
+        .map(|(m, b)| json!({"name": m.schema.name, "columns": m.schema.columns, "rows": m.rows,
+                             "imported_at": m.imported_at, "budget": budget_json(b)}))
+        .collect::<Vec<_>>())))
+}
+
+/// Body of `POST /v1/datasets`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    name: String,
+    columns: Vec<ColumnSpec>,
+    csv: String,
+    #[serde(default)]
+    replace: bool,
+    #[serde(default)]
+    budget: Option<BudgetBody>,
+}
+
+/// A budget total.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetBody {
+    epsilon: f64,
+    delta: f64,
+}
+
+async fn import(State(a): State<Arc<Admin>>, h: HeaderMap, Json(body): Json<ImportBody>) -> Result<(StatusCode, Json<serde_json::Value>)> {
+    check_token(&a, &h)?;
+    let policy = &a.state.config.policy;
+    let budget = body.budget.as_ref().map_or(
+        Budget::new(policy.default_budget_epsilon, policy.default_budget_delta),
+        |b| Budget::new(b.epsilon, b.delta),
+    );
+    if !(budget.total_epsilon.is_finite() && budget.total_epsilon >= 0.0 && budget.total_delta.is_finite() && (0.0..1.0).contains(&budget.total_delta)) {
+        return Err(AdminError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_budget", "budget epsilon must be ≥ 0 and delta in [0, 1)".into()));
+    }
+    let (name, columns, csv, replace) = (body.name, body.columns, body.csv, body.replace);
+    let ds = blocking(move || parse_csv(&name, columns, &csv)).await??;
+    let store = a.state.store.clone();
+    let ds = Arc::new(ds);
+    let ds2 = ds.clone();
+    let meta = blocking(move || store.put_dataset(&ds2, budget, replace, "node-admin")).await??;
+    a.state.install_dataset(ds);
+    Ok((StatusCode::CREATED, Json(json!({"name": meta.schema.name, "rows": meta.rows, "columns": meta.schema.columns}))))
+}
+
+/// Body of `PATCH /v1/datasets/{name}/columns/{column}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColumnPatch {
+    #[serde(default)]
+    bounds: Option<Bounds>,
+    #[serde(default)]
+    public_keys: Option<Vec<String>>,
+}
+
+async fn update_column(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path((name, column)): Path<(String, String)>,
+    Json(body): Json<ColumnPatch>,
+) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let ds = a.state.dataset(&name).ok_or_else(|| AdminError(StatusCode::NOT_FOUND, "unknown_dataset", format!("dataset {name} does not exist")))?;
+    let mut new = (*ds).clone();
+    let idx = new.schema.column_index(&column).ok_or_else(|| {
+        AdminError(StatusCode::NOT_FOUND, "unknown_column", format!("dataset {name} has no column {column}"))
+    })?;
+    let spec = &mut new.schema.columns[idx];
+    if let Some(b) = body.bounds {
+        if !spec.ty.is_numeric() || !(b.min.is_finite() && b.max.is_finite() && b.min <= b.max) {
+            return Err(AdminError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_bounds",
+                format!("column {column}: bounds need a numeric column and finite min ≤ max"),
+            ));
+        }
+        spec.bounds = Some(b);
+    }
+    if let Some(k) = body.public_keys {
+        spec.public_keys = Some(k);
+    }
+    let schema = new.schema.clone();
+    let store = a.state.store.clone();
+    let details = json!({"column": column, "spec": schema.columns[idx]});
+    blocking(move || store.update_schema(&schema, "node-admin", details)).await??;
+    let out = json!(new.schema);
+    a.state.install_dataset(Arc::new(new));
+    Ok(Json(out))
+}
+
+async fn get_budget(State(a): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<String>) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let store = a.state.store.clone();
+    let b = blocking(move || store.budget(&name)).await??;
+    Ok(Json(budget_json(&b)))
+}
+
+async fn set_budget(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(body): Json<BudgetBody>,
+) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let store = a.state.store.clone();
+    let b = blocking(move || store.set_budget(&name, body.epsilon, body.delta, "node-admin")).await??;
+    Ok(Json(budget_json(&b)))
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    after: u64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+fn default_limit() -> usize {
+    200
+}
+
+async fn audit(State(a): State<Arc<Admin>>, h: HeaderMap, Query(p): Query<Page>) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let store = a.state.store.clone();
+    let entries = blocking(move || prism_common::audit::store::list(store.db(), p.after, p.limit.min(1000))).await?
+        .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()))?;
+    Ok(Json(json!(entries)))
+}
+
+async fn verify_audit(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let store = a.state.store.clone();
+    match blocking(move || prism_common::audit::store::verify(store.db())).await? {
+        Ok(n) => Ok(Json(json!({"valid": true, "entries": n}))),
+        Err(e) => Ok(Json(json!({"valid": false, "error": e.to_string()}))),
+    }
+}

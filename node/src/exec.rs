@@ -1,0 +1,197 @@
+//! Answering the coordinator's requests: policy checks, budget reservation, execution.
+//!
+//! The node is the authority: it re-checks every plan against its own policy and its own
+//! budget ledger, whatever the coordinator decided. For DP the order is fixed: reserve the
+//! estimated cost, compute, commit the actual cost, and only then let the answer leave.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prism_common::backend::{self, BackendId};
+use prism_common::dp::{self, DpParams};
+use prism_common::plan::{Output, Plan, Predicate};
+use prism_common::schema::Dataset;
+use prism_common::wire::{ErrorBody, Execution, PrivacyParams, Request, Response};
+
+use crate::NodeState;
+use crate::store::StoreError;
+
+fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+fn store_err(e: StoreError) -> ErrorBody {
+    match e {
+        StoreError::BudgetExhausted { remaining_epsilon, remaining_delta, total_epsilon, .. } => {
+            let mut b = refuse("budget_exhausted", e.to_string());
+            b.details = Some(serde_json::json!({
+                "remaining_epsilon": remaining_epsilon,
+                "remaining_delta": remaining_delta,
+                "total_epsilon": total_epsilon,
+            }));
+            b
+        }
+        StoreError::UnknownDataset(_) => refuse("unknown_dataset", e.to_string()),
+        other => refuse("node_store_error", other.to_string()),
+    }
+}
+
+fn predicate_columns<'a>(p: &'a Predicate, out: &mut Vec<&'a str>) {
+    match p {
+        Predicate::Compare { column, .. }
+        | Predicate::In { column, .. }
+        | Predicate::Between { column, .. }
+        | Predicate::IsNull { column, .. } => out.push(column),
+        Predicate::And(a, b) | Predicate::Or(a, b) => {
+            predicate_columns(a, out);
+            predicate_columns(b, out);
+        }
+        Predicate::Not(a) => predicate_columns(a, out),
+    }
+}
+
+/// Checks a request against this node's policy and catalog; returns the dataset.
+fn admit(state: &NodeState, backend: BackendId, dataset: &str, plan: &Plan) -> Result<Arc<Dataset>, ErrorBody> {
+    let org = &state.org;
+    if backend == BackendId::EnclaveBackend {
+        let mut b = refuse("backend_not_implemented", backend::ENCLAVE_MESSAGE);
+        b.details = Some(backend::enclave_refusal());
+        return Err(b);
+    }
+    if !state.config.policy.backends.contains(&backend) {
+        return Err(refuse(
+            "backend_not_served",
+            format!(
+                "node {org} does not serve {backend}: its policy serves {}",
+                state.config.policy.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if matches!(backend, BackendId::HeBackend | BackendId::MpcBackend) {
+        return Err(refuse(
+            "backend_not_served",
+            format!("node {org} does not serve {backend} yet: this node build implements dp_sandbox only"),
+        ));
+    }
+    if plan.dataset != dataset {
+        return Err(refuse("bad_request", format!("plan is over {} but the request names {dataset}", plan.dataset)));
+    }
+    let ds = state
+        .dataset(dataset)
+        .ok_or_else(|| refuse("unknown_dataset", format!("dataset {dataset} does not exist on node {org}")))?;
+    let policy = &state.config.policy;
+    for a in plan.aggregates() {
+        if let Some(c) = &a.column
+            && !policy.may_aggregate(c)
+        {
+            return Err(refuse("policy_violation", format!("node {org} policy: column {c} may not be aggregated")));
+        }
+    }
+    let mut filtered: Vec<&str> = plan.group_by.iter().map(String::as_str).collect();
+    if let Some(f) = &plan.filter {
+        predicate_columns(f, &mut filtered);
+    }
+    for o in &plan.outputs {
+        if let Output::Key(k) = o {
+            filtered.push(k);
+        }
+    }
+    if let Some(c) = filtered.into_iter().find(|c| !policy.may_filter(c)) {
+        return Err(refuse("policy_violation", format!("node {org} policy: column {c} may not be filtered or grouped on")));
+    }
+    Ok(ds)
+}
+
+fn dp_params(p: PrivacyParams) -> DpParams {
+    DpParams { epsilon: p.epsilon, delta: p.delta }
+}
+
+fn dp_refusal(e: dp::DpError) -> ErrorBody {
+    refuse(e.code(), e.to_string())
+}
+
+/// Handles one request from the coordinator.
+pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
+    match req {
+        Request::Ping => Response::Pong,
+        Request::Estimate { backend, dataset, plan, params } => {
+            let ds = match admit(state, backend, &dataset, &plan) {
+                Ok(ds) => ds,
+                Err(e) => return Response::Refused(e),
+            };
+            match dp::estimate(&plan, &ds.schema, &dp_params(params), &state.config.policy.dp()) {
+                Ok(c) => Response::Estimated { epsilon: c.epsilon, delta: c.delta },
+                Err(e) => Response::Refused(dp_refusal(e)),
+            }
+        }
+        Request::Execute { run_id, backend, dataset, plan, params } => {
+            match execute(state, &run_id, backend, &dataset, plan, params).await {
+                Ok(x) => Response::Executed(x),
+                Err(e) => {
+                    let _ = state.audit_async(
+                        "coordinator",
+                        "query_refused",
+                        &dataset,
+                        serde_json::json!({"run_id": run_id, "backend": backend, "code": e.code, "message": e.message}),
+                    );
+                    Response::Refused(e)
+                }
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ErrorBody> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))
+}
+
+async fn execute(
+    state: &Arc<NodeState>,
+    run_id: &str,
+    backend: BackendId,
+    dataset: &str,
+    plan: Plan,
+    params: PrivacyParams,
+) -> Result<Execution, ErrorBody> {
+    let ds = admit(state, backend, dataset, &plan)?;
+    let policy = state.config.policy.dp();
+    let dparams = dp_params(params);
+    let cost = dp::estimate(&plan, &ds.schema, &dparams, &policy).map_err(dp_refusal)?;
+
+    let store = state.store.clone();
+    let (name, rid) = (dataset.to_string(), run_id.to_string());
+    let reservation = blocking(move || store.reserve(&name, cost.epsilon, cost.delta, &rid)).await?.map_err(store_err)?;
+
+    let started = Instant::now();
+    let outcome = blocking(move || dp::release(&plan, &ds, &dparams, &policy)).await;
+    let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let store = state.store.clone();
+    let rid = reservation.id.clone();
+    match outcome {
+        Ok(Ok(release)) => {
+            let charge = (release.cost.epsilon, release.cost.delta);
+            // Commit the charge before the answer leaves the node (see Store::open).
+            let budget = blocking(move || store.settle(&rid, Some(charge), "released")).await?.map_err(store_err)?;
+            let proof = serde_json::to_value(&release.proof).unwrap_or(serde_json::Value::Null);
+            let _ = state.audit_async(
+                "coordinator",
+                "query_answered",
+                dataset,
+                serde_json::json!({
+                    "run_id": run_id, "backend": backend, "epsilon": charge.0, "delta": charge.1,
+                    "remaining_epsilon": budget.remaining_epsilon(),
+                }),
+            );
+            Ok(Execution { table: release.table, proof, epsilon_spent: charge.0, delta_spent: charge.1, compute_ms })
+        }
+        Ok(Err(e)) => {
+            let _ = blocking(move || store.settle(&rid, None, "release refused")).await;
+            Err(dp_refusal(e))
+        }
+        Err(e) => {
+            let _ = blocking(move || store.settle(&rid, None, "release failed")).await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The node's connection to the coordinator: dial, handshake, publish the catalog, serve work.
+//!
+//! The node dials out (organizations rarely accept inbound connections from a coordinator),
+//! keeps one connection, and reconnects with exponential backoff when it drops. The
+//! coordinator sends work on bidirectional streams it opens; each stream is one request.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use prism_common::wire::{self, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::NodeState;
+
+/// Keeps the node connected until `shutdown`.
+pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, client: quinn::ClientConfig, peer_addr: String, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match session(&state, &endpoint, &client, &peer_addr, &shutdown).await {
+            Ok(()) => backoff = Duration::from_millis(100),
+            Err(e) => warn!(error = %format!("{e:#}"), "coordinator connection failed; retrying in {backoff:?}"),
+        }
+        state.connected.store(false, Ordering::SeqCst);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn session(
+    state: &Arc<NodeState>,
+    endpoint: &quinn::Endpoint,
+    client: &quinn::ClientConfig,
+    peer_addr: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let cfg = &state.config;
+    let conn = endpoint
+        .connect_with(client.clone(), cfg.coordinator_addr, &cfg.coordinator_name)
+        .context("dialing the coordinator")?
+        .await
+        .with_context(|| format!("connecting to the coordinator at {}", cfg.coordinator_addr))?;
+    let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.context("opening the control stream")?;
+    let hello = Hello {
+        version: PROTOCOL_VERSION,
+        org: state.org.clone(),
+        software: format!("prism-node {}", env!("CARGO_PKG_VERSION")),
+        peer_addr: Some(peer_addr.to_string()),
+    };
+    wire::write_msg(&mut ctl_send, &hello).await?;
+    let reply: HelloReply = tokio::time::timeout(Duration::from_secs(10), wire::read_msg(&mut ctl_recv, cfg.max_frame))
+        .await
+        .context("the coordinator did not answer the handshake")??;
+    match reply {
+        HelloReply::Welcome { version, software } => info!(version, %software, "connected to the coordinator"),
+        HelloReply::Refused(e) => bail!("coordinator refused this node: {} ({})", e.message, e.code),
+    }
+    state.connected.store(true, Ordering::SeqCst);
+    send_catalog(state, &mut ctl_send).await?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                conn.close(wire::close::NORMAL.into(), b"node shutting down");
+                return Ok(());
+            }
+            _ = state.catalog_changed.notified() => send_catalog(state, &mut ctl_send).await?,
+            stream = conn.accept_bi() => {
+                let (send, recv) = stream.context("coordinator connection closed")?;
+                let state = state.clone();
+                tokio::spawn(serve_stream(state, send, recv).instrument(info_span!("request")));
+            }
+        }
+    }
+}
+
+async fn send_catalog(state: &NodeState, ctl: &mut quinn::SendStream) -> anyhow::Result<()> {
+    let datasets = state.catalog()?;
+    wire::write_msg(ctl, &NodeEvent::Catalog { datasets }).await?;
+    Ok(())
+}
+
+async fn serve_stream(state: Arc<NodeState>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let resp = match wire::read_msg::<_, Request>(&mut recv, state.config.max_frame).await {
+        Ok(req) => crate::exec::handle(&state, req).await,
+        Err(e) => {
+            warn!(error = %e, "bad request frame from the coordinator");
+            Response::Refused(wire::ErrorBody::new("bad_frame", e.to_string()))
+        }
+    };
+    if let Err(e) = wire::write_msg(&mut send, &resp).await {
+        warn!(error = %e, "could not answer the coordinator");
+    }
+    let _ = send.finish();
+    // Let the coordinator read the answer before the stream is dropped.
+    let _ = send.stopped().await;
+}

@@ -1,0 +1,420 @@
+//! The node's redb store: datasets, their column data, the budget ledger and the audit log.
+//!
+//! Every change that must survive a crash is committed (with its audit entry, in the same
+//! transaction) before the caller acknowledges it. redb serialises write transactions, which is
+//! what makes budget reservations safe under any number of concurrent queries.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use prism_common::audit::store::{self as audit, AuditStoreError};
+use prism_common::schema::{ColumnData, Dataset, DatasetSchema};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// name → JSON [`DatasetMeta`].
+const DATASETS: TableDefinition<&str, &str> = TableDefinition::new("datasets");
+/// name → postcard-encoded `Vec<ColumnData>`.
+const COLUMNS: TableDefinition<&str, &[u8]> = TableDefinition::new("columns");
+/// name → JSON [`Budget`].
+const BUDGETS: TableDefinition<&str, &str> = TableDefinition::new("budgets");
+/// reservation id → JSON [`Reservation`].
+const RESERVATIONS: TableDefinition<&str, &str> = TableDefinition::new("reservations");
+
+/// Errors of the node store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed.
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    /// A record did not decode.
+    #[error("store record {0} is corrupt: {1}")]
+    Corrupt(String, String),
+    /// The audit log failed.
+    #[error(transparent)]
+    Audit(#[from] AuditStoreError),
+    /// No such dataset.
+    #[error("dataset {0} does not exist on this node")]
+    UnknownDataset(String),
+    /// The dataset exists and replacing was not asked for.
+    #[error("dataset {0} already exists; import with replace to load new data (its budget ledger is kept)")]
+    DatasetExists(String),
+    /// Not enough budget left.
+    #[error(
+        "dataset {dataset}: privacy budget exhausted: this query needs ε={need_epsilon} δ={need_delta}, \
+         {remaining_epsilon} ε and {remaining_delta} δ remain of {total_epsilon} ε; ask the data owner to raise the budget"
+    )]
+    BudgetExhausted {
+        /// Dataset.
+        dataset: String,
+        /// ε asked.
+        need_epsilon: f64,
+        /// δ asked.
+        need_delta: f64,
+        /// ε left (total − spent − reserved).
+        remaining_epsilon: f64,
+        /// δ left.
+        remaining_delta: f64,
+        /// Total ε.
+        total_epsilon: f64,
+    },
+    /// A budget value is not acceptable.
+    #[error("invalid budget: {0}")]
+    InvalidBudget(String),
+    /// No such open reservation.
+    #[error("reservation {0} is not open")]
+    UnknownReservation(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// What the node keeps about a dataset besides its columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetMeta {
+    /// Schema as declared.
+    pub schema: DatasetSchema,
+    /// Row count.
+    pub rows: u64,
+    /// When it was (last) imported.
+    pub imported_at: String,
+}
+
+/// A dataset's privacy budget ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Total ε the owner allows.
+    pub total_epsilon: f64,
+    /// Total δ the owner allows.
+    pub total_delta: f64,
+    /// ε committed by completed releases.
+    pub spent_epsilon: f64,
+    /// δ committed by completed releases.
+    pub spent_delta: f64,
+    /// ε held by open reservations.
+    pub reserved_epsilon: f64,
+    /// δ held by open reservations.
+    pub reserved_delta: f64,
+}
+
+impl Budget {
+    /// A fresh budget.
+    pub fn new(total_epsilon: f64, total_delta: f64) -> Self {
+        Budget {
+            total_epsilon,
+            total_delta,
+            spent_epsilon: 0.0,
+            spent_delta: 0.0,
+            reserved_epsilon: 0.0,
+            reserved_delta: 0.0,
+        }
+    }
+
+    /// ε still available.
+    pub fn remaining_epsilon(&self) -> f64 {
+        (self.total_epsilon - self.spent_epsilon - self.reserved_epsilon).max(0.0)
+    }
+
+    /// δ still available.
+    pub fn remaining_delta(&self) -> f64 {
+        (self.total_delta - self.spent_delta - self.reserved_delta).max(0.0)
+    }
+}
+
+/// An open reservation against a dataset's budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Reservation id.
+    pub id: String,
+    /// Dataset.
+    pub dataset: String,
+    /// ε held.
+    pub epsilon: f64,
+    /// δ held.
+    pub delta: f64,
+    /// The coordinator's run id.
+    pub run_id: String,
+}
+
+/// The node store.
+pub struct Store {
+    db: Database,
+}
+
+fn now() -> String {
+    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    // Our own plain structs always serialise.
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(key: &str, s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(key.to_string(), e.to_string()))
+}
+
+/// Whether a dataset name is acceptable (it becomes a SQL table name and part of an id).
+pub fn valid_dataset_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Tolerance for float budget arithmetic: a sum of shares may exceed a total by rounding.
+const EPS_TOL: f64 = 1e-12;
+
+impl Store {
+    /// Opens (or creates) the store and settles reservations left open by a crash.
+    ///
+    /// A reservation is only ever open while its release is being computed: the node commits
+    /// the charge *before* the answer is written to the network. So an open reservation after
+    /// a restart proves its answer never left the node, and it is released (and audited).
+    pub fn open(path: &Path) -> Result<(Self, Vec<Reservation>), StoreError> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(DATASETS)?;
+            txn.open_table(COLUMNS)?;
+            txn.open_table(BUDGETS)?;
+            txn.open_table(RESERVATIONS)?;
+            txn.open_table(audit::AUDIT)?;
+        }
+        txn.commit()?;
+        let store = Store { db };
+        let open = store.open_reservations()?;
+        for r in &open {
+            store.settle(&r.id, None, "node restarted before the release was computed; no answer left the node")?;
+        }
+        Ok((store, open))
+    }
+
+    /// The underlying database (for the audit log).
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Open reservations.
+    pub fn open_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RESERVATIONS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.push(parse(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Stores a dataset. A new dataset gets `budget`; a replaced one keeps its ledger.
+    pub fn put_dataset(&self, ds: &Dataset, budget: Budget, replace: bool, actor: &str) -> Result<DatasetMeta, StoreError> {
+        let name = ds.schema.name.as_str();
+        let meta = DatasetMeta { schema: ds.schema.clone(), rows: ds.rows as u64, imported_at: now() };
+        let blob = postcard::to_stdvec(&ds.columns).map_err(|e| StoreError::Corrupt(name.into(), e.to_string()))?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut datasets = txn.open_table(DATASETS)?;
+            let existed = datasets.get(name)?.is_some();
+            if existed && !replace {
+                return Err(StoreError::DatasetExists(name.into()));
+            }
+            datasets.insert(name, json(&meta).as_str())?;
+            txn.open_table(COLUMNS)?.insert(name, blob.as_slice())?;
+            let mut budgets = txn.open_table(BUDGETS)?;
+            if budgets.get(name)?.is_none() {
+                budgets.insert(name, json(&budget).as_str())?;
+            }
+            audit::append(
+                &txn,
+                actor,
+                if existed { "dataset_replaced" } else { "dataset_imported" },
+                name,
+                serde_json::json!({"rows": ds.rows, "columns": ds.schema.columns}),
+            )?;
+        }
+        txn.commit()?;
+        Ok(meta)
+    }
+
+    /// Every dataset with its budget.
+    pub fn datasets(&self) -> Result<Vec<(DatasetMeta, Budget)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let datasets = txn.open_table(DATASETS)?;
+        let budgets = txn.open_table(BUDGETS)?;
+        let mut out = Vec::new();
+        for row in datasets.iter()? {
+            let (k, v) = row?;
+            let meta: DatasetMeta = parse(k.value(), v.value())?;
+            let budget = match budgets.get(k.value())? {
+                Some(b) => parse(k.value(), b.value())?,
+                None => Budget::new(0.0, 0.0),
+            };
+            out.push((meta, budget));
+        }
+        Ok(out)
+    }
+
+    /// Loads every dataset's columns into memory.
+    pub fn load_all(&self) -> Result<HashMap<String, Dataset>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let datasets = txn.open_table(DATASETS)?;
+        let columns = txn.open_table(COLUMNS)?;
+        let mut out = HashMap::new();
+        for row in datasets.iter()? {
+            let (k, v) = row?;
+            let meta: DatasetMeta = parse(k.value(), v.value())?;
+            let blob = columns.get(k.value())?.ok_or_else(|| StoreError::Corrupt(k.value().into(), "no columns".into()))?;
+            let cols: Vec<ColumnData> =
+                postcard::from_bytes(blob.value()).map_err(|e| StoreError::Corrupt(k.value().into(), e.to_string()))?;
+            out.insert(k.value().to_string(), Dataset { schema: meta.schema, columns: cols, rows: meta.rows as usize });
+        }
+        Ok(out)
+    }
+
+    /// Updates a dataset's schema (declared bounds / public keys), audited.
+    pub fn update_schema(&self, schema: &DatasetSchema, actor: &str, details: serde_json::Value) -> Result<(), StoreError> {
+        let name = schema.name.as_str();
+        let txn = self.db.begin_write()?;
+        {
+            let mut datasets = txn.open_table(DATASETS)?;
+            let mut meta: DatasetMeta = match datasets.get(name)? {
+                Some(v) => parse(name, v.value())?,
+                None => return Err(StoreError::UnknownDataset(name.into())),
+            };
+            meta.schema = schema.clone();
+            datasets.insert(name, json(&meta).as_str())?;
+            audit::append(&txn, actor, "dataset_schema_updated", name, details)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A dataset's budget.
+    pub fn budget(&self, name: &str) -> Result<Budget, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BUDGETS)?;
+        let v = t.get(name)?.ok_or_else(|| StoreError::UnknownDataset(name.into()))?;
+        parse(name, v.value())
+    }
+
+    /// Sets a dataset's total budget (the owner's decision), audited. The total may not drop
+    /// below what is already spent or reserved.
+    pub fn set_budget(&self, name: &str, total_epsilon: f64, total_delta: f64, actor: &str) -> Result<Budget, StoreError> {
+        if !(total_epsilon.is_finite() && total_epsilon >= 0.0 && total_delta.is_finite() && (0.0..1.0).contains(&total_delta)) {
+            return Err(StoreError::InvalidBudget(format!(
+                "epsilon must be a finite number ≥ 0 and delta in [0, 1); got ε={total_epsilon} δ={total_delta}"
+            )));
+        }
+        let txn = self.db.begin_write()?;
+        let budget = {
+            let mut t = txn.open_table(BUDGETS)?;
+            let mut b: Budget = match t.get(name)? {
+                Some(v) => parse(name, v.value())?,
+                None => return Err(StoreError::UnknownDataset(name.into())),
+            };
+            if total_epsilon + EPS_TOL < b.spent_epsilon + b.reserved_epsilon || total_delta + EPS_TOL < b.spent_delta + b.reserved_delta {
+                return Err(StoreError::InvalidBudget(format!(
+                    "dataset {name}: the total cannot drop below what is already spent or reserved (ε {} , δ {})",
+                    b.spent_epsilon + b.reserved_epsilon,
+                    b.spent_delta + b.reserved_delta
+                )));
+            }
+            let before = b;
+            b.total_epsilon = total_epsilon;
+            b.total_delta = total_delta;
+            t.insert(name, json(&b).as_str())?;
+            audit::append(&txn, actor, "budget_set", name, serde_json::json!({"before": before, "after": b}))?;
+            b
+        };
+        txn.commit()?;
+        Ok(budget)
+    }
+
+    /// Reserves (ε, δ) against a dataset's budget, atomically, or refuses with the remainder.
+    pub fn reserve(&self, name: &str, epsilon: f64, delta: f64, run_id: &str) -> Result<Reservation, StoreError> {
+        let txn = self.db.begin_write()?;
+        let res = {
+            let mut t = txn.open_table(BUDGETS)?;
+            let mut b: Budget = match t.get(name)? {
+                Some(v) => parse(name, v.value())?,
+                None => return Err(StoreError::UnknownDataset(name.into())),
+            };
+            if epsilon > b.remaining_epsilon() + EPS_TOL || delta > b.remaining_delta() + EPS_TOL {
+                return Err(StoreError::BudgetExhausted {
+                    dataset: name.into(),
+                    need_epsilon: epsilon,
+                    need_delta: delta,
+                    remaining_epsilon: b.remaining_epsilon(),
+                    remaining_delta: b.remaining_delta(),
+                    total_epsilon: b.total_epsilon,
+                });
+            }
+            b.reserved_epsilon += epsilon;
+            b.reserved_delta += delta;
+            t.insert(name, json(&b).as_str())?;
+            let res = Reservation {
+                id: uuid::Uuid::new_v4().to_string(),
+                dataset: name.into(),
+                epsilon,
+                delta,
+                run_id: run_id.into(),
+            };
+            txn.open_table(RESERVATIONS)?.insert(res.id.as_str(), json(&res).as_str())?;
+            res
+        };
+        txn.commit()?;
+        Ok(res)
+    }
+
+    /// Closes a reservation: `Some((ε, δ))` charges that much (at most what was reserved);
+    /// `None` releases it. Audited in the same transaction.
+    pub fn settle(&self, id: &str, charge: Option<(f64, f64)>, note: &str) -> Result<Budget, StoreError> {
+        let txn = self.db.begin_write()?;
+        let budget = {
+            let mut rt = txn.open_table(RESERVATIONS)?;
+            let res: Reservation = match rt.remove(id)? {
+                Some(v) => parse(id, v.value())?,
+                None => return Err(StoreError::UnknownReservation(id.into())),
+            };
+            let mut bt = txn.open_table(BUDGETS)?;
+            let mut b: Budget = match bt.get(res.dataset.as_str())? {
+                Some(v) => parse(&res.dataset, v.value())?,
+                None => return Err(StoreError::UnknownDataset(res.dataset.clone())),
+            };
+            b.reserved_epsilon = (b.reserved_epsilon - res.epsilon).max(0.0);
+            b.reserved_delta = (b.reserved_delta - res.delta).max(0.0);
+            // Never charge more than was reserved: the reservation is the promise.
+            let (e, d) = charge.map_or((0.0, 0.0), |(e, d)| (e.min(res.epsilon), d.min(res.delta)));
+            b.spent_epsilon += e;
+            b.spent_delta += d;
+            bt.insert(res.dataset.as_str(), json(&b).as_str())?;
+            audit::append(
+                &txn,
+                "node",
+                if charge.is_some() { "budget_charged" } else { "reservation_released" },
+                &res.dataset,
+                serde_json::json!({"run_id": res.run_id, "reservation": res.id, "epsilon": e, "delta": d, "note": note}),
+            )?;
+            b
+        };
+        txn.commit()?;
+        Ok(budget)
+    }
+
+    /// Appends an audit entry on its own.
+    pub fn audit(&self, actor: &str, action: &str, target: &str, details: serde_json::Value) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        audit::append(&txn, actor, action, target, details)?;
+        txn.commit()?;
+        Ok(())
+    }
+}
