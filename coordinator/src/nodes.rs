@@ -201,6 +201,7 @@ async fn handle(conn: quinn::Connection, registry: Arc<NodeRegistry>, store: Arc
                 }
             }
             Err(WireError::Closed) => break,
+            Err(_) if matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(wire::close::NORMAL)) => break,
             Err(e) => {
                 warn!(%org, error = %e, "closing node connection");
                 close_for(&conn, &e);

@@ -143,8 +143,7 @@ fn release_stat(st: &Stat, ds: &Dataset, gid: &[u32], n: usize, dataset: &str) -
             // hist[g][b]: MIN bins by #candidates <= x, MAX bins by #candidates < x.
             let mut hist = vec![0u64; n * (k + 1)];
             let ok = for_each_value(column(st.col)?, num, gid, |g, x| {
-                let b = if min { candidates.partition_point(|&c| c <= x) } else { candidates.partition_point(|&c| c < x) };
-                hist[g * (k + 1) + b] += 1;
+                hist[g * (k + 1) + bin(candidates, x, min)] += 1;
             });
             if !ok {
                 return Err(not_numeric());
@@ -177,6 +176,29 @@ fn release_stat(st: &Stat, ds: &Dataset, gid: &[u32], n: usize, dataset: &str) -
         }
         _ => Err(internal(dataset, format!("statistic {} is miscalibrated", st.label))),
     }
+}
+
+/// Number of candidates `<= x` (`inclusive`) or `< x`. Candidates are (nearly) evenly spaced,
+/// so an arithmetic guess lands within a step of the answer and a short walk makes it exact.
+pub(crate) fn bin(candidates: &[i64], x: i64, inclusive: bool) -> usize {
+    let (Some(&first), Some(&last)) = (candidates.first(), candidates.last()) else {
+        return 0;
+    };
+    let below = |c: i64| if inclusive { c <= x } else { c < x };
+    let k = candidates.len();
+    let mut i = if last > first {
+        let pos = (x as f64 - first as f64) / (last as f64 - first as f64) * (k - 1) as f64;
+        (pos.max(0.0) as usize).min(k)
+    } else {
+        0
+    };
+    while i < k && below(candidates[i]) {
+        i += 1;
+    }
+    while i > 0 && !below(candidates[i - 1]) {
+        i -= 1;
+    }
+    i
 }
 
 /// Applies the gate: which groups are released, with their noisy gate counts.

@@ -386,6 +386,27 @@ fn grouping_matches_eval_group_rows() {
     }
 }
 
+#[test]
+fn candidate_bins_are_exact() {
+    for (lo, hi) in [(0, 120), (0, 10_000_000), (-5_000, 7_001), (3, 3), (-1_000_000_000_000, 1_000_000_000_000)] {
+        let cands = calibrate::candidates(lo, hi);
+        assert!(cands.windows(2).all(|w| w[0] < w[1]) && cands.len() <= calibrate::CANDIDATES);
+        assert_eq!((cands[0], cands[cands.len() - 1]), (lo, hi));
+        let span = hi - lo;
+        for j in 0..=400 {
+            let x = lo + span / 400 * j + (j % 3) - 1;
+            for inclusive in [true, false] {
+                let want = cands.partition_point(|&c| if inclusive { c <= x } else { c < x });
+                assert_eq!(release::bin(&cands, x, inclusive), want, "{x} in {lo}..{hi}");
+            }
+        }
+        for &c in &cands {
+            assert_eq!(release::bin(&cands, c, true), cands.partition_point(|&d| d <= c));
+            assert_eq!(release::bin(&cands, c, false), cands.partition_point(|&d| d < c));
+        }
+    }
+}
+
 /// Timing on a million rows; run with
 /// `cargo test --release -p prism-common --lib dp::tests::million_rows -- --ignored --nocapture`.
 #[test]
@@ -417,6 +438,10 @@ fn million_rows_timing() {
                     None,
                 ),
             ),
+            ("sum cost", plan(vec![agg(AggFunc::Sum, Some("cost"), "s")], &[], None)),
+            ("avg age", plan(vec![agg(AggFunc::Avg, Some("age"), "s")], &[], None)),
+            ("min age", plan(vec![agg(AggFunc::Min, Some("age"), "s")], &[], None)),
+            ("max cost", plan(vec![agg(AggFunc::Max, Some("cost"), "s")], &[], None)),
             ("count by age", plan(vec![Output::Key("age".into()), agg(AggFunc::Count, None, "n")], &["age"], None)),
         ];
         for (name, q) in &plans {

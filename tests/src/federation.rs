@@ -1,0 +1,356 @@
+//! A whole federation in one process: certificates, a coordinator and N party nodes, each on
+//! port 0 with its own redb file, talking real mutually authenticated QUIC.
+//!
+//! The end-to-end tests and `prism-sim` both build on this.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use prism_common::identity::OrgId;
+use prism_common::tls::TlsFiles;
+use prism_coordinator::model::Role;
+use prism_coordinator::{CoordinatorConfig, CoordinatorHandle};
+use prism_node::{NodeConfig, NodeHandle, Policy};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::data;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct FederationSpec {
+    /// Organization ids.
+    pub orgs: Vec<String>,
+    /// Patients per organization (0: import nothing).
+    pub rows_per_org: usize,
+    /// Data seed.
+    pub seed: u64,
+    /// Node policy for every node.
+    pub policy: Policy,
+}
+
+impl Default for FederationSpec {
+    fn default() -> Self {
+        FederationSpec {
+            orgs: vec!["hospital-a".into(), "hospital-b".into(), "hospital-c".into()],
+            rows_per_org: 10_000,
+            seed: 7,
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// A small HTTP client for one API and token.
+#[derive(Clone)]
+pub struct Api {
+    /// Base URL.
+    pub url: String,
+    /// Bearer token.
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// A client.
+    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
+        Api { url: url.into(), token: token.into(), http: reqwest::Client::new() }
+    }
+
+    async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+        let resp = rb.bearer_auth(&self.token).send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(self.http.get(format!("{}{path}", self.url))).await
+    }
+
+    /// POST JSON to a path.
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    /// PUT JSON to a path.
+    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        self.send(self.http.put(format!("{}{path}", self.url)).json(body)).await
+    }
+
+    /// Creates a query and executes it, waiting for the run. Returns (query, run-or-error, status).
+    pub async fn run_query(&self, dataset_id: &str, sql: &str, backend: &str, epsilon: Option<f64>) -> anyhow::Result<(Value, u16, Value)> {
+        let mut body = json!({"dataset_id": dataset_id, "sql": sql, "backend": backend});
+        if let Some(e) = epsilon {
+            body["epsilon"] = json!(e);
+        }
+        let (status, query) = self.post("/api/v1/queries", &body).await?;
+        if status != 201 {
+            return Ok((Value::Null, status, query));
+        }
+        let id = query["id"].as_str().context("query id")?;
+        let (status, run) = self.post(&format!("/api/v1/queries/{id}/execute?wait=true"), &json!({})).await?;
+        Ok((query, status, run))
+    }
+}
+
+/// One running node and how to restart it.
+pub struct NodeSlot {
+    /// The running node, if any.
+    pub handle: Option<NodeHandle>,
+    /// Its configuration.
+    pub config: NodeConfig,
+    /// Its admin token.
+    pub admin_token: String,
+    shutdown: CancellationToken,
+}
+
+impl NodeSlot {
+    /// An admin API client for this node.
+    pub fn admin(&self) -> Option<Api> {
+        self.handle.as_ref().map(|h| Api::new(h.admin_url(), self.admin_token.clone()))
+    }
+}
+
+/// A running federation.
+pub struct Federation {
+    /// Working directory (certificates, stores).
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    /// The coordinator.
+    pub coordinator: Option<CoordinatorHandle>,
+    coordinator_config: CoordinatorConfig,
+    coordinator_shutdown: CancellationToken,
+    /// Nodes by organization.
+    pub nodes: BTreeMap<OrgId, NodeSlot>,
+    /// An admin's API token.
+    pub admin_token: String,
+    /// An analyst's API token.
+    pub analyst_token: String,
+}
+
+fn tls_files(dir: &Path, stem: &str) -> TlsFiles {
+    TlsFiles {
+        ca_cert: dir.join("ca.pem"),
+        cert: dir.join(format!("{stem}.pem")),
+        key: dir.join(format!("{stem}.key.pem")),
+        crl: None,
+    }
+}
+
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 24];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Federation {
+    /// Starts a federation in a new temporary directory.
+    pub async fn start(spec: FederationSpec) -> anyhow::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let mut f = Self::start_in(&dir, spec).await?;
+        f._tmp = Some(tmp);
+        Ok(f)
+    }
+
+    /// Starts a federation in `dir` (kept afterwards).
+    pub async fn start_in(dir: &Path, spec: FederationSpec) -> anyhow::Result<Self> {
+        let orgs = spec.orgs.iter().map(OrgId::new).collect::<Result<Vec<_>, _>>()?;
+        let certs = dir.join("certs");
+        prism_coordinator::certs_cmd::init(&certs, &orgs, 30)?;
+        let coordinator_config = CoordinatorConfig {
+            data_path: dir.join("coordinator.redb"),
+            quic_listen: "127.0.0.1:0".parse()?,
+            http_listen: "127.0.0.1:0".parse()?,
+            tls: tls_files(&certs, "coordinator"),
+            organizations: orgs.clone(),
+            max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
+            run_timeout_secs: 60,
+        };
+        let coordinator_shutdown = CancellationToken::new();
+        let coordinator = prism_coordinator::start(coordinator_config.clone(), coordinator_shutdown.clone()).await?;
+        let store = coordinator.state.store.clone();
+        let (_, admin_token) = store.create_user("admin", Role::Admin, None)?;
+        let (_, analyst_token) = store.create_user("analyst", Role::Analyst, None)?;
+        let quic = coordinator.quic_addr;
+
+        let mut nodes = BTreeMap::new();
+        for org in &orgs {
+            let admin_token = random_token();
+            let config = NodeConfig {
+                org: org.clone(),
+                data_path: dir.join(format!("{org}.redb")),
+                coordinator_addr: quic,
+                coordinator_name: prism_common::identity::COORDINATOR_NAME.into(),
+                peer_listen: "127.0.0.1:0".parse()?,
+                peer_advertise: None,
+                admin_listen: "127.0.0.1:0".parse()?,
+                admin_token_file: None,
+                admin_token: Some(admin_token.clone()),
+                tls: tls_files(&certs, org.as_str()),
+                policy: spec.policy.clone(),
+                max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
+            };
+            let shutdown = CancellationToken::new();
+            let handle = prism_node::start(config.clone(), shutdown.clone()).await?;
+            nodes.insert(org.clone(), NodeSlot { handle: Some(handle), config, admin_token, shutdown });
+        }
+        let f = Federation {
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            coordinator: Some(coordinator),
+            coordinator_config,
+            coordinator_shutdown,
+            nodes,
+            admin_token,
+            analyst_token,
+        };
+        if spec.rows_per_org > 0 {
+            for (i, org) in orgs.iter().enumerate() {
+                let csv = data::to_csv(&data::patients(spec.seed, i, spec.rows_per_org));
+                f.import(org, "patients", &csv).await?;
+            }
+            f.wait_for_datasets(orgs.len()).await?;
+        }
+        f.wait_connected().await?;
+        Ok(f)
+    }
+
+    /// The coordinator's API URL.
+    pub fn api_url(&self) -> String {
+        self.coordinator.as_ref().map(|c| c.api_url()).unwrap_or_default()
+    }
+
+    /// An API client as the admin.
+    pub fn admin(&self) -> Api {
+        Api::new(self.api_url(), self.admin_token.clone())
+    }
+
+    /// An API client as the analyst.
+    pub fn analyst(&self) -> Api {
+        Api::new(self.api_url(), self.analyst_token.clone())
+    }
+
+    /// The admin API client of an organization's node.
+    pub fn node_admin(&self, org: &str) -> anyhow::Result<Api> {
+        let org = OrgId::new(org)?;
+        self.nodes.get(&org).and_then(NodeSlot::admin).with_context(|| format!("node {org} is not running"))
+    }
+
+    /// Imports patients CSV into an organization's node through its admin API.
+    pub async fn import(&self, org: &OrgId, name: &str, csv: &str) -> anyhow::Result<Value> {
+        let api = self.node_admin(org.as_str())?;
+        let (status, body) = api
+            .post("/v1/datasets", &json!({"name": name, "columns": data::patient_columns(), "csv": csv}))
+            .await?;
+        if status != 201 {
+            bail!("import into {org} failed: {status} {body}");
+        }
+        Ok(body)
+    }
+
+    /// Waits until the catalog lists at least `n` datasets.
+    pub async fn wait_for_datasets(&self, n: usize) -> anyhow::Result<()> {
+        let api = self.admin();
+        for _ in 0..200 {
+            let (_, v) = api.get("/api/v1/datasets").await?;
+            if v.as_array().is_some_and(|a| a.len() >= n) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("the catalog did not reach {n} datasets")
+    }
+
+    /// Waits until every running node is connected.
+    pub async fn wait_connected(&self) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            if self.nodes.values().all(|n| n.handle.as_ref().is_none_or(|h| h.state.is_connected())) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("nodes did not connect to the coordinator")
+    }
+
+    /// Stops one node (its store stays on disk).
+    pub async fn stop_node(&mut self, org: &str) -> anyhow::Result<()> {
+        let slot = self.nodes.get_mut(&OrgId::new(org)?).context("no such node")?;
+        slot.shutdown.cancel();
+        if let Some(h) = slot.handle.take() {
+            h.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped node again from its store.
+    pub async fn restart_node(&mut self, org: &str) -> anyhow::Result<()> {
+        let quic = self.coordinator.as_ref().map(|c| c.quic_addr).context("coordinator stopped")?;
+        let slot = self.nodes.get_mut(&OrgId::new(org)?).context("no such node")?;
+        slot.config.coordinator_addr = quic;
+        slot.shutdown = CancellationToken::new();
+        slot.handle = Some(prism_node::start(slot.config.clone(), slot.shutdown.clone()).await?);
+        self.wait_connected().await
+    }
+
+    /// Stops the coordinator (its store stays on disk).
+    pub async fn stop_coordinator(&mut self) {
+        self.coordinator_shutdown.cancel();
+        if let Some(c) = self.coordinator.take() {
+            c.shutdown().await;
+        }
+    }
+
+    /// Starts the coordinator again from its store, on the same QUIC port so nodes reconnect.
+    pub async fn restart_coordinator(&mut self) -> anyhow::Result<()> {
+        let quic = self.nodes.values().next().map(|n| n.config.coordinator_addr).context("no nodes")?;
+        let mut cfg = self.coordinator_config.clone();
+        cfg.quic_listen = quic;
+        self.coordinator_shutdown = CancellationToken::new();
+        self.coordinator = Some(prism_coordinator::start(cfg, self.coordinator_shutdown.clone()).await?);
+        self.wait_connected_again().await
+    }
+
+    async fn wait_connected_again(&self) -> anyhow::Result<()> {
+        let api = self.admin();
+        for _ in 0..300 {
+            let (_, v) = api.get("/api/v1/organizations").await?;
+            let running = self.nodes.values().filter(|n| n.handle.is_some()).count();
+            if v.as_array().is_some_and(|a| a.iter().filter(|o| o["connected"] == true).count() >= running) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("nodes did not reconnect to the restarted coordinator")
+    }
+
+    /// What `prism-sim serve` writes to `federation.json`.
+    pub fn describe(&self) -> Value {
+        json!({
+            "api_url": self.api_url(),
+            "admin_token": self.admin_token,
+            "analyst_token": self.analyst_token,
+            "organizations": self.nodes.iter().map(|(org, n)| json!({
+                "id": org,
+                "node_admin_url": n.handle.as_ref().map(|h| h.admin_url()),
+                "node_admin_token": n.admin_token,
+                "peer_addr": n.handle.as_ref().map(|h| h.peer_addr.to_string()),
+                "datasets": [format!("{org}.patients")],
+            })).collect::<Vec<_>>(),
+            "certs_dir": self.dir.join("certs"),
+        })
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(mut self) {
+        let orgs: Vec<String> = self.nodes.keys().map(|o| o.to_string()).collect();
+        for org in orgs {
+            let _ = self.stop_node(&org).await;
+        }
+        self.stop_coordinator().await;
+    }
+}
