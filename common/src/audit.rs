@@ -44,7 +44,15 @@ pub enum AuditError {
     },
 }
 
-fn digest(seq: u64, at: &str, actor: &str, action: &str, target: &str, details: &serde_json::Value, prev: &str) -> String {
+fn digest(
+    seq: u64,
+    at: &str,
+    actor: &str,
+    action: &str,
+    target: &str,
+    details: &serde_json::Value,
+    prev: &str,
+) -> String {
     let canonical = serde_json::json!([seq, at, actor, action, target, details, prev]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
@@ -77,16 +85,29 @@ impl AuditEntry {
     }
 
     fn recomputed(&self) -> String {
-        digest(self.seq, &self.at, &self.actor, &self.action, &self.target, &self.details, &self.prev_hash)
+        digest(
+            self.seq,
+            &self.at,
+            &self.actor,
+            &self.action,
+            &self.target,
+            &self.details,
+            &self.prev_hash,
+        )
     }
 }
 
 /// Verifies a whole chain, in order from the first entry.
-pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Result<u64, AuditError> {
+pub fn verify_chain<'a>(
+    entries: impl IntoIterator<Item = &'a AuditEntry>,
+) -> Result<u64, AuditError> {
     let mut prev_hash = GENESIS.to_string();
     let mut expected = 1;
     for e in entries {
-        let broken = |why: &str| AuditError::Broken { seq: e.seq, why: why.into() };
+        let broken = |why: &str| AuditError::Broken {
+            seq: e.seq,
+            why: why.into(),
+        };
         if e.seq != expected {
             return Err(broken(&format!("expected sequence {expected}")));
         }
@@ -108,20 +129,46 @@ mod tests {
 
     #[test]
     fn chain_verifies_and_detects_tampering() {
-        let a = AuditEntry::next(None, "alice", "query_created", "q1", serde_json::json!({"eps": 0.5}));
-        let b = AuditEntry::next(Some(&a), "alice", "query_executed", "r1", serde_json::json!({}));
-        let c = AuditEntry::next(Some(&b), "bob", "budget_set", "patients", serde_json::json!({"total": 3.0}));
+        let a = AuditEntry::next(
+            None,
+            "alice",
+            "query_created",
+            "q1",
+            serde_json::json!({"eps": 0.5}),
+        );
+        let b = AuditEntry::next(
+            Some(&a),
+            "alice",
+            "query_executed",
+            "r1",
+            serde_json::json!({}),
+        );
+        let c = AuditEntry::next(
+            Some(&b),
+            "bob",
+            "budget_set",
+            "patients",
+            serde_json::json!({"total": 3.0}),
+        );
         assert_eq!(verify_chain([&a, &b, &c]), Ok(3));
         let mut forged = b.clone();
         forged.details = serde_json::json!({"eps": 0.0});
-        assert!(matches!(verify_chain([&a, &forged, &c]), Err(AuditError::Broken { seq: 2, .. })));
-        assert!(matches!(verify_chain([&a, &c]), Err(AuditError::Broken { seq: 3, .. })));
+        assert!(matches!(
+            verify_chain([&a, &forged, &c]),
+            Err(AuditError::Broken { seq: 2, .. })
+        ));
+        assert!(matches!(
+            verify_chain([&a, &c]),
+            Err(AuditError::Broken { seq: 3, .. })
+        ));
     }
 }
 
 /// Storing the chain in a redb table (node and coordinator share this layout).
 pub mod store {
-    use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction};
+    use redb::{
+        ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, WriteTransaction,
+    };
 
     use super::{AuditEntry, AuditError, verify_chain};
 
@@ -161,17 +208,28 @@ pub mod store {
             None => None,
         };
         let entry = AuditEntry::next(prev.as_ref(), actor, action, target, details);
-        let json = serde_json::to_string(&entry).map_err(|e| AuditStoreError::Corrupt(entry.seq, e.to_string()))?;
-        table.insert(entry.seq, json.as_str()).map_err(redb::Error::from)?;
+        let json = serde_json::to_string(&entry)
+            .map_err(|e| AuditStoreError::Corrupt(entry.seq, e.to_string()))?;
+        table
+            .insert(entry.seq, json.as_str())
+            .map_err(redb::Error::from)?;
         Ok(entry)
     }
 
     /// Entries with `seq > after`, oldest first, at most `limit`.
-    pub fn list(db: &redb::Database, after: u64, limit: usize) -> Result<Vec<AuditEntry>, AuditStoreError> {
+    pub fn list(
+        db: &redb::Database,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, AuditStoreError> {
         let txn = db.begin_read().map_err(redb::Error::from)?;
         let table = txn.open_table(AUDIT).map_err(redb::Error::from)?;
         let mut out = Vec::new();
-        for row in table.range(after.saturating_add(1)..).map_err(redb::Error::from)?.take(limit) {
+        for row in table
+            .range(after.saturating_add(1)..)
+            .map_err(redb::Error::from)?
+            .take(limit)
+        {
             let (k, v) = row.map_err(redb::Error::from)?;
             out.push(decode(k.value(), v.value())?);
         }

@@ -24,8 +24,12 @@ pub enum BackendId {
 
 impl BackendId {
     /// All backends, in display order.
-    pub const ALL: [BackendId; 4] =
-        [BackendId::DpSandbox, BackendId::HeBackend, BackendId::MpcBackend, BackendId::EnclaveBackend];
+    pub const ALL: [BackendId; 4] = [
+        BackendId::DpSandbox,
+        BackendId::HeBackend,
+        BackendId::MpcBackend,
+        BackendId::EnclaveBackend,
+    ];
 
     /// The API id.
     pub fn as_str(self) -> &'static str {
@@ -44,7 +48,10 @@ impl BackendId {
 
     /// Registry entry.
     pub fn info(self) -> BackendInfo {
-        registry().into_iter().find(|b| b.id == self).unwrap_or_else(|| unreachable_info(self))
+        registry()
+            .into_iter()
+            .find(|b| b.id == self)
+            .unwrap_or_else(|| unreachable_info(self))
     }
 }
 
@@ -160,12 +167,18 @@ pub fn check_supported(backend: BackendId, plan: &Plan) -> Result<(), String> {
     match backend {
         BackendId::DpSandbox => {
             if plan.aggregates().any(|a| a.weight.is_some()) {
-                return Err("dp_sandbox does not support weighted sums (SUM(col * k)); use he_backend".into());
+                return Err(
+                    "dp_sandbox does not support weighted sums (SUM(col * k)); use he_backend"
+                        .into(),
+                );
             }
             Ok(())
         }
         BackendId::MpcBackend => {
-            if let Some(a) = plan.aggregates().find(|a| matches!(a.func, AggFunc::Min | AggFunc::Max)) {
+            if let Some(a) = plan
+                .aggregates()
+                .find(|a| matches!(a.func, AggFunc::Min | AggFunc::Max))
+            {
                 return Err(format!(
                     "mpc_backend does not support {:?} (additive shares only sum); use COUNT, SUM or AVG",
                     a.func
@@ -239,7 +252,15 @@ mod tests {
         let r = enclave_refusal();
         assert_eq!(r["status"], "not_implemented");
         let text = r.to_string();
-        for needle in ["SGX", "SEV-SNP", "Nitro", "nonce", "TCB", "measurement", "dp_sandbox"] {
+        for needle in [
+            "SGX",
+            "SEV-SNP",
+            "Nitro",
+            "nonce",
+            "TCB",
+            "measurement",
+            "dp_sandbox",
+        ] {
             assert!(text.contains(needle), "missing {needle}");
         }
     }

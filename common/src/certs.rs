@@ -7,7 +7,7 @@
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SanType, SerialNumber, PKCS_ED25519,
+    PKCS_ED25519, RevokedCertParams, SanType, SerialNumber,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -32,7 +32,9 @@ pub struct PemPair {
 
 impl std::fmt::Debug for PemPair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PemPair").field("key_pem", &"<redacted>").finish_non_exhaustive()
+        f.debug_struct("PemPair")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,13 +66,26 @@ impl FederationCa {
         dn.push(DnType::OrganizationName, "Prism");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         params.serial_number = Some(random_serial());
-        validity(&mut params, OffsetDateTime::now_utc() - Duration::hours(1), days);
+        validity(
+            &mut params,
+            OffsetDateTime::now_utc() - Duration::hours(1),
+            days,
+        );
         let cert = params.self_signed(&key)?;
-        let pem = PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() };
-        Ok(FederationCa { pem, issuer: Issuer::new(params, key) })
+        let pem = PemPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        };
+        Ok(FederationCa {
+            pem,
+            issuer: Issuer::new(params, key),
+        })
     }
 
     /// Loads an existing CA from its certificate and key PEM.
@@ -78,12 +93,21 @@ impl FederationCa {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
         Ok(FederationCa {
-            pem: PemPair { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string() },
+            pem: PemPair {
+                cert_pem: cert_pem.to_string(),
+                key_pem: key_pem.to_string(),
+            },
             issuer,
         })
     }
 
-    fn leaf(&self, cn: &str, sans: Vec<SanType>, not_before: OffsetDateTime, days: i64) -> Result<PemPair, CertError> {
+    fn leaf(
+        &self,
+        cn: &str,
+        sans: Vec<SanType>,
+        not_before: OffsetDateTime,
+        days: i64,
+    ) -> Result<PemPair, CertError> {
         let key = KeyPair::generate_for(&PKCS_ED25519)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -92,13 +116,18 @@ impl FederationCa {
         params.subject_alt_names = sans;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         // Every party is both a TLS client (dialing) and a server (its endpoint).
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.serial_number = Some(random_serial());
         params.key_identifier_method = KeyIdMethod::Sha256;
         validity(&mut params, not_before, days);
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(PemPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// Issues the coordinator's certificate (DNS SANs `coordinator.prism` and `localhost`).
@@ -107,12 +136,25 @@ impl FederationCa {
             SanType::DnsName(COORDINATOR_NAME.try_into()?),
             SanType::DnsName("localhost".try_into()?),
         ];
-        self.leaf("prism coordinator", sans, OffsetDateTime::now_utc() - Duration::hours(1), days)
+        self.leaf(
+            "prism coordinator",
+            sans,
+            OffsetDateTime::now_utc() - Duration::hours(1),
+            days,
+        )
     }
 
     /// Issues an organization's certificate valid from `not_before` for `days`.
-    pub fn issue_org_at(&self, org: &OrgId, not_before: OffsetDateTime, days: i64) -> Result<PemPair, CertError> {
-        let sans = vec![SanType::URI(org.uri().try_into()?), SanType::DnsName(org.dns_name().try_into()?)];
+    pub fn issue_org_at(
+        &self,
+        org: &OrgId,
+        not_before: OffsetDateTime,
+        days: i64,
+    ) -> Result<PemPair, CertError> {
+        let sans = vec![
+            SanType::URI(org.uri().try_into()?),
+            SanType::DnsName(org.dns_name().try_into()?),
+        ];
         self.leaf(org.as_str(), sans, not_before, days)
     }
 
@@ -122,7 +164,12 @@ impl FederationCa {
     }
 
     /// A CRL revoking the given certificate serial numbers (hex), valid for `days`.
-    pub fn crl(&self, revoked_serials_hex: &[String], crl_number: u64, days: i64) -> Result<String, CertError> {
+    pub fn crl(
+        &self,
+        revoked_serials_hex: &[String],
+        crl_number: u64,
+        days: i64,
+    ) -> Result<String, CertError> {
         let now = OffsetDateTime::now_utc();
         let revoked = revoked_serials_hex
             .iter()

@@ -46,13 +46,15 @@ fn resolve(column: &str, data: &ColumnData, lit: &Literal) -> Result<Resolved, E
         literal: lit.clone(),
     };
     match (data, lit) {
-        (ColumnData::Text { dict, .. }, Literal::Text(s)) => {
-            Ok(Resolved::Code(dict.iter().position(|d| d == s).map(|p| p as u32)))
-        }
+        (ColumnData::Text { dict, .. }, Literal::Text(s)) => Ok(Resolved::Code(
+            dict.iter().position(|d| d == s).map(|p| p as u32),
+        )),
         (ColumnData::Text { .. }, _) => Err(mismatch()),
         (ColumnData::Boolean(_), Literal::Bool(b)) => Ok(Resolved::Num(if *b { 1.0 } else { 0.0 })),
         (ColumnData::Boolean(_), _) => Err(mismatch()),
-        (ColumnData::Integer(_) | ColumnData::Float(_), Literal::Int(i)) => Ok(Resolved::Num(*i as f64)),
+        (ColumnData::Integer(_) | ColumnData::Float(_), Literal::Int(i)) => {
+            Ok(Resolved::Num(*i as f64))
+        }
         (ColumnData::Integer(_) | ColumnData::Float(_), Literal::Float(f)) => Ok(Resolved::Num(*f)),
         (ColumnData::Integer(_) | ColumnData::Float(_), _) => Err(mismatch()),
     }
@@ -92,32 +94,52 @@ fn cmp_row(data: &ColumnData, i: usize, op: CmpOp, c: &Resolved) -> Option<bool>
 }
 
 fn column<'a>(ds: &'a Dataset, name: &str) -> Result<&'a ColumnData, EvalError> {
-    ds.column(name).map(|(_, d)| d).ok_or_else(|| EvalError::UnknownColumn(name.to_string()))
+    ds.column(name)
+        .map(|(_, d)| d)
+        .ok_or_else(|| EvalError::UnknownColumn(name.to_string()))
 }
 
 /// Evaluates a predicate to SQL three-valued logic per row (`None` = unknown).
 fn eval3(pred: &Predicate, ds: &Dataset) -> Result<Vec<Option<bool>>, EvalError> {
     let n = ds.rows;
     Ok(match pred {
-        Predicate::Compare { column: col, op, value } => {
+        Predicate::Compare {
+            column: col,
+            op,
+            value,
+        } => {
             let data = column(ds, col)?;
             let c = resolve(col, data, value)?;
             (0..n).map(|i| cmp_row(data, i, *op, &c)).collect()
         }
-        Predicate::In { column: col, values, negated } => {
+        Predicate::In {
+            column: col,
+            values,
+            negated,
+        } => {
             let data = column(ds, col)?;
-            let cs = values.iter().map(|v| resolve(col, data, v)).collect::<Result<Vec<_>, _>>()?;
+            let cs = values
+                .iter()
+                .map(|v| resolve(col, data, v))
+                .collect::<Result<Vec<_>, _>>()?;
             (0..n)
                 .map(|i| {
                     if data.is_null(i) {
                         return None;
                     }
-                    let hit = cs.iter().any(|c| cmp_row(data, i, CmpOp::Eq, c) == Some(true));
+                    let hit = cs
+                        .iter()
+                        .any(|c| cmp_row(data, i, CmpOp::Eq, c) == Some(true));
                     Some(hit != *negated)
                 })
                 .collect()
         }
-        Predicate::Between { column: col, low, high, negated } => {
+        Predicate::Between {
+            column: col,
+            low,
+            high,
+            negated,
+        } => {
             let data = column(ds, col)?;
             let lo = resolve(col, data, low)?;
             let hi = resolve(col, data, high)?;
@@ -129,7 +151,10 @@ fn eval3(pred: &Predicate, ds: &Dataset) -> Result<Vec<Option<bool>>, EvalError>
                 })
                 .collect()
         }
-        Predicate::IsNull { column: col, negated } => {
+        Predicate::IsNull {
+            column: col,
+            negated,
+        } => {
             let data = column(ds, col)?;
             (0..n).map(|i| Some(data.is_null(i) != *negated)).collect()
         }
@@ -177,7 +202,10 @@ pub fn group_rows(
     mask: &[bool],
     ds: &Dataset,
 ) -> Result<BTreeMap<GroupKey, Vec<usize>>, EvalError> {
-    let cols = group_by.iter().map(|g| column(ds, g)).collect::<Result<Vec<_>, _>>()?;
+    let cols = group_by
+        .iter()
+        .map(|g| column(ds, g))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut groups: BTreeMap<GroupKey, Vec<usize>> = BTreeMap::new();
     if cols.is_empty() {
         groups.insert(Vec::new(), (0..ds.rows).filter(|&i| mask[i]).collect());

@@ -28,7 +28,9 @@ pub enum IdentityError {
     #[error("peer certificate could not be parsed: {0}")]
     BadCertificate(String),
     /// The certificate carries no organization.
-    #[error("peer certificate carries no organization id (expected a URI SAN {ORG_URI_PREFIX}<id>)")]
+    #[error(
+        "peer certificate carries no organization id (expected a URI SAN {ORG_URI_PREFIX}<id>)"
+    )]
     NoOrganization,
     /// The connection presented no certificate.
     #[error("peer presented no client certificate")]
@@ -46,9 +48,14 @@ impl OrgId {
         let s = s.into();
         let ok = !s.is_empty()
             && s.len() <= 63
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-');
-        if ok { Ok(OrgId(s)) } else { Err(IdentityError::InvalidOrgId(s)) }
+        if ok {
+            Ok(OrgId(s))
+        } else {
+            Err(IdentityError::InvalidOrgId(s))
+        }
     }
 
     /// The id as a string.
@@ -122,14 +129,21 @@ pub fn identity_from_cert(der: &[u8]) -> Result<PeerIdentity, IdentityError> {
             _ => {}
         }
     }
-    if coordinator { Ok(PeerIdentity::Coordinator) } else { Err(IdentityError::NoOrganization) }
+    if coordinator {
+        Ok(PeerIdentity::Coordinator)
+    } else {
+        Err(IdentityError::NoOrganization)
+    }
 }
 
 /// The organization of a quinn connection's verified client certificate.
 pub fn peer_identity(conn: &quinn::Connection) -> Result<PeerIdentity, IdentityError> {
     let certs = conn
         .peer_identity()
-        .and_then(|any| any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>().ok())
+        .and_then(|any| {
+            any.downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
         .ok_or(IdentityError::NoCertificate)?;
     let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
     identity_from_cert(leaf)

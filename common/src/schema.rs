@@ -77,12 +77,16 @@ pub struct DatasetSchema {
 impl DatasetSchema {
     /// Looks a column up by name (case-insensitive).
     pub fn column(&self, name: &str) -> Option<&ColumnSpec> {
-        self.columns.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
     }
 
     /// Index of a column by name (case-insensitive).
     pub fn column_index(&self, name: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name))
+        self.columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
     }
 }
 

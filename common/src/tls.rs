@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
-use rustls::client::WebPkiServerVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -74,16 +74,24 @@ pub struct TlsMaterial {
 
 impl std::fmt::Debug for TlsMaterial {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsMaterial").field("chain", &self.chain.len()).finish_non_exhaustive()
+        f.debug_struct("TlsMaterial")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
     }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn pem_err(path: &Path, what: impl Into<String>) -> TlsError {
-    TlsError::Pem { path: path.to_path_buf(), what: what.into() }
+    TlsError::Pem {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
 }
 
 /// The one crypto provider every Prism TLS configuration uses.
@@ -105,7 +113,12 @@ impl TlsMaterial {
     }
 
     /// Parses PEM bytes.
-    pub fn from_pem(ca: &[u8], cert: &[u8], key: &[u8], crl: Option<&[u8]>) -> Result<Self, TlsError> {
+    pub fn from_pem(
+        ca: &[u8],
+        cert: &[u8],
+        key: &[u8],
+        crl: Option<&[u8]>,
+    ) -> Result<Self, TlsError> {
         let here = Path::new("<pem>");
         let mut roots = rustls::RootCertStore::empty();
         for c in CertificateDer::pem_slice_iter(ca) {
@@ -121,14 +134,20 @@ impl TlsMaterial {
         if chain.is_empty() {
             return Err(pem_err(here, "no certificate found"));
         }
-        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| pem_err(here, format!("private key: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| pem_err(here, format!("private key: {e}")))?;
         let crls = match crl {
             None => Vec::new(),
             Some(c) => CertificateRevocationListDer::pem_slice_iter(c)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| pem_err(here, format!("crl: {e}")))?,
         };
-        Ok(TlsMaterial { roots: Arc::new(roots), chain, key, crls })
+        Ok(TlsMaterial {
+            roots: Arc::new(roots),
+            chain,
+            key,
+            crls,
+        })
     }
 
     /// This party's leaf certificate (DER).
@@ -157,10 +176,11 @@ impl TlsMaterial {
     /// A QUIC server configuration that requires a client certificate from the federation CA.
     pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
         let provider = provider();
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
-            .with_crls(self.crls.clone())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+                .with_crls(self.crls.clone())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -176,10 +196,11 @@ impl TlsMaterial {
     /// federation CA.
     pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
         let provider = provider();
-        let verifier = WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider.clone())
-            .with_crls(self.crls.clone())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+                .with_crls(self.crls.clone())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
         let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_webpki_verifier(verifier)

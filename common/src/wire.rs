@@ -59,7 +59,10 @@ where
     T: Serialize,
 {
     let body = serde_json::to_vec(msg).map_err(|e| WireError::Decode(e.to_string()))?;
-    let len = u32::try_from(body.len()).map_err(|_| WireError::FrameTooLarge { len: body.len(), max: u32::MAX as usize })?;
+    let len = u32::try_from(body.len()).map_err(|_| WireError::FrameTooLarge {
+        len: body.len(),
+        max: u32::MAX as usize,
+    })?;
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&len.to_be_bytes());
     buf.extend_from_slice(&body);
@@ -108,7 +111,11 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// A body with no details.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        ErrorBody { code: code.into(), message: message.into(), details: None }
+        ErrorBody {
+            code: code.into(),
+            message: message.into(),
+            details: None,
+        }
     }
 }
 
@@ -277,13 +284,32 @@ mod tests {
     #[tokio::test]
     async fn every_message_roundtrips() {
         let org = OrgId::new("hospital-a").expect("org");
-        roundtrip(Hello { version: 1, org, software: "x".into(), peer_addr: Some("127.0.0.1:1".into()) }).await;
-        roundtrip(HelloReply::Welcome { version: 1, software: "y".into() }).await;
+        roundtrip(Hello {
+            version: 1,
+            org,
+            software: "x".into(),
+            peer_addr: Some("127.0.0.1:1".into()),
+        })
+        .await;
+        roundtrip(HelloReply::Welcome {
+            version: 1,
+            software: "y".into(),
+        })
+        .await;
         roundtrip(HelloReply::Refused(ErrorBody::new("org_mismatch", "no"))).await;
         roundtrip(NodeEvent::Catalog { datasets: vec![] }).await;
-        let params = PrivacyParams { epsilon: 0.5, delta: 1e-6 };
+        let params = PrivacyParams {
+            epsilon: 0.5,
+            delta: 1e-6,
+        };
         roundtrip(Request::Ping).await;
-        roundtrip(Request::Estimate { backend: BackendId::DpSandbox, dataset: "p".into(), plan: plan(), params }).await;
+        roundtrip(Request::Estimate {
+            backend: BackendId::DpSandbox,
+            dataset: "p".into(),
+            plan: plan(),
+            params,
+        })
+        .await;
         roundtrip(Request::Execute {
             run_id: "r".into(),
             backend: BackendId::DpSandbox,
@@ -293,9 +319,16 @@ mod tests {
         })
         .await;
         roundtrip(Response::Pong).await;
-        roundtrip(Response::Estimated { epsilon: 0.5, delta: 0.0 }).await;
+        roundtrip(Response::Estimated {
+            epsilon: 0.5,
+            delta: 0.0,
+        })
+        .await;
         roundtrip(Response::Executed(Execution {
-            table: Table { columns: vec!["count".into()], rows: vec![vec![serde_json::json!(3)]] },
+            table: Table {
+                columns: vec!["count".into()],
+                rows: vec![vec![serde_json::json!(3)]],
+            },
             proof: serde_json::json!({"mechanism": "discrete_laplace"}),
             epsilon_spent: 0.5,
             delta_spent: 0.0,
@@ -304,16 +337,26 @@ mod tests {
         .await;
         roundtrip(Response::Refused(ErrorBody::new("budget_exhausted", "no"))).await;
         roundtrip(PeerRequest::Ping).await;
-        roundtrip(PeerResponse::Pong { org: OrgId::new("bank").expect("org") }).await;
+        roundtrip(PeerResponse::Pong {
+            org: OrgId::new("bank").expect("org"),
+        })
+        .await;
     }
 
     #[tokio::test]
     async fn oversized_frame_is_refused_before_reading_the_body() {
         let (mut a, mut b) = tokio::io::duplex(64);
         // Announce 1 GiB; send nothing else. The reader must fail at once, not wait for the body.
-        a.write_all(&(1u32 << 30).to_be_bytes()).await.expect("write");
-        let err = read_msg::<_, Request>(&mut b, 1024).await.expect_err("must refuse");
-        assert!(matches!(err, WireError::FrameTooLarge { len, max: 1024 } if len == 1 << 30), "{err}");
+        a.write_all(&(1u32 << 30).to_be_bytes())
+            .await
+            .expect("write");
+        let err = read_msg::<_, Request>(&mut b, 1024)
+            .await
+            .expect_err("must refuse");
+        assert!(
+            matches!(err, WireError::FrameTooLarge { len, max: 1024 } if len == 1 << 30),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -322,7 +365,13 @@ mod tests {
         a.write_all(&3u32.to_be_bytes()).await.expect("write");
         a.write_all(b"{x}").await.expect("write");
         drop(a);
-        assert!(matches!(read_msg::<_, Request>(&mut b, 1024).await, Err(WireError::Decode(_))));
-        assert!(matches!(read_msg::<_, Request>(&mut b, 1024).await, Err(WireError::Closed)));
+        assert!(matches!(
+            read_msg::<_, Request>(&mut b, 1024).await,
+            Err(WireError::Decode(_))
+        ));
+        assert!(matches!(
+            read_msg::<_, Request>(&mut b, 1024).await,
+            Err(WireError::Closed)
+        ));
     }
 }

@@ -30,7 +30,10 @@ fn write_pair(dir: &Path, stem: &str, pair: &PemPair) -> anyhow::Result<()> {
 pub fn init(dir: &Path, orgs: &[OrgId], days: i64) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if dir.join("ca.pem").exists() {
-        anyhow::bail!("{} already holds a CA; use `certs issue` to add organizations", dir.display());
+        anyhow::bail!(
+            "{} already holds a CA; use `certs issue` to add organizations",
+            dir.display()
+        );
     }
     let ca = FederationCa::generate("prism", days)?;
     write_pair(dir, "ca", &ca.pem)?;
@@ -55,11 +58,19 @@ pub fn revoke(dir: &Path, orgs: &[OrgId], days: i64) -> anyhow::Result<()> {
     let ca = load_ca(dir)?;
     let mut serials = Vec::new();
     for org in orgs {
-        let pem = std::fs::read_to_string(dir.join(format!("{org}.pem"))).with_context(|| format!("reading {org}.pem"))?;
-        serials.push(prism_common::certs::serial_hex(&pem).with_context(|| format!("{org}.pem has no readable serial"))?);
+        let pem = std::fs::read_to_string(dir.join(format!("{org}.pem")))
+            .with_context(|| format!("reading {org}.pem"))?;
+        serials.push(
+            prism_common::certs::serial_hex(&pem)
+                .with_context(|| format!("{org}.pem has no readable serial"))?,
+        );
     }
     let number = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
-    write(&dir.join("crl.pem"), &ca.crl(&serials, number, days)?, false)
+    write(
+        &dir.join("crl.pem"),
+        &ca.crl(&serials, number, days)?,
+        false,
+    )
 }
 
 fn load_ca(dir: &Path) -> anyhow::Result<FederationCa> {

@@ -69,24 +69,39 @@ impl CoordinatorHandle {
     /// Stops the coordinator: closes node connections, waits for tasks.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
-        self.endpoint.close(prism_common::wire::close::NORMAL.into(), b"coordinator shutting down");
+        self.endpoint.close(
+            prism_common::wire::close::NORMAL.into(),
+            b"coordinator shutting down",
+        );
         while self.tasks.join_next().await.is_some() {}
         self.state.tasks.close();
         // In-flight runs are abandoned; the next start fails them with a reason.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.state.tasks.wait()).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(2), self.state.tasks.wait()).await;
         self.endpoint.wait_idle().await;
     }
 }
 
 /// Starts a coordinator.
-pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> anyhow::Result<CoordinatorHandle> {
+pub async fn start(
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<CoordinatorHandle> {
     let tls = TlsMaterial::load(&config.tls).context("loading the coordinator's TLS material")?;
     let path = config.data_path.clone();
     let (store, failed) = tokio::task::spawn_blocking(move || Store::open(&path))
         .await?
-        .with_context(|| format!("opening the coordinator store {}", config.data_path.display()))?;
+        .with_context(|| {
+            format!(
+                "opening the coordinator store {}",
+                config.data_path.display()
+            )
+        })?;
     if !failed.is_empty() {
-        info!(runs = failed.len(), "failed runs left in flight by a previous run");
+        info!(
+            runs = failed.len(),
+            "failed runs left in flight by a previous run"
+        );
     }
     let store = Arc::new(store);
     let endpoint = quinn::Endpoint::server(tls.server_config()?, config.quic_listen)
@@ -96,19 +111,43 @@ pub async fn start(config: CoordinatorConfig, shutdown: CancellationToken) -> an
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
     let http_addr = listener.local_addr()?;
-    let nodes = Arc::new(NodeRegistry::new(config.organizations.clone(), config.max_frame));
+    let nodes = Arc::new(NodeRegistry::new(
+        config.organizations.clone(),
+        config.max_frame,
+    ));
     let (run_done, _) = tokio::sync::broadcast::channel(1024);
     info!(%quic_addr, %http_addr, config = ?config, "prism-coordinator {} starting", env!("CARGO_PKG_VERSION"));
-    let state = Arc::new(CoordState { config, store: store.clone(), nodes: nodes.clone(), tasks: TaskTracker::new(), run_done });
+    let state = Arc::new(CoordState {
+        config,
+        store: store.clone(),
+        nodes: nodes.clone(),
+        tasks: TaskTracker::new(),
+        run_done,
+    });
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(nodes::serve(endpoint.clone(), nodes, store, shutdown.clone()));
+    tasks.spawn(nodes::serve(
+        endpoint.clone(),
+        nodes,
+        store,
+        shutdown.clone(),
+    ));
     let router = api::router(state.clone());
     let sd = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(async move { sd.cancelled().await }).await {
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await
+        {
             tracing::error!(error = %e, "admin API stopped");
         }
     });
-    Ok(CoordinatorHandle { state, http_addr, quic_addr, shutdown, tasks, endpoint })
+    Ok(CoordinatorHandle {
+        state,
+        http_addr,
+        quic_addr,
+        shutdown,
+        tasks,
+        endpoint,
+    })
 }

@@ -109,7 +109,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Certs { action } => match action {
             CertsAction::Init { out, orgs, days } => {
                 prism_coordinator::certs_cmd::init(&out, &orgs, days)?;
-                println!("wrote a federation CA and certificates for coordinator, {} to {}", join(&orgs), out.display());
+                println!(
+                    "wrote a federation CA and certificates for coordinator, {} to {}",
+                    join(&orgs),
+                    out.display()
+                );
             }
             CertsAction::Issue { dir, orgs, days } => {
                 prism_coordinator::certs_cmd::issue(&dir, &orgs, days)?;
@@ -117,27 +121,55 @@ async fn main() -> anyhow::Result<()> {
             }
             CertsAction::Revoke { dir, orgs, days } => {
                 prism_coordinator::certs_cmd::revoke(&dir, &orgs, days)?;
-                println!("wrote {} revoking {}", dir.join("crl.pem").display(), join(&orgs));
+                println!(
+                    "wrote {} revoking {}",
+                    dir.join("crl.pem").display(),
+                    join(&orgs)
+                );
             }
         },
-        Command::Users { action: UsersAction::Create { config, name, role, organization } } => {
+        Command::Users {
+            action:
+                UsersAction::Create {
+                    config,
+                    name,
+                    role,
+                    organization,
+                },
+        } => {
             let config = prism_coordinator::CoordinatorConfig::from_file(&config)?;
             let (store, _) = prism_coordinator::store::Store::open(&config.data_path)
-                .with_context(|| format!("opening {} (is the coordinator running?)", config.data_path.display()))?;
+                .with_context(|| {
+                    format!(
+                        "opening {} (is the coordinator running?)",
+                        config.data_path.display()
+                    )
+                })?;
             let (user, token) = store.create_user(&name, role, organization)?;
-            println!("created {} ({:?}); API token (shown once):\n{token}", user.name, user.role);
+            println!(
+                "created {} ({:?}); API token (shown once):\n{token}",
+                user.name, user.role
+            );
         }
     }
     Ok(())
 }
 
 fn join(orgs: &[OrgId]) -> String {
-    orgs.iter().map(|o| o.as_str()).collect::<Vec<_>>().join(", ")
+    orgs.iter()
+        .map(|o| o.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn init_tracing() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let b = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::io::stdout().is_terminal() { b.init() } else { b.json().init() }
+    if std::io::stdout().is_terminal() {
+        b.init()
+    } else {
+        b.json().init()
+    }
 }

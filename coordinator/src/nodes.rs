@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
-use prism_common::wire::{self, ErrorBody, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response, WireError};
+use prism_common::wire::{
+    self, ErrorBody, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response, WireError,
+};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -62,7 +64,11 @@ pub struct NodeRegistry {
 impl NodeRegistry {
     /// A registry admitting these organizations.
     pub fn new(allowed: impl IntoIterator<Item = OrgId>, max_frame: usize) -> Self {
-        NodeRegistry { allowed: allowed.into_iter().collect(), links: Mutex::new(HashMap::new()), max_frame }
+        NodeRegistry {
+            allowed: allowed.into_iter().collect(),
+            links: Mutex::new(HashMap::new()),
+            max_frame,
+        }
     }
 
     /// Admitted organizations, sorted.
@@ -87,21 +93,37 @@ impl NodeRegistry {
     }
 
     /// Sends a request on a new stream and waits for the answer.
-    pub async fn call(&self, org: &OrgId, req: &Request, timeout: Duration) -> Result<Response, CallError> {
-        let conn = self.conn(org).ok_or_else(|| CallError::Offline(org.clone()))?;
+    pub async fn call(
+        &self,
+        org: &OrgId,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
+        let conn = self
+            .conn(org)
+            .ok_or_else(|| CallError::Offline(org.clone()))?;
         let t = |e: &dyn std::fmt::Display| CallError::Transport(org.clone(), e.to_string());
         let fut = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| t(&e))?;
             wire::write_msg(&mut send, req).await.map_err(|e| t(&e))?;
             send.finish().map_err(|e| t(&e))?;
-            wire::read_msg::<_, Response>(&mut recv, self.max_frame).await.map_err(|e| t(&e))
+            wire::read_msg::<_, Response>(&mut recv, self.max_frame)
+                .await
+                .map_err(|e| t(&e))
         };
-        tokio::time::timeout(timeout, fut).await.map_err(|_| CallError::Timeout(org.clone(), timeout))?
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| CallError::Timeout(org.clone(), timeout))?
     }
 }
 
 /// Accepts node connections until `shutdown`.
-pub async fn serve(endpoint: quinn::Endpoint, registry: Arc<NodeRegistry>, store: Arc<Store>, shutdown: CancellationToken) {
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    registry: Arc<NodeRegistry>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) {
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -122,10 +144,19 @@ pub async fn serve(endpoint: quinn::Endpoint, registry: Arc<NodeRegistry>, store
     endpoint.close(wire::close::NORMAL.into(), b"coordinator shutting down");
 }
 
-async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, code: &str, message: String) {
+async fn refuse(
+    conn: &quinn::Connection,
+    send: Option<&mut quinn::SendStream>,
+    code: &str,
+    message: String,
+) {
     warn!(code, %message, "refusing node");
     if let Some(send) = send {
-        let _ = wire::write_msg(send, &HelloReply::Refused(ErrorBody::new(code, message.clone()))).await;
+        let _ = wire::write_msg(
+            send,
+            &HelloReply::Refused(ErrorBody::new(code, message.clone())),
+        )
+        .await;
         let _ = send.finish();
         let _ = tokio::time::timeout(Duration::from_secs(2), send.stopped()).await;
     }
@@ -133,21 +164,52 @@ async fn refuse(conn: &quinn::Connection, send: Option<&mut quinn::SendStream>, 
 }
 
 fn close_for(conn: &quinn::Connection, e: &WireError) {
-    let code = if matches!(e, WireError::FrameTooLarge { .. }) { wire::close::FRAME_TOO_LARGE } else { wire::close::PROTOCOL };
+    let code = if matches!(e, WireError::FrameTooLarge { .. }) {
+        wire::close::FRAME_TOO_LARGE
+    } else {
+        wire::close::PROTOCOL
+    };
     conn.close(code.into(), e.to_string().as_bytes());
 }
 
-async fn handle(conn: quinn::Connection, registry: Arc<NodeRegistry>, store: Arc<Store>, shutdown: CancellationToken) {
+async fn handle(
+    conn: quinn::Connection,
+    registry: Arc<NodeRegistry>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) {
     let org = match peer_identity(&conn) {
         Ok(PeerIdentity::Org(org)) => org,
-        Ok(PeerIdentity::Coordinator) => return refuse(&conn, None, "not_a_node", "a coordinator certificate cannot join as a node".into()).await,
+        Ok(PeerIdentity::Coordinator) => {
+            return refuse(
+                &conn,
+                None,
+                "not_a_node",
+                "a coordinator certificate cannot join as a node".into(),
+            )
+            .await;
+        }
         Err(e) => return refuse(&conn, None, "bad_certificate", e.to_string()).await,
     };
     if !registry.is_member(&org) {
-        return refuse(&conn, None, "not_a_member", format!("organization {org} is not a member of this federation")).await;
+        return refuse(
+            &conn,
+            None,
+            "not_a_member",
+            format!("organization {org} is not a member of this federation"),
+        )
+        .await;
     }
-    let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await else {
-        return refuse(&conn, None, "no_hello", "no control stream within 10 s".into()).await;
+    let Ok(Ok((mut send, mut recv))) =
+        tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await
+    else {
+        return refuse(
+            &conn,
+            None,
+            "no_hello",
+            "no control stream within 10 s".into(),
+        )
+        .await;
     };
     let hello: Hello = match wire::read_msg(&mut recv, registry.max_frame).await {
         Ok(h) => h,
@@ -157,15 +219,29 @@ async fn handle(conn: quinn::Connection, registry: Arc<NodeRegistry>, store: Arc
         }
     };
     if hello.version != PROTOCOL_VERSION {
-        let msg = format!("protocol version {} is not supported; this coordinator speaks version {PROTOCOL_VERSION}", hello.version);
+        let msg = format!(
+            "protocol version {} is not supported; this coordinator speaks version {PROTOCOL_VERSION}",
+            hello.version
+        );
         return refuse(&conn, Some(&mut send), "unsupported_version", msg).await;
     }
     if hello.org != org {
-        let msg = format!("the node claims organization {} but its certificate is for {org}", hello.org);
-        let _ = store.audit(Audit { actor: org.as_str(), action: "node_refused", target: hello.org.as_str(), details: serde_json::json!({"reason": msg}) });
+        let msg = format!(
+            "the node claims organization {} but its certificate is for {org}",
+            hello.org
+        );
+        let _ = store.audit(Audit {
+            actor: org.as_str(),
+            action: "node_refused",
+            target: hello.org.as_str(),
+            details: serde_json::json!({"reason": msg}),
+        });
         return refuse(&conn, Some(&mut send), "org_mismatch", msg).await;
     }
-    let welcome = HelloReply::Welcome { version: PROTOCOL_VERSION, software: format!("prism-coordinator {}", env!("CARGO_PKG_VERSION")) };
+    let welcome = HelloReply::Welcome {
+        version: PROTOCOL_VERSION,
+        software: format!("prism-coordinator {}", env!("CARGO_PKG_VERSION")),
+    };
     if wire::write_msg(&mut send, &welcome).await.is_err() {
         return;
     }
@@ -178,12 +254,26 @@ async fn handle(conn: quinn::Connection, registry: Arc<NodeRegistry>, store: Arc
     };
     if let Ok(mut links) = registry.links.lock() {
         // A reconnecting node replaces its older connection.
-        if let Some(old) = links.insert(org.clone(), Link { conn: conn.clone(), info }) {
-            old.conn.close(wire::close::NORMAL.into(), b"replaced by a newer connection");
+        if let Some(old) = links.insert(
+            org.clone(),
+            Link {
+                conn: conn.clone(),
+                info,
+            },
+        ) {
+            old.conn.close(
+                wire::close::NORMAL.into(),
+                b"replaced by a newer connection",
+            );
         }
     }
     info!(%org, software = %hello.software, "node connected");
-    let _ = store.audit(Audit { actor: org.as_str(), action: "node_connected", target: org.as_str(), details: serde_json::json!({"software": hello.software}) });
+    let _ = store.audit(Audit {
+        actor: org.as_str(),
+        action: "node_connected",
+        target: org.as_str(),
+        details: serde_json::json!({"software": hello.software}),
+    });
 
     loop {
         let ev = tokio::select! {
@@ -194,14 +284,19 @@ async fn handle(conn: quinn::Connection, registry: Arc<NodeRegistry>, store: Arc
             Ok(NodeEvent::Catalog { datasets }) => {
                 let store = store.clone();
                 let o = org.clone();
-                match tokio::task::spawn_blocking(move || store.replace_catalog(&o, &datasets)).await {
+                match tokio::task::spawn_blocking(move || store.replace_catalog(&o, &datasets))
+                    .await
+                {
                     Ok(Ok(recs)) => info!(%org, datasets = recs.len(), "catalog updated"),
                     Ok(Err(e)) => warn!(%org, error = %e, "catalog update failed"),
                     Err(e) => warn!(%org, error = %e, "catalog update failed"),
                 }
             }
             Err(WireError::Closed) => break,
-            Err(_) if matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(wire::close::NORMAL)) => break,
+            Err(_) if matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(wire::close::NORMAL)) =>
+            {
+                break;
+            }
             Err(e) => {
                 warn!(%org, error = %e, "closing node connection");
                 close_for(&conn, &e);
@@ -210,7 +305,9 @@ async fn handle(conn: quinn::Connection, registry: Arc<NodeRegistry>, store: Arc
         }
     }
     if let Ok(mut links) = registry.links.lock()
-        && links.get(&org).is_some_and(|l| l.conn.stable_id() == conn.stable_id())
+        && links
+            .get(&org)
+            .is_some_and(|l| l.conn.stable_id() == conn.stable_id())
     {
         links.remove(&org);
     }

@@ -34,12 +34,32 @@ fn new_run(query: &QueryRecord, user: &User) -> RunRecord {
     }
 }
 
-fn save(state: &CoordState, run: &RunRecord, action: &str, actor: &str, details: serde_json::Value) -> Result<(), crate::store::StoreError> {
-    state.store.put(RUNS, &run.id, run, Some(Audit { actor, action, target: &run.id, details }))
+fn save(
+    state: &CoordState,
+    run: &RunRecord,
+    action: &str,
+    actor: &str,
+    details: serde_json::Value,
+) -> Result<(), crate::store::StoreError> {
+    state.store.put(
+        RUNS,
+        &run.id,
+        run,
+        Some(Audit {
+            actor,
+            action,
+            target: &run.id,
+            details,
+        }),
+    )
 }
 
 /// Persists a new run for `query` and starts it. Returns the run as first committed.
-pub fn start(state: &Arc<CoordState>, query: QueryRecord, user: &User) -> Result<RunRecord, crate::store::StoreError> {
+pub fn start(
+    state: &Arc<CoordState>,
+    query: QueryRecord,
+    user: &User,
+) -> Result<RunRecord, crate::store::StoreError> {
     let mut run = new_run(&query, user);
     if query.backend == BackendId::EnclaveBackend {
         // Refused outright: there is nothing to send anywhere.
@@ -48,25 +68,57 @@ pub fn start(state: &Arc<CoordState>, query: QueryRecord, user: &User) -> Result
         run.error_message = Some(backend::ENCLAVE_MESSAGE.into());
         run.proof_artifacts = serde_json::json!({"refusal": backend::enclave_refusal()});
         run.finished_at = Some(now());
-        save(state, &run, "backend_not_implemented", &user.name, serde_json::json!({"query_id": query.id, "backend": query.backend}))?;
+        save(
+            state,
+            &run,
+            "backend_not_implemented",
+            &user.name,
+            serde_json::json!({"query_id": query.id, "backend": query.backend}),
+        )?;
         let _ = state.run_done.send(run.id.clone());
         return Ok(run);
     }
-    save(state, &run, "run_created", &user.name, serde_json::json!({"query_id": query.id, "backend": query.backend, "dataset_id": query.dataset_id}))?;
+    save(
+        state,
+        &run,
+        "run_created",
+        &user.name,
+        serde_json::json!({"query_id": query.id, "backend": query.backend, "dataset_id": query.dataset_id}),
+    )?;
     let (state2, run2) = (state.clone(), run.clone());
-    state.tasks.spawn(async move { drive(state2, query, run2).await });
+    state
+        .tasks
+        .spawn(async move { drive(state2, query, run2).await });
     Ok(run)
 }
 
 async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
     let Some(dataset) = state.dataset(&query.dataset_id) else {
-        return finish(&state, run, Err(("unknown_dataset".into(), format!("dataset {} is no longer in the catalog", query.dataset_id)))).await;
+        return finish(
+            &state,
+            run,
+            Err((
+                "unknown_dataset".into(),
+                format!("dataset {} is no longer in the catalog", query.dataset_id),
+            )),
+        )
+        .await;
     };
     run.status = RunStatus::Running;
     let s = state.clone();
     let r = run.clone();
     let org = dataset.organization.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || save(&s, &r, "run_started", "system", serde_json::json!({"organization": org}))).await {
+    if let Err(e) = tokio::task::spawn_blocking(move || {
+        save(
+            &s,
+            &r,
+            "run_started",
+            "system",
+            serde_json::json!({"organization": org}),
+        )
+    })
+    .await
+    {
         warn!(error = %e, "could not persist run start");
     }
     let req = Request::Execute {
@@ -74,7 +126,10 @@ async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
         backend: query.backend,
         dataset: dataset.name.clone(),
         plan: query.plan.clone(),
-        params: PrivacyParams { epsilon: query.epsilon, delta: query.delta },
+        params: PrivacyParams {
+            epsilon: query.epsilon,
+            delta: query.delta,
+        },
     };
     let started = Instant::now();
     let timeout = Duration::from_secs(state.config.run_timeout_secs);
@@ -98,13 +153,20 @@ async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
             }
             Err((e.code, e.message))
         }
-        Ok(other) => Err(("protocol_error".into(), format!("unexpected answer from the node: {other:?}"))),
+        Ok(other) => Err((
+            "protocol_error".into(),
+            format!("unexpected answer from the node: {other:?}"),
+        )),
         Err(e) => Err(("node_unavailable".into(), e.to_string())),
     };
     finish(&state, run, outcome).await;
 }
 
-async fn finish(state: &Arc<CoordState>, mut run: RunRecord, outcome: Result<(), (String, String)>) {
+async fn finish(
+    state: &Arc<CoordState>,
+    mut run: RunRecord,
+    outcome: Result<(), (String, String)>,
+) {
     run.finished_at = Some(now());
     let action = match outcome {
         Ok(()) => {

@@ -47,7 +47,13 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// An audit entry to write with a change.
 pub struct Audit<'a> {
@@ -100,7 +106,11 @@ impl Store {
     }
 
     fn fail_unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
-        let stale: Vec<RunRecord> = self.list(RUNS)?.into_iter().filter(|r: &RunRecord| !r.status.is_final()).collect();
+        let stale: Vec<RunRecord> = self
+            .list(RUNS)?
+            .into_iter()
+            .filter(|r: &RunRecord| !r.status.is_final())
+            .collect();
         let mut ids = Vec::new();
         for mut run in stale {
             run.status = RunStatus::Failed;
@@ -112,14 +122,30 @@ impl Store {
             );
             run.finished_at = Some(now());
             let id = run.id.clone();
-            self.put(RUNS, &id, &run, Some(Audit { actor: "system", action: "run_failed", target: &id, details: serde_json::json!({"reason": "coordinator_restarted"}) }))?;
+            self.put(
+                RUNS,
+                &id,
+                &run,
+                Some(Audit {
+                    actor: "system",
+                    action: "run_failed",
+                    target: &id,
+                    details: serde_json::json!({"reason": "coordinator_restarted"}),
+                }),
+            )?;
             ids.push(id);
         }
         Ok(ids)
     }
 
     /// Writes a record (and optionally an audit entry) in one transaction.
-    pub fn put<T: Serialize>(&self, table: TableDefinition<&str, &str>, key: &str, value: &T, audit: Option<Audit<'_>>) -> Result<(), StoreError> {
+    pub fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+        value: &T,
+        audit: Option<Audit<'_>>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.open_table(table)?.insert(key, encode(value).as_str())?;
         if let Some(a) = audit {
@@ -130,7 +156,11 @@ impl Store {
     }
 
     /// Reads a record.
-    pub fn get<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>, key: &str) -> Result<Option<T>, StoreError> {
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table)?;
         match t.get(key)? {
@@ -140,7 +170,10 @@ impl Store {
     }
 
     /// Every record of a table, in key order.
-    pub fn list<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>) -> Result<Vec<T>, StoreError> {
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+    ) -> Result<Vec<T>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table)?;
         let mut out = Vec::new();
@@ -160,17 +193,33 @@ impl Store {
     }
 
     /// Creates a user and returns the token, which is shown once and never stored.
-    pub fn create_user(&self, name: &str, role: Role, organization: Option<OrgId>) -> Result<(User, String), StoreError> {
+    pub fn create_user(
+        &self,
+        name: &str,
+        role: Role,
+        organization: Option<OrgId>,
+    ) -> Result<(User, String), StoreError> {
         use rand::RngCore;
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let token = format!("prism_{}", hex::encode(raw));
-        let user = User { id: uuid::Uuid::new_v4().to_string(), name: name.into(), role, organization, created_at: now() };
+        let user = User {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.into(),
+            role,
+            organization,
+            created_at: now(),
+        };
         self.put(
             USERS,
             &token_hash(&token),
             &user,
-            Some(Audit { actor: "system", action: "user_created", target: &user.id, details: serde_json::json!({"name": name, "role": role}) }),
+            Some(Audit {
+                actor: "system",
+                action: "user_created",
+                target: &user.id,
+                details: serde_json::json!({"name": name, "role": role}),
+            }),
         )?;
         Ok((user, token))
     }
@@ -181,7 +230,11 @@ impl Store {
     }
 
     /// Replaces an organization's catalog with what its node published.
-    pub fn replace_catalog(&self, org: &OrgId, entries: &[CatalogEntry]) -> Result<Vec<DatasetRecord>, StoreError> {
+    pub fn replace_catalog(
+        &self,
+        org: &OrgId,
+        entries: &[CatalogEntry],
+    ) -> Result<Vec<DatasetRecord>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut out = Vec::new();
         {
@@ -191,7 +244,10 @@ impl Store {
                 .iter()?
                 .filter_map(|r| r.ok())
                 .map(|(k, _)| k.value().to_string())
-                .filter(|k| k.starts_with(&prefix) && !entries.iter().any(|e| format!("{prefix}{}", e.name) == *k))
+                .filter(|k| {
+                    k.starts_with(&prefix)
+                        && !entries.iter().any(|e| format!("{prefix}{}", e.name) == *k)
+                })
                 .collect();
             for k in stale {
                 t.remove(k.as_str())?;
@@ -208,7 +264,13 @@ impl Store {
                 t.insert(rec.id.as_str(), encode(&rec).as_str())?;
                 out.push(rec);
             }
-            audit::append(&txn, org.as_str(), "catalog_published", org.as_str(), serde_json::json!({"datasets": entries.iter().map(|e| &e.name).collect::<Vec<_>>()}))?;
+            audit::append(
+                &txn,
+                org.as_str(),
+                "catalog_published",
+                org.as_str(),
+                serde_json::json!({"datasets": entries.iter().map(|e| &e.name).collect::<Vec<_>>()}),
+            )?;
         }
         txn.commit()?;
         Ok(out)

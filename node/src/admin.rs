@@ -25,24 +25,44 @@ pub struct AdminError(StatusCode, &'static str, String);
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        (self.0, Json(json!({"error": {"code": self.1, "message": self.2}}))).into_response()
+        (
+            self.0,
+            Json(json!({"error": {"code": self.1, "message": self.2}})),
+        )
+            .into_response()
     }
 }
 
 impl From<StoreError> for AdminError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::UnknownDataset(_) => AdminError(StatusCode::NOT_FOUND, "unknown_dataset", e.to_string()),
-            StoreError::DatasetExists(_) => AdminError(StatusCode::CONFLICT, "dataset_exists", e.to_string()),
-            StoreError::InvalidBudget(_) => AdminError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_budget", e.to_string()),
-            _ => AdminError(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()),
+            StoreError::UnknownDataset(_) => {
+                AdminError(StatusCode::NOT_FOUND, "unknown_dataset", e.to_string())
+            }
+            StoreError::DatasetExists(_) => {
+                AdminError(StatusCode::CONFLICT, "dataset_exists", e.to_string())
+            }
+            StoreError::InvalidBudget(_) => AdminError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_budget",
+                e.to_string(),
+            ),
+            _ => AdminError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store_error",
+                e.to_string(),
+            ),
         }
     }
 }
 
 impl From<ImportError> for AdminError {
     fn from(e: ImportError) -> Self {
-        AdminError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_csv", e.to_string())
+        AdminError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_csv",
+            e.to_string(),
+        )
     }
 }
 
@@ -58,10 +78,20 @@ fn check_token(admin: &Admin, headers: &HeaderMap) -> Result<()> {
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| AdminError(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token".into()))?;
+        .ok_or_else(|| {
+            AdminError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing bearer token".into(),
+            )
+        })?;
     let h: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if h != admin.token_hash {
-        return Err(AdminError(StatusCode::UNAUTHORIZED, "unauthorized", "invalid node admin token".into()));
+        return Err(AdminError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid node admin token".into(),
+        ));
     }
     Ok(())
 }
@@ -74,13 +104,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 /// Builds the router.
 pub fn router(state: Arc<NodeState>, token: &str) -> Router {
-    let admin = Arc::new(Admin { state, token_hash: Sha256::digest(token.as_bytes()).into() });
+    let admin = Arc::new(Admin {
+        state,
+        token_hash: Sha256::digest(token.as_bytes()).into(),
+    });
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/status", get(status))
         .route("/v1/datasets", get(list_datasets).post(import))
         .route("/v1/datasets/{name}/columns/{column}", patch(update_column))
-        .route("/v1/datasets/{name}/budget", get(get_budget).put(set_budget))
+        .route(
+            "/v1/datasets/{name}/budget",
+            get(get_budget).put(set_budget),
+        )
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
         .with_state(admin)
@@ -102,23 +138,24 @@ async fn status(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_
 }
 
 fn budget_json(b: &Budget) -> serde_json::Value {
-    json!({
-        "total_epsilon": b.total_epsilon, "total_delta": b.total_delta,
-        "spent_epsilon": b.spent_epsilon, "spent_delta": b.spent_delta,
-        "reserved_epsilon": b.reserved_epsilon, "reserved_delta": b.reserved_delta,
-        "remaining_epsilon": b.remaining_epsilon(), "remaining_delta": b.remaining_delta(),
-    })
+    b.to_json()
 }
 
-async fn list_datasets(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_json::Value>> {
+async fn list_datasets(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
     let store = a.state.store.clone();
     let list = blocking(move || store.datasets()).await??;
-    Ok(Json(json!(list
-        .iter()
-        .map(|(m, b)| json!({"name": m.schema.name, "columns": m.schema.columns, "rows": m.rows,
-                             "imported_at": m.imported_at, "budget": budget_json(b)}))
-        .collect::<Vec<_>>())))
+    Ok(Json(json!(
+        list.iter()
+            .map(
+                |(m, b)| json!({"name": m.schema.name, "columns": m.schema.columns, "rows": m.rows,
+                             "imported_at": m.imported_at, "budget": budget_json(b)})
+            )
+            .collect::<Vec<_>>()
+    )))
 }
 
 /// Body of `POST /v1/datasets`.
@@ -142,16 +179,19 @@ struct BudgetBody {
     delta: f64,
 }
 
-async fn import(State(a): State<Arc<Admin>>, h: HeaderMap, Json(body): Json<ImportBody>) -> Result<(StatusCode, Json<serde_json::Value>)> {
+async fn import(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Json(body): Json<ImportBody>,
+) -> Result<(StatusCode, Json<serde_json::Value>)> {
     check_token(&a, &h)?;
     let policy = &a.state.config.policy;
-    let budget = body.budget.as_ref().map_or(
-        Budget::new(policy.default_budget_epsilon, policy.default_budget_delta),
-        |b| Budget::new(b.epsilon, b.delta),
+    let (e, d) = body.budget.as_ref().map_or(
+        (policy.default_budget_epsilon, policy.default_budget_delta),
+        |b| (b.epsilon, b.delta),
     );
-    if !(budget.total_epsilon.is_finite() && budget.total_epsilon >= 0.0 && budget.total_delta.is_finite() && (0.0..1.0).contains(&budget.total_delta)) {
-        return Err(AdminError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_budget", "budget epsilon must be ≥ 0 and delta in [0, 1)".into()));
-    }
+    crate::store::check_total(e, d)?;
+    let budget = Budget::new(e, d);
     let (name, columns, csv, replace) = (body.name, body.columns, body.csv, body.replace);
     let ds = blocking(move || parse_csv(&name, columns, &csv)).await??;
     let store = a.state.store.clone();
@@ -159,7 +199,10 @@ async fn import(State(a): State<Arc<Admin>>, h: HeaderMap, Json(body): Json<Impo
     let ds2 = ds.clone();
     let meta = blocking(move || store.put_dataset(&ds2, budget, replace, "node-admin")).await??;
     a.state.install_dataset(ds);
-    Ok((StatusCode::CREATED, Json(json!({"name": meta.schema.name, "rows": meta.rows, "columns": meta.schema.columns}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": meta.schema.name, "rows": meta.rows, "columns": meta.schema.columns})),
+    ))
 }
 
 /// Body of `PATCH /v1/datasets/{name}/columns/{column}`.
@@ -179,14 +222,24 @@ async fn update_column(
     Json(body): Json<ColumnPatch>,
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
-    let ds = a.state.dataset(&name).ok_or_else(|| AdminError(StatusCode::NOT_FOUND, "unknown_dataset", format!("dataset {name} does not exist")))?;
+    let ds = a.state.dataset(&name).ok_or_else(|| {
+        AdminError(
+            StatusCode::NOT_FOUND,
+            "unknown_dataset",
+            format!("dataset {name} does not exist"),
+        )
+    })?;
     let mut new = (*ds).clone();
     let idx = new.schema.column_index(&column).ok_or_else(|| {
-        AdminError(StatusCode::NOT_FOUND, "unknown_column", format!("dataset {name} has no column {column}"))
+        AdminError(
+            StatusCode::NOT_FOUND,
+            "unknown_column",
+            format!("dataset {name} has no column {column}"),
+        )
     })?;
     let spec = &mut new.schema.columns[idx];
     if let Some(b) = body.bounds {
-        if !spec.ty.is_numeric() || !(b.min.is_finite() && b.max.is_finite() && b.min <= b.max) {
+        if !(spec.ty.is_numeric() && b.min.is_finite() && b.max.is_finite() && b.min <= b.max) {
             return Err(AdminError(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_bounds",
@@ -207,7 +260,11 @@ async fn update_column(
     Ok(Json(out))
 }
 
-async fn get_budget(State(a): State<Arc<Admin>>, h: HeaderMap, Path(name): Path<String>) -> Result<Json<serde_json::Value>> {
+async fn get_budget(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
     let store = a.state.store.clone();
     let b = blocking(move || store.budget(&name)).await??;
@@ -222,7 +279,8 @@ async fn set_budget(
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
     let store = a.state.store.clone();
-    let b = blocking(move || store.set_budget(&name, body.epsilon, body.delta, "node-admin")).await??;
+    let b =
+        blocking(move || store.set_budget(&name, body.epsilon, body.delta, "node-admin")).await??;
     Ok(Json(budget_json(&b)))
 }
 
@@ -237,15 +295,30 @@ fn default_limit() -> usize {
     200
 }
 
-async fn audit(State(a): State<Arc<Admin>>, h: HeaderMap, Query(p): Query<Page>) -> Result<Json<serde_json::Value>> {
+async fn audit(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Query(p): Query<Page>,
+) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
     let store = a.state.store.clone();
-    let entries = blocking(move || prism_common::audit::store::list(store.db(), p.after, p.limit.min(1000))).await?
-        .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()))?;
+    let entries =
+        blocking(move || prism_common::audit::store::list(store.db(), p.after, p.limit.min(1000)))
+            .await?
+            .map_err(|e| {
+                AdminError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    e.to_string(),
+                )
+            })?;
     Ok(Json(json!(entries)))
 }
 
-async fn verify_audit(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_json::Value>> {
+async fn verify_audit(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
     let store = a.state.store.clone();
     match blocking(move || prism_common::audit::store::verify(store.db())).await? {

@@ -55,7 +55,10 @@ impl std::fmt::Debug for NodeConfig {
             .field("coordinator_addr", &self.coordinator_addr)
             .field("peer_listen", &self.peer_listen)
             .field("admin_listen", &self.admin_listen)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("tls", &self.tls)
             .field("policy", &self.policy)
             .finish()
@@ -145,7 +148,8 @@ impl Default for Policy {
 
 impl Policy {
     fn allows(list: &[String], column: &str) -> bool {
-        list.iter().any(|c| c == "*" || c.eq_ignore_ascii_case(column))
+        list.iter()
+            .any(|c| c == "*" || c.eq_ignore_ascii_case(column))
     }
 
     /// Whether a column may be aggregated.
@@ -172,7 +176,8 @@ impl NodeConfig {
     /// Reads and parses a TOML file.
     pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
     }
 
@@ -183,7 +188,8 @@ impl NodeConfig {
             return Ok(t.clone());
         }
         if let Some(p) = &self.admin_token_file {
-            let t = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let t =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             return Ok(t.trim().to_string());
         }
         std::env::var("PRISM_NODE_ADMIN_TOKEN")

@@ -22,7 +22,12 @@ fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
 
 fn store_err(e: StoreError) -> ErrorBody {
     match e {
-        StoreError::BudgetExhausted { remaining_epsilon, remaining_delta, total_epsilon, .. } => {
+        StoreError::BudgetExhausted {
+            remaining_epsilon,
+            remaining_delta,
+            total_epsilon,
+            ..
+        } => {
             let mut b = refuse("budget_exhausted", e.to_string());
             b.details = Some(serde_json::json!({
                 "remaining_epsilon": remaining_epsilon,
@@ -51,7 +56,12 @@ fn predicate_columns<'a>(p: &'a Predicate, out: &mut Vec<&'a str>) {
 }
 
 /// Checks a request against this node's policy and catalog; returns the dataset.
-fn admit(state: &NodeState, backend: BackendId, dataset: &str, plan: &Plan) -> Result<Arc<Dataset>, ErrorBody> {
+fn admit(
+    state: &NodeState,
+    backend: BackendId,
+    dataset: &str,
+    plan: &Plan,
+) -> Result<Arc<Dataset>, ErrorBody> {
     let org = &state.org;
     if backend == BackendId::EnclaveBackend {
         let mut b = refuse("backend_not_implemented", backend::ENCLAVE_MESSAGE);
@@ -63,28 +73,49 @@ fn admit(state: &NodeState, backend: BackendId, dataset: &str, plan: &Plan) -> R
             "backend_not_served",
             format!(
                 "node {org} does not serve {backend}: its policy serves {}",
-                state.config.policy.backends.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
+                state
+                    .config
+                    .policy
+                    .backends
+                    .iter()
+                    .map(|b| b.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         ));
     }
     if matches!(backend, BackendId::HeBackend | BackendId::MpcBackend) {
         return Err(refuse(
             "backend_not_served",
-            format!("node {org} does not serve {backend} yet: this node build implements dp_sandbox only"),
+            format!(
+                "node {org} does not serve {backend} yet: this node build implements dp_sandbox only"
+            ),
         ));
     }
     if plan.dataset != dataset {
-        return Err(refuse("bad_request", format!("plan is over {} but the request names {dataset}", plan.dataset)));
+        return Err(refuse(
+            "bad_request",
+            format!(
+                "plan is over {} but the request names {dataset}",
+                plan.dataset
+            ),
+        ));
     }
-    let ds = state
-        .dataset(dataset)
-        .ok_or_else(|| refuse("unknown_dataset", format!("dataset {dataset} does not exist on node {org}")))?;
+    let ds = state.dataset(dataset).ok_or_else(|| {
+        refuse(
+            "unknown_dataset",
+            format!("dataset {dataset} does not exist on node {org}"),
+        )
+    })?;
     let policy = &state.config.policy;
     for a in plan.aggregates() {
         if let Some(c) = &a.column
             && !policy.may_aggregate(c)
         {
-            return Err(refuse("policy_violation", format!("node {org} policy: column {c} may not be aggregated")));
+            return Err(refuse(
+                "policy_violation",
+                format!("node {org} policy: column {c} may not be aggregated"),
+            ));
         }
     }
     let mut filtered: Vec<&str> = plan.group_by.iter().map(String::as_str).collect();
@@ -97,13 +128,19 @@ fn admit(state: &NodeState, backend: BackendId, dataset: &str, plan: &Plan) -> R
         }
     }
     if let Some(c) = filtered.into_iter().find(|c| !policy.may_filter(c)) {
-        return Err(refuse("policy_violation", format!("node {org} policy: column {c} may not be filtered or grouped on")));
+        return Err(refuse(
+            "policy_violation",
+            format!("node {org} policy: column {c} may not be filtered or grouped on"),
+        ));
     }
     Ok(ds)
 }
 
 fn dp_params(p: PrivacyParams) -> DpParams {
-    DpParams { epsilon: p.epsilon, delta: p.delta }
+    DpParams {
+        epsilon: p.epsilon,
+        delta: p.delta,
+    }
 }
 
 fn dp_refusal(e: dp::DpError) -> ErrorBody {
@@ -114,35 +151,56 @@ fn dp_refusal(e: dp::DpError) -> ErrorBody {
 pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
     match req {
         Request::Ping => Response::Pong,
-        Request::Estimate { backend, dataset, plan, params } => {
+        Request::Estimate {
+            backend,
+            dataset,
+            plan,
+            params,
+        } => {
             let ds = match admit(state, backend, &dataset, &plan) {
                 Ok(ds) => ds,
                 Err(e) => return Response::Refused(e),
             };
-            match dp::estimate(&plan, &ds.schema, &dp_params(params), &state.config.policy.dp()) {
-                Ok(c) => Response::Estimated { epsilon: c.epsilon, delta: c.delta },
+            match dp::estimate(
+                &plan,
+                &ds.schema,
+                &dp_params(params),
+                &state.config.policy.dp(),
+            ) {
+                Ok(c) => Response::Estimated {
+                    epsilon: c.epsilon,
+                    delta: c.delta,
+                },
                 Err(e) => Response::Refused(dp_refusal(e)),
             }
         }
-        Request::Execute { run_id, backend, dataset, plan, params } => {
-            match execute(state, &run_id, backend, &dataset, plan, params).await {
-                Ok(x) => Response::Executed(x),
-                Err(e) => {
-                    let _ = state.audit_async(
+        Request::Execute {
+            run_id,
+            backend,
+            dataset,
+            plan,
+            params,
+        } => match execute(state, &run_id, backend, &dataset, plan, params).await {
+            Ok(x) => Response::Executed(x),
+            Err(e) => {
+                state.audit_async(
                         "coordinator",
                         "query_refused",
                         &dataset,
                         serde_json::json!({"run_id": run_id, "backend": backend, "code": e.code, "message": e.message}),
                     );
-                    Response::Refused(e)
-                }
+                Response::Refused(e)
             }
-        }
+        },
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ErrorBody> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ErrorBody> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))
 }
 
 async fn execute(
@@ -160,7 +218,9 @@ async fn execute(
 
     let store = state.store.clone();
     let (name, rid) = (dataset.to_string(), run_id.to_string());
-    let reservation = blocking(move || store.reserve(&name, cost.epsilon, cost.delta, &rid)).await?.map_err(store_err)?;
+    let reservation = blocking(move || store.reserve(&name, cost.epsilon, cost.delta, &rid))
+        .await?
+        .map_err(store_err)?;
 
     let started = Instant::now();
     let outcome = blocking(move || dp::release(&plan, &ds, &dparams, &policy)).await;
@@ -172,9 +232,11 @@ async fn execute(
         Ok(Ok(release)) => {
             let charge = (release.cost.epsilon, release.cost.delta);
             // Commit the charge before the answer leaves the node (see Store::open).
-            let budget = blocking(move || store.settle(&rid, Some(charge), "released")).await?.map_err(store_err)?;
+            let budget = blocking(move || store.settle(&rid, Some(charge), "released"))
+                .await?
+                .map_err(store_err)?;
             let proof = serde_json::to_value(&release.proof).unwrap_or(serde_json::Value::Null);
-            let _ = state.audit_async(
+            state.audit_async(
                 "coordinator",
                 "query_answered",
                 dataset,
@@ -183,7 +245,13 @@ async fn execute(
                     "remaining_epsilon": budget.remaining_epsilon(),
                 }),
             );
-            Ok(Execution { table: release.table, proof, epsilon_spent: charge.0, delta_spent: charge.1, compute_ms })
+            Ok(Execution {
+                table: release.table,
+                proof,
+                epsilon_spent: charge.0,
+                delta_spent: charge.1,
+                compute_ms,
+            })
         }
         Ok(Err(e)) => {
             let _ = blocking(move || store.settle(&rid, None, "release refused")).await;

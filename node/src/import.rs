@@ -10,7 +10,9 @@ use prism_common::schema::{ColumnData, ColumnSpec, ColumnType, Dataset, DatasetS
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ImportError {
     /// The dataset name is not acceptable.
-    #[error("invalid dataset name {0:?}: use a lowercase letter then lowercase letters, digits or '_' (at most 63)")]
+    #[error(
+        "invalid dataset name {0:?}: use a lowercase letter then lowercase letters, digits or '_' (at most 63)"
+    )]
     BadName(String),
     /// The declared columns are inconsistent.
     #[error("invalid column declaration: {0}")]
@@ -44,11 +46,17 @@ fn check_schema(columns: &[ColumnSpec]) -> Result<(), ImportError> {
             )));
         }
         if !seen.insert(c.name.as_str()) {
-            return Err(ImportError::BadSchema(format!("column {} is declared twice", c.name)));
+            return Err(ImportError::BadSchema(format!(
+                "column {} is declared twice",
+                c.name
+            )));
         }
         if let Some(b) = c.bounds {
             if !c.ty.is_numeric() {
-                return Err(ImportError::BadSchema(format!("column {}: bounds only apply to integer or float columns", c.name)));
+                return Err(ImportError::BadSchema(format!(
+                    "column {}: bounds only apply to integer or float columns",
+                    c.name
+                )));
             }
             if !(b.min.is_finite() && b.max.is_finite() && b.min <= b.max) {
                 return Err(ImportError::BadSchema(format!(
@@ -66,35 +74,58 @@ fn is_null(cell: &str) -> bool {
 }
 
 /// Parses CSV text into a dataset with the declared columns.
-pub fn parse_csv(name: &str, columns: Vec<ColumnSpec>, csv_text: &str) -> Result<Dataset, ImportError> {
+pub fn parse_csv(
+    name: &str,
+    columns: Vec<ColumnSpec>,
+    csv_text: &str,
+) -> Result<Dataset, ImportError> {
     if !crate::store::valid_dataset_name(name) {
         return Err(ImportError::BadName(name.into()));
     }
     check_schema(&columns)?;
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(csv_text.as_bytes());
-    let header = reader.headers().map_err(|e| ImportError::Header(e.to_string()))?.clone();
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(csv_text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| ImportError::Header(e.to_string()))?
+        .clone();
     let header: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
     // Position of each declared column in the file.
     let mut positions = Vec::with_capacity(columns.len());
     for c in &columns {
         let p = header.iter().position(|h| *h == c.name).ok_or_else(|| {
-            ImportError::Header(format!("declared column {} is missing (header: {})", c.name, header.join(",")))
+            ImportError::Header(format!(
+                "declared column {} is missing (header: {})",
+                c.name,
+                header.join(",")
+            ))
         })?;
         positions.push(p);
     }
-    if let Some(extra) = header.iter().find(|h| !columns.iter().any(|c| &c.name == *h)) {
-        return Err(ImportError::Header(format!("column {extra} is in the file but not declared; declare it or remove it")));
+    if let Some(extra) = header
+        .iter()
+        .find(|h| !columns.iter().any(|c| &c.name == *h))
+    {
+        return Err(ImportError::Header(format!(
+            "column {extra} is in the file but not declared; declare it or remove it"
+        )));
     }
     let mut data: Vec<ColumnData> = columns
         .iter()
         .map(|c| match c.ty {
             ColumnType::Integer => ColumnData::Integer(Vec::new()),
             ColumnType::Float => ColumnData::Float(Vec::new()),
-            ColumnType::Text => ColumnData::Text { dict: Vec::new(), codes: Vec::new() },
+            ColumnType::Text => ColumnData::Text {
+                dict: Vec::new(),
+                codes: Vec::new(),
+            },
             ColumnType::Boolean => ColumnData::Boolean(Vec::new()),
         })
         .collect();
-    let mut dicts: Vec<std::collections::HashMap<String, u32>> = vec![Default::default(); columns.len()];
+    let mut dicts: Vec<std::collections::HashMap<String, u32>> =
+        vec![Default::default(); columns.len()];
     let mut rows = 0usize;
     for record in reader.records() {
         let record = record.map_err(|e| ImportError::Row {
@@ -104,16 +135,39 @@ pub fn parse_csv(name: &str, columns: Vec<ColumnSpec>, csv_text: &str) -> Result
         let line = record.position().map_or(rows as u64 + 2, |p| p.line());
         let bad = |message: String| ImportError::Row { line, message };
         if record.len() != header.len() {
-            return Err(bad(format!("expected {} fields, found {}", header.len(), record.len())));
+            return Err(bad(format!(
+                "expected {} fields, found {}",
+                header.len(),
+                record.len()
+            )));
         }
         for (ci, (spec, &pos)) in columns.iter().zip(&positions).enumerate() {
             let cell = record.get(pos).unwrap_or("");
             let null = is_null(cell);
-            let type_err = || bad(format!("column {}: {cell:?} is not {}", spec.name, article(spec.ty)));
+            let type_err = || {
+                bad(format!(
+                    "column {}: {cell:?} is not {}",
+                    spec.name,
+                    article(spec.ty)
+                ))
+            };
             match &mut data[ci] {
-                ColumnData::Integer(v) => v.push(if null { None } else { Some(cell.parse::<i64>().map_err(|_| type_err())?) }),
+                ColumnData::Integer(v) => v.push(if null {
+                    None
+                } else {
+                    Some(cell.parse::<i64>().map_err(|_| type_err())?)
+                }),
                 ColumnData::Float(v) => {
-                    let x = if null { None } else { Some(cell.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(type_err)?) };
+                    let x = if null {
+                        None
+                    } else {
+                        Some(
+                            cell.parse::<f64>()
+                                .ok()
+                                .filter(|x| x.is_finite())
+                                .ok_or_else(type_err)?,
+                        )
+                    };
                     v.push(x)
                 }
                 ColumnData::Boolean(v) => v.push(if null {
@@ -146,7 +200,14 @@ pub fn parse_csv(name: &str, columns: Vec<ColumnSpec>, csv_text: &str) -> Result
     if rows == 0 {
         return Err(ImportError::Empty);
     }
-    Ok(Dataset { schema: DatasetSchema { name: name.into(), columns }, columns: data, rows })
+    Ok(Dataset {
+        schema: DatasetSchema {
+            name: name.into(),
+            columns,
+        },
+        columns: data,
+        rows,
+    })
 }
 
 fn article(ty: ColumnType) -> &'static str {
@@ -165,36 +226,102 @@ mod tests {
 
     fn cols() -> Vec<ColumnSpec> {
         vec![
-            ColumnSpec { name: "age".into(), ty: ColumnType::Integer, bounds: Some(Bounds { min: 0.0, max: 120.0 }), public_keys: None },
-            ColumnSpec { name: "state".into(), ty: ColumnType::Text, bounds: None, public_keys: None },
-            ColumnSpec { name: "cost".into(), ty: ColumnType::Float, bounds: None, public_keys: None },
-            ColumnSpec { name: "smoker".into(), ty: ColumnType::Boolean, bounds: None, public_keys: None },
+            ColumnSpec {
+                name: "age".into(),
+                ty: ColumnType::Integer,
+                bounds: Some(Bounds {
+                    min: 0.0,
+                    max: 120.0,
+                }),
+                public_keys: None,
+            },
+            ColumnSpec {
+                name: "state".into(),
+                ty: ColumnType::Text,
+                bounds: None,
+                public_keys: None,
+            },
+            ColumnSpec {
+                name: "cost".into(),
+                ty: ColumnType::Float,
+                bounds: None,
+                public_keys: None,
+            },
+            ColumnSpec {
+                name: "smoker".into(),
+                ty: ColumnType::Boolean,
+                bounds: None,
+                public_keys: None,
+            },
         ]
     }
 
     #[test]
     fn parses_typed_columns_with_nulls() {
-        let ds = parse_csv("p", cols(), "state,age,cost,smoker\nCA,34,10.5,true\nNY,,NULL,false\nCA,70,3,\n").expect("ok");
+        let ds = parse_csv(
+            "p",
+            cols(),
+            "state,age,cost,smoker\nCA,34,10.5,true\nNY,,NULL,false\nCA,70,3,\n",
+        )
+        .expect("ok");
         assert_eq!(ds.rows, 3);
-        assert_eq!(ds.columns[0], ColumnData::Integer(vec![Some(34), None, Some(70)]));
-        assert_eq!(ds.columns[1], ColumnData::Text { dict: vec!["CA".into(), "NY".into()], codes: vec![Some(0), Some(1), Some(0)] });
-        assert_eq!(ds.columns[2], ColumnData::Float(vec![Some(10.5), None, Some(3.0)]));
-        assert_eq!(ds.columns[3], ColumnData::Boolean(vec![Some(true), Some(false), None]));
+        assert_eq!(
+            ds.columns[0],
+            ColumnData::Integer(vec![Some(34), None, Some(70)])
+        );
+        assert_eq!(
+            ds.columns[1],
+            ColumnData::Text {
+                dict: vec!["CA".into(), "NY".into()],
+                codes: vec![Some(0), Some(1), Some(0)]
+            }
+        );
+        assert_eq!(
+            ds.columns[2],
+            ColumnData::Float(vec![Some(10.5), None, Some(3.0)])
+        );
+        assert_eq!(
+            ds.columns[3],
+            ColumnData::Boolean(vec![Some(true), Some(false), None])
+        );
     }
 
     #[test]
     fn a_bad_row_refuses_the_whole_file_and_names_the_line() {
-        let err = parse_csv("p", cols(), "age,state,cost,smoker\n1,CA,1,true\n2,NY,x,false\n").expect_err("bad");
-        assert_eq!(err, ImportError::Row { line: 3, message: "column cost: \"x\" is not a number".into() });
+        let err = parse_csv(
+            "p",
+            cols(),
+            "age,state,cost,smoker\n1,CA,1,true\n2,NY,x,false\n",
+        )
+        .expect_err("bad");
+        assert_eq!(
+            err,
+            ImportError::Row {
+                line: 3,
+                message: "column cost: \"x\" is not a number".into()
+            }
+        );
         let err = parse_csv("p", cols(), "age,state,cost,smoker\n1,CA,1\n").expect_err("short");
         assert!(matches!(err, ImportError::Row { line: 2, .. }), "{err}");
     }
 
     #[test]
     fn header_and_names_are_checked() {
-        assert!(matches!(parse_csv("p", cols(), "age,state,cost\n1,CA,1\n"), Err(ImportError::Header(_))));
-        assert!(matches!(parse_csv("p", cols(), "age,state,cost,smoker,ssn\n1,CA,1,t,9\n"), Err(ImportError::Header(_))));
-        assert!(matches!(parse_csv("Bad Name", cols(), "age\n1\n"), Err(ImportError::BadName(_))));
-        assert_eq!(parse_csv("p", cols(), "age,state,cost,smoker\n"), Err(ImportError::Empty));
+        assert!(matches!(
+            parse_csv("p", cols(), "age,state,cost\n1,CA,1\n"),
+            Err(ImportError::Header(_))
+        ));
+        assert!(matches!(
+            parse_csv("p", cols(), "age,state,cost,smoker,ssn\n1,CA,1,t,9\n"),
+            Err(ImportError::Header(_))
+        ));
+        assert!(matches!(
+            parse_csv("Bad Name", cols(), "age\n1\n"),
+            Err(ImportError::BadName(_))
+        ));
+        assert_eq!(
+            parse_csv("p", cols(), "age,state,cost,smoker\n"),
+            Err(ImportError::Empty)
+        );
     }
 }

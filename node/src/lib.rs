@@ -63,10 +63,17 @@ impl NodeState {
 
     /// The catalog this node publishes: metadata only.
     pub fn catalog(&self) -> anyhow::Result<Vec<CatalogEntry>> {
-        let m = self.datasets.read().map_err(|_| anyhow::anyhow!("dataset lock poisoned"))?;
+        let m = self
+            .datasets
+            .read()
+            .map_err(|_| anyhow::anyhow!("dataset lock poisoned"))?;
         let mut out: Vec<CatalogEntry> = m
             .values()
-            .map(|d| CatalogEntry { name: d.schema.name.clone(), columns: d.schema.columns.clone(), row_count: d.rows as u64 })
+            .map(|d| CatalogEntry {
+                name: d.schema.name.clone(),
+                columns: d.schema.columns.clone(),
+                row_count: d.rows as u64,
+            })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -78,14 +85,14 @@ impl NodeState {
     }
 
     /// Appends an audit entry off the async runtime.
-    pub fn audit_async(&self, actor: &str, action: &str, target: &str, details: serde_json::Value) -> tokio::task::JoinHandle<()> {
+    pub fn audit_async(&self, actor: &str, action: &str, target: &str, details: serde_json::Value) {
         let store = self.store.clone();
         let (actor, action, target) = (actor.to_string(), action.to_string(), target.to_string());
         tokio::task::spawn_blocking(move || {
             if let Err(e) = store.audit(&actor, &action, &target, details) {
                 tracing::error!(error = %e, "audit append failed");
             }
-        })
+        });
     }
 }
 
@@ -112,7 +119,10 @@ impl NodeHandle {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
-        self.endpoint.close(prism_common::wire::close::NORMAL.into(), b"node shutting down");
+        self.endpoint.close(
+            prism_common::wire::close::NORMAL.into(),
+            b"node shutting down",
+        );
         self.endpoint.wait_idle().await;
     }
 
@@ -132,7 +142,10 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         .await?
         .with_context(|| format!("opening the node store {}", config.data_path.display()))?;
     if !settled.is_empty() {
-        info!(count = settled.len(), "released reservations left open by a previous run");
+        info!(
+            count = settled.len(),
+            "released reservations left open by a previous run"
+        );
     }
     let store = Arc::new(store);
     let s2 = store.clone();
@@ -148,27 +161,51 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         .with_context(|| format!("binding the admin API on {}", config.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let advertise = config.peer_advertise.clone().unwrap_or_else(|| peer_addr.to_string());
+    let advertise = config
+        .peer_advertise
+        .clone()
+        .unwrap_or_else(|| peer_addr.to_string());
     let state = Arc::new(NodeState {
         org: config.org.clone(),
         config,
         store,
         peer_addr,
-        datasets: RwLock::new(datasets.into_iter().map(|(k, v)| (k, Arc::new(v))).collect()),
+        datasets: RwLock::new(
+            datasets
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+        ),
         catalog_changed: tokio::sync::Notify::new(),
         connected: AtomicBool::new(false),
     });
     info!(org = %state.org, %peer_addr, %admin_addr, config = ?state.config, "prism-node {} starting", env!("CARGO_PKG_VERSION"));
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(link::run(state.clone(), endpoint.clone(), client, advertise, shutdown.clone()));
+    tasks.spawn(link::run(
+        state.clone(),
+        endpoint.clone(),
+        client,
+        advertise,
+        shutdown.clone(),
+    ));
     tasks.spawn(peer::run(state.clone(), endpoint.clone(), shutdown.clone()));
     let router = admin::router(state.clone(), &token);
     let sd = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(e) = axum::serve(admin_listener, router).with_graceful_shutdown(async move { sd.cancelled().await }).await {
+        if let Err(e) = axum::serve(admin_listener, router)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await
+        {
             tracing::error!(error = %e, "admin API stopped");
         }
     });
-    Ok(NodeHandle { state, admin_addr, peer_addr, shutdown, tasks, endpoint })
+    Ok(NodeHandle {
+        state,
+        admin_addr,
+        peer_addr,
+        shutdown,
+        tasks,
+        endpoint,
+    })
 }

@@ -16,7 +16,13 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::NodeState;
 
 /// Keeps the node connected until `shutdown`.
-pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, client: quinn::ClientConfig, peer_addr: String, shutdown: CancellationToken) {
+pub async fn run(
+    state: Arc<NodeState>,
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    peer_addr: String,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         if shutdown.is_cancelled() {
@@ -24,7 +30,9 @@ pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, client: quinn
         }
         match session(&state, &endpoint, &client, &peer_addr, &shutdown).await {
             Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => warn!(error = %format!("{e:#}"), "coordinator connection failed; retrying in {backoff:?}"),
+            Err(e) => {
+                warn!(error = %format!("{e:#}"), "coordinator connection failed; retrying in {backoff:?}")
+            }
         }
         state.connected.store(false, Ordering::SeqCst);
         tokio::select! {
@@ -48,7 +56,8 @@ async fn session(
         .context("dialing the coordinator")?
         .await
         .with_context(|| format!("connecting to the coordinator at {}", cfg.coordinator_addr))?;
-    let (mut ctl_send, mut ctl_recv) = conn.open_bi().await.context("opening the control stream")?;
+    let (mut ctl_send, mut ctl_recv) =
+        conn.open_bi().await.context("opening the control stream")?;
     let hello = Hello {
         version: PROTOCOL_VERSION,
         org: state.org.clone(),
@@ -56,12 +65,19 @@ async fn session(
         peer_addr: Some(peer_addr.to_string()),
     };
     wire::write_msg(&mut ctl_send, &hello).await?;
-    let reply: HelloReply = tokio::time::timeout(Duration::from_secs(10), wire::read_msg(&mut ctl_recv, cfg.max_frame))
-        .await
-        .context("the coordinator did not answer the handshake")??;
+    let reply: HelloReply = tokio::time::timeout(
+        Duration::from_secs(10),
+        wire::read_msg(&mut ctl_recv, cfg.max_frame),
+    )
+    .await
+    .context("the coordinator did not answer the handshake")??;
     match reply {
-        HelloReply::Welcome { version, software } => info!(version, %software, "connected to the coordinator"),
-        HelloReply::Refused(e) => bail!("coordinator refused this node: {} ({})", e.message, e.code),
+        HelloReply::Welcome { version, software } => {
+            info!(version, %software, "connected to the coordinator")
+        }
+        HelloReply::Refused(e) => {
+            bail!("coordinator refused this node: {} ({})", e.message, e.code)
+        }
     }
     state.connected.store(true, Ordering::SeqCst);
     send_catalog(state, &mut ctl_send).await?;
@@ -87,7 +103,11 @@ async fn send_catalog(state: &NodeState, ctl: &mut quinn::SendStream) -> anyhow:
     Ok(())
 }
 
-async fn serve_stream(state: Arc<NodeState>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn serve_stream(
+    state: Arc<NodeState>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let resp = match wire::read_msg::<_, Request>(&mut recv, state.config.max_frame).await {
         Ok(req) => crate::exec::handle(&state, req).await,
         Err(e) => {

@@ -16,7 +16,12 @@ struct Cli {
     #[arg(long, global = true, env = "PRISM_NODE_ADMIN_URL")]
     admin_url: Option<String>,
     /// Admin API token (for subcommands).
-    #[arg(long, global = true, env = "PRISM_NODE_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "PRISM_NODE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -87,7 +92,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => {
             init_tracing();
-            let path = cli.config.as_deref().context("--config node.toml is required to run the node")?;
+            let path = cli
+                .config
+                .as_deref()
+                .context("--config node.toml is required to run the node")?;
             let config = prism_node::NodeConfig::from_file(path)?;
             let shutdown = CancellationToken::new();
             let node = prism_node::start(config, shutdown.clone()).await?;
@@ -102,9 +110,14 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_tracing() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let b = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::io::stdout().is_terminal() { b.init() } else { b.json().init() }
+    if std::io::stdout().is_terminal() {
+        b.init()
+    } else {
+        b.json().init()
+    }
 }
 
 async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
@@ -112,7 +125,9 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
         (Some(u), Some(t), _) => (u.clone(), t.clone()),
         (u, t, Some(path)) => {
             let cfg = prism_node::NodeConfig::from_file(path)?;
-            let url = u.clone().unwrap_or_else(|| format!("http://{}", cfg.admin_listen));
+            let url = u
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", cfg.admin_listen));
             let token = match t {
                 Some(t) => t.clone(),
                 None => cfg.resolve_admin_token()?,
@@ -125,8 +140,14 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
     let auth = format!("Bearer {token}");
     let resp = match cmd {
         Command::Run => unreachable!("handled in main"),
-        Command::Import { name, csv, schema, replace } => {
-            let csv = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+        Command::Import {
+            name,
+            csv,
+            schema,
+            replace,
+        } => {
+            let csv = std::fs::read_to_string(csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
             let schema: SchemaFile = toml::from_str(&std::fs::read_to_string(schema)?)?;
             http.post(format!("{url}/v1/datasets"))
                 .header("authorization", &auth)
@@ -134,15 +155,29 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
                 .send()
                 .await?
         }
-        Command::Datasets => http.get(format!("{url}/v1/datasets")).header("authorization", &auth).send().await?,
-        Command::Budget { dataset, epsilon, delta } => {
+        Command::Datasets => {
+            http.get(format!("{url}/v1/datasets"))
+                .header("authorization", &auth)
+                .send()
+                .await?
+        }
+        Command::Budget {
+            dataset,
+            epsilon,
+            delta,
+        } => {
             http.put(format!("{url}/v1/datasets/{dataset}/budget"))
                 .header("authorization", &auth)
                 .json(&serde_json::json!({"epsilon": epsilon, "delta": delta}))
                 .send()
                 .await?
         }
-        Command::Bounds { dataset, column, min, max } => {
+        Command::Bounds {
+            dataset,
+            column,
+            min,
+            max,
+        } => {
             http.patch(format!("{url}/v1/datasets/{dataset}/columns/{column}"))
                 .header("authorization", &auth)
                 .json(&serde_json::json!({"bounds": {"min": min, "max": max}}))
@@ -150,8 +185,15 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
                 .await?
         }
         Command::Audit { verify } => {
-            let path = if *verify { "/v1/audit/verify" } else { "/v1/audit" };
-            http.get(format!("{url}{path}")).header("authorization", &auth).send().await?
+            let path = if *verify {
+                "/v1/audit/verify"
+            } else {
+                "/v1/audit"
+            };
+            http.get(format!("{url}{path}"))
+                .header("authorization", &auth)
+                .send()
+                .await?
         }
     };
     let status = resp.status();

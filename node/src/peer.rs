@@ -33,11 +33,16 @@ pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: Can
             let org = match peer_identity(&conn) {
                 Ok(PeerIdentity::Org(org)) => org,
                 Ok(PeerIdentity::Coordinator) | Err(_) => {
-                    conn.close(wire::close::REFUSED.into(), b"peer endpoint accepts organization certificates only");
+                    conn.close(
+                        wire::close::REFUSED.into(),
+                        b"peer endpoint accepts organization certificates only",
+                    );
                     return;
                 }
             };
-            serve(state, conn).instrument(info_span!("peer", %remote, %org)).await;
+            serve(state, conn)
+                .instrument(info_span!("peer", %remote, %org))
+                .await;
         });
     }
 }
@@ -46,10 +51,13 @@ async fn serve(state: Arc<NodeState>, conn: quinn::Connection) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let state = state.clone();
         tokio::spawn(async move {
-            let resp = match wire::read_msg::<_, PeerRequest>(&mut recv, state.config.max_frame).await {
-                Ok(PeerRequest::Ping) => PeerResponse::Pong { org: state.org.clone() },
-                Err(e) => PeerResponse::Refused(ErrorBody::new("bad_frame", e.to_string())),
-            };
+            let resp =
+                match wire::read_msg::<_, PeerRequest>(&mut recv, state.config.max_frame).await {
+                    Ok(PeerRequest::Ping) => PeerResponse::Pong {
+                        org: state.org.clone(),
+                    },
+                    Err(e) => PeerResponse::Refused(ErrorBody::new("bad_frame", e.to_string())),
+                };
             if let Err(e) = wire::write_msg(&mut send, &resp).await {
                 warn!(error = %e, "could not answer a peer");
             }

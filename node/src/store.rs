@@ -37,7 +37,9 @@ pub enum StoreError {
     #[error("dataset {0} does not exist on this node")]
     UnknownDataset(String),
     /// The dataset exists and replacing was not asked for.
-    #[error("dataset {0} already exists; import with replace to load new data (its budget ledger is kept)")]
+    #[error(
+        "dataset {0} already exists; import with replace to load new data (its budget ledger is kept)"
+    )]
     DatasetExists(String),
     /// Not enough budget left.
     #[error(
@@ -75,7 +77,13 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// What the node keeps about a dataset besides its columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,44 +96,105 @@ pub struct DatasetMeta {
     pub imported_at: String,
 }
 
-/// A dataset's privacy budget ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Privacy amounts are kept in integer pico-units (10⁻¹² ε or δ) so that the ledger's
+/// arithmetic is exact under any number of charges: charges round up, totals round down.
+pub const UNITS_PER_ONE: f64 = 1e12;
+
+/// Largest total a budget may have (in ε or δ).
+pub const MAX_TOTAL: f64 = 1e6;
+
+/// Units for a charge (rounded up: never under-count).
+pub fn units_up(x: f64) -> u64 {
+    (x.max(0.0) * UNITS_PER_ONE).ceil() as u64
+}
+
+/// Units for a total (rounded down: never over-grant).
+pub fn units_down(x: f64) -> u64 {
+    (x.max(0.0) * UNITS_PER_ONE).floor() as u64
+}
+
+/// Units back to a number.
+pub fn real(units: u64) -> f64 {
+    units as f64 / UNITS_PER_ONE
+}
+
+/// A dataset's privacy budget ledger, in pico-units (see [`UNITS_PER_ONE`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Budget {
     /// Total ε the owner allows.
-    pub total_epsilon: f64,
+    pub total_epsilon: u64,
     /// Total δ the owner allows.
-    pub total_delta: f64,
+    pub total_delta: u64,
     /// ε committed by completed releases.
-    pub spent_epsilon: f64,
+    pub spent_epsilon: u64,
     /// δ committed by completed releases.
-    pub spent_delta: f64,
+    pub spent_delta: u64,
     /// ε held by open reservations.
-    pub reserved_epsilon: f64,
+    pub reserved_epsilon: u64,
     /// δ held by open reservations.
-    pub reserved_delta: f64,
+    pub reserved_delta: u64,
 }
 
 impl Budget {
     /// A fresh budget.
     pub fn new(total_epsilon: f64, total_delta: f64) -> Self {
         Budget {
-            total_epsilon,
-            total_delta,
-            spent_epsilon: 0.0,
-            spent_delta: 0.0,
-            reserved_epsilon: 0.0,
-            reserved_delta: 0.0,
+            total_epsilon: units_down(total_epsilon),
+            total_delta: units_down(total_delta),
+            spent_epsilon: 0,
+            spent_delta: 0,
+            reserved_epsilon: 0,
+            reserved_delta: 0,
         }
+    }
+
+    /// ε units still available.
+    pub fn remaining_epsilon_units(&self) -> u64 {
+        self.total_epsilon
+            .saturating_sub(self.spent_epsilon)
+            .saturating_sub(self.reserved_epsilon)
+    }
+
+    /// δ units still available.
+    pub fn remaining_delta_units(&self) -> u64 {
+        self.total_delta
+            .saturating_sub(self.spent_delta)
+            .saturating_sub(self.reserved_delta)
     }
 
     /// ε still available.
     pub fn remaining_epsilon(&self) -> f64 {
-        (self.total_epsilon - self.spent_epsilon - self.reserved_epsilon).max(0.0)
+        real(self.remaining_epsilon_units())
     }
 
     /// δ still available.
     pub fn remaining_delta(&self) -> f64 {
-        (self.total_delta - self.spent_delta - self.reserved_delta).max(0.0)
+        real(self.remaining_delta_units())
+    }
+
+    /// The ledger as numbers, for APIs.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "total_epsilon": real(self.total_epsilon), "total_delta": real(self.total_delta),
+            "spent_epsilon": real(self.spent_epsilon), "spent_delta": real(self.spent_delta),
+            "reserved_epsilon": real(self.reserved_epsilon), "reserved_delta": real(self.reserved_delta),
+            "remaining_epsilon": self.remaining_epsilon(), "remaining_delta": self.remaining_delta(),
+        })
+    }
+}
+
+/// Checks a budget total given by an owner.
+pub fn check_total(epsilon: f64, delta: f64) -> Result<(), StoreError> {
+    if epsilon.is_finite()
+        && (0.0..=MAX_TOTAL).contains(&epsilon)
+        && delta.is_finite()
+        && (0.0..1.0).contains(&delta)
+    {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidBudget(format!(
+            "epsilon must be a number in [0, {MAX_TOTAL}] and delta in [0, 1); got ε={epsilon} δ={delta}"
+        )))
     }
 }
 
@@ -136,10 +205,10 @@ pub struct Reservation {
     pub id: String,
     /// Dataset.
     pub dataset: String,
-    /// ε held.
-    pub epsilon: f64,
-    /// δ held.
-    pub delta: f64,
+    /// ε units held.
+    pub epsilon: u64,
+    /// δ units held.
+    pub delta: u64,
     /// The coordinator's run id.
     pub run_id: String,
 }
@@ -150,7 +219,9 @@ pub struct Store {
 }
 
 fn now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn json<T: Serialize>(v: &T) -> String {
@@ -167,11 +238,10 @@ pub fn valid_dataset_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
-
-/// Tolerance for float budget arithmetic: a sum of shares may exceed a total by rounding.
-const EPS_TOL: f64 = 1e-12;
 
 impl Store {
     /// Opens (or creates) the store and settles reservations left open by a crash.
@@ -193,7 +263,11 @@ impl Store {
         let store = Store { db };
         let open = store.open_reservations()?;
         for r in &open {
-            store.settle(&r.id, None, "node restarted before the release was computed; no answer left the node")?;
+            store.settle(
+                &r.id,
+                None,
+                "node restarted before the release was computed; no answer left the node",
+            )?;
         }
         Ok((store, open))
     }
@@ -216,10 +290,21 @@ impl Store {
     }
 
     /// Stores a dataset. A new dataset gets `budget`; a replaced one keeps its ledger.
-    pub fn put_dataset(&self, ds: &Dataset, budget: Budget, replace: bool, actor: &str) -> Result<DatasetMeta, StoreError> {
+    pub fn put_dataset(
+        &self,
+        ds: &Dataset,
+        budget: Budget,
+        replace: bool,
+        actor: &str,
+    ) -> Result<DatasetMeta, StoreError> {
         let name = ds.schema.name.as_str();
-        let meta = DatasetMeta { schema: ds.schema.clone(), rows: ds.rows as u64, imported_at: now() };
-        let blob = postcard::to_stdvec(&ds.columns).map_err(|e| StoreError::Corrupt(name.into(), e.to_string()))?;
+        let meta = DatasetMeta {
+            schema: ds.schema.clone(),
+            rows: ds.rows as u64,
+            imported_at: now(),
+        };
+        let blob = postcard::to_stdvec(&ds.columns)
+            .map_err(|e| StoreError::Corrupt(name.into(), e.to_string()))?;
         let txn = self.db.begin_write()?;
         {
             let mut datasets = txn.open_table(DATASETS)?;
@@ -236,7 +321,11 @@ impl Store {
             audit::append(
                 &txn,
                 actor,
-                if existed { "dataset_replaced" } else { "dataset_imported" },
+                if existed {
+                    "dataset_replaced"
+                } else {
+                    "dataset_imported"
+                },
                 name,
                 serde_json::json!({"rows": ds.rows, "columns": ds.schema.columns}),
             )?;
@@ -272,16 +361,30 @@ impl Store {
         for row in datasets.iter()? {
             let (k, v) = row?;
             let meta: DatasetMeta = parse(k.value(), v.value())?;
-            let blob = columns.get(k.value())?.ok_or_else(|| StoreError::Corrupt(k.value().into(), "no columns".into()))?;
-            let cols: Vec<ColumnData> =
-                postcard::from_bytes(blob.value()).map_err(|e| StoreError::Corrupt(k.value().into(), e.to_string()))?;
-            out.insert(k.value().to_string(), Dataset { schema: meta.schema, columns: cols, rows: meta.rows as usize });
+            let blob = columns
+                .get(k.value())?
+                .ok_or_else(|| StoreError::Corrupt(k.value().into(), "no columns".into()))?;
+            let cols: Vec<ColumnData> = postcard::from_bytes(blob.value())
+                .map_err(|e| StoreError::Corrupt(k.value().into(), e.to_string()))?;
+            out.insert(
+                k.value().to_string(),
+                Dataset {
+                    schema: meta.schema,
+                    columns: cols,
+                    rows: meta.rows as usize,
+                },
+            );
         }
         Ok(out)
     }
 
     /// Updates a dataset's schema (declared bounds / public keys), audited.
-    pub fn update_schema(&self, schema: &DatasetSchema, actor: &str, details: serde_json::Value) -> Result<(), StoreError> {
+    pub fn update_schema(
+        &self,
+        schema: &DatasetSchema,
+        actor: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let name = schema.name.as_str();
         let txn = self.db.begin_write()?;
         {
@@ -302,18 +405,23 @@ impl Store {
     pub fn budget(&self, name: &str) -> Result<Budget, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(BUDGETS)?;
-        let v = t.get(name)?.ok_or_else(|| StoreError::UnknownDataset(name.into()))?;
+        let v = t
+            .get(name)?
+            .ok_or_else(|| StoreError::UnknownDataset(name.into()))?;
         parse(name, v.value())
     }
 
     /// Sets a dataset's total budget (the owner's decision), audited. The total may not drop
     /// below what is already spent or reserved.
-    pub fn set_budget(&self, name: &str, total_epsilon: f64, total_delta: f64, actor: &str) -> Result<Budget, StoreError> {
-        if !(total_epsilon.is_finite() && total_epsilon >= 0.0 && total_delta.is_finite() && (0.0..1.0).contains(&total_delta)) {
-            return Err(StoreError::InvalidBudget(format!(
-                "epsilon must be a finite number ≥ 0 and delta in [0, 1); got ε={total_epsilon} δ={total_delta}"
-            )));
-        }
+    pub fn set_budget(
+        &self,
+        name: &str,
+        total_epsilon: f64,
+        total_delta: f64,
+        actor: &str,
+    ) -> Result<Budget, StoreError> {
+        check_total(total_epsilon, total_delta)?;
+        let (te, td) = (units_down(total_epsilon), units_down(total_delta));
         let txn = self.db.begin_write()?;
         let budget = {
             let mut t = txn.open_table(BUDGETS)?;
@@ -321,18 +429,24 @@ impl Store {
                 Some(v) => parse(name, v.value())?,
                 None => return Err(StoreError::UnknownDataset(name.into())),
             };
-            if total_epsilon + EPS_TOL < b.spent_epsilon + b.reserved_epsilon || total_delta + EPS_TOL < b.spent_delta + b.reserved_delta {
+            if te < b.spent_epsilon + b.reserved_epsilon || td < b.spent_delta + b.reserved_delta {
                 return Err(StoreError::InvalidBudget(format!(
-                    "dataset {name}: the total cannot drop below what is already spent or reserved (ε {} , δ {})",
-                    b.spent_epsilon + b.reserved_epsilon,
-                    b.spent_delta + b.reserved_delta
+                    "dataset {name}: the total cannot drop below what is already spent or reserved (ε {}, δ {})",
+                    real(b.spent_epsilon + b.reserved_epsilon),
+                    real(b.spent_delta + b.reserved_delta)
                 )));
             }
-            let before = b;
-            b.total_epsilon = total_epsilon;
-            b.total_delta = total_delta;
+            let before = b.to_json();
+            b.total_epsilon = te;
+            b.total_delta = td;
             t.insert(name, json(&b).as_str())?;
-            audit::append(&txn, actor, "budget_set", name, serde_json::json!({"before": before, "after": b}))?;
+            audit::append(
+                &txn,
+                actor,
+                "budget_set",
+                name,
+                serde_json::json!({"before": before, "after": b.to_json()}),
+            )?;
             b
         };
         txn.commit()?;
@@ -340,7 +454,13 @@ impl Store {
     }
 
     /// Reserves (ε, δ) against a dataset's budget, atomically, or refuses with the remainder.
-    pub fn reserve(&self, name: &str, epsilon: f64, delta: f64, run_id: &str) -> Result<Reservation, StoreError> {
+    pub fn reserve(
+        &self,
+        name: &str,
+        epsilon: f64,
+        delta: f64,
+        run_id: &str,
+    ) -> Result<Reservation, StoreError> {
         let txn = self.db.begin_write()?;
         let res = {
             let mut t = txn.open_table(BUDGETS)?;
@@ -348,27 +468,29 @@ impl Store {
                 Some(v) => parse(name, v.value())?,
                 None => return Err(StoreError::UnknownDataset(name.into())),
             };
-            if epsilon > b.remaining_epsilon() + EPS_TOL || delta > b.remaining_delta() + EPS_TOL {
+            let (ne, nd) = (units_up(epsilon), units_up(delta));
+            if ne > b.remaining_epsilon_units() || nd > b.remaining_delta_units() {
                 return Err(StoreError::BudgetExhausted {
                     dataset: name.into(),
                     need_epsilon: epsilon,
                     need_delta: delta,
                     remaining_epsilon: b.remaining_epsilon(),
                     remaining_delta: b.remaining_delta(),
-                    total_epsilon: b.total_epsilon,
+                    total_epsilon: real(b.total_epsilon),
                 });
             }
-            b.reserved_epsilon += epsilon;
-            b.reserved_delta += delta;
+            b.reserved_epsilon += ne;
+            b.reserved_delta += nd;
             t.insert(name, json(&b).as_str())?;
             let res = Reservation {
                 id: uuid::Uuid::new_v4().to_string(),
                 dataset: name.into(),
-                epsilon,
-                delta,
+                epsilon: ne,
+                delta: nd,
                 run_id: run_id.into(),
             };
-            txn.open_table(RESERVATIONS)?.insert(res.id.as_str(), json(&res).as_str())?;
+            txn.open_table(RESERVATIONS)?
+                .insert(res.id.as_str(), json(&res).as_str())?;
             res
         };
         txn.commit()?;
@@ -377,7 +499,12 @@ impl Store {
 
     /// Closes a reservation: `Some((ε, δ))` charges that much (at most what was reserved);
     /// `None` releases it. Audited in the same transaction.
-    pub fn settle(&self, id: &str, charge: Option<(f64, f64)>, note: &str) -> Result<Budget, StoreError> {
+    pub fn settle(
+        &self,
+        id: &str,
+        charge: Option<(f64, f64)>,
+        note: &str,
+    ) -> Result<Budget, StoreError> {
         let txn = self.db.begin_write()?;
         let budget = {
             let mut rt = txn.open_table(RESERVATIONS)?;
@@ -390,19 +517,25 @@ impl Store {
                 Some(v) => parse(&res.dataset, v.value())?,
                 None => return Err(StoreError::UnknownDataset(res.dataset.clone())),
             };
-            b.reserved_epsilon = (b.reserved_epsilon - res.epsilon).max(0.0);
-            b.reserved_delta = (b.reserved_delta - res.delta).max(0.0);
+            b.reserved_epsilon = b.reserved_epsilon.saturating_sub(res.epsilon);
+            b.reserved_delta = b.reserved_delta.saturating_sub(res.delta);
             // Never charge more than was reserved: the reservation is the promise.
-            let (e, d) = charge.map_or((0.0, 0.0), |(e, d)| (e.min(res.epsilon), d.min(res.delta)));
+            let (e, d) = charge.map_or((0, 0), |(e, d)| {
+                (units_up(e).min(res.epsilon), units_up(d).min(res.delta))
+            });
             b.spent_epsilon += e;
             b.spent_delta += d;
             bt.insert(res.dataset.as_str(), json(&b).as_str())?;
             audit::append(
                 &txn,
                 "node",
-                if charge.is_some() { "budget_charged" } else { "reservation_released" },
+                if charge.is_some() {
+                    "budget_charged"
+                } else {
+                    "reservation_released"
+                },
                 &res.dataset,
-                serde_json::json!({"run_id": res.run_id, "reservation": res.id, "epsilon": e, "delta": d, "note": note}),
+                serde_json::json!({"run_id": res.run_id, "reservation": res.id, "epsilon": real(e), "delta": real(d), "note": note}),
             )?;
             b
         };
@@ -411,10 +544,144 @@ impl Store {
     }
 
     /// Appends an audit entry on its own.
-    pub fn audit(&self, actor: &str, action: &str, target: &str, details: serde_json::Value) -> Result<(), StoreError> {
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         audit::append(&txn, actor, action, target, details)?;
         txn.commit()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prism_common::schema::{ColumnSpec, ColumnType};
+
+    fn dataset() -> Dataset {
+        Dataset {
+            schema: DatasetSchema {
+                name: "patients".into(),
+                columns: vec![ColumnSpec {
+                    name: "age".into(),
+                    ty: ColumnType::Integer,
+                    bounds: None,
+                    public_keys: None,
+                }],
+            },
+            columns: vec![ColumnData::Integer(vec![Some(1), Some(2)])],
+            rows: 2,
+        }
+    }
+
+    #[test]
+    fn concurrent_reservations_never_overspend() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(&dir.path().join("n.redb")).expect("open");
+        store
+            .put_dataset(&dataset(), Budget::new(5.0, 1e-5), false, "t")
+            .expect("put");
+        let store = std::sync::Arc::new(store);
+        let handles: Vec<_> = (0..200)
+            .map(|i| {
+                let s = store.clone();
+                std::thread::spawn(move || {
+                    match s.reserve("patients", 0.1, 0.0, &format!("run{i}")) {
+                        Ok(r) => {
+                            s.settle(&r.id, Some((0.1, 0.0)), "released")
+                                .expect("settle");
+                            true
+                        }
+                        Err(StoreError::BudgetExhausted { .. }) => false,
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                })
+            })
+            .collect();
+        let granted = handles
+            .into_iter()
+            .map(|h| h.join().expect("join"))
+            .filter(|&g| g)
+            .count();
+        let b = store.budget("patients").expect("budget");
+        // Exact: 50 × 0.1 fit in 5.0, the 51st does not.
+        assert_eq!(
+            granted, 50,
+            "granted {granted} × 0.1 against a total of 5.0"
+        );
+        assert_eq!(b.spent_epsilon, b.total_epsilon);
+        assert_eq!(b.reserved_epsilon, 0);
+        assert!(matches!(
+            store.reserve("patients", 0.1, 0.0, "late"),
+            Err(StoreError::BudgetExhausted { .. })
+        ));
+    }
+
+    #[test]
+    fn crash_with_open_reservation_and_committed_charges_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("n.redb");
+        {
+            let (store, _) = Store::open(&path).expect("open");
+            store
+                .put_dataset(&dataset(), Budget::new(1.0, 0.0), false, "t")
+                .expect("put");
+            let r = store
+                .reserve("patients", 0.3, 0.0, "done")
+                .expect("reserve");
+            store
+                .settle(&r.id, Some((0.3, 0.0)), "released")
+                .expect("settle");
+            // Reserved, computing, then the process dies: no settle.
+            store
+                .reserve("patients", 0.5, 0.0, "in-flight")
+                .expect("reserve");
+            assert!((store.budget("patients").expect("b").remaining_epsilon() - 0.2).abs() < 1e-12);
+        }
+        let (store, settled) = Store::open(&path).expect("reopen");
+        assert_eq!(settled.len(), 1);
+        assert_eq!(settled[0].run_id, "in-flight");
+        let b = store.budget("patients").expect("budget");
+        // The committed charge stays; the open reservation (whose answer never left) is released.
+        assert_eq!(b.spent_epsilon, units_up(0.3));
+        assert_eq!(b.reserved_epsilon, 0);
+        assert!(store.open_reservations().expect("open").is_empty());
+        // imported, charged, released-after-restart.
+        assert_eq!(
+            prism_common::audit::store::verify(store.db()).expect("chain"),
+            3
+        );
+    }
+
+    #[test]
+    fn settle_never_charges_more_than_reserved_and_budget_cannot_drop_below_spent() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (store, _) = Store::open(&dir.path().join("n.redb")).expect("open");
+        store
+            .put_dataset(&dataset(), Budget::new(1.0, 0.0), false, "t")
+            .expect("put");
+        let r = store.reserve("patients", 0.2, 0.0, "r").expect("reserve");
+        let b = store
+            .settle(&r.id, Some((0.9, 0.0)), "released")
+            .expect("settle");
+        assert_eq!(b.spent_epsilon, units_up(0.2));
+        assert!(matches!(
+            store.set_budget("patients", 0.1, 0.0, "owner"),
+            Err(StoreError::InvalidBudget(_))
+        ));
+        assert!(matches!(
+            store.set_budget("patients", f64::NAN, 0.0, "owner"),
+            Err(StoreError::InvalidBudget(_))
+        ));
+        assert!(store.set_budget("patients", 2.0, 0.0, "owner").is_ok());
+        assert!(matches!(
+            store.reserve("nope", 0.1, 0.0, "r"),
+            Err(StoreError::UnknownDataset(_))
+        ));
     }
 }

@@ -12,22 +12,55 @@ use rand_chacha::ChaCha8Rng;
 /// States patients come from (declared as public GROUP BY keys).
 pub const STATES: [&str; 8] = ["CA", "NY", "TX", "FL", "IL", "PA", "OH", "WA"];
 /// Diagnoses (declared as public GROUP BY keys).
-pub const DIAGNOSES: [&str; 6] = ["diabetes", "hypertension", "asthma", "copd", "cancer", "healthy"];
+pub const DIAGNOSES: [&str; 6] = [
+    "diabetes",
+    "hypertension",
+    "asthma",
+    "copd",
+    "cancer",
+    "healthy",
+];
 
 /// The declared columns of a patients dataset.
 pub fn patient_columns() -> Vec<ColumnSpec> {
     let keys = |xs: &[&str]| Some(xs.iter().map(|s| s.to_string()).collect());
     vec![
-        ColumnSpec { name: "id".into(), ty: ColumnType::Integer, bounds: None, public_keys: None },
-        ColumnSpec { name: "age".into(), ty: ColumnType::Integer, bounds: Some(Bounds { min: 0.0, max: 110.0 }), public_keys: None },
-        ColumnSpec { name: "diagnosis".into(), ty: ColumnType::Text, bounds: None, public_keys: keys(&DIAGNOSES) },
+        ColumnSpec {
+            name: "id".into(),
+            ty: ColumnType::Integer,
+            bounds: None,
+            public_keys: None,
+        },
+        ColumnSpec {
+            name: "age".into(),
+            ty: ColumnType::Integer,
+            bounds: Some(Bounds {
+                min: 0.0,
+                max: 110.0,
+            }),
+            public_keys: None,
+        },
+        ColumnSpec {
+            name: "diagnosis".into(),
+            ty: ColumnType::Text,
+            bounds: None,
+            public_keys: keys(&DIAGNOSES),
+        },
         ColumnSpec {
             name: "treatment_cost".into(),
             ty: ColumnType::Float,
-            bounds: Some(Bounds { min: 0.0, max: 50_000.0 }),
+            bounds: Some(Bounds {
+                min: 0.0,
+                max: 50_000.0,
+            }),
             public_keys: None,
         },
-        ColumnSpec { name: "state".into(), ty: ColumnType::Text, bounds: None, public_keys: keys(&STATES) },
+        ColumnSpec {
+            name: "state".into(),
+            ty: ColumnType::Text,
+            bounds: None,
+            public_keys: keys(&STATES),
+        },
     ]
 }
 
@@ -48,12 +81,16 @@ pub struct Patient {
 
 /// Generates `rows` patients for organization number `org_index`.
 pub fn patients(seed: u64, org_index: usize, rows: usize) -> Vec<Patient> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (org_index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut rng = ChaCha8Rng::seed_from_u64(
+        seed ^ (org_index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
     // Each organization serves mostly three states.
     let home: Vec<usize> = (0..3).map(|k| (org_index * 3 + k) % STATES.len()).collect();
     (0..rows)
         .map(|i| {
-            let age = (rng.random_range(18.0..90.0f64) * 0.7 + rng.random_range(0.0..30.0f64)).round().min(105.0) as i64;
+            let age = (rng.random_range(18.0..90.0f64) * 0.7 + rng.random_range(0.0..30.0f64))
+                .round()
+                .min(105.0) as i64;
             let r: f64 = rng.random();
             let diagnosis = if age > 60 && r < 0.3 {
                 "hypertension"
@@ -77,8 +114,18 @@ pub fn patients(seed: u64, org_index: usize, rows: usize) -> Vec<Patient> {
                 _ => 400.0,
             };
             let cost = ((base * rng.random_range(0.5..1.5f64)) * 100.0).round() / 100.0;
-            let state = if rng.random::<f64>() < 0.85 { STATES[home[rng.random_range(0..3)]] } else { STATES[rng.random_range(0..STATES.len())] };
-            Patient { id: i as i64 + 1, age, diagnosis, treatment_cost: cost.min(50_000.0), state }
+            let state = if rng.random::<f64>() < 0.85 {
+                STATES[home[rng.random_range(0..3)]]
+            } else {
+                STATES[rng.random_range(0..STATES.len())]
+            };
+            Patient {
+                id: i as i64 + 1,
+                age,
+                diagnosis,
+                treatment_cost: cost.min(50_000.0),
+                state,
+            }
         })
         .collect()
 }
@@ -88,7 +135,10 @@ pub fn to_csv(rows: &[Patient]) -> String {
     let mut s = String::with_capacity(rows.len() * 40 + 64);
     s.push_str("id,age,diagnosis,treatment_cost,state\n");
     for p in rows {
-        s.push_str(&format!("{},{},{},{:.2},{}\n", p.id, p.age, p.diagnosis, p.treatment_cost, p.state));
+        s.push_str(&format!(
+            "{},{},{},{:.2},{}\n",
+            p.id, p.age, p.diagnosis, p.treatment_cost, p.state
+        ));
     }
     s
 }

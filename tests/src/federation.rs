@@ -34,7 +34,11 @@ pub struct FederationSpec {
 impl Default for FederationSpec {
     fn default() -> Self {
         FederationSpec {
-            orgs: vec!["hospital-a".into(), "hospital-b".into(), "hospital-c".into()],
+            orgs: vec![
+                "hospital-a".into(),
+                "hospital-b".into(),
+                "hospital-c".into(),
+            ],
             rows_per_org: 10_000,
             seed: 7,
             policy: Policy::default(),
@@ -55,33 +59,49 @@ pub struct Api {
 impl Api {
     /// A client.
     pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
-        Api { url: url.into(), token: token.into(), http: reqwest::Client::new() }
+        Api {
+            url: url.into(),
+            token: token.into(),
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
         let resp = rb.bearer_auth(&self.token).send().await?;
         let status = resp.status().as_u16();
         let text = resp.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
     }
 
     /// GET a path.
     pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.get(format!("{}{path}", self.url))).await
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
     }
 
     /// POST JSON to a path.
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.post(format!("{}{path}", self.url)).json(body)).await
+        self.send(self.http.post(format!("{}{path}", self.url)).json(body))
+            .await
     }
 
     /// PUT JSON to a path.
     pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.put(format!("{}{path}", self.url)).json(body)).await
+        self.send(self.http.put(format!("{}{path}", self.url)).json(body))
+            .await
     }
 
     /// Creates a query and executes it, waiting for the run. Returns (query, run-or-error, status).
-    pub async fn run_query(&self, dataset_id: &str, sql: &str, backend: &str, epsilon: Option<f64>) -> anyhow::Result<(Value, u16, Value)> {
+    pub async fn run_query(
+        &self,
+        dataset_id: &str,
+        sql: &str,
+        backend: &str,
+        epsilon: Option<f64>,
+    ) -> anyhow::Result<(Value, u16, Value)> {
         let mut body = json!({"dataset_id": dataset_id, "sql": sql, "backend": backend});
         if let Some(e) = epsilon {
             body["epsilon"] = json!(e);
@@ -91,7 +111,12 @@ impl Api {
             return Ok((Value::Null, status, query));
         }
         let id = query["id"].as_str().context("query id")?;
-        let (status, run) = self.post(&format!("/api/v1/queries/{id}/execute?wait=true"), &json!({})).await?;
+        let (status, run) = self
+            .post(
+                &format!("/api/v1/queries/{id}/execute?wait=true"),
+                &json!({}),
+            )
+            .await?;
         Ok((query, status, run))
     }
 }
@@ -110,7 +135,9 @@ pub struct NodeSlot {
 impl NodeSlot {
     /// An admin API client for this node.
     pub fn admin(&self) -> Option<Api> {
-        self.handle.as_ref().map(|h| Api::new(h.admin_url(), self.admin_token.clone()))
+        self.handle
+            .as_ref()
+            .map(|h| Api::new(h.admin_url(), self.admin_token.clone()))
     }
 }
 
@@ -159,7 +186,11 @@ impl Federation {
 
     /// Starts a federation in `dir` (kept afterwards).
     pub async fn start_in(dir: &Path, spec: FederationSpec) -> anyhow::Result<Self> {
-        let orgs = spec.orgs.iter().map(OrgId::new).collect::<Result<Vec<_>, _>>()?;
+        let orgs = spec
+            .orgs
+            .iter()
+            .map(OrgId::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let certs = dir.join("certs");
         prism_coordinator::certs_cmd::init(&certs, &orgs, 30)?;
         let coordinator_config = CoordinatorConfig {
@@ -172,7 +203,9 @@ impl Federation {
             run_timeout_secs: 60,
         };
         let coordinator_shutdown = CancellationToken::new();
-        let coordinator = prism_coordinator::start(coordinator_config.clone(), coordinator_shutdown.clone()).await?;
+        let coordinator =
+            prism_coordinator::start(coordinator_config.clone(), coordinator_shutdown.clone())
+                .await?;
         let store = coordinator.state.store.clone();
         let (_, admin_token) = store.create_user("admin", Role::Admin, None)?;
         let (_, analyst_token) = store.create_user("analyst", Role::Analyst, None)?;
@@ -197,7 +230,15 @@ impl Federation {
             };
             let shutdown = CancellationToken::new();
             let handle = prism_node::start(config.clone(), shutdown.clone()).await?;
-            nodes.insert(org.clone(), NodeSlot { handle: Some(handle), config, admin_token, shutdown });
+            nodes.insert(
+                org.clone(),
+                NodeSlot {
+                    handle: Some(handle),
+                    config,
+                    admin_token,
+                    shutdown,
+                },
+            );
         }
         let f = Federation {
             dir: dir.to_path_buf(),
@@ -222,7 +263,10 @@ impl Federation {
 
     /// The coordinator's API URL.
     pub fn api_url(&self) -> String {
-        self.coordinator.as_ref().map(|c| c.api_url()).unwrap_or_default()
+        self.coordinator
+            .as_ref()
+            .map(|c| c.api_url())
+            .unwrap_or_default()
     }
 
     /// An API client as the admin.
@@ -238,14 +282,20 @@ impl Federation {
     /// The admin API client of an organization's node.
     pub fn node_admin(&self, org: &str) -> anyhow::Result<Api> {
         let org = OrgId::new(org)?;
-        self.nodes.get(&org).and_then(NodeSlot::admin).with_context(|| format!("node {org} is not running"))
+        self.nodes
+            .get(&org)
+            .and_then(NodeSlot::admin)
+            .with_context(|| format!("node {org} is not running"))
     }
 
     /// Imports patients CSV into an organization's node through its admin API.
     pub async fn import(&self, org: &OrgId, name: &str, csv: &str) -> anyhow::Result<Value> {
         let api = self.node_admin(org.as_str())?;
         let (status, body) = api
-            .post("/v1/datasets", &json!({"name": name, "columns": data::patient_columns(), "csv": csv}))
+            .post(
+                "/v1/datasets",
+                &json!({"name": name, "columns": data::patient_columns(), "csv": csv}),
+            )
             .await?;
         if status != 201 {
             bail!("import into {org} failed: {status} {body}");
@@ -269,7 +319,11 @@ impl Federation {
     /// Waits until every running node is connected.
     pub async fn wait_connected(&self) -> anyhow::Result<()> {
         for _ in 0..200 {
-            if self.nodes.values().all(|n| n.handle.as_ref().is_none_or(|h| h.state.is_connected())) {
+            if self
+                .nodes
+                .values()
+                .all(|n| n.handle.as_ref().is_none_or(|h| h.state.is_connected()))
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -279,7 +333,10 @@ impl Federation {
 
     /// Stops one node (its store stays on disk).
     pub async fn stop_node(&mut self, org: &str) -> anyhow::Result<()> {
-        let slot = self.nodes.get_mut(&OrgId::new(org)?).context("no such node")?;
+        let slot = self
+            .nodes
+            .get_mut(&OrgId::new(org)?)
+            .context("no such node")?;
         slot.shutdown.cancel();
         if let Some(h) = slot.handle.take() {
             h.shutdown().await;
@@ -289,8 +346,15 @@ impl Federation {
 
     /// Starts a stopped node again from its store.
     pub async fn restart_node(&mut self, org: &str) -> anyhow::Result<()> {
-        let quic = self.coordinator.as_ref().map(|c| c.quic_addr).context("coordinator stopped")?;
-        let slot = self.nodes.get_mut(&OrgId::new(org)?).context("no such node")?;
+        let quic = self
+            .coordinator
+            .as_ref()
+            .map(|c| c.quic_addr)
+            .context("coordinator stopped")?;
+        let slot = self
+            .nodes
+            .get_mut(&OrgId::new(org)?)
+            .context("no such node")?;
         slot.config.coordinator_addr = quic;
         slot.shutdown = CancellationToken::new();
         slot.handle = Some(prism_node::start(slot.config.clone(), slot.shutdown.clone()).await?);
@@ -307,11 +371,17 @@ impl Federation {
 
     /// Starts the coordinator again from its store, on the same QUIC port so nodes reconnect.
     pub async fn restart_coordinator(&mut self) -> anyhow::Result<()> {
-        let quic = self.nodes.values().next().map(|n| n.config.coordinator_addr).context("no nodes")?;
+        let quic = self
+            .nodes
+            .values()
+            .next()
+            .map(|n| n.config.coordinator_addr)
+            .context("no nodes")?;
         let mut cfg = self.coordinator_config.clone();
         cfg.quic_listen = quic;
         self.coordinator_shutdown = CancellationToken::new();
-        self.coordinator = Some(prism_coordinator::start(cfg, self.coordinator_shutdown.clone()).await?);
+        self.coordinator =
+            Some(prism_coordinator::start(cfg, self.coordinator_shutdown.clone()).await?);
         self.wait_connected_again().await
     }
 
@@ -320,7 +390,9 @@ impl Federation {
         for _ in 0..300 {
             let (_, v) = api.get("/api/v1/organizations").await?;
             let running = self.nodes.values().filter(|n| n.handle.is_some()).count();
-            if v.as_array().is_some_and(|a| a.iter().filter(|o| o["connected"] == true).count() >= running) {
+            if v.as_array()
+                .is_some_and(|a| a.iter().filter(|o| o["connected"] == true).count() >= running)
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -36,12 +36,22 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::Demo { rows } => {
-            println!("Starting a local federation: CA + coordinator + hospital-a, hospital-b, hospital-c ({rows} patients each)…");
-            let f = Federation::start(FederationSpec { rows_per_org: rows, ..Default::default() }).await?;
+            println!(
+                "Starting a local federation: CA + coordinator + hospital-a, hospital-b, hospital-c ({rows} patients each)…"
+            );
+            let f = Federation::start(FederationSpec {
+                rows_per_org: rows,
+                ..Default::default()
+            })
+            .await?;
             println!("Coordinator API at {}\n", f.api_url());
             let steps = demo::run(&f).await;
             f.shutdown().await;
@@ -56,10 +66,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve { dir, rows } => {
             std::fs::create_dir_all(&dir)?;
-            let f = Federation::start_in(&dir, FederationSpec { rows_per_org: rows, ..Default::default() }).await?;
+            let f = Federation::start_in(
+                &dir,
+                FederationSpec {
+                    rows_per_org: rows,
+                    ..Default::default()
+                },
+            )
+            .await?;
             let path = dir.join("federation.json");
-            std::fs::write(&path, serde_json::to_string_pretty(&f.describe())?).with_context(|| format!("writing {}", path.display()))?;
-            println!("Federation up. API: {}  (details in {})\nCtrl-C to stop.", f.api_url(), path.display());
+            std::fs::write(&path, serde_json::to_string_pretty(&f.describe())?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "Federation up. API: {}  (details in {})\nCtrl-C to stop.",
+                f.api_url(),
+                path.display()
+            );
             tokio::signal::ctrl_c().await?;
             f.shutdown().await;
             Ok(())

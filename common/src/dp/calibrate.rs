@@ -14,9 +14,12 @@ use opendp::measures::{Approximate, MaxDivergence};
 use opendp::metrics::{AbsoluteDistance, L0PInfDistance, L01InfDistance, LInfDistance};
 use opendp::utilities::{Above, fallible_binary_search};
 
+use super::validate::{
+    KeyMode, Kind, NumCol, Slot, Spec, check_params, check_predicate, key_mode, specs,
+};
 use super::{Cost, DpError, DpParams, DpPolicy};
-use crate::plan::{AggFunc, Output, Plan, Predicate};
-use crate::schema::{Bounds, ColumnType, DatasetSchema};
+use crate::plan::Plan;
+use crate::schema::DatasetSchema;
 
 /// Discrete Laplace noise on one integer.
 pub(crate) type Laplace = Measurement<AtomDomain<i64>, AbsoluteDistance<i64>, MaxDivergence, i64>;
@@ -28,40 +31,11 @@ pub(crate) type Threshold = Measurement<
     HashMap<u32, i64>,
 >;
 /// Permute-and-flip selection of the lowest score.
-pub(crate) type Selector = Measurement<VectorDomain<AtomDomain<u64>>, LInfDistance<u64>, MaxDivergence, usize>;
+pub(crate) type Selector =
+    Measurement<VectorDomain<AtomDomain<u64>>, LInfDistance<u64>, MaxDivergence, usize>;
 
-/// Fixed-point scale of float columns: values are handled in hundredths (cents).
-pub(crate) const FLOAT_UNIT: i64 = 100;
 /// Number of MIN / MAX candidates spread across the bounds.
 pub(crate) const CANDIDATES: usize = 128;
-/// Most groups a public-key release may have.
-pub(crate) const MAX_PUBLIC_GROUPS: u64 = 100_000;
-/// Largest bound magnitude, in fixed-point units.
-const MAX_ABS_UNITS: f64 = 1e15;
-
-/// The kind of a released statistic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    CountAll,
-    CountCol,
-    Sum,
-    Avg,
-    Min,
-    Max,
-}
-
-/// A numeric column prepared for DP: fixed-point unit and clamping bounds in that unit.
-#[derive(Debug, Clone)]
-pub(crate) struct NumCol {
-    /// 1 for integer columns, [`FLOAT_UNIT`] for float columns.
-    pub unit: i64,
-    /// Clamping bounds in units (declared bounds rounded inwards).
-    pub lo: i64,
-    pub hi: i64,
-    /// The bounds as declared by the owner.
-    pub declared: Bounds,
-}
-
 /// A calibrated discrete Laplace measurement on one integer.
 pub(crate) struct Scalar {
     pub meas: Laplace,
@@ -74,11 +48,26 @@ pub(crate) struct Scalar {
 pub(crate) enum Noise {
     Laplace(Scalar),
     /// Noisy Σ(x - center) and noisy non-null count.
-    Avg { sum: Scalar, count: Scalar, center: i64 },
+    Avg {
+        sum: Scalar,
+        count: Scalar,
+        center: i64,
+    },
     /// Report-noisy-min over `candidates` (in units); sensitivity is `candidates.len()`.
-    Select { meas: Selector, scale: f64, candidates: Vec<i64>, epsilon: f64 },
+    Select {
+        meas: Selector,
+        scale: f64,
+        candidates: Vec<i64>,
+        epsilon: f64,
+    },
     /// Gate count released with a threshold (unknown key domain).
-    Threshold { meas: Threshold, scale: f64, threshold: i64, epsilon: f64, delta: f64 },
+    Threshold {
+        meas: Threshold,
+        scale: f64,
+        threshold: i64,
+        epsilon: f64,
+        delta: f64,
+    },
 }
 
 /// One released (or hidden) statistic.
@@ -105,24 +94,6 @@ impl Stat {
     }
 }
 
-/// Where each output column comes from.
-pub(crate) enum Slot {
-    /// Position in `plan.group_by`.
-    Key(usize),
-    /// A statistic, times a constant weight (`SUM(col * k)`).
-    Stat { stat: usize, weight: Option<i64> },
-}
-
-/// How GROUP BY keys are released.
-pub(crate) enum KeyMode {
-    /// No GROUP BY: one group with the empty key.
-    Ungrouped,
-    /// Declared keys per GROUP BY column, sorted and deduplicated.
-    Public(Vec<Vec<String>>),
-    /// Keys present in the data, behind the threshold of the gate count.
-    Threshold,
-}
-
 /// Everything decided before looking at the data.
 pub(crate) struct Calibration {
     pub dataset: String,
@@ -138,160 +109,40 @@ pub(crate) struct Calibration {
     pub cost: Cost,
 }
 
-/// What a statistic will be, before its noise is calibrated.
-struct Spec {
-    kind: Kind,
-    label: String,
-    outputs: Vec<String>,
-    col: Option<usize>,
-    num: Option<NumCol>,
-}
-
 fn internal(dataset: &str) -> impl Fn(opendp::error::Error) -> DpError + '_ {
-    move |e| DpError::Internal { dataset: dataset.to_string(), message: e.to_string() }
-}
-
-fn check_params(ds: &str, params: &DpParams, policy: &DpPolicy) -> Result<(), DpError> {
-    let (eps, delta) = (params.epsilon, params.delta);
-    if !(eps.is_finite() && eps > 0.0) {
-        return Err(DpError::InvalidEpsilon { dataset: ds.to_string(), value: eps });
+    move |e| DpError::Internal {
+        dataset: dataset.to_string(),
+        message: e.to_string(),
     }
-    if !(eps <= policy.max_epsilon_per_query) {
-        let limit = policy.max_epsilon_per_query;
-        return Err(DpError::PolicyViolation { dataset: ds.to_string(), what: "epsilon", value: eps, limit });
-    }
-    if !(delta.is_finite() && (0.0..1.0).contains(&delta)) {
-        return Err(DpError::InvalidDelta { dataset: ds.to_string(), value: delta });
-    }
-    if !(delta <= policy.max_delta_per_query) {
-        let limit = policy.max_delta_per_query;
-        return Err(DpError::PolicyViolation { dataset: ds.to_string(), what: "delta", value: delta, limit });
-    }
-    Ok(())
-}
-
-fn check_predicate(pred: &Predicate, schema: &DatasetSchema) -> Result<(), DpError> {
-    let col = |c: &String| match schema.column(c) {
-        Some(_) => Ok(()),
-        None => Err(DpError::UnknownColumn { dataset: schema.name.clone(), column: c.clone() }),
-    };
-    match pred {
-        Predicate::Compare { column, .. }
-        | Predicate::In { column, .. }
-        | Predicate::Between { column, .. }
-        | Predicate::IsNull { column, .. } => col(column),
-        Predicate::And(a, b) | Predicate::Or(a, b) => {
-            check_predicate(a, schema)?;
-            check_predicate(b, schema)
-        }
-        Predicate::Not(a) => check_predicate(a, schema),
-    }
-}
-
-/// Resolves a numeric column's bounds into fixed-point clamping bounds.
-fn numeric(schema: &DatasetSchema, idx: usize, func: &str) -> Result<NumCol, DpError> {
-    let spec = &schema.columns[idx];
-    let dataset = schema.name.clone();
-    let unit = match spec.ty {
-        ColumnType::Integer => 1,
-        ColumnType::Float => FLOAT_UNIT,
-        ty => {
-            let reason = format!("{func} of {ty} column {} is not supported under differential privacy", spec.name);
-            return Err(DpError::Unsupported { dataset, reason });
-        }
-    };
-    let Some(b) = spec.bounds else {
-        return Err(DpError::MissingBounds { dataset, column: spec.name.clone() });
-    };
-    let bad = |reason: &str| DpError::InvalidBounds {
-        dataset: dataset.clone(),
-        column: spec.name.clone(),
-        min: b.min,
-        max: b.max,
-        reason: reason.to_string(),
-    };
-    if !(b.min.is_finite() && b.max.is_finite()) || b.min > b.max {
-        return Err(bad("bounds must be finite with min <= max"));
-    }
-    let (lo, hi) = ((b.min * unit as f64).ceil(), (b.max * unit as f64).floor());
-    if lo.abs() > MAX_ABS_UNITS || hi.abs() > MAX_ABS_UNITS {
-        return Err(bad("bounds must be at most 1e15 in magnitude (1e13 for float columns)"));
-    }
-    if lo > hi {
-        return Err(bad("no representable value lies within the bounds"));
-    }
-    Ok(NumCol { unit, lo: lo as i64, hi: hi as i64, declared: b })
-}
-
-/// Validates the plan and lists its statistics and output slots.
-fn specs(plan: &Plan, schema: &DatasetSchema) -> Result<(Vec<Spec>, Vec<Slot>), DpError> {
-    let dataset = schema.name.clone();
-    let unsupported = |reason: String| DpError::Unsupported { dataset: dataset.clone(), reason };
-    let resolve = |c: &str| {
-        schema
-            .column_index(c)
-            .ok_or_else(|| DpError::UnknownColumn { dataset: dataset.clone(), column: c.to_string() })
-    };
-    let mut specs: Vec<Spec> = Vec::new();
-    let mut slots = Vec::new();
-    for out in &plan.outputs {
-        let agg = match out {
-            Output::Key(k) => {
-                let pos = plan.group_by.iter().position(|g| g.eq_ignore_ascii_case(k));
-                let pos = pos.ok_or_else(|| unsupported(format!("output column {k} is not a GROUP BY column")))?;
-                slots.push(Slot::Key(pos));
-                continue;
-            }
-            Output::Aggregate(a) => a,
-        };
-        let func = format!("{:?}", agg.func).to_uppercase();
-        let (kind, col) = match (agg.func, &agg.column) {
-            (AggFunc::Count, None) => (Kind::CountAll, None),
-            (AggFunc::Count, Some(c)) => (Kind::CountCol, Some(resolve(c)?)),
-            (f, Some(c)) => {
-                let kind = match f {
-                    AggFunc::Sum => Kind::Sum,
-                    AggFunc::Avg => Kind::Avg,
-                    AggFunc::Min => Kind::Min,
-                    _ => Kind::Max,
-                };
-                (kind, Some(resolve(c)?))
-            }
-            (_, None) => return Err(unsupported(format!("{func}(*) ({}) needs a column", agg.alias))),
-        };
-        if agg.weight.is_some() && kind != Kind::Sum {
-            return Err(unsupported(format!("a weighted {func} ({}) is not supported", agg.alias)));
-        }
-        let idx = match specs.iter().position(|s| s.kind == kind && s.col == col) {
-            Some(i) => i,
-            None => {
-                let num = match (kind, col) {
-                    (Kind::Sum | Kind::Avg | Kind::Min | Kind::Max, Some(c)) => Some(numeric(schema, c, &func)?),
-                    _ => None,
-                };
-                let name = col.map_or("*".to_string(), |c| schema.columns[c].name.clone());
-                specs.push(Spec { kind, label: format!("{func}({name})"), outputs: Vec::new(), col, num });
-                specs.len() - 1
-            }
-        };
-        specs[idx].outputs.push(agg.alias.clone());
-        slots.push(Slot::Stat { stat: idx, weight: agg.weight });
-    }
-    Ok((specs, slots))
 }
 
 /// Smallest discrete Laplace scale whose privacy map at `sensitivity` is at most `eps`.
 pub(crate) fn calibrate_laplace(sensitivity: i64, eps: f64) -> Fallible<Scalar> {
-    let build = |scale: f64| make_laplace::<_, _, MaxDivergence>(AtomDomain::<i64>::default(), AbsoluteDistance::default(), scale, None);
+    let build = |scale: f64| {
+        make_laplace::<_, _, MaxDivergence>(
+            AtomDomain::<i64>::default(),
+            AbsoluteDistance::default(),
+            scale,
+            None,
+        )
+    };
     let scale = if sensitivity == 0 {
         0.0
     } else {
         let upper = 2.0 * sensitivity as f64 / eps + 1.0;
-        fallible_binary_search(|s: &f64| Ok(build(*s)?.map(&sensitivity)? <= eps), (0.0, upper))?
+        fallible_binary_search(
+            |s: &f64| Ok(build(*s)?.map(&sensitivity)? <= eps),
+            (0.0, upper),
+        )?
     };
     let meas = build(scale)?;
     let epsilon = meas.map(&sensitivity)?;
-    Ok(Scalar { meas, scale, sensitivity, epsilon })
+    Ok(Scalar {
+        meas,
+        scale,
+        sensitivity,
+        epsilon,
+    })
 }
 
 /// Gate count with threshold: scale from ε, then the smallest threshold whose δ fits.
@@ -299,15 +150,31 @@ fn calibrate_threshold(eps: f64, delta: f64) -> Fallible<Noise> {
     let scale = calibrate_laplace(1, eps)?.scale;
     let build = |t: i64| {
         let domain = MapDomain::new(AtomDomain::<u32>::default(), AtomDomain::<i64>::default());
-        make_laplace_threshold::<_, _, Approximate<MaxDivergence>>(domain, L0PInfDistance(AbsoluteDistance::default()), scale, t, None)
+        make_laplace_threshold::<_, _, Approximate<MaxDivergence>>(
+            domain,
+            L0PInfDistance(AbsoluteDistance::default()),
+            scale,
+            t,
+            None,
+        )
     };
     // One row changes one group's count by one: (l0, l1, l∞) = (1, 1, 1).
     let d_in = (1u32, 1i64, 1i64);
     let fits = |t: &i64| -> Fallible<bool> { Ok(build(*t)?.map(&d_in)?.1 <= delta) };
-    let threshold = if fits(&1)? { 1 } else { fallible_binary_search(fits, Above(1i64))? };
+    let threshold = if fits(&1)? {
+        1
+    } else {
+        fallible_binary_search(fits, Above(1i64))?
+    };
     let meas = build(threshold)?;
     let (epsilon, delta) = meas.map(&d_in)?;
-    Ok(Noise::Threshold { meas, scale, threshold, epsilon, delta })
+    Ok(Noise::Threshold {
+        meas,
+        scale,
+        threshold,
+        epsilon,
+        delta,
+    })
 }
 
 /// MIN / MAX candidates: up to [`CANDIDATES`] values evenly spread over `[lo, hi]` (units).
@@ -337,15 +204,27 @@ fn calibrate_select(candidates: Vec<i64>, eps: f64) -> Fallible<Noise> {
     let scale = fallible_binary_search(|s: &f64| Ok(build(*s)?.map(&d_in)? <= eps), (0.0, upper))?;
     let meas = build(scale)?;
     let epsilon = meas.map(&d_in)?;
-    Ok(Noise::Select { meas, scale, candidates, epsilon })
+    Ok(Noise::Select {
+        meas,
+        scale,
+        candidates,
+        epsilon,
+    })
 }
 
-fn calibrate_spec(ds: &str, spec: &Spec, share: f64, threshold_delta: Option<f64>) -> Result<Noise, DpError> {
+fn calibrate_spec(
+    ds: &str,
+    spec: &Spec,
+    share: f64,
+    threshold_delta: Option<f64>,
+) -> Result<Noise, DpError> {
     let err = internal(ds);
     let num = spec.num.as_ref();
     Ok(match (spec.kind, num, threshold_delta) {
         (Kind::CountAll, _, Some(delta)) => calibrate_threshold(share, delta).map_err(err)?,
-        (Kind::CountAll | Kind::CountCol, _, _) => Noise::Laplace(calibrate_laplace(1, share).map_err(err)?),
+        (Kind::CountAll | Kind::CountCol, _, _) => {
+            Noise::Laplace(calibrate_laplace(1, share).map_err(err)?)
+        }
         (Kind::Sum, Some(n), _) => {
             // |Σ clamp(x)| changes by at most max(|L|, |U|) when one row is added or removed.
             let sens = n.lo.unsigned_abs().max(n.hi.unsigned_abs()) as i64;
@@ -359,23 +238,39 @@ fn calibrate_spec(ds: &str, spec: &Spec, share: f64, threshold_delta: Option<f64
             let count = calibrate_laplace(1, share / 2.0).map_err(&err)?;
             Noise::Avg { sum, count, center }
         }
-        (Kind::Min | Kind::Max, Some(n), _) => calibrate_select(candidates(n.lo, n.hi), share).map_err(err)?,
+        (Kind::Min | Kind::Max, Some(n), _) => {
+            calibrate_select(candidates(n.lo, n.hi), share).map_err(err)?
+        }
         _ => {
             let message = format!("statistic {} has no numeric column", spec.label);
-            return Err(DpError::Internal { dataset: ds.to_string(), message });
+            return Err(DpError::Internal {
+                dataset: ds.to_string(),
+                message,
+            });
         }
     })
 }
 
 /// Validates and calibrates a plan. Never looks at rows.
-pub(crate) fn calibrate(plan: &Plan, schema: &DatasetSchema, params: &DpParams, policy: &DpPolicy) -> Result<Calibration, DpError> {
+pub(crate) fn calibrate(
+    plan: &Plan,
+    schema: &DatasetSchema,
+    params: &DpParams,
+    policy: &DpPolicy,
+) -> Result<Calibration, DpError> {
     let dataset = schema.name.clone();
     check_params(&dataset, params, policy)?;
     if !plan.dataset.eq_ignore_ascii_case(&schema.name) {
-        return Err(DpError::DatasetMismatch { plan: plan.dataset.clone(), dataset });
+        return Err(DpError::DatasetMismatch {
+            plan: plan.dataset.clone(),
+            dataset,
+        });
     }
     if plan.outputs.is_empty() {
-        return Err(DpError::Unsupported { dataset, reason: "the query selects nothing".to_string() });
+        return Err(DpError::Unsupported {
+            dataset,
+            reason: "the query selects nothing".to_string(),
+        });
     }
     if let Some(p) = &plan.filter {
         check_predicate(p, schema)?;
@@ -383,19 +278,35 @@ pub(crate) fn calibrate(plan: &Plan, schema: &DatasetSchema, params: &DpParams, 
     let group_cols = plan
         .group_by
         .iter()
-        .map(|g| schema.column_index(g).ok_or_else(|| DpError::UnknownColumn { dataset: dataset.clone(), column: g.clone() }))
+        .map(|g| {
+            schema
+                .column_index(g)
+                .ok_or_else(|| DpError::UnknownColumn {
+                    dataset: dataset.clone(),
+                    column: g.clone(),
+                })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let (mut specs, slots) = specs(plan, schema)?;
 
     let keys = key_mode(schema, &group_cols, params, policy)?;
-    let min_count = plan.having_min_count.unwrap_or(0).max(policy.min_group_size);
+    let min_count = plan
+        .having_min_count
+        .unwrap_or(0)
+        .max(policy.min_group_size);
     let threshold = matches!(keys, KeyMode::Threshold);
     let gate = if threshold || min_count > 0 {
         Some(match specs.iter().position(|s| s.kind == Kind::CountAll) {
             Some(i) => i,
             None => {
                 let label = "COUNT(*)".to_string();
-                specs.push(Spec { kind: Kind::CountAll, label, outputs: Vec::new(), col: None, num: None });
+                specs.push(Spec {
+                    kind: Kind::CountAll,
+                    label,
+                    outputs: Vec::new(),
+                    col: None,
+                    num: None,
+                });
                 specs.len() - 1
             }
         })
@@ -434,40 +345,21 @@ pub(crate) fn calibrate(plan: &Plan, schema: &DatasetSchema, params: &DpParams, 
             .sum();
         if epsilon <= params.epsilon && delta <= params.delta {
             let cost = Cost { epsilon, delta };
-            return Ok(Calibration { dataset, group_cols, keys, stats, slots, gate, min_count, cost });
+            return Ok(Calibration {
+                dataset,
+                group_cols,
+                keys,
+                stats,
+                slots,
+                gate,
+                min_count,
+                cost,
+            });
         }
         share *= 1.0 - 1e-9;
     }
-    Err(DpError::Internal { dataset, message: "could not fit the statistics within epsilon".to_string() })
-}
-
-fn key_mode(schema: &DatasetSchema, group_cols: &[usize], params: &DpParams, policy: &DpPolicy) -> Result<KeyMode, DpError> {
-    if group_cols.is_empty() {
-        return Ok(KeyMode::Ungrouped);
-    }
-    let specs: Vec<_> = group_cols.iter().map(|&i| &schema.columns[i]).collect();
-    let names = |cols: &[&crate::schema::ColumnSpec]| cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-    let missing: Vec<_> = specs.iter().copied().filter(|c| c.public_keys.is_none()).collect();
-    if missing.is_empty() {
-        let domains: Vec<Vec<String>> = specs
-            .iter()
-            .map(|c| {
-                let mut keys = c.public_keys.clone().unwrap_or_default();
-                keys.sort();
-                keys.dedup();
-                keys
-            })
-            .collect();
-        let count = domains.iter().map(|d| d.len() as u128).product::<u128>();
-        if count > u128::from(MAX_PUBLIC_GROUPS) {
-            let columns = names(&specs);
-            return Err(DpError::TooManyGroups { dataset: schema.name.clone(), columns, count, limit: MAX_PUBLIC_GROUPS });
-        }
-        return Ok(KeyMode::Public(domains));
-    }
-    if params.delta <= 0.0 {
-        let columns = names(&missing);
-        return Err(DpError::DeltaRequired { dataset: schema.name.clone(), columns, max_delta: policy.max_delta_per_query });
-    }
-    Ok(KeyMode::Threshold)
+    Err(DpError::Internal {
+        dataset,
+        message: "could not fit the statistics within epsilon".to_string(),
+    })
 }

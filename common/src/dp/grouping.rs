@@ -27,41 +27,44 @@ struct Codes {
     labels: Vec<Option<String>>,
 }
 
-/// Assigns codes to values through a map, in first-seen order; code 0 is null.
-fn codes_by<T: std::hash::Hash + Eq + Copy>(
+/// Assigns codes to values through a hash map, in first-seen order; code 0 is null.
+fn codes_hashed<T: std::hash::Hash + Eq + Copy>(
     vals: &[Option<T>],
     label: impl Fn(T) -> String,
-    dense: Option<(i64, usize, &dyn Fn(T) -> i64)>,
 ) -> Codes {
     let mut labels: Vec<Option<String>> = vec![None];
-    let mut codes = Vec::with_capacity(vals.len());
-    if let Some((min, width, idx)) = dense {
-        let mut table = vec![NONE; width];
-        for v in vals {
-            codes.push(match v {
-                None => 0,
-                Some(x) => {
-                    let slot = &mut table[(idx(*x) - min) as usize];
-                    if *slot == NONE {
-                        *slot = labels.len() as u32;
-                        labels.push(Some(label(*x)));
-                    }
-                    *slot
+    let mut map: HashMap<T, u32> = HashMap::new();
+    let codes = vals
+        .iter()
+        .map(|v| match v {
+            None => 0,
+            Some(x) => *map.entry(*x).or_insert_with(|| {
+                labels.push(Some(label(*x)));
+                (labels.len() - 1) as u32
+            }),
+        })
+        .collect();
+    Codes { codes, labels }
+}
+
+/// Like [`codes_hashed`] for integers in `lo .. lo + width`, through a direct table.
+fn codes_dense(vals: &[Option<i64>], lo: i64, width: usize) -> Codes {
+    let mut labels: Vec<Option<String>> = vec![None];
+    let mut table = vec![NONE; width];
+    let codes = vals
+        .iter()
+        .map(|v| match v {
+            None => 0,
+            Some(x) => {
+                let slot = &mut table[(x - lo) as usize];
+                if *slot == NONE {
+                    *slot = labels.len() as u32;
+                    labels.push(Some(x.to_string()));
                 }
-            });
-        }
-    } else {
-        let mut map: HashMap<T, u32> = HashMap::new();
-        for v in vals {
-            codes.push(match v {
-                None => 0,
-                Some(x) => *map.entry(*x).or_insert_with(|| {
-                    labels.push(Some(label(*x)));
-                    (labels.len() - 1) as u32
-                }),
-            });
-        }
-    }
+                *slot
+            }
+        })
+        .collect();
     Codes { codes, labels }
 }
 
@@ -80,7 +83,10 @@ fn canonical(c: Codes) -> Codes {
         })
         .collect();
     if labels.len() == c.labels.len() {
-        return Codes { codes: c.codes, labels };
+        return Codes {
+            codes: c.codes,
+            labels,
+        };
     }
     let codes = c.codes.iter().map(|&k| remap[k as usize]).collect();
     Codes { codes, labels }
@@ -101,23 +107,37 @@ fn column_codes(data: &ColumnData) -> Codes {
                 })
                 .collect();
             // A code outside the dictionary cannot name a key; it is treated as null.
-            let codes = codes.iter().map(|c| c.and_then(|c| remap.get(c as usize).copied()).unwrap_or(0)).collect();
+            let codes = codes
+                .iter()
+                .map(|c| c.and_then(|c| remap.get(c as usize).copied()).unwrap_or(0))
+                .collect();
             Codes { codes, labels }
         }
         ColumnData::Boolean(v) => {
             let labels = vec![None, Some("false".to_string()), Some("true".to_string())];
-            Codes { codes: v.iter().map(|b| b.map_or(0, |b| 1 + u32::from(b))).collect(), labels }
+            Codes {
+                codes: v
+                    .iter()
+                    .map(|b| b.map_or(0, |b| 1 + u32::from(b)))
+                    .collect(),
+                labels,
+            }
         }
         ColumnData::Integer(v) => {
-            let (lo, hi) = v.iter().flatten().fold((i64::MAX, i64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let (lo, hi) = v
+                .iter()
+                .flatten()
+                .fold((i64::MAX, i64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
             let width = i128::from(hi) - i128::from(lo) + 1;
-            let id = |x: i64| x;
-            let dense = (width > 0 && width <= (1 << 20).max(2 * v.len() as i128)).then_some((lo, width as usize, &id as &dyn Fn(i64) -> i64));
-            codes_by(v, |x| x.to_string(), dense)
+            if width > 0 && width <= (1 << 20).max(2 * v.len() as i128) {
+                codes_dense(v, lo, width as usize)
+            } else {
+                codes_hashed(v, |x| x.to_string())
+            }
         }
         ColumnData::Float(v) => {
             let bits: Vec<Option<u64>> = v.iter().map(|x| x.map(f64::to_bits)).collect();
-            canonical(codes_by(&bits, |b| f64::from_bits(b).to_string(), None))
+            canonical(codes_hashed(&bits, |b| f64::from_bits(b).to_string()))
         }
     }
 }
@@ -134,23 +154,40 @@ fn sorted(keys: Vec<GroupKey>, mut gid: Vec<u32>) -> Groups {
         *g = rank[*g as usize];
     }
     let mut keys: Vec<Option<GroupKey>> = keys.into_iter().map(Some).collect();
-    let keys = order.iter().map(|&g| keys[g as usize].take().unwrap_or_default()).collect();
+    let keys = order
+        .iter()
+        .map(|&g| keys[g as usize].take().unwrap_or_default())
+        .collect();
     Groups { keys, gid }
 }
 
 /// The groups present among the selected rows (threshold key release, or no GROUP BY).
-pub(crate) fn data_groups(ds: &Dataset, group_by: &[String], cols: &[usize], mask: &[bool]) -> Result<Groups, EvalError> {
+pub(crate) fn data_groups(
+    ds: &Dataset,
+    group_by: &[String],
+    cols: &[usize],
+    mask: &[bool],
+) -> Result<Groups, EvalError> {
     if cols.is_empty() {
         let gid = mask.iter().map(|&m| if m { 0 } else { NONE }).collect();
-        return Ok(Groups { keys: vec![Vec::new()], gid });
+        return Ok(Groups {
+            keys: vec![Vec::new()],
+            gid,
+        });
     }
     let codes: Vec<Codes> = cols.iter().map(|&c| column_codes(&ds.columns[c])).collect();
-    let radix = codes.iter().try_fold(1u64, |acc, c| acc.checked_mul(c.labels.len() as u64));
+    let radix = codes
+        .iter()
+        .try_fold(1u64, |acc, c| acc.checked_mul(c.labels.len() as u64));
     let Some(radix) = radix.filter(|&r| r < u64::from(NONE)) else {
         return fallback(ds, group_by, mask);
     };
     // Composite code → dense group index in first-seen order.
-    let mut table = if radix <= 1 << 22 { Some(vec![NONE; radix as usize]) } else { None };
+    let mut table = if radix <= 1 << 22 {
+        Some(vec![NONE; radix as usize])
+    } else {
+        None
+    };
     let mut map: HashMap<u64, u32> = HashMap::new();
     let mut reps: Vec<u64> = Vec::new();
     let mut gid = vec![NONE; ds.rows];
@@ -158,7 +195,9 @@ pub(crate) fn data_groups(ds: &Dataset, group_by: &[String], cols: &[usize], mas
         if !mask[i] {
             continue;
         }
-        let comp = codes.iter().fold(0u64, |acc, c| acc * c.labels.len() as u64 + u64::from(c.codes[i]));
+        let comp = codes.iter().fold(0u64, |acc, c| {
+            acc * c.labels.len() as u64 + u64::from(c.codes[i])
+        });
         let next = reps.len() as u32;
         let slot = match &mut table {
             Some(t) => &mut t[comp as usize],
@@ -205,7 +244,12 @@ fn fallback(ds: &Dataset, group_by: &[String], mask: &[bool]) -> Result<Groups, 
 
 /// The cross product of the declared keys (each domain sorted); rows with other keys get
 /// [`NONE`].
-pub(crate) fn public_groups(ds: &Dataset, cols: &[usize], domains: &[Vec<String>], mask: &[bool]) -> Groups {
+pub(crate) fn public_groups(
+    ds: &Dataset,
+    cols: &[usize],
+    domains: &[Vec<String>],
+    mask: &[bool],
+) -> Groups {
     let mut strides = vec![1u32; domains.len()];
     for j in (0..domains.len().saturating_sub(1)).rev() {
         strides[j] = strides[j + 1].saturating_mul(domains[j + 1].len() as u32);
@@ -217,7 +261,11 @@ pub(crate) fn public_groups(ds: &Dataset, cols: &[usize], domains: &[Vec<String>
             let Codes { codes, labels } = column_codes(&ds.columns[c]);
             let to_key = labels
                 .iter()
-                .map(|l| l.as_ref().and_then(|s| dom.binary_search(s).ok()).map_or(NONE, |k| k as u32))
+                .map(|l| {
+                    l.as_ref()
+                        .and_then(|s| dom.binary_search(s).ok())
+                        .map_or(NONE, |k| k as u32)
+                })
                 .collect();
             (codes, to_key)
         })

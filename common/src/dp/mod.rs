@@ -58,9 +58,11 @@
 //!   Values are clamped to the owner's declared bounds (`ColumnSpec.bounds`, rounded inwards to
 //!   the fixed-point grid); SUM / AVG / MIN / MAX on a column without bounds are refused. Nulls
 //!   are skipped, as in SQL.
-//! * **COUNT(\*) and COUNT(col)**: sensitivity 1 (one row changes one count by one).
+//! * **COUNT(\*) and COUNT(col)**: sensitivity 1 (one row changes one count by one). Released
+//!   counts are clamped at 0 (post-processing).
 //! * **SUM(col)**: the sum of values clamped to `[L, U]` changes by at most `max(|L|, |U|)` when a
-//!   row is added or removed. `SUM(col * k)` is `k ×` the noisy sum (post-processing).
+//!   row is added or removed. `SUM(col * k)` is `k ×` the noisy sum (post-processing; the proof
+//!   lists the unweighted sum's scale and half-width, which scale by `|k|`).
 //! * **AVG(col)**: `center + noisy Σ(x - center) / noisy count`, with `center` the midpoint of the
 //!   bounds, so the sum's sensitivity is `max(U - center, center - L)` ≈ `(U - L) / 2`. The result
 //!   is clamped into the bounds; when the noisy count is <= 0 the average is reported as null.
@@ -73,10 +75,21 @@
 //!   the tie-break rank (< K). Adding or removing a row moves every count by 0 or 1 in the same
 //!   direction, so the score vector has monotonic L∞ sensitivity K. With ε large, MIN releases
 //!   the largest candidate <= the true minimum (MAX: the smallest candidate >= the maximum).
+//!   The tie-break never outweighs a single row, so below the minimum the candidates are told
+//!   apart only by it: the release falls below the true minimum by roughly `(U - L) / ε_share`
+//!   (and above it only when the noise outweighs whole rows). DP minima and maxima are
+//!   inherently coarse; tight bounds help most.
 //!
 //! Integer sums are accumulated in 128 bits and saturated to 64 bits before noise (saturation is
 //! 1-Lipschitz, so the sensitivity is unchanged). Bounds larger than 10^15 in magnitude (10^13 for
 //! floats) are refused.
+//!
+//! # Output
+//!
+//! The table's columns are `plan.column_names()`. Rows are in key order (the order of
+//! [`crate::eval::group_rows`]: key strings compared lexicographically, null first); keys are
+//! JSON strings or null; counts, integer sums and integer MIN / MAX are JSON integers; float
+//! sums, float MIN / MAX and averages are JSON floats.
 //!
 //! The [`DpProof`] of a release records the mechanisms, the per-statistic ε, noise scales,
 //! sensitivities, bounds and 95% half-widths (OpenDP's `discrete_laplacian_scale_to_accuracy`).
@@ -87,6 +100,9 @@ mod proof;
 mod release;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_release;
+mod validate;
 
 use serde::{Deserialize, Serialize};
 
@@ -118,7 +134,11 @@ pub struct DpPolicy {
 
 impl Default for DpPolicy {
     fn default() -> Self {
-        DpPolicy { max_epsilon_per_query: 1.0, max_delta_per_query: 1e-6, min_group_size: 10 }
+        DpPolicy {
+            max_epsilon_per_query: 1.0,
+            max_delta_per_query: 1e-6,
+            min_group_size: 10,
+        }
     }
 }
 
@@ -146,7 +166,9 @@ pub struct DpRelease {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DpError {
     /// ε is not a finite number greater than 0.
-    #[error("dataset {dataset}: epsilon {value} is invalid; it must be a finite number greater than 0")]
+    #[error(
+        "dataset {dataset}: epsilon {value} is invalid; it must be a finite number greater than 0"
+    )]
     InvalidEpsilon {
         /// Dataset name.
         dataset: String,
@@ -288,13 +310,23 @@ impl DpError {
 
 /// The privacy cost `release` will have for these inputs, or why it would be refused. Depends
 /// only on the plan, the schema, the parameters and the policy, never on the rows.
-pub fn estimate(plan: &Plan, schema: &DatasetSchema, params: &DpParams, policy: &DpPolicy) -> Result<Cost, DpError> {
+pub fn estimate(
+    plan: &Plan,
+    schema: &DatasetSchema,
+    params: &DpParams,
+    policy: &DpPolicy,
+) -> Result<Cost, DpError> {
     Ok(calibrate::calibrate(plan, schema, params, policy)?.cost)
 }
 
 /// Runs the plan on the dataset and releases a differentially private table. Its cost equals
 /// [`estimate`] for the same plan, schema, parameters and policy.
-pub fn release(plan: &Plan, ds: &Dataset, params: &DpParams, policy: &DpPolicy) -> Result<DpRelease, DpError> {
+pub fn release(
+    plan: &Plan,
+    ds: &Dataset,
+    params: &DpParams,
+    policy: &DpPolicy,
+) -> Result<DpRelease, DpError> {
     let cal = calibrate::calibrate(plan, &ds.schema, params, policy)?;
     release::run(plan, ds, &cal, params)
 }

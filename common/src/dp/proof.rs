@@ -4,7 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::calibrate::{Calibration, Kind, KeyMode, Noise, Scalar, Stat};
+use super::calibrate::{Calibration, Noise, Scalar, Stat};
+use super::validate::{KeyMode, Kind};
 use super::{Cost, DpParams};
 use crate::schema::Bounds;
 
@@ -122,7 +123,10 @@ fn component(name: String, s: &Scalar, unit: f64) -> NoiseComponent {
 fn statistic(st: &Stat, gate: bool) -> StatisticProof {
     let unit = st.num.as_ref().map_or(1, |n| n.unit);
     let u = unit as f64;
-    let col = st.label.split_once('(').map_or("", |(_, r)| r.trim_end_matches(')'));
+    let col = st
+        .label
+        .split_once('(')
+        .map_or("", |(_, r)| r.trim_end_matches(')'));
     let mut p = StatisticProof {
         outputs: st.outputs.clone(),
         aggregate: st.label.clone(),
@@ -140,29 +144,49 @@ fn statistic(st: &Stat, gate: bool) -> StatisticProof {
     match &st.noise {
         Noise::Laplace(s) => {
             let c = component(st.label.to_lowercase(), s, u);
-            (p.noise_scale, p.sensitivity, p.ci95_half_width) = (c.noise_scale, c.sensitivity, c.ci95_half_width);
+            (p.noise_scale, p.sensitivity, p.ci95_half_width) =
+                (c.noise_scale, c.sensitivity, c.ci95_half_width);
             p.accuracy = "the released value is within ±ci95_half_width of the exact clamped value with 95% probability".into();
             if gate {
-                p.accuracy.push_str("; groups are released only if this noisy count reaches min_released_count");
+                p.accuracy.push_str(
+                    "; groups are released only if this noisy count reaches min_released_count",
+                );
             }
             p.components.push(c);
         }
-        Noise::Threshold { scale, threshold, epsilon, .. } => {
+        Noise::Threshold {
+            scale,
+            threshold,
+            epsilon,
+            ..
+        } => {
             p.mechanism = "laplace_threshold".to_string();
             (p.noise_scale, p.sensitivity, p.ci95_half_width) = (*scale, 1.0, ci95(*scale));
             p.accuracy = format!(
                 "noise is within ±ci95_half_width with 95% probability; only keys whose noisy count reached {threshold} are released, so small released counts are biased upwards"
             );
             let name = "count(*) per key".to_string();
-            p.components.push(NoiseComponent { name, epsilon: *epsilon, noise_scale: *scale, sensitivity: 1.0, ci95_half_width: ci95(*scale) });
+            p.components.push(NoiseComponent {
+                name,
+                epsilon: *epsilon,
+                noise_scale: *scale,
+                sensitivity: 1.0,
+                ci95_half_width: ci95(*scale),
+            });
         }
         Noise::Avg { sum, count, center } => {
             p.mechanism = "discrete_laplace (sum and count)".to_string();
             let c_sum = component(format!("sum({col} - {})", *center as f64 / u), sum, u);
             let c_count = component(format!("count({col})"), count, 1.0);
             (p.noise_scale, p.sensitivity) = (c_sum.noise_scale, c_sum.sensitivity);
-            let (a_s, a_c) = (c_sum.ci95_half_width.unwrap_or(f64::NAN), c_count.ci95_half_width.unwrap_or(f64::NAN));
-            let half_range = st.num.as_ref().map_or(0.0, |n| (n.hi - n.lo) as f64 / u / 2.0);
+            let (a_s, a_c) = (
+                c_sum.ci95_half_width.unwrap_or(f64::NAN),
+                c_count.ci95_half_width.unwrap_or(f64::NAN),
+            );
+            let half_range = st
+                .num
+                .as_ref()
+                .map_or(0.0, |n| (n.hi - n.lo) as f64 / u / 2.0);
             let at = |n: f64| (a_s + half_range * a_c) / n;
             p.accuracy = format!(
                 "avg = center + noisy sum / noisy count (null if the noisy count <= 0), clamped to the bounds; first-order 95% half-width for a group of n values ≈ (A_sum + |avg - center| · A_count) / n with A_sum = {a_s}, A_count = {a_c}, i.e. at most {:.4} at n = 100 and {:.4} at n = 1000",
@@ -171,12 +195,22 @@ fn statistic(st: &Stat, gate: bool) -> StatisticProof {
             );
             p.components = vec![c_sum, c_count];
         }
-        Noise::Select { scale, candidates, epsilon, .. } => {
+        Noise::Select {
+            scale,
+            candidates,
+            epsilon,
+            ..
+        } => {
             let min = st.kind == Kind::Min;
-            p.mechanism = format!("report_noisy_{} (permute-and-flip)", if min { "min" } else { "max" });
+            p.mechanism = format!(
+                "report_noisy_{} (permute-and-flip)",
+                if min { "min" } else { "max" }
+            );
             (p.noise_scale, p.sensitivity) = (*scale, candidates.len() as f64);
             let spacing = match (candidates.first(), candidates.last()) {
-                (Some(a), Some(b)) if candidates.len() > 1 => (b - a) as f64 / u / (candidates.len() - 1) as f64,
+                (Some(a), Some(b)) if candidates.len() > 1 => {
+                    (b - a) as f64 / u / (candidates.len() - 1) as f64
+                }
                 _ => 0.0,
             };
             p.accuracy = format!(
@@ -186,7 +220,13 @@ fn statistic(st: &Stat, gate: bool) -> StatisticProof {
                 if min { "<" } else { ">" }
             );
             let name = format!("score vector of {} candidates", candidates.len());
-            p.components.push(NoiseComponent { name, epsilon: *epsilon, noise_scale: *scale, sensitivity: p.sensitivity, ci95_half_width: None });
+            p.components.push(NoiseComponent {
+                name,
+                epsilon: *epsilon,
+                noise_scale: *scale,
+                sensitivity: p.sensitivity,
+                ci95_half_width: None,
+            });
         }
     }
     p
@@ -196,12 +236,16 @@ fn statistic(st: &Stat, gate: bool) -> StatisticProof {
 pub(crate) fn build(cal: &Calibration, params: &DpParams, groups_released: usize) -> DpProof {
     let key_release = match &cal.keys {
         KeyMode::Ungrouped => KeyRelease::None,
-        KeyMode::Public(domains) => KeyRelease::PublicKeys { keys: domains.iter().map(Vec::len).product() },
+        KeyMode::Public(domains) => KeyRelease::PublicKeys {
+            keys: domains.iter().map(Vec::len).product(),
+        },
         KeyMode::Threshold => cal
             .stats
             .iter()
             .find_map(|s| match s.noise {
-                Noise::Threshold { threshold, delta, .. } => Some(KeyRelease::Threshold { threshold, delta }),
+                Noise::Threshold {
+                    threshold, delta, ..
+                } => Some(KeyRelease::Threshold { threshold, delta }),
                 _ => None,
             })
             .unwrap_or(KeyRelease::None),
@@ -221,7 +265,11 @@ pub(crate) fn build(cal: &Calibration, params: &DpParams, groups_released: usize
     mechs.sort_by_key(|m| *m != "laplace_threshold");
     let Cost { epsilon, delta } = cal.cost;
     DpProof {
-        mechanism: if mechs.is_empty() { "none".to_string() } else { mechs.join(" + ") },
+        mechanism: if mechs.is_empty() {
+            "none".to_string()
+        } else {
+            mechs.join(" + ")
+        },
         epsilon,
         delta,
         epsilon_requested: params.epsilon,
@@ -231,6 +279,11 @@ pub(crate) fn build(cal: &Calibration, params: &DpParams, groups_released: usize
         key_release,
         min_released_count: cal.min_count,
         groups_released,
-        statistics: cal.stats.iter().enumerate().map(|(i, s)| statistic(s, cal.gate == Some(i))).collect(),
+        statistics: cal
+            .stats
+            .iter()
+            .enumerate()
+            .map(|(i, s)| statistic(s, cal.gate == Some(i)))
+            .collect(),
     }
 }

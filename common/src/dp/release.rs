@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::calibrate::{Calibration, Kind, KeyMode, Noise, NumCol, Scalar, Slot, Stat};
+use super::calibrate::{Calibration, Noise, Scalar, Stat};
 use super::grouping::{NONE, data_groups, public_groups};
+use super::validate::{KeyMode, Kind, NumCol, Slot};
 use super::{DpError, DpParams, DpRelease, proof};
 use crate::eval::filter_mask;
 use crate::plan::{Plan, Table};
@@ -35,11 +36,19 @@ impl Val {
 }
 
 fn internal(dataset: &str, message: impl std::fmt::Display) -> DpError {
-    DpError::Internal { dataset: dataset.to_string(), message: message.to_string() }
+    DpError::Internal {
+        dataset: dataset.to_string(),
+        message: message.to_string(),
+    }
 }
 
 /// Calls `f(group, clamped value in units)` for every non-null value of a selected row.
-fn for_each_value(data: &ColumnData, num: &NumCol, gid: &[u32], mut f: impl FnMut(usize, i64)) -> bool {
+fn for_each_value(
+    data: &ColumnData,
+    num: &NumCol,
+    gid: &[u32],
+    mut f: impl FnMut(usize, i64),
+) -> bool {
     let (lo, hi) = (num.lo, num.hi);
     match data {
         ColumnData::Integer(v) => {
@@ -73,7 +82,10 @@ fn non_null_counts(data: &ColumnData, gid: &[u32], n: usize) -> Vec<i64> {
     match data {
         ColumnData::Integer(v) => v.iter().zip(gid).for_each(|(x, &g)| add(x.is_some(), g)),
         ColumnData::Float(v) => v.iter().zip(gid).for_each(|(x, &g)| add(x.is_some(), g)),
-        ColumnData::Text { codes, .. } => codes.iter().zip(gid).for_each(|(x, &g)| add(x.is_some(), g)),
+        ColumnData::Text { codes, .. } => codes
+            .iter()
+            .zip(gid)
+            .for_each(|(x, &g)| add(x.is_some(), g)),
         ColumnData::Boolean(v) => v.iter().zip(gid).for_each(|(x, &g)| add(x.is_some(), g)),
     }
     counts
@@ -96,25 +108,45 @@ fn noisy(s: &Scalar, exact: i64, ds: &str) -> Result<i64, DpError> {
 }
 
 /// Exact clamped aggregates of one statistic over the released groups, then noise.
-fn release_stat(st: &Stat, ds: &Dataset, gid: &[u32], n: usize, dataset: &str) -> Result<Vec<Val>, DpError> {
-    let column = |c: Option<usize>| c.and_then(|c| ds.columns.get(c)).ok_or_else(|| internal(dataset, format!("{} has no column data", st.label)));
+fn release_stat(
+    st: &Stat,
+    ds: &Dataset,
+    gid: &[u32],
+    n: usize,
+    dataset: &str,
+) -> Result<Vec<Val>, DpError> {
+    let column = |c: Option<usize>| {
+        c.and_then(|c| ds.columns.get(c))
+            .ok_or_else(|| internal(dataset, format!("{} has no column data", st.label)))
+    };
     let not_numeric = || internal(dataset, format!("the data of {} is not numeric", st.label));
     let unit = st.num.as_ref().map_or(1, |n| n.unit);
-    let to_val = |units: i64| if unit == 1 { Val::Int(units) } else { Val::Float(units as f64 / unit as f64) };
+    let to_val = |units: i64| {
+        if unit == 1 {
+            Val::Int(units)
+        } else {
+            Val::Float(units as f64 / unit as f64)
+        }
+    };
     match (&st.noise, &st.num) {
         (Noise::Laplace(s), _) if matches!(st.kind, Kind::CountAll | Kind::CountCol) => {
             let counts = match st.kind {
                 Kind::CountAll => row_counts(gid, n),
                 _ => non_null_counts(column(st.col)?, gid, n),
             };
-            counts.iter().map(|&c| Ok(Val::Int(noisy(s, c, dataset)?.max(0)))).collect()
+            counts
+                .iter()
+                .map(|&c| Ok(Val::Int(noisy(s, c, dataset)?.max(0))))
+                .collect()
         }
         (Noise::Laplace(s), Some(num)) => {
             let mut sums = vec![0i128; n];
             if !for_each_value(column(st.col)?, num, gid, |g, x| sums[g] += i128::from(x)) {
                 return Err(not_numeric());
             }
-            sums.iter().map(|&x| Ok(to_val(noisy(s, saturate(x), dataset)?))).collect()
+            sums.iter()
+                .map(|&x| Ok(to_val(noisy(s, saturate(x), dataset)?)))
+                .collect()
         }
         (Noise::Avg { sum, count, center }, Some(num)) => {
             let (mut sums, mut counts) = (vec![0i128; n], vec![0i64; n]);
@@ -132,19 +164,33 @@ fn release_stat(st: &Stat, ds: &Dataset, gid: &[u32], n: usize, dataset: &str) -
                     if c <= 0 {
                         return Ok(Val::Null);
                     }
-                    let avg = (*center as f64 + s as f64 / c as f64).clamp(num.lo as f64, num.hi as f64);
+                    let avg =
+                        (*center as f64 + s as f64 / c as f64).clamp(num.lo as f64, num.hi as f64);
                     Ok(Val::Float(avg / unit as f64))
                 })
                 .collect()
         }
-        (Noise::Select { meas, candidates, .. }, Some(num)) => {
+        (
+            Noise::Select {
+                meas, candidates, ..
+            },
+            Some(num),
+        ) => {
             let k = candidates.len();
             let min = st.kind == Kind::Min;
             // hist[g][b]: MIN bins by #candidates <= x, MAX bins by #candidates < x.
             let mut hist = vec![0u64; n * (k + 1)];
-            let ok = for_each_value(column(st.col)?, num, gid, |g, x| {
-                hist[g * (k + 1) + bin(candidates, x, min)] += 1;
-            });
+            let binner = Binner::new(candidates);
+            let data = column(st.col)?;
+            let ok = if min {
+                for_each_value(data, num, gid, |g, x| {
+                    hist[g * (k + 1) + binner.bin::<true>(x)] += 1
+                })
+            } else {
+                for_each_value(data, num, gid, |g, x| {
+                    hist[g * (k + 1) + binner.bin::<false>(x)] += 1
+                })
+            };
             if !ok {
                 return Err(not_numeric());
             }
@@ -169,40 +215,69 @@ fn release_stat(st: &Stat, ds: &Dataset, gid: &[u32], n: usize, dataset: &str) -
                         }
                     }
                     let idx = meas.invoke(&scores).map_err(|e| internal(dataset, e))?;
-                    let c = candidates.get(idx).copied().ok_or_else(|| internal(dataset, "selected index out of range"))?;
+                    let c = candidates
+                        .get(idx)
+                        .copied()
+                        .ok_or_else(|| internal(dataset, "selected index out of range"))?;
                     Ok(to_val(c))
                 })
                 .collect()
         }
-        _ => Err(internal(dataset, format!("statistic {} is miscalibrated", st.label))),
+        _ => Err(internal(
+            dataset,
+            format!("statistic {} is miscalibrated", st.label),
+        )),
     }
 }
 
-/// Number of candidates `<= x` (`inclusive`) or `< x`. Candidates are (nearly) evenly spaced,
-/// so an arithmetic guess lands within a step of the answer and a short walk makes it exact.
-pub(crate) fn bin(candidates: &[i64], x: i64, inclusive: bool) -> usize {
-    let (Some(&first), Some(&last)) = (candidates.first(), candidates.last()) else {
-        return 0;
-    };
-    let below = |c: i64| if inclusive { c <= x } else { c < x };
-    let k = candidates.len();
-    let mut i = if last > first {
-        let pos = (x as f64 - first as f64) / (last as f64 - first as f64) * (k - 1) as f64;
-        (pos.max(0.0) as usize).min(k)
-    } else {
-        0
-    };
-    while i < k && below(candidates[i]) {
-        i += 1;
+/// Locates values among (nearly) evenly spaced candidates: an arithmetic guess lands within a
+/// step of the answer and a short walk makes it exact.
+pub(crate) struct Binner<'a> {
+    candidates: &'a [i64],
+    first: f64,
+    per_unit: f64,
+}
+
+impl<'a> Binner<'a> {
+    pub(crate) fn new(candidates: &'a [i64]) -> Self {
+        let (first, last) = match (candidates.first(), candidates.last()) {
+            (Some(&a), Some(&b)) => (a as f64, b as f64),
+            _ => (0.0, 0.0),
+        };
+        let per_unit = if last > first {
+            (candidates.len() - 1) as f64 / (last - first)
+        } else {
+            0.0
+        };
+        Binner {
+            candidates,
+            first,
+            per_unit,
+        }
     }
-    while i > 0 && !below(candidates[i - 1]) {
-        i -= 1;
+
+    /// Number of candidates `<= x` (`INCLUSIVE`) or `< x`.
+    #[inline]
+    pub(crate) fn bin<const INCLUSIVE: bool>(&self, x: i64) -> usize {
+        let c = self.candidates;
+        let below = |v: i64| if INCLUSIVE { v <= x } else { v < x };
+        let mut i = (((x as f64 - self.first) * self.per_unit).max(0.0) as usize).min(c.len());
+        while i < c.len() && below(c[i]) {
+            i += 1;
+        }
+        while i > 0 && !below(c[i - 1]) {
+            i -= 1;
+        }
+        i
     }
-    i
 }
 
 /// Applies the gate: which groups are released, with their noisy gate counts.
-fn gate(cal: &Calibration, gid: &[u32], n: usize) -> Result<(Vec<usize>, Option<Vec<i64>>), DpError> {
+fn gate(
+    cal: &Calibration,
+    gid: &[u32],
+    n: usize,
+) -> Result<(Vec<usize>, Option<Vec<i64>>), DpError> {
     let ds = cal.dataset.as_str();
     let Some(gi) = cal.gate else {
         return Ok(((0..n).collect(), None));
@@ -210,30 +285,56 @@ fn gate(cal: &Calibration, gid: &[u32], n: usize) -> Result<(Vec<usize>, Option<
     let counts = row_counts(gid, n);
     let noisy: Vec<(usize, i64)> = match &cal.stats[gi].noise {
         Noise::Threshold { meas, .. } => {
-            let input: HashMap<u32, i64> = counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(g, &c)| (g as u32, c)).collect();
-            let mut out: Vec<(usize, i64)> = meas.invoke(&input).map_err(|e| internal(ds, e))?.into_iter().map(|(g, v)| (g as usize, v)).collect();
+            let input: HashMap<u32, i64> = counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(g, &c)| (g as u32, c))
+                .collect();
+            let mut out: Vec<(usize, i64)> = meas
+                .invoke(&input)
+                .map_err(|e| internal(ds, e))?
+                .into_iter()
+                .map(|(g, v)| (g as usize, v))
+                .collect();
             out.sort_unstable();
             out
         }
-        Noise::Laplace(s) => counts.iter().enumerate().map(|(g, &c)| Ok((g, noisy(s, c, ds)?))).collect::<Result<_, DpError>>()?,
+        Noise::Laplace(s) => counts
+            .iter()
+            .enumerate()
+            .map(|(g, &c)| Ok((g, noisy(s, c, ds)?)))
+            .collect::<Result<_, DpError>>()?,
         _ => return Err(internal(ds, "the gate is not a count")),
     };
     let floor = i64::try_from(cal.min_count).unwrap_or(i64::MAX);
-    let (released, values): (Vec<usize>, Vec<i64>) = noisy.into_iter().filter(|(_, v)| *v >= floor).unzip();
+    let (released, values): (Vec<usize>, Vec<i64>) =
+        noisy.into_iter().filter(|(_, v)| *v >= floor).unzip();
     Ok((released, Some(values)))
 }
 
 /// Releases the plan's table.
-pub(crate) fn run(plan: &Plan, ds: &Dataset, cal: &Calibration, params: &DpParams) -> Result<DpRelease, DpError> {
+pub(crate) fn run(
+    plan: &Plan,
+    ds: &Dataset,
+    cal: &Calibration,
+    params: &DpParams,
+) -> Result<DpRelease, DpError> {
     let dataset = cal.dataset.as_str();
-    let eval = |source| DpError::Eval { dataset: dataset.to_string(), source };
-    if ds.columns.len() != ds.schema.columns.len() || ds.columns.iter().any(|c| c.len() != ds.rows) {
+    let eval = |source| DpError::Eval {
+        dataset: dataset.to_string(),
+        source,
+    };
+    if ds.columns.len() != ds.schema.columns.len() || ds.columns.iter().any(|c| c.len() != ds.rows)
+    {
         return Err(internal(dataset, "column data does not match the schema"));
     }
     let mask = filter_mask(plan.filter.as_ref(), ds).map_err(eval)?;
     let groups = match &cal.keys {
         KeyMode::Public(domains) => public_groups(ds, &cal.group_cols, domains, &mask),
-        KeyMode::Ungrouped | KeyMode::Threshold => data_groups(ds, &plan.group_by, &cal.group_cols, &mask).map_err(eval)?,
+        KeyMode::Ungrouped | KeyMode::Threshold => {
+            data_groups(ds, &plan.group_by, &cal.group_cols, &mask).map_err(eval)?
+        }
     };
     let (released, gate_values) = gate(cal, &groups.gid, groups.keys.len())?;
     let n = released.len();
@@ -243,7 +344,11 @@ pub(crate) fn run(plan: &Plan, ds: &Dataset, cal: &Calibration, params: &DpParam
     for (r, &g) in released.iter().enumerate() {
         rel[g] = r as u32;
     }
-    let gid: Vec<u32> = groups.gid.iter().map(|&g| if g == NONE { NONE } else { rel[g as usize] }).collect();
+    let gid: Vec<u32> = groups
+        .gid
+        .iter()
+        .map(|&g| if g == NONE { NONE } else { rel[g as usize] })
+        .collect();
 
     let mut values: Vec<Vec<Val>> = Vec::with_capacity(cal.stats.len());
     for (i, st) in cal.stats.iter().enumerate() {
@@ -262,16 +367,26 @@ pub(crate) fn run(plan: &Plan, ds: &Dataset, cal: &Calibration, params: &DpParam
             .slots
             .iter()
             .map(|slot| match slot {
-                Slot::Key(p) => key.get(*p).cloned().flatten().map_or(Value::Null, Value::String),
-                Slot::Stat { stat, weight } => {
-                    values.get(*stat).and_then(|v| v.get(r)).copied().unwrap_or(Val::Null).json(*weight)
-                }
+                Slot::Key(p) => key
+                    .get(*p)
+                    .cloned()
+                    .flatten()
+                    .map_or(Value::Null, Value::String),
+                Slot::Stat { stat, weight } => values
+                    .get(*stat)
+                    .and_then(|v| v.get(r))
+                    .copied()
+                    .unwrap_or(Val::Null)
+                    .json(*weight),
             })
             .collect();
         rows.push(row);
     }
     Ok(DpRelease {
-        table: Table { columns: plan.column_names(), rows },
+        table: Table {
+            columns: plan.column_names(),
+            rows,
+        },
         proof: proof::build(cal, params, n),
         cost: cal.cost,
     })

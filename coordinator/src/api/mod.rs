@@ -37,7 +37,12 @@ pub struct ApiError {
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { status, code: code.into(), message: message.into(), details: None }
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            details: None,
+        }
     }
 
     /// Adds details.
@@ -64,7 +69,11 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", format!("the coordinator store failed: {e}"))
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            format!("the coordinator store failed: {e}"),
+        )
     }
 }
 
@@ -77,16 +86,33 @@ pub struct Caller(pub User);
 impl FromRequestParts<Arc<CoordState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<CoordState>) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        let token = header.and_then(|h| h.strip_prefix("Bearer ")).ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing bearer token: send Authorization: Bearer <api token>")
-        })?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<CoordState>,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing bearer token: send Authorization: Bearer <api token>",
+                )
+            })?;
         let store = state.store.clone();
         let token = token.trim().to_string();
         let user = blocking(move || store.user_by_token(&token)).await??;
-        user.map(Caller)
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "invalid API token"))
+        user.map(Caller).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "invalid API token",
+            )
+        })
     }
 }
 
@@ -96,7 +122,14 @@ impl Caller {
         if self.0.role == Role::Admin {
             Ok(())
         } else {
-            Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("user {} is an analyst; this route needs the admin role", self.0.name)))
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "user {} is an analyst; this route needs the admin role",
+                    self.0.name
+                ),
+            ))
         }
     }
 }
@@ -124,7 +157,13 @@ pub fn router(state: Arc<CoordState>) -> Router {
         .route("/users", post(create_user))
         .route("/audit", get(audit))
         .route("/audit/verify", get(verify_audit))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route; see docs/API.md") });
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such API route; see docs/API.md",
+            )
+        });
     Router::new()
         .route("/healthz", get(health))
         .nest("/api/v1", api)
@@ -132,8 +171,15 @@ pub fn router(state: Arc<CoordState>) -> Router {
 }
 
 async fn health(State(s): State<Arc<CoordState>>) -> Json<Value> {
-    let connected = s.nodes.members().iter().filter(|o| s.nodes.info(o).is_some()).count();
-    Json(json!({"status": "ok", "nodes_connected": connected, "version": env!("CARGO_PKG_VERSION")}))
+    let connected = s
+        .nodes
+        .members()
+        .iter()
+        .filter(|o| s.nodes.info(o).is_some())
+        .count();
+    Json(
+        json!({"status": "ok", "nodes_connected": connected, "version": env!("CARGO_PKG_VERSION")}),
+    )
 }
 
 async fn backends(_c: Caller) -> Json<Value> {
@@ -169,10 +215,16 @@ fn dataset_json(s: &CoordState, d: &DatasetRecord) -> Value {
 async fn datasets(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
     let all: Vec<DatasetRecord> = blocking(move || store.list(DATASETS)).await??;
-    Ok(Json(json!(all.iter().map(|d| dataset_json(&s, d)).collect::<Vec<_>>())))
+    Ok(Json(json!(
+        all.iter().map(|d| dataset_json(&s, d)).collect::<Vec<_>>()
+    )))
 }
 
-async fn dataset(State(s): State<Arc<CoordState>>, _c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn dataset(
+    State(s): State<Arc<CoordState>>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let d = s.dataset(&id).ok_or_else(|| unknown_dataset(&id))?;
     Ok(Json(dataset_json(&s, &d)))
 }
@@ -182,7 +234,9 @@ pub fn unknown_dataset(id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown_dataset",
-        format!("dataset {id} is not in the catalog; GET /api/v1/datasets lists dataset ids (<organization>.<name>)"),
+        format!(
+            "dataset {id} is not in the catalog; GET /api/v1/datasets lists dataset ids (<organization>.<name>)"
+        ),
     )
 }
 
@@ -195,11 +249,19 @@ struct NewUser {
     organization: Option<prism_common::identity::OrgId>,
 }
 
-async fn create_user(State(s): State<Arc<CoordState>>, c: Caller, Json(body): Json<NewUser>) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn create_user(
+    State(s): State<Arc<CoordState>>,
+    c: Caller,
+    Json(body): Json<NewUser>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     c.require_admin()?;
     let store = s.store.clone();
-    let (user, token) = blocking(move || store.create_user(&body.name, body.role, body.organization)).await??;
-    Ok((StatusCode::CREATED, Json(json!({"user": user, "token": token, "note": "the token is shown once"}))))
+    let (user, token) =
+        blocking(move || store.create_user(&body.name, body.role, body.organization)).await??;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user": user, "token": token, "note": "the token is shown once"})),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -213,20 +275,33 @@ fn default_limit() -> usize {
     200
 }
 
-async fn audit(State(s): State<Arc<CoordState>>, c: Caller, Query(p): Query<Page>) -> ApiResult<Json<Value>> {
+async fn audit(
+    State(s): State<Arc<CoordState>>,
+    c: Caller,
+    Query(p): Query<Page>,
+) -> ApiResult<Json<Value>> {
     c.require_admin()?;
     let store = s.store.clone();
-    let entries = blocking(move || prism_common::audit::store::list(store.db(), p.after, p.limit.min(1000)))
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string()))?;
+    let entries =
+        blocking(move || prism_common::audit::store::list(store.db(), p.after, p.limit.min(1000)))
+            .await?
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store_error",
+                    e.to_string(),
+                )
+            })?;
     Ok(Json(json!(entries)))
 }
 
 async fn verify_audit(State(s): State<Arc<CoordState>>, c: Caller) -> ApiResult<Json<Value>> {
     c.require_admin()?;
     let store = s.store.clone();
-    Ok(Json(match blocking(move || prism_common::audit::store::verify(store.db())).await? {
-        Ok(n) => json!({"valid": true, "entries": n}),
-        Err(e) => json!({"valid": false, "error": e.to_string()}),
-    }))
+    Ok(Json(
+        match blocking(move || prism_common::audit::store::verify(store.db())).await? {
+            Ok(n) => json!({"valid": true, "entries": n}),
+            Err(e) => json!({"valid": false, "error": e.to_string()}),
+        },
+    ))
 }

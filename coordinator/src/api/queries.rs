@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
 use prism_common::backend::{self, BackendId};
 use prism_common::plan::Plan;
 use prism_common::sql;
@@ -82,31 +82,74 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
             unprocessable("unknown_backend", format!("unknown backend {b:?}: use dp_sandbox, he_backend, mpc_backend or enclave_backend"))
         })?,
     };
-    let dataset = state.dataset(&input.dataset_id).ok_or_else(|| unknown_dataset(&input.dataset_id))?;
-    let schema = prism_common::schema::DatasetSchema { name: dataset.name.clone(), columns: dataset.columns.clone() };
-    let plan = sql::plan_query(&input.sql, &schema).map_err(|e| unprocessable(e.code(), e.to_string()))?;
-    backend::check_supported(backend, &plan).map_err(|m| unprocessable("backend_unsupported", m))?;
+    let dataset = state
+        .dataset(&input.dataset_id)
+        .ok_or_else(|| unknown_dataset(&input.dataset_id))?;
+    let schema = prism_common::schema::DatasetSchema {
+        name: dataset.name.clone(),
+        columns: dataset.columns.clone(),
+    };
+    let plan =
+        sql::plan_query(&input.sql, &schema).map_err(|e| unprocessable(e.code(), e.to_string()))?;
+    backend::check_supported(backend, &plan)
+        .map_err(|m| unprocessable("backend_unsupported", m))?;
     let epsilon = input.epsilon.unwrap_or(DEFAULT_EPSILON);
     let delta = input.delta.unwrap_or(DEFAULT_DELTA);
-    if !(epsilon.is_finite() && epsilon > 0.0) || !(delta.is_finite() && (0.0..1.0).contains(&delta)) {
-        return Err(unprocessable("invalid_epsilon", format!("epsilon must be a finite number > 0 and delta in [0, 1); got ε={epsilon} δ={delta}")));
+    let in_range =
+        epsilon.is_finite() && epsilon > 0.0 && delta.is_finite() && (0.0..1.0).contains(&delta);
+    if !in_range {
+        return Err(unprocessable(
+            "invalid_epsilon",
+            format!(
+                "epsilon must be a finite number > 0 and delta in [0, 1); got ε={epsilon} δ={delta}"
+            ),
+        ));
     }
-    let mut v = Validated { dataset, plan, backend, epsilon, delta, estimated_epsilon: 0.0, estimated_delta: 0.0, estimate_source: "none" };
+    let mut v = Validated {
+        dataset,
+        plan,
+        backend,
+        epsilon,
+        delta,
+        estimated_epsilon: 0.0,
+        estimated_delta: 0.0,
+        estimate_source: "none",
+    };
     if backend == BackendId::DpSandbox {
         // The holding node is the authority on what a release costs under its policy.
-        let req = Request::Estimate { backend, dataset: v.dataset.name.clone(), plan: v.plan.clone(), params: PrivacyParams { epsilon, delta } };
-        match state.nodes.call(&v.dataset.organization, &req, Duration::from_secs(10)).await {
+        let req = Request::Estimate {
+            backend,
+            dataset: v.dataset.name.clone(),
+            plan: v.plan.clone(),
+            params: PrivacyParams { epsilon, delta },
+        };
+        match state
+            .nodes
+            .call(&v.dataset.organization, &req, Duration::from_secs(10))
+            .await
+        {
             Ok(Response::Estimated { epsilon, delta }) => {
                 v.estimated_epsilon = epsilon;
                 v.estimated_delta = delta;
                 v.estimate_source = "node";
             }
             Ok(Response::Refused(e)) => return Err(unprocessable(&e.code, e.message)),
-            Ok(other) => return Err(ApiError::new(StatusCode::BAD_GATEWAY, "protocol_error", format!("unexpected node answer {other:?}"))),
+            Ok(other) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "protocol_error",
+                    format!("unexpected node answer {other:?}"),
+                ));
+            }
             Err(e) => {
                 // Offline node: estimate with the default node policy; the node re-checks at execution.
-                let cost = prism_common::dp::estimate(&v.plan, &schema_of(&v.dataset), &prism_common::dp::DpParams { epsilon, delta }, &Default::default())
-                    .map_err(|d| unprocessable(d.code(), d.to_string()))?;
+                let cost = prism_common::dp::estimate(
+                    &v.plan,
+                    &schema_of(&v.dataset),
+                    &prism_common::dp::DpParams { epsilon, delta },
+                    &Default::default(),
+                )
+                .map_err(|d| unprocessable(d.code(), d.to_string()))?;
                 tracing::info!(error = %e, "estimating without the node");
                 v.estimated_epsilon = cost.epsilon;
                 v.estimated_delta = cost.delta;
@@ -118,7 +161,10 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
 }
 
 fn schema_of(d: &DatasetRecord) -> prism_common::schema::DatasetSchema {
-    prism_common::schema::DatasetSchema { name: d.name.clone(), columns: d.columns.clone() }
+    prism_common::schema::DatasetSchema {
+        name: d.name.clone(),
+        columns: d.columns.clone(),
+    }
 }
 
 fn query_json(q: &QueryRecord) -> Value {
@@ -127,7 +173,11 @@ fn query_json(q: &QueryRecord) -> Value {
 
 /// `POST /api/v1/queries/validate`: always 200 for a well-formed request; `valid` says whether
 /// the query would run, `errors` why not.
-pub async fn validate(State(s): State<Arc<CoordState>>, _c: Caller, Json(body): Json<QueryBody>) -> ApiResult<Json<Value>> {
+pub async fn validate(
+    State(s): State<Arc<CoordState>>,
+    _c: Caller,
+    Json(body): Json<QueryBody>,
+) -> ApiResult<Json<Value>> {
     let input = body.into_input();
     let backend_name = input.backend.clone().unwrap_or_else(|| "dp_sandbox".into());
     let info = BackendId::parse(&backend_name).map(|b| b.info());
@@ -143,15 +193,24 @@ pub async fn validate(State(s): State<Arc<CoordState>>, _c: Caller, Json(body): 
             "estimate_source": v.estimate_source, "plan": v.plan, "backend": backend_json,
             "organization": v.dataset.organization,
         }))),
-        Err(e) if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::NOT_FOUND => Ok(Json(json!({
-            "valid": false, "errors": [{"code": e.code, "message": e.message}], "estimated_epsilon": null, "backend": backend_json,
-        }))),
+        Err(e)
+            if e.status == StatusCode::UNPROCESSABLE_ENTITY
+                || e.status == StatusCode::NOT_FOUND =>
+        {
+            Ok(Json(json!({
+                "valid": false, "errors": [{"code": e.code, "message": e.message}], "estimated_epsilon": null, "backend": backend_json,
+            })))
+        }
         Err(e) => Err(e),
     }
 }
 
 /// `POST /api/v1/queries`: 201 with the saved query, or 422 naming the problem.
-pub async fn create(State(s): State<Arc<CoordState>>, Caller(user): Caller, Json(body): Json<QueryBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+pub async fn create(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+    Json(body): Json<QueryBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let input = body.into_input();
     let v = check(&s, &input).await?;
     let q = QueryRecord {
@@ -196,11 +255,21 @@ async fn load_query(s: &Arc<CoordState>, id: String) -> ApiResult<QueryRecord> {
         move || store.get(QUERIES, &id)
     })
     .await??;
-    q.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_query", format!("query {id} does not exist")))
+    q.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_query",
+            format!("query {id} does not exist"),
+        )
+    })
 }
 
 /// `GET /api/v1/queries/{id}`.
-pub async fn show(State(s): State<Arc<CoordState>>, _c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn show(
+    State(s): State<Arc<CoordState>>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(query_json(&load_query(&s, id).await?)))
 }
 
@@ -223,8 +292,12 @@ pub async fn execute(
     let s2 = s.clone();
     let run = blocking(move || runs::start(&s2, q, &user)).await??;
     if run.backend_used == BackendId::EnclaveBackend {
-        return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "backend_not_implemented", backend::ENCLAVE_MESSAGE)
-            .with_details(json!({"run_id": run.id, "refusal": backend::enclave_refusal()})));
+        return Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "backend_not_implemented",
+            backend::ENCLAVE_MESSAGE,
+        )
+        .with_details(json!({"run_id": run.id, "refusal": backend::enclave_refusal()})));
     }
     if !p.wait {
         return Ok((StatusCode::ACCEPTED, Json(json!(run))));
@@ -235,7 +308,10 @@ pub async fn execute(
             match done.recv().await {
                 Ok(rid) if rid == run.id => break,
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if load_run(&s, run.id.clone()).await.is_ok_and(|r| r.status.is_final()) {
+                    if load_run(&s, run.id.clone())
+                        .await
+                        .is_ok_and(|r| r.status.is_final())
+                    {
                         break;
                     }
                 }
@@ -245,7 +321,11 @@ pub async fn execute(
     };
     let _ = tokio::time::timeout(deadline, wait).await;
     let run = load_run(&s, run.id).await?;
-    let status = if run.status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if run.status.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(json!(run))))
 }
 
@@ -256,11 +336,21 @@ async fn load_run(s: &Arc<CoordState>, id: String) -> ApiResult<RunRecord> {
         move || store.get(RUNS, &id)
     })
     .await??;
-    r.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_run", format!("run {id} does not exist")))
+    r.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_run",
+            format!("run {id} does not exist"),
+        )
+    })
 }
 
 /// `GET /api/v1/runs/{id}`.
-pub async fn show_run(State(s): State<Arc<CoordState>>, _c: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn show_run(
+    State(s): State<Arc<CoordState>>,
+    _c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     Ok(Json(json!(load_run(&s, id).await?)))
 }
 
@@ -271,4 +361,3 @@ pub async fn list_runs(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResul
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     Ok(Json(json!(all)))
 }
-
