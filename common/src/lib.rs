@@ -9,6 +9,7 @@ pub mod backend;
 pub mod certs;
 pub mod dp;
 pub mod eval;
+pub mod he;
 pub mod identity;
 pub mod plan;
 pub mod schema;

@@ -91,6 +91,34 @@ where
     decode(&body)
 }
 
+/// Writes raw bytes as one length-prefixed blob (keys, ciphertexts: no JSON).
+pub async fn write_bytes<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> Result<(), WireError> {
+    let len = u64::try_from(bytes.len()).map_err(|_| WireError::FrameTooLarge {
+        len: bytes.len(),
+        max: usize::MAX,
+    })?;
+    w.write_all(&len.to_be_bytes()).await?;
+    w.write_all(bytes).await?;
+    Ok(())
+}
+
+/// Reads one blob written by [`write_bytes`], refusing one over `max` bytes before reading it.
+pub async fn read_bytes<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Vec<u8>, WireError> {
+    let mut len = [0u8; 8];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(WireError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = usize::try_from(u64::from_be_bytes(len)).unwrap_or(usize::MAX);
+    if len > max {
+        return Err(WireError::FrameTooLarge { len, max });
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(body)
+}
+
 /// Decodes a frame body.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     serde_json::from_slice(body).map_err(|e| WireError::Decode(e.to_string()))
@@ -184,6 +212,8 @@ pub enum Request {
         /// Requested privacy parameters.
         params: PrivacyParams,
     },
+    /// Homomorphic-encryption traffic (keys, encrypted queries); see `he`.
+    He(crate::he::HeRequest),
     /// Run a plan.
     Execute {
         /// The coordinator's run id (for audit on both sides).
@@ -214,6 +244,8 @@ pub enum Response {
     },
     /// Answer to [`Request::Execute`].
     Executed(Execution),
+    /// Answer to [`Request::He`].
+    He(crate::he::HeResponse),
     /// The node refused or failed; nothing was charged unless `details` says otherwise.
     Refused(ErrorBody),
 }

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod certs_cmd;
 pub mod config;
+pub mod he;
 pub mod model;
 pub mod nodes;
 pub mod runs;

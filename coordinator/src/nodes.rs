@@ -92,6 +92,19 @@ impl NodeRegistry {
         self.links.lock().ok()?.get(org).map(|l| l.conn.clone())
     }
 
+    /// Opens a raw stream to a node (for exchanges that carry blobs after the request frame).
+    pub async fn open(
+        &self,
+        org: &OrgId,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
+        let conn = self
+            .conn(org)
+            .ok_or_else(|| CallError::Offline(org.clone()))?;
+        conn.open_bi()
+            .await
+            .map_err(|e| CallError::Transport(org.clone(), e.to_string()))
+    }
+
     /// Sends a request on a new stream and waits for the answer.
     pub async fn call(
         &self,

@@ -92,7 +92,15 @@ pub fn start(
     Ok(run)
 }
 
-async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
+async fn drive(state: Arc<CoordState>, query: QueryRecord, run: RunRecord) {
+    match query.backend {
+        BackendId::HeBackend => crate::he::drive(state, query, run).await,
+        _ => drive_generic(state, query, run).await,
+    }
+}
+
+/// Sends the plan to the holding node as one request and records its answer.
+pub async fn drive_generic(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
     let Some(dataset) = state.dataset(&query.dataset_id) else {
         return finish(
             &state,

@@ -151,6 +151,10 @@ fn dp_refusal(e: dp::DpError) -> ErrorBody {
 pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
     match req {
         Request::Ping => Response::Pong,
+        Request::He(_) => Response::Refused(refuse(
+            "bad_request",
+            "he requests are served on their own stream",
+        )),
         Request::Estimate {
             backend,
             dataset,

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod config;
 pub mod exec;
+pub mod he;
 pub mod import;
 pub mod link;
 pub mod peer;
