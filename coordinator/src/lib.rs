@@ -7,6 +7,7 @@
 pub mod api;
 pub mod certs_cmd;
 pub mod config;
+pub mod console;
 pub mod he;
 pub mod model;
 pub mod nodes;
@@ -133,7 +134,7 @@ pub async fn start(
         store,
         shutdown.clone(),
     ));
-    let router = api::router(state.clone());
+    let router = api::router(state.clone()).merge(console::router());
     let sd = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router)
