@@ -184,6 +184,86 @@ pub enum NodeEvent {
         /// Datasets: metadata only, never rows.
         datasets: Vec<CatalogEntry>,
     },
+    /// The organization attests to a room's manifest.
+    Attested(Attestation),
+    /// The organization declines a room.
+    Declined {
+        /// Room.
+        room_id: String,
+        /// Why, in the owner's words.
+        reason: String,
+    },
+    /// The organization withdraws its attestation before execution.
+    Withdrawn {
+        /// Room.
+        room_id: String,
+    },
+}
+
+/// A participant's signature over a room manifest's hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// Room.
+    pub room_id: String,
+    /// The attesting organization.
+    pub org: OrgId,
+    /// SHA-256 of the canonical manifest, hex.
+    pub manifest_hash: String,
+    /// Ed25519 signature over the hash, hex.
+    pub signature: String,
+}
+
+/// Where a participant's peer endpoint listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerAddr {
+    /// Organization (the TLS name dialled is `<org>.org.prism`).
+    pub org: OrgId,
+    /// `host:port`.
+    pub addr: String,
+}
+
+/// Data-room requests from the coordinator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MpcRequest {
+    /// An invitation to attest to a manifest.
+    Invite {
+        /// The manifest.
+        manifest: crate::room::Manifest,
+    },
+    /// Execute an attested room: compute, share, sum, answer with the partial sum.
+    Execute {
+        /// The manifest (re-checked against this node's own attestation).
+        manifest: crate::room::Manifest,
+        /// Every participant's attestation (each re-verified against its certificate).
+        attestations: Vec<Attestation>,
+        /// Where the other participants listen.
+        peers: Vec<PeerAddr>,
+        /// This execution attempt's id.
+        execution_id: String,
+    },
+}
+
+/// A node's answers to [`MpcRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MpcResponse {
+    /// The invitation is stored; `status` says whether it was attested automatically.
+    Invited {
+        /// `pending` or `attested`.
+        status: String,
+    },
+    /// This party's partial sum: its own share plus every share it received.
+    Partial {
+        /// Room.
+        room_id: String,
+        /// The partial sum over Z_2^64.
+        partial: Vec<u64>,
+        /// Local aggregation time, ms.
+        compute_ms: f64,
+        /// Share exchange time, ms.
+        exchange_ms: f64,
+    },
 }
 
 /// Parameters of a DP release.
@@ -214,6 +294,8 @@ pub enum Request {
     },
     /// Homomorphic-encryption traffic (keys, encrypted queries); see `he`.
     He(crate::he::HeRequest),
+    /// Data-room traffic: invitations and MPC execution.
+    Mpc(MpcRequest),
     /// Run a plan.
     Execute {
         /// The coordinator's run id (for audit on both sides).
@@ -246,6 +328,8 @@ pub enum Response {
     Executed(Execution),
     /// Answer to [`Request::He`].
     He(crate::he::HeResponse),
+    /// Answer to [`Request::Mpc`].
+    Mpc(MpcResponse),
     /// The node refused or failed; nothing was charged unless `details` says otherwise.
     Refused(ErrorBody),
 }
@@ -271,6 +355,17 @@ pub struct Execution {
 pub enum PeerRequest {
     /// Liveness check.
     Ping,
+    /// One additive share of the sender's aggregate vector for a room.
+    Share {
+        /// Room.
+        room_id: String,
+        /// The execution attempt (shares of different attempts never mix).
+        execution_id: String,
+        /// The manifest hash the sender attested to.
+        manifest_hash: String,
+        /// The share.
+        share: Vec<u64>,
+    },
 }
 
 /// A node's answer on its peer endpoint.
@@ -282,6 +377,8 @@ pub enum PeerResponse {
         /// The answering node's organization.
         org: OrgId,
     },
+    /// The share was stored.
+    ShareAccepted,
     /// Refused.
     Refused(ErrorBody),
 }
@@ -369,6 +466,26 @@ mod tests {
         .await;
         roundtrip(Response::Refused(ErrorBody::new("budget_exhausted", "no"))).await;
         roundtrip(PeerRequest::Ping).await;
+        roundtrip(PeerRequest::Share {
+            room_id: "r".into(),
+            execution_id: "e".into(),
+            manifest_hash: "h".into(),
+            share: vec![u64::MAX, 0, 7],
+        })
+        .await;
+        roundtrip(PeerResponse::ShareAccepted).await;
+        roundtrip(Response::Mpc(MpcResponse::Partial {
+            room_id: "r".into(),
+            partial: vec![u64::MAX],
+            compute_ms: 1.0,
+            exchange_ms: 2.0,
+        }))
+        .await;
+        roundtrip(NodeEvent::Declined {
+            room_id: "r".into(),
+            reason: "no".into(),
+        })
+        .await;
         roundtrip(PeerResponse::Pong {
             org: OrgId::new("bank").expect("org"),
         })

@@ -11,6 +11,7 @@ pub mod console;
 pub mod he;
 pub mod model;
 pub mod nodes;
+pub mod rooms;
 pub mod runs;
 pub mod store;
 
@@ -40,6 +41,10 @@ pub struct CoordState {
     pub tasks: TaskTracker,
     /// Ids of runs that just finished.
     pub run_done: tokio::sync::broadcast::Sender<String>,
+    /// Ids of rooms that just finished executing.
+    pub room_done: tokio::sync::broadcast::Sender<String>,
+    /// Serialises read-modify-write of room records.
+    pub rooms_lock: std::sync::Mutex<()>,
 }
 
 impl CoordState {
@@ -118,20 +123,23 @@ pub async fn start(
         config.max_frame,
     ));
     let (run_done, _) = tokio::sync::broadcast::channel(1024);
+    let (room_done, _) = tokio::sync::broadcast::channel(1024);
     info!(%quic_addr, %http_addr, config = ?config, "prism-coordinator {} starting", env!("CARGO_PKG_VERSION"));
     let state = Arc::new(CoordState {
         config,
         store: store.clone(),
-        nodes: nodes.clone(),
+        nodes,
         tasks: TaskTracker::new(),
         run_done,
+        room_done,
+        rooms_lock: std::sync::Mutex::new(()),
     });
+    fail_interrupted_rooms(&state)?;
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(nodes::serve(
         endpoint.clone(),
-        nodes,
-        store,
+        state.clone(),
         shutdown.clone(),
     ));
     let router = api::router(state.clone()).merge(console::router());
@@ -152,4 +160,29 @@ pub async fn start(
         tasks,
         endpoint,
     })
+}
+
+/// A room left `executing` by a stopped coordinator failed; it can be executed again.
+fn fail_interrupted_rooms(state: &CoordState) -> anyhow::Result<()> {
+    let rooms: Vec<rooms::Room> = state.store.list(rooms::ROOMS)?;
+    for mut r in rooms
+        .into_iter()
+        .filter(|r| r.status == rooms::RoomStatus::Executing)
+    {
+        r.status = rooms::RoomStatus::Failed;
+        r.error_code = Some("coordinator_restarted".into());
+        r.error_message = Some("the coordinator stopped during execution; no result was released; execute the room again".into());
+        state.store.put(
+            rooms::ROOMS,
+            &r.id.clone(),
+            &r,
+            Some(store::Audit {
+                actor: "system",
+                action: "room_failed",
+                target: &r.id,
+                details: serde_json::json!({"reason": "coordinator_restarted"}),
+            }),
+        )?;
+    }
+    Ok(())
 }

@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::store::{Audit, Store};
+use crate::store::Audit;
 
 /// A connected node.
 #[derive(Clone)]
@@ -59,6 +59,7 @@ pub struct NodeRegistry {
     allowed: HashSet<OrgId>,
     links: Mutex<HashMap<OrgId, Link>>,
     max_frame: usize,
+    tap: Mutex<Option<Vec<(OrgId, Response)>>>,
 }
 
 impl NodeRegistry {
@@ -68,6 +69,7 @@ impl NodeRegistry {
             allowed: allowed.into_iter().collect(),
             links: Mutex::new(HashMap::new()),
             max_frame,
+            tap: Mutex::new(None),
         }
     }
 
@@ -90,6 +92,22 @@ impl NodeRegistry {
 
     fn conn(&self, org: &OrgId) -> Option<quinn::Connection> {
         self.links.lock().ok()?.get(org).map(|l| l.conn.clone())
+    }
+
+    /// Starts recording every answer nodes send (for tests that check what the coordinator saw).
+    pub fn record(&self) {
+        if let Ok(mut t) = self.tap.lock() {
+            *t = Some(Vec::new());
+        }
+    }
+
+    /// What was recorded since [`NodeRegistry::record`].
+    pub fn recorded(&self) -> Vec<(OrgId, Response)> {
+        self.tap
+            .lock()
+            .ok()
+            .and_then(|t| t.clone())
+            .unwrap_or_default()
     }
 
     /// Opens a raw stream to a node (for exchanges that carry blobs after the request frame).
@@ -124,17 +142,22 @@ impl NodeRegistry {
                 .await
                 .map_err(|e| t(&e))
         };
-        tokio::time::timeout(timeout, fut)
+        let resp = tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| CallError::Timeout(org.clone(), timeout))?
+            .map_err(|_| CallError::Timeout(org.clone(), timeout))??;
+        if let Ok(mut t) = self.tap.lock()
+            && let Some(t) = t.as_mut()
+        {
+            t.push((org.clone(), resp.clone()));
+        }
+        Ok(resp)
     }
 }
 
 /// Accepts node connections until `shutdown`.
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    registry: Arc<NodeRegistry>,
-    store: Arc<Store>,
+    state: Arc<crate::CoordState>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -142,12 +165,12 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
             i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
-        let (registry, store, shutdown) = (registry.clone(), store.clone(), shutdown.clone());
+        let (state, shutdown) = (state.clone(), shutdown.clone());
         let remote = incoming.remote_address();
         tokio::spawn(
             async move {
                 match incoming.await {
-                    Ok(conn) => handle(conn, registry, store, shutdown).await,
+                    Ok(conn) => handle(conn, state, shutdown).await,
                     Err(e) => warn!(error = %e, "node handshake failed"),
                 }
             }
@@ -155,6 +178,14 @@ pub async fn serve(
         );
     }
     endpoint.close(wire::close::NORMAL.into(), b"coordinator shutting down");
+}
+
+fn peer_leaf(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().map(|c| c.to_vec())
 }
 
 async fn refuse(
@@ -187,10 +218,10 @@ fn close_for(conn: &quinn::Connection, e: &WireError) {
 
 async fn handle(
     conn: quinn::Connection,
-    registry: Arc<NodeRegistry>,
-    store: Arc<Store>,
+    state: Arc<crate::CoordState>,
     shutdown: CancellationToken,
 ) {
+    let (registry, store) = (state.nodes.clone(), state.store.clone());
     let org = match peer_identity(&conn) {
         Ok(PeerIdentity::Org(org)) => org,
         Ok(PeerIdentity::Coordinator) => {
@@ -281,6 +312,10 @@ async fn handle(
         }
     }
     info!(%org, software = %hello.software, "node connected");
+    // The key its certificate certifies: what its attestations must verify against.
+    let cert_key =
+        peer_leaf(&conn).and_then(|der| prism_common::room::public_key_from_cert(&der).ok());
+    tokio::spawn(crate::rooms::on_node_connected(state.clone(), org.clone()));
     let _ = store.audit(Audit {
         actor: org.as_str(),
         action: "node_connected",
@@ -305,6 +340,23 @@ async fn handle(
                     Err(e) => warn!(%org, error = %e, "catalog update failed"),
                 }
             }
+            Ok(NodeEvent::Attested(a)) => {
+                crate::rooms::on_attested(&state, &org, cert_key, a).await
+            }
+            Ok(NodeEvent::Declined { room_id, reason }) => crate::rooms::on_declined(
+                &state,
+                &org,
+                &room_id,
+                crate::rooms::ParticipantStatus::Declined,
+                Some(reason),
+            ),
+            Ok(NodeEvent::Withdrawn { room_id }) => crate::rooms::on_declined(
+                &state,
+                &org,
+                &room_id,
+                crate::rooms::ParticipantStatus::Withdrawn,
+                None,
+            ),
             Err(WireError::Closed) => break,
             Err(_) if matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(wire::close::NORMAL)) =>
             {

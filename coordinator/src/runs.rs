@@ -95,6 +95,7 @@ pub fn start(
 async fn drive(state: Arc<CoordState>, query: QueryRecord, run: RunRecord) {
     match query.backend {
         BackendId::HeBackend => crate::he::drive(state, query, run).await,
+        BackendId::MpcBackend => open_room(state, query, run).await,
         _ => drive_generic(state, query, run).await,
     }
 }
@@ -170,7 +171,8 @@ pub async fn drive_generic(state: Arc<CoordState>, query: QueryRecord, mut run: 
     finish(&state, run, outcome).await;
 }
 
-async fn finish(
+/// Ends a run: records its outcome (completed, or failed with a code and message) and announces it.
+pub async fn finish(
     state: &Arc<CoordState>,
     mut run: RunRecord,
     outcome: Result<(), (String, String)>,
@@ -201,4 +203,98 @@ async fn finish(
         Err(e) => warn!(error = %e, "could not persist run result"),
     }
     let _ = state.run_done.send(id);
+}
+
+/// The seed's flow: an `mpc_backend` query opens a room over every organization holding a
+/// dataset of that name and schema; the run waits for their attestations and ends with the room.
+async fn open_room(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
+    let Some(dataset) = state.dataset(&query.dataset_id) else {
+        return finish(
+            &state,
+            run,
+            Err((
+                "unknown_dataset".into(),
+                format!("dataset {} is no longer in the catalog", query.dataset_id),
+            )),
+        )
+        .await;
+    };
+    let all: Vec<crate::model::DatasetRecord> =
+        state.store.list(crate::store::DATASETS).unwrap_or_default();
+    let participants: Vec<_> = all
+        .iter()
+        .filter(|d| {
+            d.name == dataset.name
+                && d.columns
+                    .iter()
+                    .map(|c| (&c.name, c.ty))
+                    .eq(dataset.columns.iter().map(|c| (&c.name, c.ty)))
+        })
+        .map(|d| d.organization.clone())
+        .collect();
+    let input = crate::rooms::NewRoom {
+        name: format!("query {}", query.id),
+        description: format!("opened by an mpc_backend query over {}", dataset.name),
+        query_text: query.sql.clone(),
+        backend: Some("mpc_backend".into()),
+        participants,
+        group_keys: Default::default(),
+        fixed_point_decimals: None,
+        deadline_ms: None,
+        expires_in_hours: None,
+    };
+    let room = match crate::rooms::build(&state, input, &run.created_by, Some(run.id.clone())) {
+        Ok(r) => r,
+        Err((code, message)) => return finish(&state, run, Err((code.into(), message))).await,
+    };
+    run.status = RunStatus::Running;
+    run.proof_artifacts = serde_json::json!({
+        "room_id": room.id,
+        "waiting_for_attestations": room.waiting_for(),
+        "note": "the run completes when every participant has attested and the room has executed",
+    });
+    let s = state.clone();
+    let (r, rm) = (run.clone(), room.clone());
+    let saved = tokio::task::spawn_blocking(move || {
+        save(
+            &s,
+            &r,
+            "run_started",
+            "system",
+            serde_json::json!({"room_id": rm.id}),
+        )?;
+        crate::rooms::open(&s, &rm, "system")
+    })
+    .await;
+    if !matches!(saved, Ok(Ok(()))) {
+        warn!("could not open the room for run {}", run.id);
+    }
+}
+
+/// Ends a run opened by an `mpc_backend` query with its room's outcome.
+pub async fn finish_from_room(state: &Arc<CoordState>, run_id: &str, room: &crate::rooms::Room) {
+    let Ok(Some(mut run)) = state.store.get::<RunRecord>(RUNS, run_id) else {
+        return;
+    };
+    if run.status.is_final() {
+        return;
+    }
+    run.execution_time_ms = room.execution_time_ms;
+    let outcome = match room.status {
+        crate::rooms::RoomStatus::Completed => {
+            run.result = room.result.clone();
+            run.proof_artifacts =
+                serde_json::json!({"room_id": room.id, "mpc": room.proof_artifacts});
+            Ok(())
+        }
+        _ => Err((
+            room.error_code
+                .clone()
+                .unwrap_or_else(|| "room_failed".into()),
+            room.error_message
+                .clone()
+                .unwrap_or_else(|| "the room failed".into()),
+        )),
+    };
+    finish(state, run, outcome).await;
 }

@@ -94,6 +94,7 @@ impl Store {
             txn.open_table(t)?;
         }
         txn.open_table(audit::AUDIT)?;
+        txn.open_table(crate::rooms::ROOMS)?;
         txn.commit()?;
         let store = Store { db };
         let failed = store.fail_unfinished_runs()?;

@@ -117,6 +117,20 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
             "/v1/datasets/{name}/budget",
             get(get_budget).put(set_budget),
         )
+        .route("/v1/invitations", get(invitations))
+        .route("/v1/invitations/{room_id}", get(invitation))
+        .route(
+            "/v1/invitations/{room_id}/attest",
+            axum::routing::post(attest),
+        )
+        .route(
+            "/v1/invitations/{room_id}/decline",
+            axum::routing::post(decline),
+        )
+        .route(
+            "/v1/invitations/{room_id}/withdraw",
+            axum::routing::post(withdraw),
+        )
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
         .with_state(admin)
@@ -325,4 +339,101 @@ async fn verify_audit(
         Ok(n) => Ok(Json(json!({"valid": true, "entries": n}))),
         Err(e) => Ok(Json(json!({"valid": false, "error": e.to_string()}))),
     }
+}
+
+fn room_err(e: prism_common::wire::ErrorBody) -> AdminError {
+    let status = match e.code.as_str() {
+        "unknown_room" => StatusCode::NOT_FOUND,
+        "node_store_error" | "signing_failed" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::CONFLICT,
+    };
+    AdminError(
+        status,
+        "room_refused",
+        format!("{} ({})", e.message, e.code),
+    )
+}
+
+async fn room_call<T: Send + 'static>(
+    a: &Admin,
+    f: impl FnOnce(&NodeState) -> std::result::Result<T, prism_common::wire::ErrorBody> + Send + 'static,
+) -> Result<T> {
+    let state = a.state.clone();
+    blocking(move || f(&state)).await?.map_err(room_err)
+}
+
+fn invitation_json(state: &NodeState, inv: &crate::rooms::Invitation) -> serde_json::Value {
+    json!({
+        "room_id": inv.manifest.room_id, "status": inv.status, "manifest_hash": inv.manifest_hash,
+        "manifest": inv.manifest, "received_at": inv.received_at, "decided_at": inv.decided_at,
+        "reason": inv.reason, "coordinator_connected": state.is_connected(),
+    })
+}
+
+async fn invitations(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let list = room_call(&a, crate::rooms::list).await?;
+    Ok(Json(json!(
+        list.iter()
+            .map(|i| invitation_json(&a.state, i))
+            .collect::<Vec<_>>()
+    )))
+}
+
+async fn invitation(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let r = room.clone();
+    let inv = room_call(&a, move |s| crate::rooms::load(s, &r)).await?;
+    let inv = inv.ok_or_else(|| {
+        AdminError(
+            StatusCode::NOT_FOUND,
+            "unknown_room",
+            format!("no invitation for room {room}"),
+        )
+    })?;
+    Ok(Json(invitation_json(&a.state, &inv)))
+}
+
+async fn attest(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let inv = room_call(&a, move |s| crate::rooms::attest(s, &room, "node-admin")).await?;
+    Ok(Json(invitation_json(&a.state, &inv)))
+}
+
+#[derive(Deserialize, Default)]
+struct DeclineBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn decline(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(room): Path<String>,
+    body: Option<Json<DeclineBody>>,
+) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let reason = body
+        .and_then(|b| b.0.reason)
+        .unwrap_or_else(|| "declined by the data owner".into());
+    let inv = room_call(&a, move |s| crate::rooms::decline(s, &room, &reason)).await?;
+    Ok(Json(invitation_json(&a.state, &inv)))
+}
+
+async fn withdraw(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(room): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let inv = room_call(&a, move |s| crate::rooms::withdraw(s, &room)).await?;
+    Ok(Json(invitation_json(&a.state, &inv)))
 }

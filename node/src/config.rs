@@ -109,7 +109,7 @@ pub struct Policy {
 }
 
 fn default_backends() -> Vec<BackendId> {
-    vec![BackendId::DpSandbox]
+    vec![BackendId::DpSandbox, BackendId::MpcBackend]
 }
 fn default_max_epsilon() -> f64 {
     1.0

@@ -56,7 +56,7 @@ fn predicate_columns<'a>(p: &'a Predicate, out: &mut Vec<&'a str>) {
 }
 
 /// Checks a request against this node's policy and catalog; returns the dataset.
-fn admit(
+pub(crate) fn admit(
     state: &NodeState,
     backend: BackendId,
     dataset: &str,
@@ -84,11 +84,11 @@ fn admit(
             ),
         ));
     }
-    if matches!(backend, BackendId::HeBackend | BackendId::MpcBackend) {
+    if backend == BackendId::HeBackend {
         return Err(refuse(
             "backend_not_served",
             format!(
-                "node {org} does not serve {backend} yet: this node build implements dp_sandbox only"
+                "node {org} does not serve {backend} yet: this node build implements dp_sandbox and mpc_backend"
             ),
         ));
     }
@@ -155,6 +155,34 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             "bad_request",
             "he requests are served on their own stream",
         )),
+        Request::Mpc(prism_common::wire::MpcRequest::Invite { manifest }) => {
+            let s = state.clone();
+            match tokio::task::spawn_blocking(move || crate::rooms::invite(&s, manifest)).await {
+                Ok(Ok(r)) => Response::Mpc(r),
+                Ok(Err(e)) => Response::Refused(e),
+                Err(e) => Response::Refused(refuse("node_internal_error", e.to_string())),
+            }
+        }
+        Request::Mpc(prism_common::wire::MpcRequest::Execute {
+            manifest,
+            attestations,
+            peers,
+            execution_id,
+        }) => {
+            let room = manifest.room_id.clone();
+            match crate::rooms::execute(state, manifest, attestations, peers, &execution_id).await {
+                Ok(r) => Response::Mpc(r),
+                Err(e) => {
+                    state.audit_async(
+                        "coordinator",
+                        "room_refused",
+                        &room,
+                        serde_json::json!({"code": e.code, "message": e.message}),
+                    );
+                    Response::Refused(e)
+                }
+            }
+        }
         Request::Estimate {
             backend,
             dataset,

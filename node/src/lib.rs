@@ -13,6 +13,7 @@ pub mod he;
 pub mod import;
 pub mod link;
 pub mod peer;
+pub mod rooms;
 pub mod store;
 
 use std::collections::HashMap;
@@ -46,6 +47,19 @@ pub struct NodeState {
     pub catalog_changed: tokio::sync::Notify,
     /// Whether the coordinator link is up.
     pub connected: AtomicBool,
+    /// The organization's Ed25519 key (PKCS#8 DER): signs attestations.
+    signing_key: Vec<u8>,
+    /// The QUIC endpoint (peer server and client for dialing peers).
+    pub endpoint: quinn::Endpoint,
+    events: tokio::sync::mpsc::UnboundedSender<prism_common::wire::NodeEvent>,
+    /// Events waiting for the coordinator link.
+    pub events_rx:
+        tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<prism_common::wire::NodeEvent>>,
+    /// Shares received from peers, per room.
+    pub mailbox: rooms::Mailbox,
+    fault: std::sync::Mutex<Option<rooms::Fault>>,
+    /// Cancelled when the node stops.
+    pub shutdown: CancellationToken,
 }
 
 impl NodeState {
@@ -78,6 +92,23 @@ impl NodeState {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Queues an event for the coordinator (sent when the link is up).
+    pub fn send_event(&self, ev: prism_common::wire::NodeEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    /// Injects a fault (tests only).
+    pub fn inject_fault(&self, fault: Option<rooms::Fault>) {
+        if let Ok(mut f) = self.fault.lock() {
+            *f = fault;
+        }
+    }
+
+    /// The injected fault, if any.
+    pub fn fault(&self) -> Option<rooms::Fault> {
+        self.fault.lock().ok().and_then(|f| *f)
     }
 
     /// Whether the coordinator link is up.
@@ -166,6 +197,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         .peer_advertise
         .clone()
         .unwrap_or_else(|| peer_addr.to_string());
+    let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(NodeState {
         org: config.org.clone(),
         config,
@@ -179,6 +211,13 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         ),
         catalog_changed: tokio::sync::Notify::new(),
         connected: AtomicBool::new(false),
+        signing_key: tls.key_pkcs8_der().to_vec(),
+        endpoint: endpoint.clone(),
+        events,
+        events_rx: tokio::sync::Mutex::new(events_rx),
+        mailbox: rooms::Mailbox::default(),
+        fault: std::sync::Mutex::new(None),
+        shutdown: shutdown.clone(),
     });
     info!(org = %state.org, %peer_addr, %admin_addr, config = ?state.config, "prism-node {} starting", env!("CARGO_PKG_VERSION"));
 

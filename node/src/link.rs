@@ -81,8 +81,10 @@ async fn session(
     }
     state.connected.store(true, Ordering::SeqCst);
     send_catalog(state, &mut ctl_send).await?;
+    let mut events = state.events_rx.lock().await;
     loop {
         tokio::select! {
+            Some(ev) = events.recv() => wire::write_msg(&mut ctl_send, &ev).await?,
             _ = shutdown.cancelled() => {
                 conn.close(wire::close::NORMAL.into(), b"node shutting down");
                 return Ok(());
@@ -109,6 +111,8 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) {
     let resp = match wire::read_msg::<_, Request>(&mut recv, state.config.max_frame).await {
+        // HE streams carry blobs after the frame: the HE executor owns the whole stream.
+        Ok(Request::He(req)) => return crate::he::serve(state, req, send, recv).await,
         Ok(req) => crate::exec::handle(&state, req).await,
         Err(e) => {
             warn!(error = %e, "bad request frame from the coordinator");

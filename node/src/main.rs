@@ -72,6 +72,26 @@ enum Command {
         #[arg(long, allow_hyphen_values = true)]
         max: f64,
     },
+    /// List data-room invitations.
+    Invitations,
+    /// Attest to a data room's manifest (signs its hash with this organization's key).
+    Attest {
+        /// Room id.
+        room: String,
+    },
+    /// Decline a data room.
+    Decline {
+        /// Room id.
+        room: String,
+        /// Why.
+        #[arg(long, default_value = "declined by the data owner")]
+        reason: String,
+    },
+    /// Withdraw an attestation before the room executes.
+    Withdraw {
+        /// Room id.
+        room: String,
+    },
     /// Print the audit log.
     Audit {
         /// Verify the hash chain instead.
@@ -181,6 +201,31 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             http.patch(format!("{url}/v1/datasets/{dataset}/columns/{column}"))
                 .header("authorization", &auth)
                 .json(&serde_json::json!({"bounds": {"min": min, "max": max}}))
+                .send()
+                .await?
+        }
+        Command::Invitations => {
+            http.get(format!("{url}/v1/invitations"))
+                .header("authorization", &auth)
+                .send()
+                .await?
+        }
+        Command::Attest { room } => {
+            http.post(format!("{url}/v1/invitations/{room}/attest"))
+                .header("authorization", &auth)
+                .send()
+                .await?
+        }
+        Command::Decline { room, reason } => {
+            http.post(format!("{url}/v1/invitations/{room}/decline"))
+                .header("authorization", &auth)
+                .json(&serde_json::json!({"reason": reason}))
+                .send()
+                .await?
+        }
+        Command::Withdraw { room } => {
+            http.post(format!("{url}/v1/invitations/{room}/withdraw"))
+                .header("authorization", &auth)
                 .send()
                 .await?
         }

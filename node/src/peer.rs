@@ -40,24 +40,52 @@ pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: Can
                     return;
                 }
             };
-            serve(state, conn)
+            serve(state, conn, org.clone())
                 .instrument(info_span!("peer", %remote, %org))
                 .await;
         });
     }
 }
 
-async fn serve(state: Arc<NodeState>, conn: quinn::Connection) {
+async fn serve(
+    state: Arc<NodeState>,
+    conn: quinn::Connection,
+    from: prism_common::identity::OrgId,
+) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let state = state.clone();
+        let from = from.clone();
         tokio::spawn(async move {
-            let resp =
-                match wire::read_msg::<_, PeerRequest>(&mut recv, state.config.max_frame).await {
-                    Ok(PeerRequest::Ping) => PeerResponse::Pong {
-                        org: state.org.clone(),
-                    },
-                    Err(e) => PeerResponse::Refused(ErrorBody::new("bad_frame", e.to_string())),
-                };
+            let resp = match wire::read_msg::<_, PeerRequest>(&mut recv, state.config.max_frame)
+                .await
+            {
+                Ok(PeerRequest::Ping) => PeerResponse::Pong {
+                    org: state.org.clone(),
+                },
+                Ok(PeerRequest::Share {
+                    room_id,
+                    execution_id,
+                    manifest_hash,
+                    share,
+                }) => {
+                    let s = state.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::rooms::accept_share(
+                            &s,
+                            &from,
+                            &room_id,
+                            &execution_id,
+                            &manifest_hash,
+                            share,
+                        )
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        PeerResponse::Refused(ErrorBody::new("node_internal_error", e.to_string()))
+                    })
+                }
+                Err(e) => PeerResponse::Refused(ErrorBody::new("bad_frame", e.to_string())),
+            };
             if let Err(e) = wire::write_msg(&mut send, &resp).await {
                 warn!(error = %e, "could not answer a peer");
             }

@@ -258,6 +258,7 @@ impl Store {
             txn.open_table(BUDGETS)?;
             txn.open_table(RESERVATIONS)?;
             txn.open_table(audit::AUDIT)?;
+            txn.open_table(crate::rooms::INVITATIONS)?;
         }
         txn.commit()?;
         let store = Store { db };

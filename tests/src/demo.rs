@@ -190,17 +190,7 @@ pub async fn run(f: &Federation) -> anyhow::Result<Vec<Step>> {
         )
         .await?,
     );
-    steps.push(
-        step(
-            f,
-            ds,
-            "SELECT COUNT(*) FROM patients",
-            "mpc_backend",
-            None,
-            Expect::Refused("backend_not_served"),
-        )
-        .await?,
-    );
+    steps.push(room_step(f).await?);
     steps.push(
         step(
             f,
@@ -224,6 +214,121 @@ pub async fn run(f: &Federation) -> anyhow::Result<Vec<Step>> {
         .await?,
     );
     Ok(steps)
+}
+
+/// The SQL of the demo's data room.
+pub const ROOM_SQL: &str = "SELECT state, COUNT(*), AVG(treatment_cost) FROM patients WHERE diagnosis = 'diabetes' GROUP BY state";
+
+/// An attested three-hospital data room: create it, have each hospital's admin attest through
+/// its own node, execute it, and check the answer against the plaintext it must equal.
+pub async fn room_step(f: &Federation) -> anyhow::Result<Step> {
+    let api = f.analyst();
+    let t = Instant::now();
+    let orgs: Vec<String> = f.nodes.keys().map(|o| o.to_string()).collect();
+    let (status, room) = api
+        .post(
+            "/api/v1/data_rooms",
+            &json!({"name": "Diabetes across hospitals", "description": "demo", "query_text": ROOM_SQL, "participants": orgs}),
+        )
+        .await?;
+    let fail = |status: String, body: Value| Step {
+        backend: "mpc_backend".into(),
+        query: ROOM_SQL.into(),
+        result: short(&body, 90),
+        status,
+        epsilon: 0.0,
+        time_ms: t.elapsed().as_secs_f64() * 1000.0,
+        ok: false,
+        body,
+    };
+    if status != 201 {
+        return Ok(fail(format!("http {status}"), room));
+    }
+    let id = room["id"].as_str().unwrap_or_default().to_string();
+    // Each organization's admin reads the invitation on its own node and attests.
+    for org in &orgs {
+        let node = f.node_admin(org)?;
+        let mut attested = false;
+        for _ in 0..100 {
+            let (s, _) = node.get(&format!("/v1/invitations/{id}")).await?;
+            if s == 200 {
+                let (s, body) = node
+                    .post(&format!("/v1/invitations/{id}/attest"), &json!({}))
+                    .await?;
+                if s != 200 {
+                    return Ok(fail(format!("attest http {s}"), body));
+                }
+                attested = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if !attested {
+            return Ok(fail("no invitation".into(), json!(org)));
+        }
+    }
+    for _ in 0..100 {
+        let (_, r) = api.get(&format!("/api/v1/data_rooms/{id}")).await?;
+        if r["status"] == "ready" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, body) = api
+        .post(
+            &format!("/api/v1/data_rooms/{id}/execute?wait=true"),
+            &json!({}),
+        )
+        .await?;
+    let time_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let st = body["status"].as_str().unwrap_or("?").to_string();
+    let exact = st == "completed" && body["result"] == expected_room_result(f);
+    Ok(Step {
+        backend: "mpc_backend".into(),
+        query: ROOM_SQL.into(),
+        status: if status == 200 {
+            st.clone()
+        } else {
+            format!("http {status}")
+        },
+        result: if st == "completed" {
+            format!("{} (exact: {exact})", result_text(&body))
+        } else {
+            short(&body["error_message"], 90)
+        },
+        epsilon: 0.0,
+        time_ms,
+        ok: exact,
+        body,
+    })
+}
+
+/// The plaintext answer of [`ROOM_SQL`] over every hospital's generated data.
+pub fn expected_room_result(f: &Federation) -> Value {
+    use std::collections::BTreeMap;
+    let mut by_state: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for (i, _) in f.nodes.keys().enumerate() {
+        for p in crate::data::patients(f.seed, i, f.rows_per_org) {
+            if p.diagnosis == "diabetes" {
+                let e = by_state.entry(p.state).or_default();
+                e.0 += 1;
+                e.1 += (p.treatment_cost * 100.0).round() as i64;
+            }
+        }
+    }
+    let rows: Vec<Value> = crate::data::STATES
+        .iter()
+        .map(|s| {
+            let (n, cents) = by_state.get(s).copied().unwrap_or_default();
+            let avg = if n == 0 {
+                Value::Null
+            } else {
+                json!((cents as f64 / 100.0) / n as f64)
+            };
+            json!([s, n, avg])
+        })
+        .collect();
+    json!({"columns": ["state", "count", "avg_treatment_cost"], "rows": rows})
 }
 
 /// Prints the table.

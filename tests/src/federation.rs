@@ -156,6 +156,10 @@ pub struct Federation {
     pub admin_token: String,
     /// An analyst's API token.
     pub analyst_token: String,
+    /// The data seed.
+    pub seed: u64,
+    /// Patients per organization.
+    pub rows_per_org: usize,
 }
 
 fn tls_files(dir: &Path, stem: &str) -> TlsFiles {
@@ -249,6 +253,8 @@ impl Federation {
             nodes,
             admin_token,
             analyst_token,
+            seed: spec.seed,
+            rows_per_org: spec.rows_per_org,
         };
         if spec.rows_per_org > 0 {
             for (i, org) in orgs.iter().enumerate() {
@@ -357,7 +363,20 @@ impl Federation {
             .context("no such node")?;
         slot.config.coordinator_addr = quic;
         slot.shutdown = CancellationToken::new();
-        slot.handle = Some(prism_node::start(slot.config.clone(), slot.shutdown.clone()).await?);
+        // Tasks of the stopped node may hold its store for a moment after shutdown.
+        let mut tries = 0;
+        let handle = loop {
+            match prism_node::start(slot.config.clone(), slot.shutdown.clone()).await {
+                Ok(h) => break h,
+                Err(e) if tries < 40 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "node restart: retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        slot.handle = Some(handle);
         self.wait_connected().await
     }
 

@@ -4,6 +4,7 @@
 //! errors to statuses. A user error is never a 500.
 
 mod queries;
+mod rooms;
 
 use std::sync::Arc;
 
@@ -154,6 +155,10 @@ pub fn router(state: Arc<CoordState>) -> Router {
         .route("/queries/{id}/execute", post(queries::execute))
         .route("/runs", get(queries::list_runs))
         .route("/runs/{id}", get(queries::show_run))
+        .route("/data_rooms", get(rooms::list).post(rooms::create))
+        .route("/data_rooms/{id}", get(rooms::show))
+        .route("/data_rooms/{id}/execute", post(rooms::execute))
+        .route("/data_rooms/{id}/cancel", post(rooms::cancel))
         .route("/users", post(create_user))
         .route("/audit", get(audit))
         .route("/audit/verify", get(verify_audit))

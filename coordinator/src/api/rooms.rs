@@ -1,0 +1,190 @@
+//! Data rooms: create, list, show, execute, cancel.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, Caller, blocking};
+use crate::CoordState;
+use crate::model::{Role, User};
+use crate::rooms::{self, ExecuteError, NewRoom, ROOMS, Room, RoomStatus};
+
+/// The seed nests the room under `data_room`; both shapes are accepted.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RoomBody {
+    /// `{"data_room": {...}}`
+    Nested {
+        /// The room.
+        data_room: NewRoom,
+    },
+    /// `{...}`
+    Flat(NewRoom),
+}
+
+fn visible(user: &User, room: &Room) -> bool {
+    user.role == Role::Admin
+        || room.created_by == user.id
+        || user
+            .organization
+            .as_ref()
+            .is_some_and(|o| room.participants.iter().any(|p| &p.organization == o))
+}
+
+fn room_json(room: &Room) -> Value {
+    let mut v = json!(room);
+    v["waiting_for"] = json!(room.waiting_for());
+    v
+}
+
+/// `POST /api/v1/data_rooms` → 201 with the `pending` room; invitations go out to the nodes.
+pub async fn create(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+    Json(body): Json<RoomBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let input = match body {
+        RoomBody::Nested { data_room } | RoomBody::Flat(data_room) => data_room,
+    };
+    let room = rooms::build(&s, input, &user.id, None).map_err(|(code, m)| {
+        let status = if code == "unknown_dataset" {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        ApiError::new(status, code, m)
+    })?;
+    let (s2, r2, name) = (s.clone(), room.clone(), user.name.clone());
+    blocking(move || rooms::open(&s2, &r2, &name)).await??;
+    Ok((StatusCode::CREATED, Json(room_json(&room))))
+}
+
+/// `GET /api/v1/data_rooms`: rooms the caller's organization is in or the caller created; all
+/// for admins.
+pub async fn list(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+) -> ApiResult<Json<Value>> {
+    let store = s.store.clone();
+    let mut all: Vec<Room> = blocking(move || store.list(ROOMS)).await??;
+    all.retain(|r| visible(&user, r));
+    all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    Ok(Json(json!(all.iter().map(room_json).collect::<Vec<_>>())))
+}
+
+async fn load(s: &Arc<CoordState>, user: &User, id: String) -> ApiResult<Room> {
+    let s2 = s.clone();
+    let id2 = id.clone();
+    let room = blocking(move || rooms::load(&s2, &id2)).await??;
+    room.filter(|r| visible(user, r)).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_room",
+            format!("data room {id} does not exist or is not visible to you"),
+        )
+    })
+}
+
+/// `GET /api/v1/data_rooms/{id}`.
+pub async fn show(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(room_json(&load(&s, &user, id).await?)))
+}
+
+#[derive(Deserialize)]
+pub struct WaitParam {
+    #[serde(default)]
+    wait: bool,
+}
+
+/// `POST /api/v1/data_rooms/{id}/execute`: only when `ready` (or `failed`, to retry).
+pub async fn execute(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+    Query(p): Query<WaitParam>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    load(&s, &user, id.clone()).await?;
+    let mut done = s.room_done.subscribe();
+    let (s2, id2, name) = (s.clone(), id.clone(), user.name.clone());
+    let started = blocking(move || rooms::start_execution(&s2, &id2, &name)).await?;
+    let room = match started {
+        Ok(r) => r,
+        Err(ExecuteError::Unknown) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_room",
+                format!("data room {id} does not exist"),
+            ));
+        }
+        Err(ExecuteError::NotReady(status, waiting)) => {
+            let who = waiting
+                .iter()
+                .map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let msg = if waiting.is_empty() {
+                format!("cannot execute: the room is {status:?}").to_lowercase()
+            } else {
+                format!("cannot execute: status {status:?}; waiting for attestations from {who}")
+                    .to_lowercase()
+            };
+            return Err(ApiError::new(StatusCode::CONFLICT, "room_not_ready", msg)
+                .with_details(json!({"status": status, "waiting_for": waiting})));
+        }
+        Err(ExecuteError::Store(e)) => return Err(e.into()),
+    };
+    if !p.wait {
+        return Ok((StatusCode::ACCEPTED, Json(room_json(&room))));
+    }
+    let deadline =
+        Duration::from_millis(room.manifest.params.deadline_ms) + Duration::from_secs(15);
+    let _ = tokio::time::timeout(deadline, async {
+        while let Ok(rid) = done.recv().await {
+            if rid == id {
+                break;
+            }
+        }
+    })
+    .await;
+    let room = load(&s, &user, id).await?;
+    let status = if matches!(room.status, RoomStatus::Completed | RoomStatus::Failed) {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(room_json(&room))))
+}
+
+/// `POST /api/v1/data_rooms/{id}/cancel`: before execution.
+pub async fn cancel(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let room = load(&s, &user, id.clone()).await?;
+    if user.role != Role::Admin && room.created_by != user.id {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only the room's creator or an admin can cancel it",
+        ));
+    }
+    let (s2, name) = (s.clone(), user.name.clone());
+    match blocking(move || rooms::cancel(&s2, &id, &name)).await?? {
+        Some(r) => Ok(Json(room_json(&r))),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "room_not_cancellable",
+            format!("a {:?} room cannot be cancelled", room.status).to_lowercase(),
+        )),
+    }
+}
