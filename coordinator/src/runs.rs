@@ -41,7 +41,15 @@ fn save(
     actor: &str,
     details: serde_json::Value,
 ) -> Result<(), crate::store::StoreError> {
-    state.store.put(
+    // `run_started` is an intermediate state: a restart fails unfinished runs whether or not
+    // it survived, so it need not be fsynced on its own.
+    let put = if action == "run_started" {
+        crate::store::Store::put_lazy
+    } else {
+        crate::store::Store::put
+    };
+    put(
+        &state.store,
         RUNS,
         &run.id,
         run,

@@ -139,7 +139,7 @@ impl Store {
         Ok(ids)
     }
 
-    /// Writes a record (and optionally an audit entry) in one transaction.
+    /// Writes a record (and optionally an audit entry) in one durable transaction.
     pub fn put<T: Serialize>(
         &self,
         table: TableDefinition<&str, &str>,
@@ -147,7 +147,32 @@ impl Store {
         value: &T,
         audit: Option<Audit<'_>>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
+        self.write(table, key, value, audit, redb::Durability::Immediate)
+    }
+
+    /// Like [`Store::put`], without an `fsync` of its own: the write becomes durable with the
+    /// next durable commit. For intermediate states whose loss a restart already handles (a
+    /// run marked running is failed at open whether or not that mark survived).
+    pub fn put_lazy<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+        value: &T,
+        audit: Option<Audit<'_>>,
+    ) -> Result<(), StoreError> {
+        self.write(table, key, value, audit, redb::Durability::None)
+    }
+
+    fn write<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+        value: &T,
+        audit: Option<Audit<'_>>,
+        durability: redb::Durability,
+    ) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability).map_err(redb::Error::from)?;
         txn.open_table(table)?.insert(key, encode(value).as_str())?;
         if let Some(a) = audit {
             audit::append(&txn, a.actor, a.action, a.target, a.details)?;

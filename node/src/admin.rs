@@ -108,10 +108,16 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
         state,
         token_hash: Sha256::digest(token.as_bytes()).into(),
     });
+    let import_limit = admin.state.config.max_import_mib.saturating_mul(1 << 20);
     Router::new()
         .route("/healthz", get(health))
         .route("/v1/status", get(status))
-        .route("/v1/datasets", get(list_datasets).post(import))
+        .route(
+            "/v1/datasets",
+            get(list_datasets)
+                .post(import)
+                .layer(axum::extract::DefaultBodyLimit::max(import_limit)),
+        )
         .route("/v1/datasets/{name}/columns/{column}", patch(update_column))
         .route(
             "/v1/datasets/{name}/budget",

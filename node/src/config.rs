@@ -45,6 +45,10 @@ pub struct NodeConfig {
     /// Largest protocol frame accepted.
     #[serde(default = "default_max_frame")]
     pub max_frame: usize,
+    /// Largest CSV upload the admin API accepts, in MiB (the whole file is parsed in memory
+    /// and refused whole on the first bad row).
+    #[serde(default = "default_max_import_mib")]
+    pub max_import_mib: usize,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -73,6 +77,9 @@ fn default_loopback() -> SocketAddr {
 }
 fn default_max_frame() -> usize {
     DEFAULT_MAX_FRAME
+}
+fn default_max_import_mib() -> usize {
+    512
 }
 
 /// What this node allows, whatever the coordinator asks.

@@ -263,20 +263,13 @@ async fn execute(
     match outcome {
         Ok(Ok(release)) => {
             let charge = (release.cost.epsilon, release.cost.delta);
-            // Commit the charge before the answer leaves the node (see Store::open).
-            let budget = blocking(move || store.settle(&rid, Some(charge), "released"))
+            // Commit the charge before the answer leaves the node (see Store::open). The same
+            // transaction writes the audit entry that records the answer.
+            let extra = serde_json::json!({"backend": backend, "answered": true});
+            blocking(move || store.settle(&rid, Some(charge), "released", extra))
                 .await?
                 .map_err(store_err)?;
             let proof = serde_json::to_value(&release.proof).unwrap_or(serde_json::Value::Null);
-            state.audit_async(
-                "coordinator",
-                "query_answered",
-                dataset,
-                serde_json::json!({
-                    "run_id": run_id, "backend": backend, "epsilon": charge.0, "delta": charge.1,
-                    "remaining_epsilon": budget.remaining_epsilon(),
-                }),
-            );
             Ok(Execution {
                 table: release.table,
                 proof,
@@ -286,11 +279,11 @@ async fn execute(
             })
         }
         Ok(Err(e)) => {
-            let _ = blocking(move || store.settle(&rid, None, "release refused")).await;
+            let _ = blocking(move || store.settle(&rid, None, "release refused", serde_json::Value::Null)).await;
             Err(dp_refusal(e))
         }
         Err(e) => {
-            let _ = blocking(move || store.settle(&rid, None, "release failed")).await;
+            let _ = blocking(move || store.settle(&rid, None, "release failed", serde_json::Value::Null)).await;
             Err(e)
         }
     }

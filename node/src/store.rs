@@ -268,6 +268,7 @@ impl Store {
                 &r.id,
                 None,
                 "node restarted before the release was computed; no answer left the node",
+                serde_json::Value::Null,
             )?;
         }
         Ok((store, open))
@@ -462,7 +463,12 @@ impl Store {
         delta: f64,
         run_id: &str,
     ) -> Result<Reservation, StoreError> {
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        // Not fsynced on its own: a reservation lost in a crash is released at restart anyway
+        // (`Store::open`), and redb serialises write transactions whatever their durability, so
+        // concurrent reservations still never over-commit. The charge (`settle`) is durable.
+        txn.set_durability(redb::Durability::None)
+            .map_err(redb::Error::from)?;
         let res = {
             let mut t = txn.open_table(BUDGETS)?;
             let mut b: Budget = match t.get(name)? {
@@ -505,6 +511,7 @@ impl Store {
         id: &str,
         charge: Option<(f64, f64)>,
         note: &str,
+        extra: serde_json::Value,
     ) -> Result<Budget, StoreError> {
         let txn = self.db.begin_write()?;
         let budget = {
@@ -536,7 +543,19 @@ impl Store {
                     "reservation_released"
                 },
                 &res.dataset,
-                serde_json::json!({"run_id": res.run_id, "reservation": res.id, "epsilon": real(e), "delta": real(d), "note": note}),
+                {
+                    let mut details = serde_json::json!({
+                        "run_id": res.run_id, "reservation": res.id, "epsilon": real(e),
+                        "delta": real(d), "note": note,
+                        "remaining_epsilon": b.remaining_epsilon(),
+                    });
+                    if let (Some(d), serde_json::Value::Object(x)) =
+                        (details.as_object_mut(), extra)
+                    {
+                        d.extend(x);
+                    }
+                    details
+                },
             )?;
             b
         };
@@ -594,7 +613,7 @@ mod tests {
                 std::thread::spawn(move || {
                     match s.reserve("patients", 0.1, 0.0, &format!("run{i}")) {
                         Ok(r) => {
-                            s.settle(&r.id, Some((0.1, 0.0)), "released")
+                            s.settle(&r.id, Some((0.1, 0.0)), "released", serde_json::Value::Null)
                                 .expect("settle");
                             true
                         }
@@ -636,7 +655,7 @@ mod tests {
                 .reserve("patients", 0.3, 0.0, "done")
                 .expect("reserve");
             store
-                .settle(&r.id, Some((0.3, 0.0)), "released")
+                .settle(&r.id, Some((0.3, 0.0)), "released", serde_json::Value::Null)
                 .expect("settle");
             // Reserved, computing, then the process dies: no settle.
             store
@@ -668,7 +687,7 @@ mod tests {
             .expect("put");
         let r = store.reserve("patients", 0.2, 0.0, "r").expect("reserve");
         let b = store
-            .settle(&r.id, Some((0.9, 0.0)), "released")
+            .settle(&r.id, Some((0.9, 0.0)), "released", serde_json::Value::Null)
             .expect("settle");
         assert_eq!(b.spent_epsilon, units_up(0.2));
         assert!(matches!(

@@ -231,6 +231,7 @@ impl Federation {
                 tls: tls_files(&certs, org.as_str()),
                 policy: spec.policy.clone(),
                 max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
+                max_import_mib: 512,
             };
             let shutdown = CancellationToken::new();
             let handle = prism_node::start(config.clone(), shutdown.clone()).await?;
