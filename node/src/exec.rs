@@ -279,11 +279,17 @@ async fn execute(
             })
         }
         Ok(Err(e)) => {
-            let _ = blocking(move || store.settle(&rid, None, "release refused", serde_json::Value::Null)).await;
+            let _ = blocking(move || {
+                store.settle(&rid, None, "release refused", serde_json::Value::Null)
+            })
+            .await;
             Err(dp_refusal(e))
         }
         Err(e) => {
-            let _ = blocking(move || store.settle(&rid, None, "release failed", serde_json::Value::Null)).await;
+            let _ = blocking(move || {
+                store.settle(&rid, None, "release failed", serde_json::Value::Null)
+            })
+            .await;
             Err(e)
         }
     }

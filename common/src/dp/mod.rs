@@ -197,7 +197,7 @@ pub enum DpError {
     },
     /// SUM / AVG / MIN / MAX on a column whose owner declared no bounds.
     #[error(
-        "dataset {dataset}: column {column} has no declared bounds; the dataset owner must declare them, e.g. `prism-node dataset bounds {dataset} {column} --min 0 --max 100000`, before sum/avg/min/max can run under differential privacy"
+        "dataset {dataset}: column {column} has no declared bounds; the dataset owner must declare them, e.g. `prism-node --config node.toml bounds {dataset} {column} --min 0 --max 100000` (or PATCH /v1/datasets/{dataset}/columns/{column} on the node admin API), before sum/avg/min/max can run under differential privacy"
     )]
     MissingBounds {
         /// Dataset name.

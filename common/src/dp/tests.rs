@@ -283,7 +283,7 @@ fn refusals() {
     assert_eq!(c, "missing_bounds");
     assert!(
         msg.contains("treatment_cost")
-            && msg.contains("prism-node dataset bounds patients treatment_cost"),
+            && msg.contains("prism-node --config node.toml bounds patients treatment_cost"),
         "{msg}"
     );
     let (c, _) = code(
