@@ -122,26 +122,29 @@ pub fn registry() -> Vec<BackendInfo> {
         BackendInfo {
             id: BackendId::HeBackend,
             name: "Homomorphic Encryption".into(),
-            available: false,
+            available: true,
             mocked: false,
-            status: "not available".into(),
-            description: "Exact aggregates computed with TFHE-rs on ciphertexts on the node that holds the \
-                          data; filter constants and results stay encrypted. Not served by nodes of this \
-                          build yet."
+            status: "functional".into(),
+            description: "Exact aggregates computed with TFHE-rs on the node that holds the data: the \
+                          coordinator, as key holder, encrypts the filter constants; the node evaluates the \
+                          filter on ciphertexts once per distinct filter value and returns an encrypted \
+                          aggregate only the key holder can decrypt. WHERE is a conjunction (AND) of \
+                          comparisons, IN and BETWEEN on integer (declared bounds), text and boolean columns; \
+                          no OR, NOT, IS NULL or GROUP BY."
                 .into(),
-            supports: strings(&["COUNT", "SUM", "SUM(col * k)", "AVG", "MIN", "MAX", "WHERE (encrypted constants)"]),
-            performance: "Slow (seconds; grows with distinct filter values, not rows)".into(),
-            privacy_guarantee: "IND-CPA encryption (TFHE); the node never sees filter constants or results".into(),
+            supports: strings(&["COUNT", "SUM", "SUM(col * k)", "AVG", "MIN", "MAX", "WHERE (encrypted constants; AND of =, <>, <, <=, >, >=, IN, BETWEEN)"]),
+            performance: "Seconds: grows with distinct filter values, not rows (one-time key transfer of ~tens of MB per node)".into(),
+            privacy_guarantee: "IND-CPA encryption (TFHE, 128-bit); the node never sees filter constants or results; \
+                                the coordinator (key holder) sees the exact result".into(),
         },
         BackendInfo {
             id: BackendId::MpcBackend,
             name: "Multi-Party Computation".into(),
-            available: true,
+            available: false,
             mocked: false,
-            status: "semi-honest".into(),
+            status: "not available".into(),
             description: "Exact totals across organizations from additive secret shares over Z_2^64 exchanged \
-                          node to node inside a data room every participant has attested; the coordinator \
-                          receives only partial sums."
+                          node to node inside an attested data room. Not served by nodes of this build yet."
                 .into(),
             supports: strings(&["COUNT", "SUM", "AVG", "WHERE", "GROUP BY (declared keys)"]),
             performance: "Milliseconds per party on a LAN".into(),
@@ -187,7 +190,8 @@ pub fn check_supported(backend: BackendId, plan: &Plan) -> Result<(), String> {
             }
             Ok(())
         }
-        BackendId::HeBackend | BackendId::EnclaveBackend => Ok(()),
+        BackendId::HeBackend => crate::he::encode::check_plan(plan).map_err(|e| e.to_string()),
+        BackendId::EnclaveBackend => Ok(()),
     }
 }
 

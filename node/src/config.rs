@@ -113,10 +113,23 @@ pub struct Policy {
     /// Whether data-room invitations this policy allows are attested without an admin.
     #[serde(default)]
     pub auto_attest: bool,
+    /// he_backend: most distinct values of one column an encrypted filter is evaluated over
+    /// (encrypted work grows with it).
+    #[serde(default = "default_he_max_distinct")]
+    pub he_max_distinct_values: usize,
+    /// he_backend: most groups (combinations of filter values) one query is evaluated over.
+    #[serde(default = "default_he_max_groups")]
+    pub he_max_groups: usize,
 }
 
 fn default_backends() -> Vec<BackendId> {
-    vec![BackendId::DpSandbox, BackendId::MpcBackend]
+    vec![BackendId::DpSandbox, BackendId::HeBackend, BackendId::MpcBackend]
+}
+fn default_he_max_distinct() -> usize {
+    256
+}
+fn default_he_max_groups() -> usize {
+    4096
 }
 fn default_max_epsilon() -> f64 {
     1.0
@@ -149,6 +162,8 @@ impl Default for Policy {
             default_budget_epsilon: default_budget_epsilon(),
             default_budget_delta: default_budget_delta(),
             auto_attest: false,
+            he_max_distinct_values: default_he_max_distinct(),
+            he_max_groups: default_he_max_groups(),
         }
     }
 }

@@ -1,0 +1,157 @@
+//! The coordinator as HE key holder: one TFHE key set, generated on first use and kept in the
+//! coordinator's store (client key included), so a restart keeps the key id and nodes keep
+//! their cached copies. The client key never leaves this process and its store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
+
+use prism_common::he::HeError;
+use prism_common::he::keys::{KeySet, StoredKeySet};
+use redb::{ReadableDatabase, TableDefinition};
+use tracing::info;
+
+use crate::CoordState;
+use crate::store::Store;
+
+/// `"current"` → the key id in use; key id → a [`StoredKeySet`] record.
+const HE_KEY_HOLDER: TableDefinition<&str, &[u8]> = TableDefinition::new("he_key_holder");
+const CURRENT: &str = "current";
+
+/// Errors of the key holder.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyHolderError {
+    /// The store failed.
+    #[error("he key holder store: {0}")]
+    Store(#[from] redb::Error),
+    /// The stored key set is unreadable.
+    #[error(transparent)]
+    Keys(#[from] HeError),
+    /// The key-generation worker failed.
+    #[error("he key worker failed: {0}")]
+    Worker(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for KeyHolderError {
+            fn from(e: $t) -> Self {
+                KeyHolderError::Store(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The key set, and what obtaining it cost this run.
+#[derive(Clone)]
+pub struct Held {
+    /// The key set.
+    pub keys: Arc<KeySet>,
+    /// Key generation time, when this call generated it.
+    pub generated_ms: Option<f64>,
+    /// Load time, when this call read it back from the store.
+    pub loaded_ms: Option<f64>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<KeySet>>>>;
+
+/// One slot per coordinator store (tests run several coordinators in one process), tied to the
+/// open store so a restarted coordinator reads its key set back from its redb file.
+fn slot(state: &CoordState) -> Option<Slot> {
+    type Slots = Mutex<HashMap<PathBuf, (Weak<Store>, Slot)>>;
+    static SLOTS: OnceLock<Slots> = OnceLock::new();
+    let mut m = SLOTS
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .ok()?;
+    let current = Arc::downgrade(&state.store);
+    let entry = m
+        .entry(state.config.data_path.clone())
+        .or_insert_with(|| (current.clone(), Slot::default()));
+    if !Weak::ptr_eq(&entry.0, &current) {
+        *entry = (current, Slot::default());
+    }
+    Some(entry.1.clone())
+}
+
+/// The key holder's key set: in memory, else from the store, else freshly generated and stored.
+/// Concurrent first runs wait for one generation.
+pub async fn key_set(state: &Arc<CoordState>) -> Result<Held, KeyHolderError> {
+    let slot =
+        slot(state).ok_or_else(|| KeyHolderError::Worker("key holder lock poisoned".into()))?;
+    let mut guard = slot.lock().await;
+    if let Some(keys) = guard.as_ref() {
+        return Ok(Held {
+            keys: keys.clone(),
+            generated_ms: None,
+            loaded_ms: None,
+        });
+    }
+    let store = state.store.clone();
+    let started = Instant::now();
+    let (keys, generated) = tokio::task::spawn_blocking(move || {
+        if let Some(stored) = read_current(store.db())? {
+            return Ok::<_, KeyHolderError>((KeySet::from_stored(&stored)?, false));
+        }
+        let keys = KeySet::generate()?;
+        let record = keys.to_stored()?.to_bytes();
+        let txn = store.db().begin_write()?;
+        {
+            let mut t = txn.open_table(HE_KEY_HOLDER)?;
+            t.insert(keys.key_id.as_str(), record.as_slice())?;
+            t.insert(CURRENT, keys.key_id.as_bytes())?;
+        }
+        txn.commit()?;
+        Ok((keys, true))
+    })
+    .await
+    .map_err(|e| KeyHolderError::Worker(e.to_string()))??;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+    let keys = Arc::new(keys);
+    *guard = Some(keys.clone());
+    info!(key_id = %keys.key_id, generated, elapsed_ms = elapsed, "HE key set ready");
+    Ok(Held {
+        keys,
+        generated_ms: generated.then_some(elapsed),
+        loaded_ms: (!generated).then_some(elapsed),
+    })
+}
+
+/// The stored current key set, if any.
+fn read_current(db: &redb::Database) -> Result<Option<StoredKeySet>, KeyHolderError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(HE_KEY_HOLDER) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(id) = table.get(CURRENT)? else {
+        return Ok(None);
+    };
+    let id = String::from_utf8_lossy(id.value()).into_owned();
+    let record = table.get(id.as_str())?.ok_or_else(|| HeError::Blob {
+        what: "stored key set".into(),
+        reason: format!("current key id {id} has no record"),
+    })?;
+    Ok(Some(StoredKeySet::from_bytes(record.value())?))
+}
+
+/// The key id the store holds, without loading the keys (for tests and the API).
+pub fn stored_key_id(db: &redb::Database) -> Result<Option<String>, KeyHolderError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(HE_KEY_HOLDER) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(table
+        .get(CURRENT)?
+        .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
+}

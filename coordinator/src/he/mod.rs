@@ -1,0 +1,243 @@
+//! The coordinator as HE key holder: runs an he_backend query end to end.
+//!
+//! 1. Turn the plan into its public shape and the codes of its filter constants (text columns
+//!    are encoded against the domain the holding node publishes for them).
+//! 2. Encrypt each constant with the client key.
+//! 3. Send the shape and the encrypted constants to the node; if it does not hold the key set
+//!    (`unknown_key_id`), install it there and retry once.
+//! 4. Decrypt the compressed result list and build the answer; the proof records the scheme,
+//!    the key id, the encrypted operations and each phase's timing.
+
+pub mod exchange;
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_common::he::encode::{self as shape, Encoded};
+use prism_common::he::holder::{answer, constant_widths, encrypt_constants};
+use prism_common::he::{HeError, UNKNOWN_KEY_CODE};
+use prism_common::schema::DatasetSchema;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::CoordState;
+use crate::model::{DatasetRecord, QueryRecord, RunRecord, RunStatus};
+use crate::store::{Audit, RUNS};
+use exchange::{ExchangeError, Transfer};
+use keys::{Held, KeyHolderError};
+
+/// Why an HE run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeRunError {
+    /// The plan or data does not suit HE.
+    #[error(transparent)]
+    He(#[from] HeError),
+    /// The key holder failed.
+    #[error(transparent)]
+    Keys(#[from] KeyHolderError),
+    /// Talking to the node failed, or it refused.
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    /// The dataset left the catalog.
+    #[error("dataset {0} is no longer in the catalog")]
+    UnknownDataset(String),
+    /// A worker thread failed.
+    #[error("he worker failed: {0}")]
+    Worker(String),
+}
+
+impl HeRunError {
+    fn code(&self) -> String {
+        match self {
+            HeRunError::He(e) => e.code().into(),
+            HeRunError::Keys(_) => "he_key_holder_error".into(),
+            HeRunError::Exchange(e) => e.code(),
+            HeRunError::UnknownDataset(_) => "unknown_dataset".into(),
+            HeRunError::Worker(_) => "coordinator_internal_error".into(),
+        }
+    }
+}
+
+/// Drives an HE run to its end.
+pub async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
+    let started = Instant::now();
+    let outcome = run_he(&state, &query, &mut run).await;
+    run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+    let outcome = outcome.map_err(|e| {
+        warn!(run_id = %run.id, error = %e, "he run failed");
+        (e.code(), e.to_string())
+    });
+    crate::runs::finish(&state, run, outcome).await
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HeError> + Send + 'static,
+) -> Result<(T, f64), HeRunError> {
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HeRunError::Worker(e.to_string()))??;
+    Ok((out, started.elapsed().as_secs_f64() * 1000.0))
+}
+
+async fn mark_running(state: &Arc<CoordState>, run: &mut RunRecord, dataset: &DatasetRecord) {
+    run.status = RunStatus::Running;
+    let (s, r, org) = (state.clone(), run.clone(), dataset.organization.clone());
+    let saved = tokio::task::spawn_blocking(move || {
+        s.store.put(
+            RUNS,
+            &r.id,
+            &r,
+            Some(Audit {
+                actor: "system",
+                action: "run_started",
+                target: &r.id,
+                details: json!({"organization": org, "backend": "he_backend"}),
+            }),
+        )
+    })
+    .await;
+    if !matches!(saved, Ok(Ok(()))) {
+        warn!(run_id = %run.id, "could not persist run start");
+    }
+}
+
+async fn run_he(
+    state: &Arc<CoordState>,
+    query: &QueryRecord,
+    run: &mut RunRecord,
+) -> Result<(), HeRunError> {
+    let dataset = state
+        .dataset(&query.dataset_id)
+        .ok_or_else(|| HeRunError::UnknownDataset(query.dataset_id.clone()))?;
+    mark_running(state, run, &dataset).await;
+    let schema = DatasetSchema {
+        name: dataset.name.clone(),
+        columns: dataset.columns.clone(),
+    };
+    let plan = &query.plan;
+    // Refuse what the catalog already rules out before any key or node work.
+    shape::check_plan(plan)?;
+    shape::values_for(plan, &schema)?;
+    let org = &dataset.organization;
+    let timeout = Duration::from_secs(state.config.run_timeout_secs);
+
+    let held = keys::key_set(state).await?;
+    let text = shape::text_filter_columns(plan, &schema);
+    let domains = if text.is_empty() {
+        vec![]
+    } else {
+        exchange::domains(state, org, &dataset.name, text, timeout).await?
+    };
+    let encoded = shape::encode(plan, &schema, &domains)?;
+    let (k, e) = (held.keys.clone(), encoded.clone());
+    let (constants, encrypt_ms) = blocking(move || encrypt_constants(&k, &e)).await?;
+
+    let key_id = held.keys.key_id.clone();
+    let send = || {
+        exchange::evaluate(
+            state,
+            org,
+            &run.id,
+            &key_id,
+            &encoded.query,
+            &constants,
+            timeout,
+        )
+    };
+    let mut transfer: Option<Transfer> = None;
+    let reply = match send().await {
+        Err(ExchangeError::Refused(e)) if e.code == UNKNOWN_KEY_CODE => {
+            info!(%org, key_id, "node lacks the HE key set; installing it");
+            transfer = Some(exchange::install(state, org, &held.keys, timeout).await?);
+            send().await?
+        }
+        other => other?,
+    };
+
+    let (k, e, p) = (held.keys.clone(), encoded.clone(), plan.clone());
+    let (blob, cells) = (reply.blob.clone(), reply.evaluation.cells.clone());
+    let (table, decrypt_ms) = blocking(move || answer(&k, &p, &e, &blob, &cells)).await?;
+    run.result = Some(table);
+    run.proof_artifacts = proof(
+        &dataset,
+        &held,
+        &encoded,
+        &constants,
+        transfer.as_ref(),
+        &reply,
+        encrypt_ms,
+        decrypt_ms,
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn proof(
+    dataset: &DatasetRecord,
+    held: &Held,
+    encoded: &Encoded,
+    constants: &[Vec<u8>],
+    transfer: Option<&Transfer>,
+    reply: &exchange::Answer,
+    encrypt_ms: f64,
+    decrypt_ms: f64,
+) -> serde_json::Value {
+    let ev = &reply.evaluation;
+    let note = if ev.homomorphic {
+        "the node evaluated the encrypted filter once per distinct value of each filter column, \
+         then selected and summed its groups' clear aggregates under encryption"
+    } else {
+        "no encrypted constant: no homomorphic evaluation was needed; the node encrypted the exact \
+         result under the key holder's compact public key"
+    };
+    let distinct: serde_json::Map<String, serde_json::Value> = encoded
+        .query
+        .filter
+        .iter()
+        .zip(&ev.distinct_values)
+        .map(|(f, n)| (f.column.clone(), json!(n)))
+        .collect();
+    json!({
+        "organization": dataset.organization,
+        "backend": "he_backend",
+        "scheme": prism_common::he::keys::describe(),
+        "key_id": held.keys.key_id,
+        "key_set": {
+            "generated_this_run": held.generated_ms.is_some(),
+            "loaded_from_store": held.loaded_ms.is_some(),
+        },
+        "key_transfer": transfer,
+        "homomorphic_evaluation": ev.homomorphic,
+        "note": note,
+        "shape_sent_to_node": encoded.query,
+        "encrypted_constants": constants.len(),
+        "constant_ciphertext_bits": constant_widths(encoded),
+        "constant_bytes": constants.iter().map(Vec::len).sum::<usize>(),
+        "rows": ev.rows,
+        "groups": ev.groups,
+        "distinct_filter_values": distinct,
+        "encrypted_operations": ev.ops.total(),
+        "operations": ev.ops,
+        "result_ciphertexts": ev.cells.len(),
+        "result_layout": ev.cells,
+        "result_bytes": ev.result_bytes,
+        "timings_ms": {
+            "key_generation": held.generated_ms,
+            "key_load": held.loaded_ms,
+            "key_transfer": transfer.map(|t| t.transfer_ms),
+            "encrypt_constants": encrypt_ms,
+            "node_round_trip": reply.round_trip_ms,
+            "node_key_load": ev.timings.key_load_ms,
+            "node_preaggregation": ev.timings.preaggregate_ms,
+            "node_evaluation": ev.timings.evaluate_ms,
+            "node_compression": ev.timings.compress_ms,
+            "decryption": decrypt_ms,
+        },
+        "learned": {
+            "node": "the shape: dataset, columns, operators and how many constants; not the constants, not the result",
+            "coordinator": "the result (as key holder for the requester)",
+        },
+    })
+}

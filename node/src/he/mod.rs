@@ -1,0 +1,351 @@
+//! The node's homomorphic-encryption executor: one stream per HE request from the coordinator.
+//!
+//! The node only ever sees a query's public shape (columns, operators, how many constants) and
+//! one encrypted blob per constant. It re-checks the shape against its own policy and data,
+//! pre-aggregates in the clear, evaluates on ciphertexts with the key holder's server key, and
+//! answers with a compressed ciphertext list it cannot decrypt. A key set it does not hold is
+//! refused with `unknown_key_id`; the coordinator then installs it (see [`keys`]).
+
+pub mod keys;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use prism_common::backend::BackendId;
+use prism_common::he::cipher::read_constant;
+use prism_common::he::eval::evaluate;
+use prism_common::he::groups::{Limits, prepare};
+use prism_common::he::keys::ServerKeyGuard;
+use prism_common::he::{
+    HeError, HeEvaluation, HeQuery, HeRequest, HeResponse, MAX_CONSTANT_BYTES, MAX_CONSTANTS,
+    NodeTimings, TextDomain, UNKNOWN_KEY_CODE,
+};
+use prism_common::schema::{ColumnData, ColumnType};
+use prism_common::wire::{self, ErrorBody, Response};
+use tracing::{info, warn};
+
+use crate::NodeState;
+
+/// What a node's HE handler received on one stream: the request frame and every blob after it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The node's store path (identifies the node in a multi-node test process).
+    pub node: std::path::PathBuf,
+    /// The request as JSON.
+    pub frame: Vec<u8>,
+    /// The blobs, in order.
+    pub blobs: Vec<Vec<u8>>,
+}
+
+fn recorder() -> &'static Mutex<Option<Vec<Received>>> {
+    static RECORDER: OnceLock<Mutex<Option<Vec<Received>>>> = OnceLock::new();
+    RECORDER.get_or_init(|| Mutex::new(None))
+}
+
+/// Starts recording what every node in this process receives on HE streams (tests only: it
+/// keeps keys and ciphertexts in memory).
+pub fn start_recording() {
+    if let Ok(mut r) = recorder().lock()
+        && r.is_none()
+    {
+        *r = Some(Vec::new());
+    }
+}
+
+/// Takes what the node with this store path received so far.
+pub fn take_recorded(node: &std::path::Path) -> Vec<Received> {
+    let Ok(mut r) = recorder().lock() else {
+        return vec![];
+    };
+    let Some(all) = r.as_mut() else {
+        return vec![];
+    };
+    let (mine, rest) = std::mem::take(all)
+        .into_iter()
+        .partition(|x| x.node == node);
+    *all = rest;
+    mine
+}
+
+fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+fn he_refusal(e: HeError) -> ErrorBody {
+    refuse(e.code(), e.to_string())
+}
+
+/// Serves one HE stream from the coordinator.
+pub async fn serve(
+    state: Arc<NodeState>,
+    req: HeRequest,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let recording = recorder().lock().map(|r| r.is_some()).unwrap_or(false);
+    let mut got = Received {
+        node: state.config.data_path.clone(),
+        frame: serde_json::to_vec(&req).unwrap_or_default(),
+        blobs: vec![],
+    };
+    let mut record = |b: &[u8]| {
+        if recording {
+            got.blobs.push(b.to_vec());
+        }
+    };
+    let answer = match req {
+        HeRequest::Domains { dataset, columns } => {
+            domains(&state, &dataset, &columns).map(|d| (d, None))
+        }
+        HeRequest::InstallKeys { key_id } => {
+            match keys::install(&state, &key_id, &mut recv, &mut record).await {
+                Ok(r) => Ok((r, None)),
+                Err(e) => {
+                    warn!(error = %e, key_id, "refused an HE key set");
+                    Err(refuse(e.code(), e.to_string()))
+                }
+            }
+        }
+        HeRequest::Evaluate {
+            run_id,
+            key_id,
+            query,
+        } => {
+            let out = evaluate_query(&state, &run_id, &key_id, query, &mut recv, &mut record).await;
+            if let Err(e) = &out
+                && e.code != UNKNOWN_KEY_CODE
+            {
+                state.audit_async(
+                    "coordinator",
+                    "query_refused",
+                    "he",
+                    serde_json::json!({"run_id": run_id, "backend": "he_backend", "code": e.code, "message": e.message}),
+                );
+            }
+            out.map(|(r, blob)| (r, Some(blob)))
+        }
+    };
+    if recording
+        && let Ok(mut r) = recorder().lock()
+        && let Some(all) = r.as_mut()
+    {
+        all.push(got);
+    }
+    let written = match answer {
+        Ok((resp, blob)) => match wire::write_msg(&mut send, &Response::He(resp)).await {
+            Ok(()) => match blob {
+                Some(b) => wire::write_bytes(&mut send, &b).await,
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        },
+        Err(e) => wire::write_msg(&mut send, &Response::Refused(e)).await,
+    };
+    if let Err(e) = written {
+        warn!(error = %e, "could not answer the coordinator's HE request");
+    }
+    let _ = send.finish();
+    let _ = send.stopped().await;
+}
+
+fn serves_he(state: &NodeState) -> Result<(), ErrorBody> {
+    if state.config.policy.backends.contains(&BackendId::HeBackend) {
+        return Ok(());
+    }
+    Err(refuse(
+        "backend_not_served",
+        format!(
+            "node {} does not serve he_backend: its policy does not list it",
+            state.org
+        ),
+    ))
+}
+
+fn dataset(state: &NodeState, name: &str) -> Result<Arc<prism_common::schema::Dataset>, ErrorBody> {
+    state.dataset(name).ok_or_else(|| {
+        refuse(
+            "unknown_dataset",
+            format!("dataset {name} does not exist on node {}", state.org),
+        )
+    })
+}
+
+/// The public encoding domains of text filter columns.
+fn domains(state: &NodeState, name: &str, columns: &[String]) -> Result<HeResponse, ErrorBody> {
+    serves_he(state)?;
+    let ds = dataset(state, name)?;
+    let policy = &state.config.policy;
+    let mut out = Vec::new();
+    for c in columns {
+        if !policy.may_filter(c) {
+            return Err(refuse(
+                "policy_violation",
+                format!(
+                    "node {} policy: column {c} may not be filtered on",
+                    state.org
+                ),
+            ));
+        }
+        let Some((spec, ColumnData::Text { dict, .. })) = ds.column(c) else {
+            return Err(he_refusal(HeError::Column {
+                column: c.clone(),
+                reason: format!("not a text column of dataset {name}"),
+            }));
+        };
+        let domain = TextDomain::of(spec, dict);
+        if domain.values.len() > policy.he_max_distinct_values {
+            return Err(he_refusal(HeError::Policy(format!(
+                "column {c} has {} values; this node evaluates encrypted filters on columns with at \
+                 most {} (policy he_max_distinct_values)",
+                domain.values.len(),
+                policy.he_max_distinct_values
+            ))));
+        }
+        out.push(domain);
+    }
+    Ok(HeResponse::Domains { domains: out })
+}
+
+/// Checks the shape against this node's policy.
+fn admit(
+    state: &NodeState,
+    query: &HeQuery,
+) -> Result<Arc<prism_common::schema::Dataset>, ErrorBody> {
+    serves_he(state)?;
+    let ds = dataset(state, &query.dataset)?;
+    let (org, policy) = (&state.org, &state.config.policy);
+    for c in query.values.iter().filter_map(|v| v.column()) {
+        if !policy.may_aggregate(c) {
+            return Err(refuse(
+                "policy_violation",
+                format!("node {org} policy: column {c} may not be aggregated"),
+            ));
+        }
+    }
+    for f in &query.filter {
+        if !policy.may_filter(&f.column) {
+            return Err(refuse(
+                "policy_violation",
+                format!(
+                    "node {org} policy: column {} may not be filtered on",
+                    f.column
+                ),
+            ));
+        }
+        if ds
+            .column(&f.column)
+            .is_some_and(|(s, _)| s.ty == ColumnType::Float)
+        {
+            return Err(he_refusal(HeError::Column {
+                column: f.column.clone(),
+                reason: "he_backend does not filter float columns".into(),
+            }));
+        }
+    }
+    Ok(ds)
+}
+
+async fn evaluate_query(
+    state: &Arc<NodeState>,
+    run_id: &str,
+    key_id: &str,
+    query: HeQuery,
+    recv: &mut quinn::RecvStream,
+    record: &mut (dyn FnMut(&[u8]) + Send),
+) -> Result<(HeResponse, Vec<u8>), ErrorBody> {
+    let bits = query.constant_bits();
+    if bits.len() > MAX_CONSTANTS {
+        return Err(refuse(
+            "he_unsupported",
+            format!(
+                "{} encrypted constants; at most {MAX_CONSTANTS}",
+                bits.len()
+            ),
+        ));
+    }
+    // Read every constant first, so the stream is consumed whatever the answer.
+    let mut blobs = Vec::with_capacity(bits.len());
+    for i in 0..bits.len() {
+        let b = wire::read_bytes(recv, MAX_CONSTANT_BYTES)
+            .await
+            .map_err(|e| refuse("he_malformed_blob", format!("encrypted constant {i}: {e}")))?;
+        record(&b);
+        blobs.push(b);
+    }
+    let ds = admit(state, &query)?;
+    let Some((keys, key_load_ms)) = keys::get(state, key_id)
+        .await
+        .map_err(|e| refuse(e.code(), e.to_string()))?
+    else {
+        return Err(refuse(
+            UNKNOWN_KEY_CODE,
+            format!(
+                "unknown key id {key_id}: node {} holds no such key set; install it first",
+                state.org
+            ),
+        ));
+    };
+    let policy = &state.config.policy;
+    let limits = Limits {
+        max_distinct_values: policy.he_max_distinct_values,
+        max_groups: policy.he_max_groups,
+    };
+    let q = query.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let prep = prepare(&q, &ds, &limits)?;
+        let preaggregate_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let constants = {
+            let _key = ServerKeyGuard::set(&keys.server_key);
+            blobs
+                .iter()
+                .zip(&bits)
+                .map(|(b, w)| read_constant(b, *w))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let out = evaluate(&q, &prep, &constants, &keys)?;
+        Ok::<_, HeError>((prep, preaggregate_ms, out))
+    });
+    let (prep, preaggregate_ms, out) = match work.await {
+        Ok(r) => r.map_err(he_refusal)?,
+        Err(e) => {
+            return Err(refuse(
+                "node_internal_error",
+                format!("he worker failed: {e}"),
+            ));
+        }
+    };
+    let evaluation = HeEvaluation {
+        cells: prep.cells.clone(),
+        homomorphic: out.homomorphic,
+        ops: out.ops,
+        groups: prep.groups.len() as u64,
+        distinct_values: prep.distinct.iter().map(|d| d.len() as u64).collect(),
+        rows: prep.rows,
+        timings: NodeTimings {
+            key_load_ms,
+            preaggregate_ms,
+            evaluate_ms: out.evaluate_ms,
+            compress_ms: out.compress_ms,
+        },
+        result_bytes: out.blob.len() as u64,
+    };
+    info!(
+        run_id,
+        key_id,
+        groups = evaluation.groups,
+        ops = evaluation.ops.total(),
+        "answered an HE query"
+    );
+    state.audit_async(
+        "coordinator",
+        "query_answered",
+        &query.dataset,
+        serde_json::json!({
+            "run_id": run_id, "backend": "he_backend", "key_id": key_id,
+            "shape": {"values": query.values, "filter": query.filter},
+            "encrypted_operations": evaluation.ops.total(), "groups": evaluation.groups,
+        }),
+    );
+    Ok((HeResponse::Evaluated(evaluation), out.blob))
+}
