@@ -57,6 +57,8 @@ pub struct NodeState {
         tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<prism_common::wire::NodeEvent>>,
     /// Shares received from peers, per room.
     pub mailbox: rooms::Mailbox,
+    /// Authenticated connections to other nodes, kept between executions.
+    pub peers: rooms::PeerCache,
     fault: std::sync::Mutex<Option<rooms::Fault>>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
@@ -216,6 +218,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         events,
         events_rx: tokio::sync::Mutex::new(events_rx),
         mailbox: rooms::Mailbox::default(),
+        peers: rooms::PeerCache::default(),
         fault: std::sync::Mutex::new(None),
         shutdown: shutdown.clone(),
     });
