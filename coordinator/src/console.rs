@@ -5,10 +5,10 @@
 //! Every asset is served with a strict Content-Security-Policy: scripts, styles and requests
 //! only from this origin, no inline code, no framing.
 
-use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The policy every console response carries. `connect-src 'self'` keeps the API token from
 /// being sent anywhere but this coordinator.
@@ -66,14 +66,50 @@ impl IntoResponse for &'static Asset {
     }
 }
 
-/// Routes of the console (no state: the console talks to `/api/v1` like any client).
-pub fn router() -> Router {
-    Router::new()
-        .route("/", get(|| async { &INDEX }))
-        .route("/index.html", get(|| async { &INDEX }))
-        .route("/console.js", get(|| async { &SCRIPT }))
-        .route("/console.css", get(|| async { &STYLE }))
-        .route("/favicon.svg", get(|| async { &ICON }))
+/// Routes of the console, registered with the API's OpenAPI document (no state: the console
+/// talks to `/api/v1` like any client).
+pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(index_html))
+        .routes(routes!(script))
+        .routes(routes!(style))
+        .routes(routes!(icon))
+}
+
+/// The console's page.
+#[utoipa::path(get, path = "/", tag = "console", security(()),
+    responses((status = 200, description = "The console", content_type = "text/html")))]
+async fn index() -> &'static Asset {
+    &INDEX
+}
+
+/// The console's page, by name.
+#[utoipa::path(get, path = "/index.html", tag = "console", security(()),
+    responses((status = 200, description = "The console", content_type = "text/html")))]
+async fn index_html() -> &'static Asset {
+    &INDEX
+}
+
+/// The console's script.
+#[utoipa::path(get, path = "/console.js", tag = "console", security(()),
+    responses((status = 200, description = "Script", content_type = "text/javascript")))]
+async fn script() -> &'static Asset {
+    &SCRIPT
+}
+
+/// The console's style sheet.
+#[utoipa::path(get, path = "/console.css", tag = "console", security(()),
+    responses((status = 200, description = "Style sheet", content_type = "text/css")))]
+async fn style() -> &'static Asset {
+    &STYLE
+}
+
+/// The console's icon.
+#[utoipa::path(get, path = "/favicon.svg", tag = "console", security(()),
+    responses((status = 200, description = "Icon", content_type = "image/svg+xml")))]
+async fn icon() -> &'static Asset {
+    &ICON
 }
 
 #[cfg(test)]

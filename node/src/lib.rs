@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use prism_common::identity::OrgId;
+use prism_common::metrics::Metrics;
 use prism_common::schema::{CatalogEntry, Dataset};
 use prism_common::tls::TlsMaterial;
 use tokio::task::JoinSet;
@@ -60,6 +61,8 @@ pub struct NodeState {
     fault: std::sync::Mutex<Option<rooms::Fault>>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
+    /// Counters served on the admin API's `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl NodeState {
@@ -218,6 +221,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         mailbox: rooms::Mailbox::default(),
         fault: std::sync::Mutex::new(None),
         shutdown: shutdown.clone(),
+        metrics: Metrics::new("prism_node"),
     });
     info!(org = %state.org, %peer_addr, %admin_addr, config = ?state.config, "prism-node {} starting", env!("CARGO_PKG_VERSION"));
 

@@ -78,6 +78,12 @@ fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
 
+/// A refusal caused by another party; counted per peer on `/metrics`.
+fn peer_failed(state: &NodeState, org: &OrgId, code: &str, message: String) -> ErrorBody {
+    state.metrics.peer_failure(org.as_str());
+    refuse(code, message)
+}
+
 fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -390,12 +396,18 @@ pub async fn execute(
     let exchange = Instant::now();
     let mut conns = Vec::with_capacity(others.len());
     for org in &others {
-        let addr = peers
-            .iter()
-            .find(|p| &p.org == org)
-            .ok_or_else(|| refuse("party_unreachable", format!("no peer address for {org}")))?;
+        let addr = peers.iter().find(|p| &p.org == org).ok_or_else(|| {
+            peer_failed(
+                state,
+                org,
+                "party_unreachable",
+                format!("no peer address for {org}"),
+            )
+        })?;
         let sock: std::net::SocketAddr = addr.addr.parse().map_err(|_| {
-            refuse(
+            peer_failed(
+                state,
+                org,
                 "party_unreachable",
                 format!("bad peer address {} for {org}", addr.addr),
             )
@@ -410,13 +422,17 @@ pub async fn execute(
         })
         .await
         .map_err(|_| {
-            refuse(
+            peer_failed(
+                state,
+                org,
                 "party_unreachable",
                 format!("party {org} did not answer at {}", addr.addr),
             )
         })?
         .map_err(|e| {
-            refuse(
+            peer_failed(
+                state,
+                org,
                 "party_unreachable",
                 format!("party {org} unreachable at {}: {e}", addr.addr),
             )
@@ -424,7 +440,9 @@ pub async fn execute(
         match peer_identity(&conn) {
             Ok(PeerIdentity::Org(o)) if &o == org => {}
             _ => {
-                return Err(refuse(
+                return Err(peer_failed(
+                    state,
+                    org,
                     "party_unreachable",
                     format!("the endpoint at {} is not {org}", addr.addr),
                 ));
@@ -489,7 +507,9 @@ pub async fn execute(
             }
             Ok(other) => return Err(refuse("share_refused", format!("{org} answered {other:?}"))),
             Err(e) => {
-                return Err(refuse(
+                return Err(peer_failed(
+                    state,
+                    &org,
                     "party_unreachable",
                     format!("party {org} dropped during the share exchange: {e}"),
                 ));
@@ -522,7 +542,10 @@ pub async fn execute(
         let missing: Vec<String> = others
             .iter()
             .filter(|o| !got.contains_key(*o))
-            .map(|o| o.to_string())
+            .map(|o| {
+                state.metrics.peer_failure(o.as_str());
+                o.to_string()
+            })
             .collect();
         return Err(refuse(
             "party_timeout",
