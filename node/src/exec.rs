@@ -182,12 +182,14 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             match r {
                 Ok(r) => Response::Mpc(r),
                 Err(e) => {
-                    state.audit_async(
-                        "coordinator",
-                        "room_refused",
-                        &room,
-                        serde_json::json!({"code": e.code, "message": e.message}),
-                    );
+                    state
+                        .audit_committed(
+                            "coordinator",
+                            "room_refused",
+                            &room,
+                            serde_json::json!({"code": e.code, "message": e.message}),
+                        )
+                        .await;
                     Response::Refused(e)
                 }
             }
@@ -231,12 +233,15 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             }
             Err(e) => {
                 count(state, backend, Some(&e));
-                state.audit_async(
+                // Committed before the refusal leaves, like a charge.
+                state
+                    .audit_committed(
                         "coordinator",
                         "query_refused",
                         &dataset,
                         serde_json::json!({"run_id": run_id, "backend": backend, "code": e.code, "message": e.message}),
-                    );
+                    )
+                    .await;
                 Response::Refused(e)
             }
         },

@@ -119,6 +119,27 @@ impl NodeState {
         self.connected.load(Ordering::SeqCst)
     }
 
+    /// Appends an audit entry off the async runtime and waits until it is committed, so an
+    /// answer sent afterwards is already in the log.
+    pub async fn audit_committed(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) {
+        let store = self.store.clone();
+        let (actor, action, target) = (actor.to_string(), action.to_string(), target.to_string());
+        let done =
+            tokio::task::spawn_blocking(move || store.audit(&actor, &action, &target, details))
+                .await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "audit append failed"),
+            Err(e) => tracing::error!(error = %e, "audit append failed"),
+        }
+    }
+
     /// Appends an audit entry off the async runtime.
     pub fn audit_async(&self, actor: &str, action: &str, target: &str, details: serde_json::Value) {
         let store = self.store.clone();
