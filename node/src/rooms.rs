@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryFutureExt;
 use prism_common::backend::BackendId;
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
 use prism_common::room::{self, Manifest};
@@ -76,6 +77,12 @@ pub struct Mailbox {
 
 fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
+}
+
+/// A refusal caused by another party; counted per peer on `/metrics`.
+fn peer_failed(state: &NodeState, org: &OrgId, code: &str, message: String) -> ErrorBody {
+    state.metrics.peer_failure(org.as_str());
+    refuse(code, message)
 }
 
 fn now() -> String {
@@ -391,6 +398,7 @@ pub async fn execute(
     let exchange = Instant::now();
     let dials = others.iter().map(|org| {
         let addr = peers.iter().find(|p| &p.org == org).map(|p| p.addr.clone());
+        let state_for_metrics = state.clone();
         let (state, hash, attestations) = (state.clone(), &hash, &attestations);
         async move {
             let addr = addr
@@ -414,6 +422,12 @@ pub async fn execute(
                 .map_err(|e| refuse("bad_attestation", e.to_string()))?;
             Ok::<_, ErrorBody>((org.clone(), sock, conn, cached))
         }
+        .map_err(move |e| {
+            if e.code == "party_unreachable" {
+                state_for_metrics.metrics.peer_failure(org.as_str());
+            }
+            e
+        })
     });
     let conns = futures::future::try_join_all(dials).await?;
 
@@ -465,7 +479,9 @@ pub async fn execute(
             }
             Ok(other) => return Err(refuse("share_refused", format!("{org} answered {other:?}"))),
             Err(e) => {
-                return Err(refuse(
+                return Err(peer_failed(
+                    state,
+                    &org,
                     "party_unreachable",
                     format!("party {org} dropped during the share exchange: {e}"),
                 ));
@@ -498,7 +514,10 @@ pub async fn execute(
         let missing: Vec<String> = others
             .iter()
             .filter(|o| !got.contains_key(*o))
-            .map(|o| o.to_string())
+            .map(|o| {
+                state.metrics.peer_failure(o.as_str());
+                o.to_string()
+            })
             .collect();
         return Err(refuse(
             "party_timeout",
