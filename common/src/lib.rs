@@ -1,7 +1,8 @@
 //! prism-common: everything the node and the coordinator must agree on, as plain logic.
 //!
 //! Protocol messages and framing, the query model (SQL → plan) and its evaluation, the
-//! backend registry, identities, certificates, TLS helpers, the audit chain and the DP maths.
+//! backend registry, identities, certificates, TLS helpers, the audit chain, the DP maths and
+//! the `/metrics` counters both daemons serve.
 //! No daemons live here.
 
 pub mod audit;
@@ -11,6 +12,7 @@ pub mod dp;
 pub mod eval;
 pub mod he;
 pub mod identity;
+pub mod metrics;
 pub mod mpc;
 pub mod plan;
 pub mod room;

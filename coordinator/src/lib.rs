@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use prism_common::metrics::Metrics;
 use prism_common::tls::TlsMaterial;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -45,6 +46,8 @@ pub struct CoordState {
     pub room_done: tokio::sync::broadcast::Sender<String>,
     /// Serialises read-modify-write of room records.
     pub rooms_lock: std::sync::Mutex<()>,
+    /// Counters served on `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 impl CoordState {
@@ -118,9 +121,11 @@ pub async fn start(
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
     let http_addr = listener.local_addr()?;
+    let metrics = Arc::new(Metrics::new("prism_coordinator"));
     let nodes = Arc::new(NodeRegistry::new(
         config.organizations.clone(),
         config.max_frame,
+        metrics.clone(),
     ));
     let (run_done, _) = tokio::sync::broadcast::channel(1024);
     let (room_done, _) = tokio::sync::broadcast::channel(1024);
@@ -133,6 +138,7 @@ pub async fn start(
         run_done,
         room_done,
         rooms_lock: std::sync::Mutex::new(()),
+        metrics,
     });
     fail_interrupted_rooms(&state)?;
 
@@ -142,7 +148,7 @@ pub async fn start(
         state.clone(),
         shutdown.clone(),
     ));
-    let router = api::router(state.clone()).merge(console::router());
+    let router = api::router(state.clone());
     let sd = shutdown.clone();
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, router)

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
+use prism_common::metrics::Metrics;
 use prism_common::wire::{
     self, ErrorBody, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response, WireError,
 };
@@ -60,16 +61,22 @@ pub struct NodeRegistry {
     links: Mutex<HashMap<OrgId, Link>>,
     max_frame: usize,
     tap: Mutex<Option<Vec<(OrgId, Response)>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl NodeRegistry {
     /// A registry admitting these organizations.
-    pub fn new(allowed: impl IntoIterator<Item = OrgId>, max_frame: usize) -> Self {
+    pub fn new(
+        allowed: impl IntoIterator<Item = OrgId>,
+        max_frame: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         NodeRegistry {
             allowed: allowed.into_iter().collect(),
             links: Mutex::new(HashMap::new()),
             max_frame,
             tap: Mutex::new(None),
+            metrics,
         }
     }
 
@@ -125,6 +132,19 @@ impl NodeRegistry {
 
     /// Sends a request on a new stream and waits for the answer.
     pub async fn call(
+        &self,
+        org: &OrgId,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, CallError> {
+        let resp = self.call_once(org, req, timeout).await;
+        if resp.is_err() {
+            self.metrics.peer_failure(org.as_str());
+        }
+        resp
+    }
+
+    async fn call_once(
         &self,
         org: &OrgId,
         req: &Request,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_common::identity::OrgId;
+use prism_common::metrics;
 use prism_common::mpc;
 use prism_common::plan::Table;
 use prism_common::room::{self, Manifest};
@@ -391,6 +392,14 @@ async fn execute(state: Arc<CoordState>, room_id: String) {
         return;
     };
     let outcome = run_parties(&state, &room).await;
+    state.metrics.room_executed(
+        if outcome.is_ok() {
+            metrics::Outcome::Completed
+        } else {
+            metrics::Outcome::Failed
+        },
+        started.elapsed().as_secs_f64(),
+    );
     let elapsed = started.elapsed().as_secs_f64() * 1000.0;
     let finished = update(&state, &room_id, |r| {
         r.execution_time_ms = Some(elapsed);
@@ -509,7 +518,10 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
                 );
                 partials.push(partial);
             }
-            Ok(Response::Refused(e)) => refused.push(format!("{org}: {} ({})", e.message, e.code)),
+            Ok(Response::Refused(e)) => {
+                state.metrics.refusal(m.backend, &e.code);
+                refused.push(format!("{org}: {} ({})", e.message, e.code))
+            }
             Ok(other) => refused.push(format!(
                 "{org}: unexpected answer {}",
                 short(&format!("{other:?}"))
@@ -583,7 +595,7 @@ pub fn cancel(state: &CoordState, room_id: &str, actor: &str) -> Result<Option<R
 }
 
 /// What a new room asks for (validated by [`create`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRoom {
     /// Name.
@@ -597,6 +609,7 @@ pub struct NewRoom {
     #[serde(default)]
     pub backend: Option<String>,
     /// Participant organizations.
+    #[schema(value_type = Vec<String>)]
     pub participants: Vec<OrgId>,
     /// Declared GROUP BY keys per column; defaults to the columns' declared public keys.
     #[serde(default)]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prism_common::backend::{self, BackendId};
+use prism_common::metrics::Outcome;
 use prism_common::wire::{PrivacyParams, Request, Response};
 use tracing::{info, warn};
 
@@ -76,6 +77,10 @@ pub fn start(
         run.error_message = Some(backend::ENCLAVE_MESSAGE.into());
         run.proof_artifacts = serde_json::json!({"refusal": backend::enclave_refusal()});
         run.finished_at = Some(now());
+        state.metrics.run(query.backend, Outcome::Refused);
+        state
+            .metrics
+            .refusal(query.backend, "backend_not_implemented");
         save(
             state,
             &run,
@@ -149,11 +154,15 @@ pub async fn drive_generic(state: Arc<CoordState>, query: QueryRecord, mut run: 
         },
     };
     let started = Instant::now();
+    let mut refused = false;
     let timeout = Duration::from_secs(state.config.run_timeout_secs);
     let answer = state.nodes.call(&dataset.organization, &req, timeout).await;
     run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
     let outcome = match answer {
         Ok(Response::Executed(x)) => {
+            state
+                .metrics
+                .budget_spent(&query.dataset_id, x.epsilon_spent, x.delta_spent);
             run.result = Some(x.table);
             run.epsilon_consumed = x.epsilon_spent;
             run.delta_consumed = x.delta_spent;
@@ -165,6 +174,8 @@ pub async fn drive_generic(state: Arc<CoordState>, query: QueryRecord, mut run: 
             Ok(())
         }
         Ok(Response::Refused(e)) => {
+            state.metrics.refusal(query.backend, &e.code);
+            refused = true;
             if let Some(d) = e.details {
                 run.proof_artifacts = serde_json::json!({"refusal": d});
             }
@@ -176,15 +187,35 @@ pub async fn drive_generic(state: Arc<CoordState>, query: QueryRecord, mut run: 
         )),
         Err(e) => Err(("node_unavailable".into(), e.to_string())),
     };
-    finish(&state, run, outcome).await;
+    let kind = match &outcome {
+        Ok(()) => Outcome::Completed,
+        Err(_) if refused => Outcome::Refused,
+        Err(_) => Outcome::Failed,
+    };
+    finish_as(&state, run, outcome, kind).await;
 }
 
 /// Ends a run: records its outcome (completed, or failed with a code and message) and announces it.
 pub async fn finish(
     state: &Arc<CoordState>,
-    mut run: RunRecord,
+    run: RunRecord,
     outcome: Result<(), (String, String)>,
 ) {
+    let kind = match outcome {
+        Ok(()) => Outcome::Completed,
+        Err(_) => Outcome::Failed,
+    };
+    finish_as(state, run, outcome, kind).await
+}
+
+/// [`finish`], counting the run under `kind` on `/metrics` (a refusal is a failed run too).
+pub async fn finish_as(
+    state: &Arc<CoordState>,
+    mut run: RunRecord,
+    outcome: Result<(), (String, String)>,
+    kind: Outcome,
+) {
+    state.metrics.run(run.backend_used, kind);
     run.finished_at = Some(now());
     let action = match outcome {
         Ok(()) => {

@@ -139,7 +139,21 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
         )
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
+        .route("/metrics", get(metrics))
         .with_state(admin)
+}
+
+/// Prometheus scrapes this with the admin token (`authorization.credentials_file`).
+async fn metrics(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Response> {
+    check_token(&a, &h)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            prism_common::metrics::CONTENT_TYPE,
+        )],
+        a.state.metrics.encode(),
+    )
+        .into_response())
 }
 
 async fn health(State(a): State<Arc<Admin>>) -> Json<serde_json::Value> {

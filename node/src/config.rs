@@ -123,7 +123,11 @@ pub struct Policy {
 }
 
 fn default_backends() -> Vec<BackendId> {
-    vec![BackendId::DpSandbox, BackendId::HeBackend, BackendId::MpcBackend]
+    vec![
+        BackendId::DpSandbox,
+        BackendId::HeBackend,
+        BackendId::MpcBackend,
+    ]
 }
 fn default_he_max_distinct() -> usize {
     256

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use prism_common::backend::{self, BackendId};
 use prism_common::dp::{self, DpParams};
+use prism_common::metrics::Outcome;
 use prism_common::plan::{Output, Plan, Predicate};
 use prism_common::schema::Dataset;
 use prism_common::wire::{ErrorBody, Execution, PrivacyParams, Request, Response};
@@ -170,15 +171,25 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             execution_id,
         }) => {
             let room = manifest.room_id.clone();
-            match crate::rooms::execute(state, manifest, attestations, peers, &execution_id).await {
+            let backend = manifest.backend;
+            let started = Instant::now();
+            let r =
+                crate::rooms::execute(state, manifest, attestations, peers, &execution_id).await;
+            let outcome = count(state, backend, r.as_ref().err());
+            state
+                .metrics
+                .room_executed(outcome, started.elapsed().as_secs_f64());
+            match r {
                 Ok(r) => Response::Mpc(r),
                 Err(e) => {
-                    state.audit_async(
-                        "coordinator",
-                        "room_refused",
-                        &room,
-                        serde_json::json!({"code": e.code, "message": e.message}),
-                    );
+                    state
+                        .audit_committed(
+                            "coordinator",
+                            "room_refused",
+                            &room,
+                            serde_json::json!({"code": e.code, "message": e.message}),
+                        )
+                        .await;
                     Response::Refused(e)
                 }
             }
@@ -213,18 +224,43 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             plan,
             params,
         } => match execute(state, &run_id, backend, &dataset, plan, params).await {
-            Ok(x) => Response::Executed(x),
+            Ok(x) => {
+                count(state, backend, None);
+                state
+                    .metrics
+                    .budget_spent(&dataset, x.epsilon_spent, x.delta_spent);
+                Response::Executed(x)
+            }
             Err(e) => {
-                state.audit_async(
+                count(state, backend, Some(&e));
+                // Committed before the refusal leaves, like a charge.
+                state
+                    .audit_committed(
                         "coordinator",
                         "query_refused",
                         &dataset,
                         serde_json::json!({"run_id": run_id, "backend": backend, "code": e.code, "message": e.message}),
-                    );
+                    )
+                    .await;
                 Response::Refused(e)
             }
         },
     }
+}
+
+/// Counts an execution on `/metrics`. A node answers every failure with a refusal frame; the
+/// ones caused by another party (unreachable, late) count as failures, the rest as refusals.
+pub(crate) fn count(state: &NodeState, backend: BackendId, refusal: Option<&ErrorBody>) -> Outcome {
+    let outcome = match refusal {
+        None => Outcome::Completed,
+        Some(e) if e.code.starts_with("party_") => Outcome::Failed,
+        Some(e) => {
+            state.metrics.refusal(backend, &e.code);
+            Outcome::Refused
+        }
+    };
+    state.metrics.run(backend, outcome);
+    outcome
 }
 
 async fn blocking<T: Send + 'static>(

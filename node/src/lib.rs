@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use prism_common::identity::OrgId;
+use prism_common::metrics::Metrics;
 use prism_common::schema::{CatalogEntry, Dataset};
 use prism_common::tls::TlsMaterial;
 use tokio::task::JoinSet;
@@ -57,9 +58,13 @@ pub struct NodeState {
         tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<prism_common::wire::NodeEvent>>,
     /// Shares received from peers, per room.
     pub mailbox: rooms::Mailbox,
+    /// Authenticated connections to other nodes, kept between executions.
+    pub peers: rooms::PeerCache,
     fault: std::sync::Mutex<Option<rooms::Fault>>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
+    /// Counters served on the admin API's `/metrics`.
+    pub metrics: Metrics,
 }
 
 impl NodeState {
@@ -114,6 +119,27 @@ impl NodeState {
     /// Whether the coordinator link is up.
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::SeqCst)
+    }
+
+    /// Appends an audit entry off the async runtime and waits until it is committed, so an
+    /// answer sent afterwards is already in the log.
+    pub async fn audit_committed(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        details: serde_json::Value,
+    ) {
+        let store = self.store.clone();
+        let (actor, action, target) = (actor.to_string(), action.to_string(), target.to_string());
+        let done =
+            tokio::task::spawn_blocking(move || store.audit(&actor, &action, &target, details))
+                .await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "audit append failed"),
+            Err(e) => tracing::error!(error = %e, "audit append failed"),
+        }
     }
 
     /// Appends an audit entry off the async runtime.
@@ -216,8 +242,10 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         events,
         events_rx: tokio::sync::Mutex::new(events_rx),
         mailbox: rooms::Mailbox::default(),
+        peers: rooms::PeerCache::default(),
         fault: std::sync::Mutex::new(None),
         shutdown: shutdown.clone(),
+        metrics: Metrics::new("prism_node"),
     });
     info!(org = %state.org, %peer_addr, %admin_addr, config = ?state.config, "prism-node {} starting", env!("CARGO_PKG_VERSION"));
 

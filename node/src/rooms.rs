@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryFutureExt;
 use prism_common::backend::BackendId;
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
 use prism_common::room::{self, Manifest};
@@ -76,6 +77,12 @@ pub struct Mailbox {
 
 fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
+}
+
+/// A refusal caused by another party; counted per peer on `/metrics`.
+fn peer_failed(state: &NodeState, org: &OrgId, code: &str, message: String) -> ErrorBody {
+    state.metrics.peer_failure(org.as_str());
+    refuse(code, message)
 }
 
 fn now() -> String {
@@ -385,90 +392,73 @@ pub async fn execute(
         ));
     }
 
-    // Connect to every other participant and verify its attestation with the key its
-    // certificate carries, before a single share leaves this node.
+    // Connect to every other participant (concurrently; connections are kept between
+    // executions) and verify its attestation with the key its certificate carries, before a
+    // single share leaves this node.
     let exchange = Instant::now();
-    let mut conns = Vec::with_capacity(others.len());
-    for org in &others {
-        let addr = peers
-            .iter()
-            .find(|p| &p.org == org)
-            .ok_or_else(|| refuse("party_unreachable", format!("no peer address for {org}")))?;
-        let sock: std::net::SocketAddr = addr.addr.parse().map_err(|_| {
-            refuse(
-                "party_unreachable",
-                format!("bad peer address {} for {org}", addr.addr),
-            )
-        })?;
-        let conn = tokio::time::timeout(Duration::from_secs(10), async {
-            state
-                .endpoint
-                .connect(sock, &org.dns_name())
-                .map_err(|e| e.to_string())?
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|_| {
-            refuse(
-                "party_unreachable",
-                format!("party {org} did not answer at {}", addr.addr),
-            )
-        })?
-        .map_err(|e| {
-            refuse(
-                "party_unreachable",
-                format!("party {org} unreachable at {}: {e}", addr.addr),
-            )
-        })?;
-        match peer_identity(&conn) {
-            Ok(PeerIdentity::Org(o)) if &o == org => {}
-            _ => {
-                return Err(refuse(
+    let dials = others.iter().map(|org| {
+        let addr = peers.iter().find(|p| &p.org == org).map(|p| p.addr.clone());
+        let state_for_metrics = state.clone();
+        let (state, hash, attestations) = (state.clone(), &hash, &attestations);
+        async move {
+            let addr = addr
+                .ok_or_else(|| refuse("party_unreachable", format!("no peer address for {org}")))?;
+            let sock: std::net::SocketAddr = addr.parse().map_err(|_| {
+                refuse(
                     "party_unreachable",
-                    format!("the endpoint at {} is not {org}", addr.addr),
-                ));
-            }
+                    format!("bad peer address {addr} for {org}"),
+                )
+            })?;
+            let (conn, cached) = peer_connection(&state, org, sock, false).await?;
+            let cert = peer_cert(&conn)
+                .ok_or_else(|| refuse("bad_attestation", format!("no certificate from {org}")))?;
+            let pk = room::public_key_from_cert(&cert)
+                .map_err(|e| refuse("bad_attestation", e.to_string()))?;
+            let a = attestations
+                .iter()
+                .find(|a| &a.org == org)
+                .ok_or_else(|| refuse("missing_attestation", format!("{org}")))?;
+            room::verify(org, &pk, hash, &a.signature)
+                .map_err(|e| refuse("bad_attestation", e.to_string()))?;
+            Ok::<_, ErrorBody>((org.clone(), sock, conn, cached))
         }
-        let cert = peer_cert(&conn)
-            .ok_or_else(|| refuse("bad_attestation", format!("no certificate from {org}")))?;
-        let pk = room::public_key_from_cert(&cert)
-            .map_err(|e| refuse("bad_attestation", e.to_string()))?;
-        let a = attestations
-            .iter()
-            .find(|a| &a.org == org)
-            .ok_or_else(|| refuse("missing_attestation", format!("{org}")))?;
-        room::verify(org, &pk, &hash, &a.signature)
-            .map_err(|e| refuse("bad_attestation", e.to_string()))?;
-        conns.push((org.clone(), conn));
-    }
+        .map_err(move |e| {
+            if e.code == "party_unreachable" {
+                state_for_metrics.metrics.peer_failure(org.as_str());
+            }
+            e
+        })
+    });
+    let conns = futures::future::try_join_all(dials).await?;
 
     let mut rng = shares::os_seeded();
     let mut split = shares::split(&local, manifest.participants.len(), &mut rng);
     let own = split.pop().unwrap_or_default();
-    let sends = conns.into_iter().zip(split).map(|((org, conn), share)| {
-        let req = PeerRequest::Share {
-            room_id: room_id.clone(),
-            execution_id: execution_id.to_string(),
-            manifest_hash: hash_hex.clone(),
-            share,
-        };
-        let max = state.config.max_frame;
-        async move {
-            let r: Result<PeerResponse, String> = async {
-                let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-                wire::write_msg(&mut send, &req)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                send.finish().map_err(|e| e.to_string())?;
-                wire::read_msg(&mut recv, max)
-                    .await
-                    .map_err(|e| e.to_string())
+    let sends = conns
+        .into_iter()
+        .zip(split)
+        .map(|((org, sock, conn, cached), share)| {
+            let req = PeerRequest::Share {
+                room_id: room_id.clone(),
+                execution_id: execution_id.to_string(),
+                manifest_hash: hash_hex.clone(),
+                share,
+            };
+            let max = state.config.max_frame;
+            let state = state.clone();
+            async move {
+                let mut r = send_share(&conn, &req, max).await;
+                if r.is_err() && cached {
+                    // The kept connection went stale (the peer restarted): dial afresh, once. The
+                    // new connection is the same organization, checked at its handshake.
+                    r = match peer_connection(&state, &org, sock, true).await {
+                        Ok((conn, _)) => send_share(&conn, &req, max).await,
+                        Err(e) => Err(e.message),
+                    };
+                }
+                (org, r)
             }
-            .await;
-            (org, r)
-        }
-    });
+        });
     let deadline = Duration::from_millis(manifest.params.deadline_ms);
     let results = tokio::time::timeout(deadline, futures::future::join_all(sends))
         .await
@@ -489,7 +479,9 @@ pub async fn execute(
             }
             Ok(other) => return Err(refuse("share_refused", format!("{org} answered {other:?}"))),
             Err(e) => {
-                return Err(refuse(
+                return Err(peer_failed(
+                    state,
+                    &org,
                     "party_unreachable",
                     format!("party {org} dropped during the share exchange: {e}"),
                 ));
@@ -522,7 +514,10 @@ pub async fn execute(
         let missing: Vec<String> = others
             .iter()
             .filter(|o| !got.contains_key(*o))
-            .map(|o| o.to_string())
+            .map(|o| {
+                state.metrics.peer_failure(o.as_str());
+                o.to_string()
+            })
             .collect();
         return Err(refuse(
             "party_timeout",
@@ -559,6 +554,88 @@ pub async fn execute(
         compute_ms,
         exchange_ms,
     })
+}
+
+/// How long a kept peer connection is reused before it is dialled afresh (so a revoked
+/// certificate stops being accepted within this time even on a busy connection).
+const PEER_CONNECTION_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Authenticated connections to other nodes, by organization, with the address dialled and
+/// when.
+#[derive(Default)]
+pub struct PeerCache(
+    std::sync::Mutex<HashMap<OrgId, (std::net::SocketAddr, Instant, quinn::Connection)>>,
+);
+
+/// A connection to `org` at `sock` whose certificate names `org`: a kept one when it is open,
+/// recent and to the same address (unless `fresh`), else a new one, which is kept. Returns
+/// whether it was kept.
+async fn peer_connection(
+    state: &NodeState,
+    org: &OrgId,
+    sock: std::net::SocketAddr,
+    fresh: bool,
+) -> Result<(quinn::Connection, bool), ErrorBody> {
+    if !fresh
+        && let Ok(m) = state.peers.0.lock()
+        && let Some((addr, at, conn)) = m.get(org)
+        && *addr == sock
+        && at.elapsed() < PEER_CONNECTION_MAX_AGE
+        && conn.close_reason().is_none()
+    {
+        return Ok((conn.clone(), true));
+    }
+    let conn = tokio::time::timeout(Duration::from_secs(10), async {
+        state
+            .endpoint
+            .connect(sock, &org.dns_name())
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| {
+        refuse(
+            "party_unreachable",
+            format!("party {org} did not answer at {sock}"),
+        )
+    })?
+    .map_err(|e| {
+        refuse(
+            "party_unreachable",
+            format!("party {org} unreachable at {sock}: {e}"),
+        )
+    })?;
+    match peer_identity(&conn) {
+        Ok(PeerIdentity::Org(o)) if &o == org => {}
+        _ => {
+            conn.close(wire::close::REFUSED.into(), b"not the organization dialled");
+            return Err(refuse(
+                "party_unreachable",
+                format!("the endpoint at {sock} is not {org}"),
+            ));
+        }
+    }
+    if let Ok(mut m) = state.peers.0.lock() {
+        m.insert(org.clone(), (sock, Instant::now(), conn.clone()));
+    }
+    Ok((conn, false))
+}
+
+/// Sends one share on its own stream and reads the peer's answer.
+async fn send_share(
+    conn: &quinn::Connection,
+    req: &PeerRequest,
+    max: usize,
+) -> Result<PeerResponse, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    wire::write_msg(&mut send, req)
+        .await
+        .map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    wire::read_msg(&mut recv, max)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn peer_cert(conn: &quinn::Connection) -> Option<Vec<u8>> {

@@ -57,7 +57,7 @@ impl Rng {
         xs[(self.next() % xs.len() as u64) as usize]
     }
     fn null(&mut self) -> bool {
-        self.next() % 10 == 0
+        self.next().is_multiple_of(10)
     }
 }
 
@@ -72,7 +72,7 @@ fn dataset(seed: u64, rows: usize) -> Dataset {
         age.push((!r.null()).then(|| r.pick(&AGES)));
         codes.push((!r.null()).then(|| (r.next() % 3) as u32));
         cost.push((!r.null()).then(|| r.pick(&COSTS)));
-        smoker.push((!r.null()).then(|| r.next() % 2 == 0));
+        smoker.push((!r.null()).then(|| r.next().is_multiple_of(2)));
         price.push(Some(1.5));
     }
     Dataset {
@@ -365,7 +365,9 @@ fn malformed_oversized_or_foreign_blobs_are_refused() {
     // A well-formed public key for other parameters is not conformant.
     let other = tfhe::ClientKey::generate(tfhe::ConfigBuilder::default().build());
     let foreign = keys::serialize(&tfhe::CompactPublicKey::new(&other)).expect("serialize");
-    let err = read_public_key(&foreign).err().expect("foreign parameters");
+    let Err(err) = read_public_key(&foreign) else {
+        panic!("a public key of foreign parameters was accepted");
+    };
     assert!(err.to_string().contains("public key"), "{err}");
     // A constant of another width than the shape announces.
     let c8 = encrypt_constant(&holder.client_key, 8, 3).expect("encrypt");

@@ -2,6 +2,10 @@
 //!
 //! Handlers are thin: they authenticate, call the store / planner / run orchestration, and map
 //! errors to statuses. A user error is never a 500.
+//!
+//! Every route is registered once, in [`routes`], together with its `#[utoipa::path]`
+//! operation, so the axum router and the OpenAPI document at `/api/v1/openapi.json` cannot
+//! drift apart.
 
 mod queries;
 mod rooms;
@@ -12,11 +16,14 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use prism_common::backend;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::CoordState;
 use crate::model::{DatasetRecord, Role, User};
@@ -51,19 +58,37 @@ impl ApiError {
         self.details = Some(d);
         self
     }
+}
 
-    fn body(&self) -> Value {
-        let mut e = json!({"code": self.code, "message": self.message});
-        if let Some(d) = &self.details {
-            e["details"] = d.clone();
-        }
-        json!({ "error": e })
-    }
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, in words meant for the user.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`unauthorized`, `invalid_sql`, `budget_exhausted`, ...).
+    pub code: String,
+    /// What happened, why, and what to do next.
+    pub message: String,
+    /// Structured detail, when there is some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let body = ErrorResponse {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                details: self.details,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -142,39 +167,140 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
-/// The `/api/v1` router plus `/healthz`.
-pub fn router(state: Arc<CoordState>) -> Router {
-    let api = Router::new()
-        .route("/backends", get(backends))
-        .route("/organizations", get(organizations))
-        .route("/datasets", get(datasets))
-        .route("/datasets/{id}", get(dataset))
-        .route("/queries", get(queries::list).post(queries::create))
-        .route("/queries/validate", post(queries::validate))
-        .route("/queries/{id}", get(queries::show))
-        .route("/queries/{id}/execute", post(queries::execute))
-        .route("/runs", get(queries::list_runs))
-        .route("/runs/{id}", get(queries::show_run))
-        .route("/data_rooms", get(rooms::list).post(rooms::create))
-        .route("/data_rooms/{id}", get(rooms::show))
-        .route("/data_rooms/{id}/execute", post(rooms::execute))
-        .route("/data_rooms/{id}/cancel", post(rooms::cancel))
-        .route("/users", post(create_user))
-        .route("/audit", get(audit))
-        .route("/audit/verify", get(verify_audit))
+/// The OpenAPI document's frame; the operations come from [`routes`].
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Prism coordinator API",
+        description = "Federated analytics under differential privacy, homomorphic encryption \
+                       and multi-party computation. Errors are `{\"error\": {\"code\", \"message\"}}`.",
+    ),
+    modifiers(&ApiToken),
+    security(("api_token" = [])),
+    tags(
+        (name = "catalog", description = "Backends, organizations and datasets"),
+        (name = "queries", description = "Queries and their runs"),
+        (name = "data_rooms", description = "Multi-organization MPC rooms"),
+        (name = "admin", description = "Users and the audit log (admin role)"),
+        (name = "operations", description = "Health, metrics and this document"),
+        (name = "console", description = "The web console's static assets"),
+    )
+)]
+struct ApiDoc;
+
+/// The bearer API token every `/api/v1` route (and `/metrics`) requires.
+struct ApiToken;
+
+impl utoipa::Modify for ApiToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi
+            .components
+            .get_or_insert_default()
+            .add_security_scheme(
+            "api_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "an API token from `prism-coordinator users create` or POST /api/v1/users",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every HTTP route of the coordinator with its OpenAPI operation: the single list both the
+/// router and the document are built from.
+fn routes() -> OpenApiRouter<Arc<CoordState>> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(backends))
+        .routes(routes!(organizations))
+        .routes(routes!(datasets))
+        .routes(routes!(dataset))
+        .routes(routes!(queries::list, queries::create))
+        .routes(routes!(queries::validate))
+        .routes(routes!(queries::show))
+        .routes(routes!(queries::execute))
+        .routes(routes!(queries::list_runs))
+        .routes(routes!(queries::show_run))
+        .routes(routes!(rooms::list, rooms::create))
+        .routes(routes!(rooms::show))
+        .routes(routes!(rooms::execute))
+        .routes(routes!(rooms::cancel))
+        .routes(routes!(create_user))
+        .routes(routes!(audit))
+        .routes(routes!(verify_audit))
+        .routes(routes!(openapi_json))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such API route; see docs/API.md",
+                "no such API route; GET /api/v1/openapi.json lists them",
             )
         });
-    Router::new()
-        .route("/healthz", get(health))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(metrics))
         .nest("/api/v1", api)
-        .with_state(state)
+        .merge(crate::console::routes())
 }
 
+/// The OpenAPI document of every route the coordinator serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+/// The coordinator's HTTP router: `/api/v1`, `/healthz`, `/metrics` and the console.
+pub fn router(state: Arc<CoordState>) -> Router {
+    let (router, doc) = routes().split_for_parts();
+    router.layer(Extension(Arc::new(doc))).with_state(state)
+}
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object))
+)]
+async fn openapi_json(
+    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json(doc.as_ref().clone())
+}
+
+/// Counters in the Prometheus (OpenMetrics) text format: runs by backend and outcome,
+/// refusals, budget spent, data-room latencies, failed calls to nodes.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"),
+        (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
+    )
+)]
+async fn metrics(State(s): State<Arc<CoordState>>, _c: Caller) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            prism_common::metrics::CONTENT_TYPE,
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Liveness and the number of connected nodes.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "`{status, nodes_connected, version}`", body = Object))
+)]
 async fn health(State(s): State<Arc<CoordState>>) -> Json<Value> {
     let connected = s
         .nodes
@@ -187,10 +313,20 @@ async fn health(State(s): State<Arc<CoordState>>) -> Json<Value> {
     )
 }
 
+/// The backend registry: each backend's status, supported SQL, performance and guarantee.
+#[utoipa::path(get, path = "/backends", tag = "catalog", responses(
+    (status = 200, description = "The registry", body = Object),
+    (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
+))]
 async fn backends(_c: Caller) -> Json<Value> {
     Json(json!(backend::registry()))
 }
 
+/// Member organizations, whether their node is connected, and their datasets.
+#[utoipa::path(get, path = "/organizations", tag = "catalog", responses(
+    (status = 200, description = "Organizations", body = Object),
+    (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
+))]
 async fn organizations(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
     let all: Vec<DatasetRecord> = blocking(move || store.list(DATASETS)).await??;
@@ -217,6 +353,11 @@ fn dataset_json(s: &CoordState, d: &DatasetRecord) -> Value {
     v
 }
 
+/// The catalog: every dataset's schema, row count and whether its node is online.
+#[utoipa::path(get, path = "/datasets", tag = "catalog", responses(
+    (status = 200, description = "Datasets", body = Object),
+    (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
+))]
 async fn datasets(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
     let all: Vec<DatasetRecord> = blocking(move || store.list(DATASETS)).await??;
@@ -225,6 +366,14 @@ async fn datasets(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Jso
     )))
 }
 
+/// One catalog entry.
+#[utoipa::path(get, path = "/datasets/{id}", tag = "catalog",
+    params(("id" = String, Path, description = "`<organization>.<name>`")),
+    responses(
+        (status = 200, description = "The dataset", body = Object),
+        (status = 404, description = "Not in the catalog (`unknown_dataset`)", body = ErrorResponse),
+    )
+)]
 async fn dataset(
     State(s): State<Arc<CoordState>>,
     _c: Caller,
@@ -245,15 +394,24 @@ pub fn unknown_dataset(id: &str) -> ApiError {
     )
 }
 
-#[derive(Deserialize)]
+/// A user to create.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    /// Display name.
     name: String,
     role: Role,
+    /// The user's organization (sees that organization's data rooms).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     organization: Option<prism_common::identity::OrgId>,
 }
 
+/// Creates a user and returns its API token, once.
+#[utoipa::path(post, path = "/users", tag = "admin", request_body = NewUser, responses(
+    (status = 201, description = "`{user, token, note}`", body = Object),
+    (status = 403, description = "Not an admin", body = ErrorResponse),
+))]
 async fn create_user(
     State(s): State<Arc<CoordState>>,
     c: Caller,
@@ -269,10 +427,23 @@ async fn create_user(
     ))
 }
 
-#[derive(Deserialize)]
+/// `?wait=true` on the execute routes.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParam {
+    /// Answer once the run or room has finished instead of at once with it pending.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+/// A page of the audit log.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// Entries after this sequence number.
     #[serde(default)]
     after: u64,
+    /// At most this many (default 200, at most 1000).
     #[serde(default = "default_limit")]
     limit: usize,
 }
@@ -280,6 +451,11 @@ fn default_limit() -> usize {
     200
 }
 
+/// The coordinator's hash-chained audit log.
+#[utoipa::path(get, path = "/audit", tag = "admin", params(Page), responses(
+    (status = 200, description = "Entries in sequence order", body = Object),
+    (status = 403, description = "Not an admin", body = ErrorResponse),
+))]
 async fn audit(
     State(s): State<Arc<CoordState>>,
     c: Caller,
@@ -300,6 +476,11 @@ async fn audit(
     Ok(Json(json!(entries)))
 }
 
+/// Re-checks the audit log's hash chain.
+#[utoipa::path(get, path = "/audit/verify", tag = "admin", responses(
+    (status = 200, description = "`{valid, entries}` or `{valid: false, error}`", body = Object),
+    (status = 403, description = "Not an admin", body = ErrorResponse),
+))]
 async fn verify_audit(State(s): State<Arc<CoordState>>, c: Caller) -> ApiResult<Json<Value>> {
     c.require_admin()?;
     let store = s.store.clone();
@@ -309,4 +490,68 @@ async fn verify_audit(State(s): State<Arc<CoordState>>, c: Caller) -> ApiResult<
             Err(e) => json!({"valid": false, "error": e.to_string()}),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// A route registered on a plain axum router would be served without being documented.
+    /// Every HTTP route must go through `routes!` in [`super::routes`]; this scans the crate's
+    /// source for the axum calls that would bypass it.
+    #[test]
+    fn no_route_bypasses_the_openapi_router() {
+        // Spelled in pieces so this file does not match itself.
+        let bypasses = [
+            concat!(".rou", "te("),
+            concat!(".route_", "service("),
+            concat!(".nest_", "service("),
+            concat!("Router::", "new()"),
+            concat!("axum::rou", "ting::"),
+        ];
+        let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+        let mut scanned = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read src") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    scanned += 1;
+                    let text = std::fs::read_to_string(&path)
+                        .expect("read")
+                        .replace("OpenApiRouter::new()", "");
+                    for b in bypasses {
+                        assert!(
+                            !text.contains(b),
+                            "{} uses {b}: register routes with utoipa_axum::routes! in api::routes",
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+        assert!(scanned > 5, "scanned only {scanned} files");
+    }
+
+    #[test]
+    fn the_document_names_its_security_scheme_and_error_schema() {
+        let doc = serde_json::to_value(super::openapi()).expect("JSON");
+        assert_eq!(
+            doc["components"]["securitySchemes"]["api_token"]["scheme"],
+            "bearer"
+        );
+        assert!(doc["components"]["schemas"]["ErrorResponse"].is_object());
+        // Public operations say so; the rest inherit the bearer requirement.
+        assert_eq!(
+            doc["paths"]["/healthz"]["get"]["security"],
+            serde_json::json!([{}])
+        );
+        assert!(
+            doc["paths"]["/api/v1/runs"]["get"]
+                .get("security")
+                .is_none()
+        );
+        assert_eq!(doc["security"][0]["api_token"], serde_json::json!([]));
+    }
 }

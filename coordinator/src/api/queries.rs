@@ -12,8 +12,9 @@ use prism_common::sql;
 use prism_common::wire::{PrivacyParams, Request, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiResult, Caller, blocking, unknown_dataset};
+use super::{ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking, unknown_dataset};
 use crate::CoordState;
 use crate::model::{DatasetRecord, QueryRecord, RunRecord, now};
 use crate::runs;
@@ -25,21 +26,26 @@ pub const DEFAULT_EPSILON: f64 = 0.5;
 pub const DEFAULT_DELTA: f64 = 1e-7;
 
 /// A query as submitted.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryInput {
+    /// `<organization>.<name>` from GET /api/v1/datasets.
     dataset_id: String,
+    /// One `SELECT` of aggregates over the dataset's table.
     sql: String,
+    /// `dp_sandbox` (default), `he_backend`, `mpc_backend` or `enclave_backend`.
     #[serde(default)]
     backend: Option<String>,
+    /// ε to spend (DP; default 0.5).
     #[serde(default)]
     epsilon: Option<f64>,
+    /// δ to spend (DP; default 1e-7).
     #[serde(default)]
     delta: Option<f64>,
 }
 
 /// The seed API nests the query under `query`; both shapes are accepted.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum QueryBody {
     /// `{"query": {...}}`
@@ -171,6 +177,11 @@ fn query_json(q: &QueryRecord) -> Value {
     json!(q)
 }
 
+/// Validates a query and, for DP, asks the holding node for the ε it would charge.
+#[utoipa::path(post, path = "/queries/validate", tag = "queries", request_body = QueryBody, responses(
+    (status = 200, description = "`{valid, errors: [{code, message}], estimated_epsilon, plan, backend}`", body = Object),
+    (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
+))]
 /// `POST /api/v1/queries/validate`: always 200 for a well-formed request; `valid` says whether
 /// the query would run, `errors` why not.
 pub async fn validate(
@@ -205,6 +216,12 @@ pub async fn validate(
     }
 }
 
+/// Saves a validated query.
+#[utoipa::path(post, path = "/queries", tag = "queries", request_body = QueryBody, responses(
+    (status = 201, description = "The saved query", body = Object),
+    (status = 404, description = "Unknown dataset", body = ErrorResponse),
+    (status = 422, description = "Invalid SQL or a construct the backend refuses", body = ErrorResponse),
+))]
 /// `POST /api/v1/queries`: 201 with the saved query, or 422 naming the problem.
 pub async fn create(
     State(s): State<Arc<CoordState>>,
@@ -240,7 +257,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(query_json(&q))))
 }
 
-/// `GET /api/v1/queries`.
+/// Saved queries, newest first.
+#[utoipa::path(get, path = "/queries", tag = "queries", responses(
+    (status = 200, description = "Queries", body = Object),
+    (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
+))]
 pub async fn list(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
     let mut all: Vec<QueryRecord> = blocking(move || store.list(QUERIES)).await??;
@@ -264,7 +285,14 @@ async fn load_query(s: &Arc<CoordState>, id: String) -> ApiResult<QueryRecord> {
     })
 }
 
-/// `GET /api/v1/queries/{id}`.
+/// One saved query.
+#[utoipa::path(get, path = "/queries/{id}", tag = "queries",
+    params(("id" = String, Path, description = "Query id")),
+    responses(
+        (status = 200, description = "The query", body = Object),
+        (status = 404, description = "`unknown_query`", body = ErrorResponse),
+    )
+)]
 pub async fn show(
     State(s): State<Arc<CoordState>>,
     _c: Caller,
@@ -273,19 +301,23 @@ pub async fn show(
     Ok(Json(query_json(&load_query(&s, id).await?)))
 }
 
-#[derive(Deserialize)]
-pub struct ExecuteParams {
-    #[serde(default)]
-    wait: bool,
-}
-
+/// Runs a saved query.
+#[utoipa::path(post, path = "/queries/{id}/execute", tag = "queries",
+    params(("id" = String, Path, description = "Query id"), WaitParam),
+    responses(
+        (status = 200, description = "The finished run (`?wait=true`)", body = Object),
+        (status = 202, description = "The pending run", body = Object),
+        (status = 404, description = "`unknown_query`", body = ErrorResponse),
+        (status = 501, description = "`backend_not_implemented` (enclave) with what it would need", body = ErrorResponse),
+    )
+)]
 /// `POST /api/v1/queries/{id}/execute`: 202 with the pending run, or with `?wait=true` 200 with
 /// the finished run. The enclave backend is refused with 501 and a structured error.
 pub async fn execute(
     State(s): State<Arc<CoordState>>,
     Caller(user): Caller,
     Path(id): Path<String>,
-    Query(p): Query<ExecuteParams>,
+    Query(p): Query<WaitParam>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let q = load_query(&s, id).await?;
     let mut done = s.run_done.subscribe();
@@ -345,7 +377,14 @@ async fn load_run(s: &Arc<CoordState>, id: String) -> ApiResult<RunRecord> {
     })
 }
 
-/// `GET /api/v1/runs/{id}`.
+/// One run: status, result, ε and δ consumed, proof artifacts, error.
+#[utoipa::path(get, path = "/runs/{id}", tag = "queries",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = Object),
+        (status = 404, description = "`unknown_run`", body = ErrorResponse),
+    )
+)]
 pub async fn show_run(
     State(s): State<Arc<CoordState>>,
     _c: Caller,
@@ -354,7 +393,11 @@ pub async fn show_run(
     Ok(Json(json!(load_run(&s, id).await?)))
 }
 
-/// `GET /api/v1/runs`.
+/// Runs, newest first.
+#[utoipa::path(get, path = "/runs", tag = "queries", responses(
+    (status = 200, description = "Runs", body = Object),
+    (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
+))]
 pub async fn list_runs(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
     let store = s.store.clone();
     let mut all: Vec<RunRecord> = blocking(move || store.list(RUNS)).await??;

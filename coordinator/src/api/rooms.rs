@@ -8,14 +8,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiResult, Caller, blocking};
+use super::{ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking};
 use crate::CoordState;
 use crate::model::{Role, User};
 use crate::rooms::{self, ExecuteError, NewRoom, ROOMS, Room, RoomStatus};
 
 /// The seed nests the room under `data_room`; both shapes are accepted.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum RoomBody {
     /// `{"data_room": {...}}`
@@ -42,6 +43,12 @@ fn room_json(room: &Room) -> Value {
     v
 }
 
+/// Creates a data room and invites its participants' nodes.
+#[utoipa::path(post, path = "/data_rooms", tag = "data_rooms", request_body = RoomBody, responses(
+    (status = 201, description = "The pending room", body = Object),
+    (status = 404, description = "`unknown_dataset`", body = ErrorResponse),
+    (status = 422, description = "Invalid SQL, participants or parameters", body = ErrorResponse),
+))]
 /// `POST /api/v1/data_rooms` → 201 with the `pending` room; invitations go out to the nodes.
 pub async fn create(
     State(s): State<Arc<CoordState>>,
@@ -64,6 +71,11 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(room_json(&room))))
 }
 
+/// Data rooms visible to the caller, newest first.
+#[utoipa::path(get, path = "/data_rooms", tag = "data_rooms", responses(
+    (status = 200, description = "Rooms with each participant's attestation status", body = Object),
+    (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
+))]
 /// `GET /api/v1/data_rooms`: rooms the caller's organization is in or the caller created; all
 /// for admins.
 pub async fn list(
@@ -90,7 +102,14 @@ async fn load(s: &Arc<CoordState>, user: &User, id: String) -> ApiResult<Room> {
     })
 }
 
-/// `GET /api/v1/data_rooms/{id}`.
+/// One data room.
+#[utoipa::path(get, path = "/data_rooms/{id}", tag = "data_rooms",
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "The room", body = Object),
+        (status = 404, description = "`unknown_room`", body = ErrorResponse),
+    )
+)]
 pub async fn show(
     State(s): State<Arc<CoordState>>,
     Caller(user): Caller,
@@ -99,12 +118,16 @@ pub async fn show(
     Ok(Json(room_json(&load(&s, &user, id).await?)))
 }
 
-#[derive(Deserialize)]
-pub struct WaitParam {
-    #[serde(default)]
-    wait: bool,
-}
-
+/// Executes a room every participant has attested.
+#[utoipa::path(post, path = "/data_rooms/{id}/execute", tag = "data_rooms",
+    params(("id" = String, Path, description = "Room id"), WaitParam),
+    responses(
+        (status = 200, description = "The finished room (`?wait=true`)", body = Object),
+        (status = 202, description = "The executing room", body = Object),
+        (status = 404, description = "`unknown_room`", body = ErrorResponse),
+        (status = 409, description = "`room_not_ready`, naming who has not attested", body = ErrorResponse),
+    )
+)]
 /// `POST /api/v1/data_rooms/{id}/execute`: only when `ready` (or `failed`, to retry).
 pub async fn execute(
     State(s): State<Arc<CoordState>>,
@@ -164,6 +187,16 @@ pub async fn execute(
     Ok((status, Json(room_json(&room))))
 }
 
+/// Cancels a room before it executes.
+#[utoipa::path(post, path = "/data_rooms/{id}/cancel", tag = "data_rooms",
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 200, description = "The cancelled room", body = Object),
+        (status = 403, description = "Neither the creator nor an admin", body = ErrorResponse),
+        (status = 404, description = "`unknown_room`", body = ErrorResponse),
+        (status = 409, description = "`room_not_cancellable`", body = ErrorResponse),
+    )
+)]
 /// `POST /api/v1/data_rooms/{id}/cancel`: before execution.
 pub async fn cancel(
     State(s): State<Arc<CoordState>>,

@@ -112,6 +112,15 @@ pub async fn serve(
             query,
         } => {
             let out = evaluate_query(&state, &run_id, &key_id, query, &mut recv, &mut record).await;
+            // An unknown key set is a step of the protocol (the coordinator installs it and
+            // asks again), not a refusal of the query.
+            if out
+                .as_ref()
+                .err()
+                .is_none_or(|e| e.code != UNKNOWN_KEY_CODE)
+            {
+                crate::exec::count(&state, BackendId::HeBackend, out.as_ref().err());
+            }
             if let Err(e) = &out
                 && e.code != UNKNOWN_KEY_CODE
             {
