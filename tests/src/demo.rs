@@ -179,17 +179,25 @@ pub async fn run(f: &Federation) -> anyhow::Result<Vec<Step>> {
         )
         .await?,
     );
-    steps.push(
-        step(
-            f,
-            ds,
-            "SELECT SUM(age) FROM patients WHERE diagnosis = 'diabetes'",
-            "he_backend",
-            None,
-            Expect::Completed,
-        )
-        .await?,
-    );
+    // HE with an encrypted filter constant: exact, checked against the plaintext.
+    let mut he = step(
+        f,
+        ds,
+        "SELECT SUM(age) FROM patients WHERE diagnosis = 'diabetes'",
+        "he_backend",
+        None,
+        Expect::Completed,
+    )
+    .await?;
+    let want: i64 = crate::data::patients(f.seed, 0, f.rows_per_org)
+        .into_iter()
+        .filter(|p| p.diagnosis == "diabetes")
+        .map(|p| p.age)
+        .sum();
+    let exact = he.body["result"]["rows"][0][0].as_i64() == Some(want);
+    he.ok &= exact;
+    he.result = format!("{} (exact: {exact})", he.result);
+    steps.push(he);
     steps.push(room_step(f).await?);
     steps.push(
         step(
