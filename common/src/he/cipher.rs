@@ -12,7 +12,7 @@ use tfhe::safe_serialization::{safe_deserialize, safe_deserialize_conformant};
 use tfhe::shortint::Ciphertext;
 use tfhe::shortint::parameters::PARAM_MESSAGE_2_CARRY_2_KS_PBS_TUNIFORM_2M128;
 use tfhe::{
-    ClientKey, CompactCiphertextListBuilder, CompactCiphertextListExpander,
+    ClientKey, CompactCiphertextList, CompactCiphertextListBuilder, CompactCiphertextListExpander,
     CompressedCiphertextList, CompressedCiphertextListBuilder, FheBool, FheTypes, FheUint,
     FheUintId, MatchValues, ServerKey, Tag,
 };
@@ -340,5 +340,34 @@ pub fn read_results(bytes: &[u8], bits: &[u32]) -> Result<Vec<EncUint>, HeError>
     bits.iter()
         .enumerate()
         .map(|(i, b)| EncUint::from_list(&list, i, *b))
+        .collect()
+}
+
+/// Reads the result of a query without encrypted constants: a compact list the node encrypted
+/// under the compact public key (`keys::config`'s encryption parameters, exactly one element
+/// per announced cell), expanded here with the key holder's own server key (which must be set).
+/// Expanding at the key holder spares the node an expansion and a compression, and the key
+/// holder a decompression.
+pub fn read_compact_results(bytes: &[u8], bits: &[u32]) -> Result<Vec<EncUint>, HeError> {
+    if bytes.len() > MAX_RESULT_BYTES {
+        return Err(HeError::blob("result list", "too large"));
+    }
+    let pke = super::keys::config()
+        .public_key_encryption_parameters()
+        .map_err(|e| HeError::Tfhe(e.to_string()))?;
+    let params = tfhe::CompactCiphertextListConformanceParams::from_parameters_and_size_constraint(
+        pke,
+        tfhe::conformance::ListSizeConstraint::exact_size(bits.len()),
+    )
+    .allow_unpacked();
+    let list: CompactCiphertextList =
+        safe_deserialize_conformant(bytes, MAX_RESULT_BYTES as u64, &params)
+            .map_err(|e| HeError::blob("result list", e))?;
+    let expanded = list.expand().map_err(|e| HeError::blob("result list", e))?;
+    bits.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            EncUint::from_expander(&expanded, i, *b).map_err(|e| HeError::blob("result list", e))
+        })
         .collect()
 }

@@ -90,7 +90,21 @@ pub fn evaluate_path(
             query.constant_bits().len()
         )));
     }
-    let results = if homomorphic {
+    let compact = if homomorphic {
+        None
+    } else {
+        Some(compact_result(prep, &prep.clear_totals(), keys, &mut ops)?)
+    };
+    let results = if let Some(blob) = compact {
+        let evaluate_ms = ms(started);
+        return Ok(Evaluated {
+            blob,
+            ops,
+            homomorphic,
+            evaluate_ms,
+            compress_ms: 0.0,
+        });
+    } else {
         let key = &keys.server_key;
         // With one filter column that has an equality, at most one group can pass.
         let one_hot = query.filter.len() == 1
@@ -114,9 +128,6 @@ pub fn evaluate_path(
             None => per_value(query, prep, constants, key, one_hot, &mut ops)?,
         };
         fill_absent(results, prep, keys, &mut ops)?
-    } else {
-        let totals = prep.clear_totals();
-        encrypt_under_public_key(prep, &totals, keys, &mut ops)?
     };
     let evaluate_ms = ms(started);
     let started = Instant::now();
@@ -406,6 +417,23 @@ fn fill_absent(
         .zip(zeros)
         .map(|(r, z)| r.unwrap_or(z))
         .collect())
+}
+
+/// The exact result of a query without encrypted constants, encrypted under the compact public
+/// key, one element per cell, serialised as the compact list itself (the key holder expands it:
+/// see [`super::cipher::read_compact_results`]).
+fn compact_result(
+    prep: &Prepared,
+    values: &[u64],
+    keys: &NodeKeys,
+    ops: &mut OpCounts,
+) -> Result<Vec<u8>, HeError> {
+    let mut list = tfhe::CompactCiphertextList::builder(&keys.public_key);
+    for (cell, v) in prep.cells.iter().zip(values) {
+        push_compact(&mut list, cell.bits, *v)?;
+        ops.public_key_encryptions += 1;
+    }
+    super::keys::serialize(&list.build())
 }
 
 /// Encrypts one clear value per cell under the compact public key and expands them.

@@ -2,7 +2,7 @@
 //! decrypting the result list into the answer table (offsets added back, weights applied, AVG
 //! divided, NULL for an aggregate over no value).
 
-use super::cipher::{EncUint, constant_bits, encrypt_constant, read_results};
+use super::cipher::{EncUint, constant_bits, encrypt_constant, read_compact_results, read_results};
 use super::encode::Encoded;
 use super::keys::{KeySet, ServerKeyGuard};
 use super::shape::HeValue;
@@ -41,15 +41,22 @@ pub fn check_layout(encoded: &Encoded, cells: &[ResultCell]) -> Result<(), HeErr
     Ok(())
 }
 
-/// Decrypts a result list (on a blocking thread: decompression bootstraps every block).
+/// Decrypts a result list (on a blocking thread: decompression bootstraps every block). A
+/// `homomorphic` result is a compressed list; otherwise (no encrypted constant, nothing was
+/// evaluated) it is a compact list encrypted under the public key.
 pub fn decrypt_results(
     keys: &KeySet,
     blob: &[u8],
     cells: &[ResultCell],
+    homomorphic: bool,
 ) -> Result<Vec<u64>, HeError> {
     let _key = ServerKeyGuard::set(&keys.server_key);
     let bits: Vec<u32> = cells.iter().map(|c| c.bits).collect();
-    let values: Vec<EncUint> = read_results(blob, &bits)?;
+    let values: Vec<EncUint> = if homomorphic {
+        read_results(blob, &bits)?
+    } else {
+        read_compact_results(blob, &bits)?
+    };
     Ok(values.iter().map(|v| v.decrypt(&keys.client_key)).collect())
 }
 
@@ -62,7 +69,7 @@ pub fn answer(
     cells: &[ResultCell],
 ) -> Result<Table, HeError> {
     check_layout(encoded, cells)?;
-    let clear = decrypt_results(keys, blob, cells)?;
+    let clear = decrypt_results(keys, blob, cells, encoded.query.has_constants())?;
     finalize(plan, cells, &clear)
 }
 

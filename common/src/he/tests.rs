@@ -377,4 +377,20 @@ fn malformed_oversized_or_foreign_blobs_are_refused() {
     // Results that do not match their announced layout.
     let e = cipher::read_results(&c8, &[8]).err().expect("not a list");
     assert_eq!(e.code(), "he_malformed_blob");
+    // A compact result list: garbage, or another element count than the layout announces.
+    let pk = read_public_key(&holder.public_key_bytes).expect("public key");
+    let mut two = tfhe::CompactCiphertextList::builder(&pk);
+    two.push_with_num_bits(5u64, 16).expect("push");
+    two.push_with_num_bits(7u64, 16).expect("push");
+    let two = keys::serialize(&two.build()).expect("serialize");
+    let _key = ServerKeyGuard::set(&holder.server_key);
+    let got = cipher::read_compact_results(&two, &[16, 16]).expect("conformant");
+    let clear: Vec<u64> = got.iter().map(|v| v.decrypt(&holder.client_key)).collect();
+    assert_eq!(clear, [5, 7]);
+    for (blob, bits) in [(&two[..], &[16][..]), (&c8[..], &[8][..])] {
+        let e = cipher::read_compact_results(blob, bits)
+            .err()
+            .expect("refused");
+        assert_eq!(e.code(), "he_malformed_blob");
+    }
 }
