@@ -13,7 +13,7 @@ use prism_common::wire::{PrivacyParams, Request, Response};
 use tracing::{info, warn};
 
 use crate::CoordState;
-use crate::model::{QueryRecord, RunRecord, RunStatus, User, now};
+use crate::model::{DatasetRecord, QueryRecord, RunRecord, RunStatus, User, now};
 use crate::store::{Audit, RUNS};
 
 fn new_run(query: &QueryRecord, user: &User) -> RunRecord {
@@ -42,15 +42,7 @@ fn save(
     actor: &str,
     details: serde_json::Value,
 ) -> Result<(), crate::store::StoreError> {
-    // `run_started` is an intermediate state: a restart fails unfinished runs whether or not
-    // it survived, so it need not be fsynced on its own.
-    let put = if action == "run_started" {
-        crate::store::Store::put_lazy
-    } else {
-        crate::store::Store::put
-    };
-    put(
-        &state.store,
+    state.store.put(
         RUNS,
         &run.id,
         run,
@@ -61,6 +53,34 @@ fn save(
             details,
         }),
     )
+}
+
+/// Marks a run `running`, audited as `run_started`. Not fsynced on its own: a restarted
+/// coordinator fails unfinished runs whether or not this mark survived.
+pub(crate) async fn mark_running(
+    state: &Arc<CoordState>,
+    run: &mut RunRecord,
+    details: serde_json::Value,
+) {
+    run.status = RunStatus::Running;
+    let (s, r) = (state.clone(), run.clone());
+    let saved = tokio::task::spawn_blocking(move || {
+        s.store.put_lazy(
+            RUNS,
+            &r.id,
+            &r,
+            Some(Audit {
+                actor: "system",
+                action: "run_started",
+                target: &r.id,
+                details,
+            }),
+        )
+    })
+    .await;
+    if !matches!(saved, Ok(Ok(()))) {
+        warn!(run_id = %run.id, "could not persist run start");
+    }
 }
 
 /// Persists a new run for `query` and starts it. Returns the run as first committed.
@@ -106,15 +126,6 @@ pub fn start(
 }
 
 async fn drive(state: Arc<CoordState>, query: QueryRecord, run: RunRecord) {
-    match query.backend {
-        BackendId::HeBackend => crate::he::drive(state, query, run).await,
-        BackendId::MpcBackend => open_room(state, query, run).await,
-        _ => drive_generic(state, query, run).await,
-    }
-}
-
-/// Sends the plan to the holding node as one request and records its answer.
-pub async fn drive_generic(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
     let Some(dataset) = state.dataset(&query.dataset_id) else {
         return finish(
             &state,
@@ -126,23 +137,22 @@ pub async fn drive_generic(state: Arc<CoordState>, query: QueryRecord, mut run: 
         )
         .await;
     };
-    run.status = RunStatus::Running;
-    let s = state.clone();
-    let r = run.clone();
-    let org = dataset.organization.clone();
-    if let Err(e) = tokio::task::spawn_blocking(move || {
-        save(
-            &s,
-            &r,
-            "run_started",
-            "system",
-            serde_json::json!({"organization": org}),
-        )
-    })
-    .await
-    {
-        warn!(error = %e, "could not persist run start");
+    match query.backend {
+        BackendId::HeBackend => crate::he::drive(state, query, dataset, run).await,
+        BackendId::MpcBackend => open_room(state, query, dataset, run).await,
+        _ => drive_generic(state, query, dataset, run).await,
     }
+}
+
+/// Sends the plan to the holding node as one request and records its answer.
+async fn drive_generic(
+    state: Arc<CoordState>,
+    query: QueryRecord,
+    dataset: DatasetRecord,
+    mut run: RunRecord,
+) {
+    let org = dataset.organization.clone();
+    mark_running(&state, &mut run, serde_json::json!({"organization": org})).await;
     let req = Request::Execute {
         run_id: run.id.clone(),
         backend: query.backend,
@@ -246,20 +256,13 @@ pub async fn finish_as(
 
 /// The seed's flow: an `mpc_backend` query opens a room over every organization holding a
 /// dataset of that name and schema; the run waits for their attestations and ends with the room.
-async fn open_room(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
-    let Some(dataset) = state.dataset(&query.dataset_id) else {
-        return finish(
-            &state,
-            run,
-            Err((
-                "unknown_dataset".into(),
-                format!("dataset {} is no longer in the catalog", query.dataset_id),
-            )),
-        )
-        .await;
-    };
-    let all: Vec<crate::model::DatasetRecord> =
-        state.store.list(crate::store::DATASETS).unwrap_or_default();
+async fn open_room(
+    state: Arc<CoordState>,
+    query: QueryRecord,
+    dataset: DatasetRecord,
+    mut run: RunRecord,
+) {
+    let all: Vec<DatasetRecord> = state.store.list(crate::store::DATASETS).unwrap_or_default();
     let participants: Vec<_> = all
         .iter()
         .filter(|d| {
@@ -286,26 +289,15 @@ async fn open_room(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecor
         Ok(r) => r,
         Err((code, message)) => return finish(&state, run, Err((code.into(), message))).await,
     };
-    run.status = RunStatus::Running;
     run.proof_artifacts = serde_json::json!({
         "room_id": room.id,
         "waiting_for_attestations": room.waiting_for(),
         "note": "the run completes when every participant has attested and the room has executed",
     });
+    mark_running(&state, &mut run, serde_json::json!({"room_id": room.id})).await;
     let s = state.clone();
-    let (r, rm) = (run.clone(), room.clone());
-    let saved = tokio::task::spawn_blocking(move || {
-        save(
-            &s,
-            &r,
-            "run_started",
-            "system",
-            serde_json::json!({"room_id": rm.id}),
-        )?;
-        crate::rooms::open(&s, &rm, "system")
-    })
-    .await;
-    if !matches!(saved, Ok(Ok(()))) {
+    let opened = tokio::task::spawn_blocking(move || crate::rooms::open(&s, &room, "system")).await;
+    if !matches!(opened, Ok(Ok(()))) {
         warn!("could not open the room for run {}", run.id);
     }
 }

@@ -22,8 +22,7 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::CoordState;
-use crate::model::{DatasetRecord, QueryRecord, RunRecord, RunStatus};
-use crate::store::{Audit, RUNS};
+use crate::model::{DatasetRecord, QueryRecord, RunRecord};
 use exchange::{ExchangeError, Transfer};
 use keys::{Held, KeyHolderError};
 
@@ -39,9 +38,6 @@ pub enum HeRunError {
     /// Talking to the node failed, or it refused.
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
-    /// The dataset left the catalog.
-    #[error("dataset {0} is no longer in the catalog")]
-    UnknownDataset(String),
     /// A worker thread failed.
     #[error("he worker failed: {0}")]
     Worker(String),
@@ -53,16 +49,26 @@ impl HeRunError {
             HeRunError::He(e) => e.code().into(),
             HeRunError::Keys(_) => "he_key_holder_error".into(),
             HeRunError::Exchange(e) => e.code(),
-            HeRunError::UnknownDataset(_) => "unknown_dataset".into(),
             HeRunError::Worker(_) => "coordinator_internal_error".into(),
         }
     }
 }
 
 /// Drives an HE run to its end.
-pub async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
+pub async fn drive(
+    state: Arc<CoordState>,
+    query: QueryRecord,
+    dataset: DatasetRecord,
+    mut run: RunRecord,
+) {
     let started = Instant::now();
-    let outcome = run_he(&state, &query, &mut run).await;
+    crate::runs::mark_running(
+        &state,
+        &mut run,
+        json!({"organization": dataset.organization, "backend": "he_backend"}),
+    )
+    .await;
+    let outcome = run_he(&state, &query, &dataset, &mut run).await;
     run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
     let outcome = outcome.map_err(|e| {
         warn!(run_id = %run.id, error = %e, "he run failed");
@@ -81,37 +87,12 @@ async fn blocking<T: Send + 'static>(
     Ok((out, started.elapsed().as_secs_f64() * 1000.0))
 }
 
-async fn mark_running(state: &Arc<CoordState>, run: &mut RunRecord, dataset: &DatasetRecord) {
-    run.status = RunStatus::Running;
-    let (s, r, org) = (state.clone(), run.clone(), dataset.organization.clone());
-    let saved = tokio::task::spawn_blocking(move || {
-        s.store.put(
-            RUNS,
-            &r.id,
-            &r,
-            Some(Audit {
-                actor: "system",
-                action: "run_started",
-                target: &r.id,
-                details: json!({"organization": org, "backend": "he_backend"}),
-            }),
-        )
-    })
-    .await;
-    if !matches!(saved, Ok(Ok(()))) {
-        warn!(run_id = %run.id, "could not persist run start");
-    }
-}
-
 async fn run_he(
     state: &Arc<CoordState>,
     query: &QueryRecord,
+    dataset: &DatasetRecord,
     run: &mut RunRecord,
 ) -> Result<(), HeRunError> {
-    let dataset = state
-        .dataset(&query.dataset_id)
-        .ok_or_else(|| HeRunError::UnknownDataset(query.dataset_id.clone()))?;
-    mark_running(state, run, &dataset).await;
     let schema = DatasetSchema {
         name: dataset.name.clone(),
         columns: dataset.columns.clone(),
@@ -161,7 +142,7 @@ async fn run_he(
     let (table, decrypt_ms) = blocking(move || answer(&k, &p, &e, &blob, &cells)).await?;
     run.result = Some(table);
     run.proof_artifacts = proof(
-        &dataset,
+        dataset,
         &held,
         &encoded,
         &constants,
