@@ -21,3 +21,22 @@ pub mod shares;
 pub mod sql;
 pub mod tls;
 pub mod wire;
+
+/// Implements `From` for redb's specific error types on an error type that wraps
+/// `redb::Error` in `$variant`, so `?` works on every redb call.
+/// Usage: `prism_common::from_redb_errors!(StoreError, StoreError::Db);`
+#[macro_export]
+macro_rules! from_redb_errors {
+    ($err:ty, $variant:path) => {
+        $crate::from_redb_errors!(@each $err, $variant,
+            redb::DatabaseError, redb::TransactionError, redb::TableError,
+            redb::StorageError, redb::CommitError);
+    };
+    (@each $err:ty, $variant:path, $($t:ty),*) => {$(
+        impl From<$t> for $err {
+            fn from(e: $t) -> Self {
+                $variant(e.into())
+            }
+        }
+    )*};
+}

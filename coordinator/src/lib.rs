@@ -48,6 +48,8 @@ pub struct CoordState {
     pub rooms_lock: std::sync::Mutex<()>,
     /// Counters served on `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The HE key holder's key set, once loaded or generated.
+    pub he_keys: he::keys::KeySlot,
 }
 
 impl CoordState {
@@ -139,6 +141,7 @@ pub async fn start(
         room_done,
         rooms_lock: std::sync::Mutex::new(()),
         metrics,
+        he_keys: he::keys::KeySlot::default(),
     });
     fail_interrupted_rooms(&state)?;
 

@@ -38,22 +38,7 @@ pub enum StoreError {
     Audit(#[from] AuditStoreError),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Db(e.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+prism_common::from_redb_errors!(StoreError, StoreError::Db);
 
 /// An audit entry to write with a change.
 pub struct Audit<'a> {

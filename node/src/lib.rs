@@ -60,6 +60,8 @@ pub struct NodeState {
     pub mailbox: rooms::Mailbox,
     /// Authenticated connections to other nodes, kept between executions.
     pub peers: rooms::PeerCache,
+    /// HE key sets kept decompressed in memory.
+    pub he_keys: he::keys::KeyCache,
     fault: std::sync::Mutex<Option<rooms::Fault>>,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
@@ -243,6 +245,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         events_rx: tokio::sync::Mutex::new(events_rx),
         mailbox: rooms::Mailbox::default(),
         peers: rooms::PeerCache::default(),
+        he_keys: he::keys::KeyCache::default(),
         fault: std::sync::Mutex::new(None),
         shutdown: shutdown.clone(),
         metrics: Metrics::new("prism_node"),

@@ -68,22 +68,7 @@ pub enum StoreError {
     UnknownReservation(String),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StoreError {
-            fn from(e: $t) -> Self {
-                StoreError::Db(e.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+prism_common::from_redb_errors!(StoreError, StoreError::Db);
 
 /// What the node keeps about a dataset besides its columns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,9 +2,7 @@
 //! coordinator's store (client key included), so a restart keeps the key id and nodes keep
 //! their cached copies. The client key never leaves this process and its store.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use prism_common::he::HeError;
@@ -13,7 +11,6 @@ use redb::{ReadableDatabase, TableDefinition};
 use tracing::info;
 
 use crate::CoordState;
-use crate::store::Store;
 
 /// `"current"` → the key id in use; key id → a [`StoredKeySet`] record.
 const HE_KEY_HOLDER: TableDefinition<&str, &[u8]> = TableDefinition::new("he_key_holder");
@@ -33,21 +30,7 @@ pub enum KeyHolderError {
     Worker(String),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for KeyHolderError {
-            fn from(e: $t) -> Self {
-                KeyHolderError::Store(e.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+prism_common::from_redb_errors!(KeyHolderError, KeyHolderError::Store);
 
 /// The key set, and what obtaining it cost this run.
 #[derive(Clone)]
@@ -60,33 +43,15 @@ pub struct Held {
     pub loaded_ms: Option<f64>,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<KeySet>>>>;
-
-/// One slot per coordinator store (tests run several coordinators in one process), tied to the
-/// open store so a restarted coordinator reads its key set back from its redb file.
-fn slot(state: &CoordState) -> Option<Slot> {
-    type Slots = Mutex<HashMap<PathBuf, (Weak<Store>, Slot)>>;
-    static SLOTS: OnceLock<Slots> = OnceLock::new();
-    let mut m = SLOTS
-        .get_or_init(|| Mutex::new(HashMap::new()))
-        .lock()
-        .ok()?;
-    let current = Arc::downgrade(&state.store);
-    let entry = m
-        .entry(state.config.data_path.clone())
-        .or_insert_with(|| (current.clone(), Slot::default()));
-    if !Weak::ptr_eq(&entry.0, &current) {
-        *entry = (current, Slot::default());
-    }
-    Some(entry.1.clone())
-}
+/// The key holder's key set once loaded or generated; the lock makes concurrent first runs
+/// wait for one generation.
+#[derive(Default)]
+pub struct KeySlot(tokio::sync::Mutex<Option<Arc<KeySet>>>);
 
 /// The key holder's key set: in memory, else from the store, else freshly generated and stored.
 /// Concurrent first runs wait for one generation.
 pub async fn key_set(state: &Arc<CoordState>) -> Result<Held, KeyHolderError> {
-    let slot =
-        slot(state).ok_or_else(|| KeyHolderError::Worker("key holder lock poisoned".into()))?;
-    let mut guard = slot.lock().await;
+    let mut guard = state.he_keys.0.lock().await;
     if let Some(keys) = guard.as_ref() {
         return Ok(Held {
             keys: keys.clone(),

@@ -2,9 +2,7 @@
 //! in the node's redb file (the blobs as received), so the ~60 MB transfer and the seconds of
 //! key set-up happen once per key set, not per query, and survive a restart.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prism_common::he::keys::NodeKeys;
@@ -14,7 +12,6 @@ use redb::{ReadableDatabase, TableDefinition};
 use tracing::info;
 
 use crate::NodeState;
-use crate::store::Store;
 
 /// key id → the two blobs (public key, compressed server key), each length-prefixed.
 const HE_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("he_keys");
@@ -47,56 +44,24 @@ pub enum KeyCacheError {
     Worker(String),
 }
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for KeyCacheError {
-            fn from(e: $t) -> Self {
-                KeyCacheError::Store(e.into())
-            }
-        }
-    )*};
-}
-from_redb!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+prism_common::from_redb_errors!(KeyCacheError, KeyCacheError::Store);
 
-/// Per node (by store path), the store the entries belong to and the keys, newest first.
-type Cache = Mutex<HashMap<PathBuf, (Weak<Store>, Vec<NodeKeys>)>>;
-
-/// One cache for the process (tests run several nodes in one process). Entries are tied to the
-/// node's open store, so a restarted node starts from its redb file, not from a stale cache.
-fn cache() -> &'static Cache {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn with_entry<T>(state: &NodeState, f: impl FnOnce(&mut Vec<NodeKeys>) -> T) -> Option<T> {
-    let mut c = cache().lock().ok()?;
-    let entry = c
-        .entry(state.config.data_path.clone())
-        .or_insert_with(|| (Arc::downgrade(&state.store), Vec::new()));
-    if !Weak::ptr_eq(&entry.0, &Arc::downgrade(&state.store)) {
-        *entry = (Arc::downgrade(&state.store), Vec::new());
-    }
-    Some(f(&mut entry.1))
-}
+/// The key sets this node keeps decompressed in memory, newest first (at most
+/// [`IN_MEMORY`]); the redb table keeps every one received.
+#[derive(Default)]
+pub struct KeyCache(Mutex<Vec<NodeKeys>>);
 
 fn remember(state: &NodeState, keys: NodeKeys) {
-    with_entry(state, |list| {
+    if let Ok(mut list) = state.he_keys.0.lock() {
         list.retain(|k| k.key_id != keys.key_id);
         list.insert(0, keys);
         list.truncate(IN_MEMORY);
-    });
+    }
 }
 
 fn cached(state: &NodeState, key_id: &str) -> Option<NodeKeys> {
-    with_entry(state, |list| {
-        list.iter().find(|k| k.key_id == key_id).cloned()
-    })
-    .flatten()
+    let list = state.he_keys.0.lock().ok()?;
+    list.iter().find(|k| k.key_id == key_id).cloned()
 }
 
 fn encode(public_key: &[u8], server_key: &[u8]) -> Vec<u8> {
