@@ -260,6 +260,18 @@ async fn unsupported_queries_and_policy_limits_are_refused_with_a_reason() {
         failing(&f, "SELECT COUNT(*) FROM patients WHERE diagnosis = 'copd'").await,
         "policy_violation"
     );
+    // The node audited its refusal against the dataset, before it answered.
+    let node = f.node_admin("hospital-a").expect("node admin");
+    let (_, audit) = node.get("/v1/audit").await.expect("audit");
+    assert!(
+        audit.as_array().expect("entries").iter().any(|e| {
+            e["action"] == "query_refused"
+                && e["target"] == "patients"
+                && e["details"]["backend"] == "he_backend"
+                && e["details"]["code"] == "policy_violation"
+        }),
+        "{audit}"
+    );
     f.shutdown().await;
 }
 

@@ -75,6 +75,19 @@ fn he_refusal(e: HeError) -> ErrorBody {
     refuse(e.code(), e.to_string())
 }
 
+/// Counts and audits (committed before the refusal is sent) a refused HE query.
+async fn refused(state: &NodeState, dataset: &str, run_id: Option<&str>, e: &ErrorBody) {
+    crate::exec::count(state, BackendId::HeBackend, Some(e));
+    state
+        .audit_committed(
+            "coordinator",
+            "query_refused",
+            dataset,
+            serde_json::json!({"run_id": run_id, "backend": "he_backend", "code": e.code, "message": e.message}),
+        )
+        .await;
+}
+
 /// Serves one HE stream from the coordinator.
 pub async fn serve(
     state: Arc<NodeState>,
@@ -95,7 +108,12 @@ pub async fn serve(
     };
     let answer = match req {
         HeRequest::Domains { dataset, columns } => {
-            domains(&state, &dataset, &columns).map(|d| (d, None))
+            let out = domains(&state, &dataset, &columns);
+            if let Err(e) = &out {
+                // The query is refused before any constant is sent.
+                refused(&state, &dataset, None, e).await;
+            }
+            out.map(|d| (d, None))
         }
         HeRequest::InstallKeys { key_id } => {
             match keys::install(&state, &key_id, &mut recv, &mut record).await {
@@ -111,25 +129,16 @@ pub async fn serve(
             key_id,
             query,
         } => {
+            let dataset = query.dataset.clone();
             let out = evaluate_query(&state, &run_id, &key_id, query, &mut recv, &mut record).await;
-            // An unknown key set is a step of the protocol (the coordinator installs it and
-            // asks again), not a refusal of the query.
-            if out
-                .as_ref()
-                .err()
-                .is_none_or(|e| e.code != UNKNOWN_KEY_CODE)
-            {
-                crate::exec::count(&state, BackendId::HeBackend, out.as_ref().err());
-            }
-            if let Err(e) = &out
-                && e.code != UNKNOWN_KEY_CODE
-            {
-                state.audit_async(
-                    "coordinator",
-                    "query_refused",
-                    "he",
-                    serde_json::json!({"run_id": run_id, "backend": "he_backend", "code": e.code, "message": e.message}),
-                );
+            match &out {
+                // An unknown key set is a step of the protocol (the coordinator installs it and
+                // asks again), not a refusal of the query.
+                Err(e) if e.code == UNKNOWN_KEY_CODE => {}
+                Err(e) => refused(&state, &dataset, Some(&run_id), e).await,
+                Ok(_) => {
+                    crate::exec::count(&state, BackendId::HeBackend, None);
+                }
             }
             out.map(|(r, blob)| (r, Some(blob)))
         }
