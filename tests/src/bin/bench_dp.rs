@@ -14,14 +14,12 @@
 //! Medians and 95th percentiles (nearest rank) over `--runs` runs after `--warmup` runs,
 //! printed as a markdown table.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use prism_common::dp::{self, DpParams};
 use prism_common::{eval, sql};
 use prism_node::Policy;
-use prism_node::store::Budget;
 use prism_tests::{Api, Federation, FederationSpec, data};
 use serde_json::{Value, json};
 
@@ -169,47 +167,23 @@ fn node_side(
     Ok(rows)
 }
 
-/// Loads the rows into the node: through its admin API if it takes them, else straight into
-/// its store (the admin API's request body limit may be below a 1M-row CSV).
-async fn load(
-    f: &Federation,
-    node: &Api,
-    csv: &str,
-    ds: prism_common::schema::Dataset,
-) -> anyhow::Result<&'static str> {
+/// Imports the rows through the node's admin API, as a data owner would.
+async fn load(node: &Api, csv: &str) -> anyhow::Result<()> {
     let body = json!({"name": "patients", "columns": data::patient_columns(), "csv": csv});
     let t = Instant::now();
-    let answer = match node.post("/v1/datasets", &body).await {
-        Ok((201, _)) => {
-            eprintln!(
-                "imported through the node admin API in {:.0} ms",
-                elapsed_ms(t)
-            );
-            return Ok("node admin API (POST /v1/datasets)");
-        }
-        Ok((status, answer)) => format!("{status}: {answer}"),
-        Err(e) => format!("{e:#}"),
-    };
+    let (status, answer) = node.post("/v1/datasets", &body).await?;
+    if status != 201 {
+        bail!(
+            "the node admin API refused the {} MB import ({status}: {}); raise the node's max_import_mib",
+            csv.len() / 1_000_000,
+            answer.to_string().chars().take(200).collect::<String>()
+        );
+    }
     eprintln!(
-        "the node admin API refused the {} MB import ({}); installing the parsed dataset in the node's store directly",
-        csv.len() / 1_000_000,
-        answer.chars().take(200).collect::<String>()
+        "imported through the node admin API in {:.0} ms",
+        elapsed_ms(t)
     );
-    let handle = f
-        .nodes
-        .values()
-        .next()
-        .and_then(|n| n.handle.as_ref())
-        .context("no running node")?;
-    let state = handle.state.clone();
-    let ds = Arc::new(ds);
-    let (store, ds2) = (state.store.clone(), ds.clone());
-    tokio::task::spawn_blocking(move || {
-        store.put_dataset(&ds2, Budget::new(10.0, 1e-5), false, "bench_dp")
-    })
-    .await??;
-    state.install_dataset(ds);
-    Ok("Store::put_dataset + NodeState::install_dataset (admin API body limit)")
+    Ok(())
 }
 
 async fn post_ok(api: &Api, path: &str, body: &Value, want: u16) -> anyhow::Result<Value> {
@@ -293,10 +267,10 @@ async fn end_to_end(o: &Options, api: &Api, rows: &mut [Row]) -> anyhow::Result<
     Ok(())
 }
 
-fn print_table(o: &Options, rows: &[Row], loaded: &str) {
+fn print_table(o: &Options, rows: &[Row]) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "\n{} rows, {} runs after {} warm-up runs, ε = {EPSILON}, {cpus} CPUs; dataset loaded via {loaded}.",
+        "\n{} rows, {} runs after {} warm-up runs, ε = {EPSILON}, {cpus} CPUs; dataset imported through the node admin API (POST /v1/datasets).",
         o.rows, o.runs, o.warmup
     );
     println!("All times in ms, median / p95.\n");
@@ -360,7 +334,8 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     let node = f.node_admin("hospital-a")?;
-    let loaded = load(&f, &node, &csv, ds).await?;
+    drop(ds);
+    load(&node, &csv).await?;
     drop(csv);
     f.wait_for_datasets(1).await?;
     let (status, b) = node
@@ -376,6 +351,6 @@ async fn main() -> anyhow::Result<()> {
     let outcome = end_to_end(&o, &api, &mut rows).await;
     f.shutdown().await;
     outcome?;
-    print_table(&o, &rows, loaded);
+    print_table(&o, &rows);
     Ok(())
 }
