@@ -214,14 +214,7 @@ fn selection(
     key: &ServerKey,
     ops: &mut OpCounts,
 ) -> Result<Vec<FheBool>, HeError> {
-    let bits = query.constant_bits();
-    if constants.len() != bits.len() {
-        return Err(HeError::Mismatch(format!(
-            "{} constants for {} slots",
-            constants.len(),
-            bits.len()
-        )));
-    }
+    // `evaluate_path` has checked that there is one constant per slot.
     let mut next = 0;
     let mut per_column: Vec<Vec<FheBool>> = Vec::with_capacity(query.filter.len());
     for (f, distinct) in query.filter.iter().zip(&prep.distinct) {
