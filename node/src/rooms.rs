@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::TryFutureExt;
 use prism_common::backend::BackendId;
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
 use prism_common::room::{self, Manifest};
@@ -397,37 +396,20 @@ pub async fn execute(
     // single share leaves this node.
     let exchange = Instant::now();
     let dials = others.iter().map(|org| {
-        let addr = peers.iter().find(|p| &p.org == org).map(|p| p.addr.clone());
-        let state_for_metrics = state.clone();
-        let (state, hash, attestations) = (state.clone(), &hash, &attestations);
+        let addr = peers
+            .iter()
+            .find(|p| &p.org == org)
+            .map(|p| p.addr.as_str());
+        let (hash, attestations) = (&hash, &attestations);
         async move {
-            let addr = addr
-                .ok_or_else(|| refuse("party_unreachable", format!("no peer address for {org}")))?;
-            let sock: std::net::SocketAddr = addr.parse().map_err(|_| {
-                refuse(
-                    "party_unreachable",
-                    format!("bad peer address {addr} for {org}"),
-                )
-            })?;
-            let (conn, cached) = peer_connection(&state, org, sock, false).await?;
-            let cert = peer_cert(&conn)
-                .ok_or_else(|| refuse("bad_attestation", format!("no certificate from {org}")))?;
-            let pk = room::public_key_from_cert(&cert)
-                .map_err(|e| refuse("bad_attestation", e.to_string()))?;
-            let a = attestations
-                .iter()
-                .find(|a| &a.org == org)
-                .ok_or_else(|| refuse("missing_attestation", format!("{org}")))?;
-            room::verify(org, &pk, hash, &a.signature)
-                .map_err(|e| refuse("bad_attestation", e.to_string()))?;
-            Ok::<_, ErrorBody>((org.clone(), sock, conn, cached))
-        }
-        .map_err(move |e| {
-            if e.code == "party_unreachable" {
-                state_for_metrics.metrics.peer_failure(org.as_str());
+            let r = dial_verified(state, org, addr, hash, attestations).await;
+            if let Err(e) = &r
+                && e.code == "party_unreachable"
+            {
+                state.metrics.peer_failure(org.as_str());
             }
-            e
-        })
+            r
+        }
     });
     let conns = futures::future::try_join_all(dials).await?;
 
@@ -554,6 +536,39 @@ pub async fn execute(
         compute_ms,
         exchange_ms,
     })
+}
+
+/// A connection to participant `org` at `addr` whose certificate carries the key that signed
+/// `org`'s attestation of the manifest `hash`: `(org, address, connection, whether it was kept)`.
+async fn dial_verified(
+    state: &NodeState,
+    org: &OrgId,
+    addr: Option<&str>,
+    hash: &[u8; 32],
+    attestations: &[Attestation],
+) -> Result<(OrgId, std::net::SocketAddr, quinn::Connection, bool), ErrorBody> {
+    let addr =
+        addr.ok_or_else(|| refuse("party_unreachable", format!("no peer address for {org}")))?;
+    let sock: std::net::SocketAddr = addr.parse().map_err(|_| {
+        refuse(
+            "party_unreachable",
+            format!("bad peer address {addr} for {org}"),
+        )
+    })?;
+    let (conn, cached) = peer_connection(state, org, sock, false).await?;
+    let cert = peer_cert(&conn)
+        .ok_or_else(|| refuse("bad_attestation", format!("no certificate from {org}")))?;
+    let pk =
+        room::public_key_from_cert(&cert).map_err(|e| refuse("bad_attestation", e.to_string()))?;
+    let a = attestations.iter().find(|a| &a.org == org).ok_or_else(|| {
+        refuse(
+            "missing_attestation",
+            format!("no attestation from {org} came with the execution request"),
+        )
+    })?;
+    room::verify(org, &pk, hash, &a.signature)
+        .map_err(|e| refuse("bad_attestation", e.to_string()))?;
+    Ok((org.clone(), sock, conn, cached))
 }
 
 /// How long a kept peer connection is reused before it is dialled afresh (so a revoked
