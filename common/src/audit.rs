@@ -166,8 +166,15 @@ pub fn decode_stored(text: &str) -> Result<AuditEntry, String> {
         if v2.format != FORMAT {
             return Err(format!("unknown stored format {}", v2.format));
         }
-        let parts: (u64, String, String, String, String, serde_json::Value, String) =
-            serde_json::from_str(&v2.canonical).map_err(|e| format!("canonical text: {e}"))?;
+        let parts: (
+            u64,
+            String,
+            String,
+            String,
+            String,
+            serde_json::Value,
+            String,
+        ) = serde_json::from_str(&v2.canonical).map_err(|e| format!("canonical text: {e}"))?;
         let (seq, at, actor, action, target, details, prev_hash) = parts;
         return Ok(AuditEntry {
             seq,
@@ -303,7 +310,8 @@ pub mod store {
         let mut table = txn.open_table(AUDIT).map_err(redb::Error::from)?;
         let prev = match table.last().map_err(redb::Error::from)? {
             Some((k, v)) => {
-                let c = check_stored(v.value()).map_err(|why| AuditStoreError::Corrupt(k.value(), why))?;
+                let c = check_stored(v.value())
+                    .map_err(|why| AuditStoreError::Corrupt(k.value(), why))?;
                 Some((c.seq, c.hash))
             }
             None => None,

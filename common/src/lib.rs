@@ -15,6 +15,7 @@ pub mod identity;
 pub mod metrics;
 pub mod mpc;
 pub mod plan;
+pub mod release;
 pub mod room;
 pub mod schema;
 pub mod shares;

@@ -183,4 +183,7 @@ pub struct CatalogEntry {
     pub columns: Vec<ColumnSpec>,
     /// Number of rows.
     pub row_count: u64,
+    /// How each backend's answers may leave the holding node (its owner's decision).
+    #[serde(default)]
+    pub release: crate::release::ReleaseModes,
 }

@@ -323,6 +323,9 @@ pub enum Response {
         epsilon: f64,
         /// δ the plan would be charged.
         delta: f64,
+        /// The release mode the node applies to this dataset and backend.
+        #[serde(default)]
+        release: Option<crate::release::ReleaseMode>,
     },
     /// Answer to [`Request::Execute`].
     Executed(Execution),
@@ -451,6 +454,7 @@ mod tests {
         roundtrip(Response::Estimated {
             epsilon: 0.5,
             delta: 0.0,
+            release: Some(crate::release::ReleaseMode::Dp),
         })
         .await;
         roundtrip(Response::Executed(Execution {

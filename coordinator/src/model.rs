@@ -57,6 +57,9 @@ pub struct DatasetRecord {
     pub columns: Vec<ColumnSpec>,
     /// Row count.
     pub row_count: u64,
+    /// How each backend's answers may leave the holding node (published by its owner).
+    #[serde(default)]
+    pub release: prism_common::release::ReleaseModes,
     /// When the node last published it.
     pub updated_at: String,
 }

@@ -270,6 +270,7 @@ impl Store {
                     name: e.name.clone(),
                     columns: e.columns.clone(),
                     row_count: e.row_count,
+                    release: e.release,
                     updated_at: now(),
                 };
                 t.insert(rec.id.as_str(), encode(&rec).as_str())?;

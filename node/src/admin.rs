@@ -10,6 +10,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
+use prism_common::backend::BackendId;
+use prism_common::release::{DatasetRelease, ReleaseMode};
 use prism_common::schema::{Bounds, ColumnSpec};
 use serde::Deserialize;
 use serde_json::json;
@@ -123,6 +125,10 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
             "/v1/datasets/{name}/budget",
             get(get_budget).put(set_budget),
         )
+        .route(
+            "/v1/datasets/{name}/release",
+            get(get_release).put(set_release),
+        )
         .route("/v1/invitations", get(invitations))
         .route("/v1/invitations/{room_id}", get(invitation))
         .route(
@@ -186,7 +192,9 @@ async fn list_datasets(
         list.iter()
             .map(
                 |(m, b)| json!({"name": m.schema.name, "columns": m.schema.columns, "rows": m.rows,
-                             "imported_at": m.imported_at, "budget": budget_json(b)})
+                             "imported_at": m.imported_at, "budget": budget_json(b),
+                             "release": crate::policy::modes(&a.state, &m.schema.name),
+                             "identifying_columns": crate::policy::dataset_release(&a.state, &m.schema.name).identifying_columns})
             )
             .collect::<Vec<_>>()
     )))
@@ -316,6 +324,101 @@ async fn set_budget(
     let b =
         blocking(move || store.set_budget(&name, body.epsilon, body.delta, "node-admin")).await??;
     Ok(Json(budget_json(&b)))
+}
+
+/// Body of `PUT /v1/datasets/{name}/release`: the fields given replace the dataset's settings.
+/// A backend's mode is `dp`, `exact`, `off`, or `policy` (back to the node policy's).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseBody {
+    #[serde(default)]
+    dp_sandbox: Option<String>,
+    #[serde(default)]
+    he_backend: Option<String>,
+    #[serde(default)]
+    mpc_backend: Option<String>,
+    #[serde(default)]
+    identifying_columns: Option<Vec<String>>,
+}
+
+fn release_json(state: &NodeState, name: &str, own: &DatasetRelease) -> serde_json::Value {
+    json!({
+        "dataset": name,
+        "effective": crate::policy::modes(state, name),
+        "policy": state.config.policy.release,
+        "overrides": own,
+        "min_group_size": state.config.policy.min_group_size,
+    })
+}
+
+async fn get_release(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    if a.state.dataset(&name).is_none() {
+        return Err(StoreError::UnknownDataset(name).into());
+    }
+    let own = crate::policy::dataset_release(&a.state, &name);
+    Ok(Json(release_json(&a.state, &name, &own)))
+}
+
+/// Sets the owner's release modes (and identifying columns) for one dataset, audited; the
+/// catalog is republished so analysts see the change.
+async fn set_release(
+    State(a): State<Arc<Admin>>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(body): Json<ReleaseBody>,
+) -> Result<Json<serde_json::Value>> {
+    check_token(&a, &h)?;
+    let ds = a
+        .state
+        .dataset(&name)
+        .ok_or_else(|| StoreError::UnknownDataset(name.clone()))?;
+    let bad = |m: String| AdminError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_release", m);
+    let mut own = crate::policy::dataset_release(&a.state, &name);
+    for (backend, mode) in [
+        (BackendId::DpSandbox, body.dp_sandbox),
+        (BackendId::HeBackend, body.he_backend),
+        (BackendId::MpcBackend, body.mpc_backend),
+    ] {
+        match mode.as_deref() {
+            None => {}
+            Some("policy") => match backend {
+                BackendId::DpSandbox => own.dp_sandbox = None,
+                BackendId::HeBackend => own.he_backend = None,
+                _ => own.mpc_backend = None,
+            },
+            Some(m) => {
+                let m = ReleaseMode::parse(m).ok_or_else(|| {
+                    bad(format!(
+                        "{backend}: release mode {m:?}; use dp, exact, off or policy"
+                    ))
+                })?;
+                own.set(backend, m).map_err(bad)?
+            }
+        }
+    }
+    if let Some(cols) = body.identifying_columns {
+        if let Some(c) = cols.iter().find(|c| ds.schema.column(c).is_none()) {
+            return Err(bad(format!("dataset {name} has no column {c}")));
+        }
+        own.identifying_columns = cols;
+    }
+    let policy = &a.state.config.policy;
+    if own.apply(policy.release).any_exact() && policy.min_group_size < 2 {
+        return Err(bad(format!(
+            "an exact release mode needs the node policy's min_group_size >= 2 (it is {})",
+            policy.min_group_size
+        )));
+    }
+    let store = a.state.store.clone();
+    let (n, o) = (name.clone(), own.clone());
+    blocking(move || store.set_dataset_release(&n, &o, "node-admin")).await??;
+    a.state.catalog_changed.notify_one();
+    Ok(Json(release_json(&a.state, &name, &own)))
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use prism_common::backend::BackendId;
 use prism_common::identity::OrgId;
+use prism_common::release::ReleaseModes;
 use prism_common::tls::TlsFiles;
 use prism_common::wire::DEFAULT_MAX_FRAME;
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,17 @@ pub struct Policy {
     /// he_backend: most groups (combinations of filter values) one query is evaluated over.
     #[serde(default = "default_he_max_groups")]
     pub he_max_groups: usize,
+    /// How each backend's answers may leave this node (`dp`, `exact` or `off`); the owner can
+    /// override it per dataset. Defaults: every backend under DP.
+    #[serde(default)]
+    pub release: ReleaseModes,
+    /// Columns (in any dataset) that identify a person: in `exact` mode they are never filtered
+    /// or grouped on. Columns whose values are all distinct are treated the same way.
+    #[serde(default)]
+    pub identifying_columns: Vec<String>,
+    /// mpc_backend in `exact` mode: most GROUP BY keys a room may declare.
+    #[serde(default = "default_max_group_keys")]
+    pub max_group_keys: usize,
 }
 
 fn default_backends() -> Vec<BackendId> {
@@ -128,6 +140,9 @@ fn default_backends() -> Vec<BackendId> {
         BackendId::HeBackend,
         BackendId::MpcBackend,
     ]
+}
+fn default_max_group_keys() -> usize {
+    64
 }
 fn default_he_max_distinct() -> usize {
     256
@@ -168,11 +183,34 @@ impl Default for Policy {
             auto_attest: false,
             he_max_distinct_values: default_he_max_distinct(),
             he_max_groups: default_he_max_groups(),
+            release: ReleaseModes::default(),
+            identifying_columns: Vec::new(),
+            max_group_keys: default_max_group_keys(),
         }
     }
 }
 
 impl Policy {
+    /// Checks the policy is one the node can enforce: exact releases need a minimum group size
+    /// of at least 2, and dp_sandbox has no exact mode.
+    pub fn check(&self) -> Result<(), String> {
+        self.release.check()?;
+        if self.release.any_exact() && self.min_group_size < 2 {
+            return Err(format!(
+                "policy: an exact release mode needs min_group_size >= 2 (it is {})",
+                self.min_group_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether a column is named identifying by the policy.
+    pub fn names_identifying(&self, column: &str) -> bool {
+        self.identifying_columns
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(column))
+    }
+
     fn allows(list: &[String], column: &str) -> bool {
         list.iter()
             .any(|c| c == "*" || c.eq_ignore_ascii_case(column))

@@ -21,7 +21,7 @@ fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
 
-fn store_err(e: StoreError) -> ErrorBody {
+pub(crate) fn store_err(e: StoreError) -> ErrorBody {
     match e {
         StoreError::BudgetExhausted {
             remaining_epsilon,
@@ -56,6 +56,20 @@ fn predicate_columns<'a>(p: &'a Predicate, out: &mut Vec<&'a str>) {
     }
 }
 
+/// The columns a plan filters or groups on (WHERE, GROUP BY, key outputs).
+pub(crate) fn filtered_columns(plan: &Plan) -> Vec<&str> {
+    let mut filtered: Vec<&str> = plan.group_by.iter().map(String::as_str).collect();
+    if let Some(f) = &plan.filter {
+        predicate_columns(f, &mut filtered);
+    }
+    for o in &plan.outputs {
+        if let Output::Key(k) = o {
+            filtered.push(k);
+        }
+    }
+    filtered
+}
+
 /// Checks a request against this node's policy and catalog; returns the dataset.
 pub(crate) fn admit(
     state: &NodeState,
@@ -87,10 +101,8 @@ pub(crate) fn admit(
     }
     if backend == BackendId::HeBackend {
         return Err(refuse(
-            "backend_not_served",
-            format!(
-                "node {org} does not serve {backend} yet: this node build implements dp_sandbox and mpc_backend"
-            ),
+            "bad_request",
+            "he_backend queries are evaluated on their own stream, not as a plain execution",
         ));
     }
     if plan.dataset != dataset {
@@ -108,6 +120,7 @@ pub(crate) fn admit(
             format!("dataset {dataset} does not exist on node {org}"),
         )
     })?;
+    crate::policy::served_mode(state, backend, dataset)?;
     let policy = &state.config.policy;
     for a in plan.aggregates() {
         if let Some(c) = &a.column
@@ -119,16 +132,10 @@ pub(crate) fn admit(
             ));
         }
     }
-    let mut filtered: Vec<&str> = plan.group_by.iter().map(String::as_str).collect();
-    if let Some(f) = &plan.filter {
-        predicate_columns(f, &mut filtered);
-    }
-    for o in &plan.outputs {
-        if let Output::Key(k) = o {
-            filtered.push(k);
-        }
-    }
-    if let Some(c) = filtered.into_iter().find(|c| !policy.may_filter(c)) {
+    if let Some(c) = filtered_columns(plan)
+        .into_iter()
+        .find(|c| !policy.may_filter(c))
+    {
         return Err(refuse(
             "policy_violation",
             format!("node {org} policy: column {c} may not be filtered or grouped on"),
@@ -195,6 +202,24 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             }
         }
         Request::Estimate {
+            backend: BackendId::HeBackend,
+            dataset,
+            plan,
+            params,
+        } => {
+            if plan.dataset != dataset {
+                return Response::Refused(refuse("bad_request", "plan and dataset differ"));
+            }
+            match crate::he::estimate(state, &plan, Some(&params)) {
+                Ok((mode, epsilon)) => Response::Estimated {
+                    epsilon,
+                    delta: 0.0,
+                    release: Some(mode),
+                },
+                Err(e) => Response::Refused(e),
+            }
+        }
+        Request::Estimate {
             backend,
             dataset,
             plan,
@@ -213,6 +238,7 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
                 Ok(c) => Response::Estimated {
                     epsilon: c.epsilon,
                     delta: c.delta,
+                    release: Some(prism_common::release::ReleaseMode::Dp),
                 },
                 Err(e) => Response::Refused(dp_refusal(e)),
             }

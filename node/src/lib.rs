@@ -13,6 +13,7 @@ pub mod he;
 pub mod import;
 pub mod link;
 pub mod peer;
+pub mod policy;
 pub mod rooms;
 pub mod store;
 
@@ -95,6 +96,7 @@ impl NodeState {
                 name: d.schema.name.clone(),
                 columns: d.schema.columns.clone(),
                 row_count: d.rows as u64,
+                release: policy::modes(self, &d.schema.name),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -195,6 +197,10 @@ impl NodeHandle {
 
 /// Starts a node: opens its store, binds its endpoints and connects to the coordinator.
 pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<NodeHandle> {
+    config
+        .policy
+        .check()
+        .map_err(|e| anyhow::anyhow!("node {}: {e}", config.org))?;
     let tls = TlsMaterial::load(&config.tls).context("loading the node's TLS material")?;
     let token = config.resolve_admin_token()?;
     let path = config.data_path.clone();

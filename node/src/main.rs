@@ -72,6 +72,24 @@ enum Command {
         #[arg(long, allow_hyphen_values = true)]
         max: f64,
     },
+    /// Show or set how a dataset's answers may leave this node, per backend (dp, exact, off,
+    /// or policy to follow the node policy), and which of its columns identify a person.
+    Release {
+        /// Dataset.
+        dataset: String,
+        /// he_backend: dp, exact, off or policy.
+        #[arg(long)]
+        he_backend: Option<String>,
+        /// mpc_backend: dp, exact, off or policy.
+        #[arg(long)]
+        mpc_backend: Option<String>,
+        /// dp_sandbox: dp, off or policy.
+        #[arg(long)]
+        dp_sandbox: Option<String>,
+        /// Identifying columns (comma-separated; replaces the list).
+        #[arg(long, value_delimiter = ',')]
+        identifying: Option<Vec<String>>,
+    },
     /// List data-room invitations.
     Invitations,
     /// Attest to a data room's manifest (signs its hash with this organization's key).
@@ -203,6 +221,39 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
                 .json(&serde_json::json!({"bounds": {"min": min, "max": max}}))
                 .send()
                 .await?
+        }
+        Command::Release {
+            dataset,
+            he_backend,
+            mpc_backend,
+            dp_sandbox,
+            identifying,
+        } => {
+            let body = serde_json::json!({
+                "he_backend": he_backend, "mpc_backend": mpc_backend,
+                "dp_sandbox": dp_sandbox, "identifying_columns": identifying,
+            });
+            let url = format!("{url}/v1/datasets/{dataset}/release");
+            if body
+                .as_object()
+                .is_some_and(|o| o.values().all(|v| v.is_null()))
+            {
+                http.get(url).header("authorization", &auth).send().await?
+            } else {
+                // Unset options are left out, so they keep their current values.
+                let body: serde_json::Map<String, serde_json::Value> = body
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                http.put(url)
+                    .header("authorization", &auth)
+                    .json(&body)
+                    .send()
+                    .await?
+            }
         }
         Command::Invitations => {
             http.get(format!("{url}/v1/invitations"))

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use prism_common::audit::store::{self as audit, AuditStoreError};
+use prism_common::release::DatasetRelease;
 use prism_common::schema::{ColumnData, Dataset, DatasetSchema};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,8 @@ const DATASETS: TableDefinition<&str, &str> = TableDefinition::new("datasets");
 const COLUMNS: TableDefinition<&str, &[u8]> = TableDefinition::new("columns");
 /// name → JSON [`Budget`].
 const BUDGETS: TableDefinition<&str, &str> = TableDefinition::new("budgets");
+/// name → JSON [`DatasetRelease`]: the owner's per-dataset release settings.
+const RELEASE: TableDefinition<&str, &str> = TableDefinition::new("dataset_release");
 /// reservation id → JSON [`Reservation`].
 const RESERVATIONS: TableDefinition<&str, &str> = TableDefinition::new("reservations");
 
@@ -242,6 +245,7 @@ impl Store {
             txn.open_table(COLUMNS)?;
             txn.open_table(BUDGETS)?;
             txn.open_table(RESERVATIONS)?;
+            txn.open_table(RELEASE)?;
             txn.open_table(audit::AUDIT)?;
             txn.open_table(crate::rooms::INVITATIONS)?;
         }
@@ -383,6 +387,46 @@ impl Store {
             meta.schema = schema.clone();
             datasets.insert(name, json(&meta).as_str())?;
             audit::append(&txn, actor, "dataset_schema_updated", name, details)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The owner's release settings for a dataset (empty when none were set).
+    pub fn dataset_release(&self, name: &str) -> Result<DatasetRelease, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(RELEASE)?;
+        match t.get(name)? {
+            Some(v) => parse(name, v.value()),
+            None => Ok(DatasetRelease::default()),
+        }
+    }
+
+    /// Replaces the owner's release settings for a dataset, audited with what changed.
+    pub fn set_dataset_release(
+        &self,
+        name: &str,
+        release: &DatasetRelease,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            if txn.open_table(DATASETS)?.get(name)?.is_none() {
+                return Err(StoreError::UnknownDataset(name.into()));
+            }
+            let mut t = txn.open_table(RELEASE)?;
+            let before: DatasetRelease = match t.get(name)? {
+                Some(v) => parse(name, v.value())?,
+                None => DatasetRelease::default(),
+            };
+            t.insert(name, json(release).as_str())?;
+            audit::append(
+                &txn,
+                actor,
+                "release_mode_set",
+                name,
+                serde_json::json!({"before": before, "after": release}),
+            )?;
         }
         txn.commit()?;
         Ok(())

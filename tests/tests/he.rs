@@ -1,5 +1,6 @@
-//! he_backend end to end through a real federation: exact answers, what the node received (no
-//! constant), one key transfer per node that survives restarts, and refusals.
+//! he_backend end to end through a real federation, in the owner's opt-in exact mode: exact
+//! answers, what the node received (no constant), one key transfer per node that survives
+//! restarts, and refusals.
 
 use prism_common::he::HeRequest;
 use prism_common::identity::OrgId;
@@ -11,10 +12,16 @@ use serde_json::{Value, json};
 const DATASET: &str = "hospital-a.patients";
 const ROWS: usize = 120;
 
+/// The owner opted in to exact he_backend answers (the default is dp: see tests/privacy.rs),
+/// so answers can be checked against the plaintext; groups under 2 rows are suppressed.
 fn spec() -> FederationSpec {
+    let mut policy = prism_node::Policy::default();
+    policy.release.he_backend = prism_common::release::ReleaseMode::Exact;
+    policy.min_group_size = 2;
     FederationSpec {
         orgs: vec!["hospital-a".into()],
         rows_per_org: ROWS,
+        policy,
         ..Default::default()
     }
 }

@@ -235,7 +235,15 @@ fn legacy_entry(prev: Option<&AuditEntry>, target: &str, details: Value) -> Audi
     let seq = prev.map_or(1, |p| p.seq + 1);
     let prev_hash = prev.map_or_else(|| GENESIS.to_string(), |p| p.hash.clone());
     let at = "2026-11-20T10:00:00Z".to_string();
-    let canonical = json!([seq, at, "system", "room_executed", target, details, prev_hash]);
+    let canonical = json!([
+        seq,
+        at,
+        "system",
+        "room_executed",
+        target,
+        details,
+        prev_hash
+    ]);
     let hash = hex::encode(Sha256::digest(canonical.to_string().as_bytes()));
     AuditEntry {
         seq,

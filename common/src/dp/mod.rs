@@ -96,6 +96,7 @@
 
 mod calibrate;
 mod grouping;
+pub mod noise;
 mod proof;
 mod release;
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::{HeError, MAX_CONSTANT_BYTES, MAX_RESULT_BYTES};
 use crate::plan::CmpOp;
 
 macro_rules! widths {
-    ($($var:ident $bits:literal $ty:ident $cty:ident $params:ident $kind:ident;)*) => {
+    ($($var:ident $bits:literal $ty:ident $cty:ident $params:ident $kind:ident $clear:ident;)*) => {
         /// An encrypted unsigned integer of one of the supported widths.
         #[derive(Clone)]
         pub enum EncUint {
@@ -141,6 +141,21 @@ macro_rules! widths {
                 }
             }
 
+            /// Adds a clear value modulo 2^bits (wrapping), e.g. noise in two's complement.
+            pub fn add_clear_wrapping(&self, x: u64) -> EncUint {
+                match self {
+                    $(EncUint::$var(c) => {
+                        let mask = u64::MAX >> (64 - $bits);
+                        EncUint::$var(c + ((x & mask) as $clear))
+                    })*
+                }
+            }
+
+            /// Itself where `keep` is true, else an encrypted zero.
+            pub fn keep_if(&self, keep: &FheBool) -> EncUint {
+                match self { $(EncUint::$var(c) => EncUint::$var(keep.if_then_zero(c)),)* }
+            }
+
             /// Appends it to a list being compressed.
             pub fn push_into(&self, list: &mut CompressedCiphertextListBuilder) {
                 match self { $(EncUint::$var(c) => { list.push(c.clone()); })* }
@@ -220,16 +235,16 @@ macro_rules! widths {
 }
 
 widths! {
-    U2 2 FheUint2 CompressedFheUint2 CompressedFheUint2ConformanceParams Uint2;
-    U4 4 FheUint4 CompressedFheUint4 CompressedFheUint4ConformanceParams Uint4;
-    U6 6 FheUint6 CompressedFheUint6 CompressedFheUint6ConformanceParams Uint6;
-    U8 8 FheUint8 CompressedFheUint8 CompressedFheUint8ConformanceParams Uint8;
-    U10 10 FheUint10 CompressedFheUint10 CompressedFheUint10ConformanceParams Uint10;
-    U12 12 FheUint12 CompressedFheUint12 CompressedFheUint12ConformanceParams Uint12;
-    U14 14 FheUint14 CompressedFheUint14 CompressedFheUint14ConformanceParams Uint14;
-    U16 16 FheUint16 CompressedFheUint16 CompressedFheUint16ConformanceParams Uint16;
-    U32 32 FheUint32 CompressedFheUint32 CompressedFheUint32ConformanceParams Uint32;
-    U64 64 FheUint64 CompressedFheUint64 CompressedFheUint64ConformanceParams Uint64;
+    U2 2 FheUint2 CompressedFheUint2 CompressedFheUint2ConformanceParams Uint2 u8;
+    U4 4 FheUint4 CompressedFheUint4 CompressedFheUint4ConformanceParams Uint4 u8;
+    U6 6 FheUint6 CompressedFheUint6 CompressedFheUint6ConformanceParams Uint6 u8;
+    U8 8 FheUint8 CompressedFheUint8 CompressedFheUint8ConformanceParams Uint8 u8;
+    U10 10 FheUint10 CompressedFheUint10 CompressedFheUint10ConformanceParams Uint10 u16;
+    U12 12 FheUint12 CompressedFheUint12 CompressedFheUint12ConformanceParams Uint12 u16;
+    U14 14 FheUint14 CompressedFheUint14 CompressedFheUint14ConformanceParams Uint14 u16;
+    U16 16 FheUint16 CompressedFheUint16 CompressedFheUint16ConformanceParams Uint16 u16;
+    U32 32 FheUint32 CompressedFheUint32 CompressedFheUint32ConformanceParams Uint32 u32;
+    U64 64 FheUint64 CompressedFheUint64 CompressedFheUint64ConformanceParams Uint64 u64;
 }
 
 /// `lookup` for one input width, into any output width.

@@ -23,6 +23,7 @@ use super::cipher::{EncUint, compress, push_compact};
 use super::groups::Prepared;
 use super::keys::{NodeKeys, ServerKeyGuard};
 use super::lookup;
+use super::release::Post;
 use super::shape::{Atom, HeQuery, HeValue};
 use super::{HeError, OpCounts};
 use crate::plan::CmpOp;
@@ -79,6 +80,19 @@ pub fn evaluate_path(
     keys: &NodeKeys,
     path: Path,
 ) -> Result<Evaluated, HeError> {
+    evaluate_released(query, prep, constants, keys, path, &Post::None)
+}
+
+/// [`evaluate_path`], then the release step of the node's mode (noise, or the oblivious
+/// minimum group size) on the encrypted results before they are compressed.
+pub fn evaluate_released(
+    query: &HeQuery,
+    prep: &Prepared,
+    constants: &[EncUint],
+    keys: &NodeKeys,
+    path: Path,
+    post: &Post,
+) -> Result<Evaluated, HeError> {
     let _key = ServerKeyGuard::set(&keys.server_key);
     let mut ops = OpCounts::default();
     let started = Instant::now();
@@ -93,7 +107,9 @@ pub fn evaluate_path(
     let compact = if homomorphic {
         None
     } else {
-        Some(compact_result(prep, &prep.clear_totals(), keys, &mut ops)?)
+        let mut values = prep.clear_totals();
+        post.apply_clear(&prep.cells, &mut values);
+        Some(compact_result(prep, &values, keys, &mut ops)?)
     };
     let results = if let Some(blob) = compact {
         let evaluate_ms = ms(started);
@@ -127,7 +143,8 @@ pub fn evaluate_path(
             Some(kind) => lookup::evaluate(query, prep, constants, kind, &mut ops)?,
             None => per_value(query, prep, constants, key, one_hot, &mut ops)?,
         };
-        fill_absent(results, prep, keys, &mut ops)?
+        let results = fill_absent(results, prep, keys, &mut ops)?;
+        apply_post(results, post, &mut ops)?
     };
     let evaluate_ms = ms(started);
     let started = Instant::now();
@@ -392,6 +409,39 @@ fn first_selected(
         }
     }
     dot(key, true, bits, &one_hot, &values, ops)
+}
+
+/// The release step on encrypted results: noise added, or every cell zeroed unless the gate
+/// count reaches `k` (one encrypted comparison, then one selection per cell).
+fn apply_post(
+    results: Vec<EncUint>,
+    post: &Post,
+    ops: &mut OpCounts,
+) -> Result<Vec<EncUint>, HeError> {
+    match post {
+        Post::None => Ok(results),
+        Post::Noise(z) => {
+            if z.len() != results.len() {
+                return Err(HeError::Mismatch("one noise value per cell".into()));
+            }
+            ops.arithmetic += z.len() as u64;
+            Ok(results
+                .iter()
+                .zip(z)
+                .map(|(r, z)| r.add_clear_wrapping(*z as u64))
+                .collect())
+        }
+        Post::Threshold { gate, k } => {
+            let count = results
+                .get(*gate)
+                .ok_or_else(|| HeError::Mismatch("no gate cell".into()))?;
+            // `k <= count`, under encryption.
+            let keep = count.compare_clear(*k, CmpOp::LtEq);
+            ops.comparisons += 1;
+            ops.arithmetic += results.len() as u64;
+            Ok(results.iter().map(|r| r.keep_if(&keep)).collect())
+        }
+    }
 }
 
 /// Stands a public-key encryption of zero in for each result no group contributed to.

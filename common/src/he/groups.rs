@@ -279,6 +279,7 @@ pub fn prepare(query: &HeQuery, ds: &Dataset, limits: &Limits) -> Result<Prepare
             value: v.clone(),
             bits: result_bits(needed),
             offset,
+            noise: None,
         });
     }
     // Row → group, by the mixed-radix number of its distinct-value indices.

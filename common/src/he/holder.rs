@@ -5,9 +5,9 @@
 use super::cipher::{EncUint, constant_bits, encrypt_constant, read_compact_results, read_results};
 use super::encode::Encoded;
 use super::keys::{KeySet, ServerKeyGuard};
-use super::shape::HeValue;
+use super::release::{self, Answer, HeRelease, decode_cells};
 use super::{HeError, ResultCell};
-use crate::plan::{AggFunc, Plan, Table};
+use crate::plan::{Plan, Table};
 
 /// One blob per constant, in the order the shape announces.
 pub fn encrypt_constants(keys: &KeySet, encoded: &Encoded) -> Result<Vec<Vec<u8>>, HeError> {
@@ -60,17 +60,28 @@ pub fn decrypt_results(
     Ok(values.iter().map(|v| v.decrypt(&keys.client_key)).collect())
 }
 
-/// Decrypts and builds the answer.
+/// Decrypts and builds the answer under the node's release.
 pub fn answer(
     keys: &KeySet,
     plan: &Plan,
     encoded: &Encoded,
     blob: &[u8],
     cells: &[ResultCell],
-) -> Result<Table, HeError> {
+    release: Option<&HeRelease>,
+) -> Result<Answer, HeError> {
     check_layout(encoded, cells)?;
+    if let Some(r) = release
+        && r.gate >= cells.len()
+    {
+        return Err(HeError::Mismatch(format!(
+            "gate cell {} of {}",
+            r.gate,
+            cells.len()
+        )));
+    }
     let clear = decrypt_results(keys, blob, cells, encoded.query.has_constants())?;
-    finalize(plan, cells, &clear)
+    let values = decode_cells(cells, &clear);
+    release::finalize(plan, cells, &values, release)
 }
 
 /// The ciphertext width each constant travels in (for the proof).
@@ -83,58 +94,8 @@ pub fn constant_widths(encoded: &Encoded) -> Vec<u32> {
         .collect()
 }
 
-/// Builds the answer table from the decrypted values of the node's cells.
+/// Builds the answer table from the decrypted values of the node's cells (no release step).
 pub fn finalize(plan: &Plan, cells: &[ResultCell], clear: &[u64]) -> Result<Table, HeError> {
-    let get = |v: &HeValue| -> Result<(u64, i64), HeError> {
-        cells
-            .iter()
-            .zip(clear)
-            .find(|(c, _)| &c.value == v)
-            .map(|(c, x)| (*x, c.offset))
-            .ok_or_else(|| HeError::Mismatch(format!("the result has no {v:?}")))
-    };
-    let mut row = Vec::new();
-    for a in plan.aggregates() {
-        let Some(col) = &a.column else {
-            row.push(serde_json::json!(get(&HeValue::CountRows)?.0));
-            continue;
-        };
-        let column = col.clone();
-        let (count, _) = get(&HeValue::CountNonNull {
-            column: column.clone(),
-        })?;
-        let total = |v: HeValue| -> Result<i128, HeError> {
-            let (x, offset) = get(&v)?;
-            Ok(i128::from(x) + i128::from(offset) * i128::from(count))
-        };
-        let shifted = |v: HeValue| -> Result<i128, HeError> {
-            let (x, offset) = get(&v)?;
-            Ok(i128::from(x) + i128::from(offset))
-        };
-        let value = match a.func {
-            AggFunc::Count => serde_json::json!(count),
-            _ if count == 0 => serde_json::Value::Null,
-            AggFunc::Sum => {
-                number(total(HeValue::Sum { column })? * i128::from(a.weight.unwrap_or(1)))
-            }
-            AggFunc::Avg => {
-                serde_json::json!(total(HeValue::Sum { column })? as f64 / count as f64)
-            }
-            AggFunc::Min => number(shifted(HeValue::Min { column })?),
-            AggFunc::Max => number(shifted(HeValue::Max { column })?),
-        };
-        row.push(value);
-    }
-    Ok(Table {
-        columns: plan.column_names(),
-        rows: vec![row],
-    })
-}
-
-/// An exact integer as JSON (an i64 when it fits, else a float).
-fn number(x: i128) -> serde_json::Value {
-    match i64::try_from(x) {
-        Ok(i) => serde_json::json!(i),
-        Err(_) => serde_json::json!(x as f64),
-    }
+    let values = decode_cells(cells, clear);
+    Ok(release::finalize(plan, cells, &values, None)?.table)
 }

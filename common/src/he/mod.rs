@@ -23,6 +23,7 @@ pub mod groups;
 pub mod holder;
 pub mod keys;
 mod lookup;
+pub mod release;
 pub mod shape;
 #[cfg(test)]
 mod tests;
@@ -71,6 +72,9 @@ pub enum HeRequest {
         key_id: String,
         /// The public shape: no constant appears in it.
         query: HeQuery,
+        /// What the analyst allows the release to cost, for a dp-mode release.
+        #[serde(default)]
+        privacy: Option<crate::wire::PrivacyParams>,
     },
 }
 
@@ -103,6 +107,9 @@ pub struct ResultCell {
     pub bits: u32,
     /// What the key holder adds back per counted row (the column's lower bound; 0 for counts).
     pub offset: i64,
+    /// The noise the node added (dp release mode): the value is then two's complement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<release::CellNoise>,
 }
 
 /// How many encrypted operations ran, by kind.
@@ -163,6 +170,10 @@ pub struct HeEvaluation {
     pub timings: NodeTimings,
     /// Size of the result blob.
     pub result_bytes: u64,
+    /// How the node released it (noise or oblivious threshold); `None` from a node that
+    /// predates release modes (an exact, ungated answer).
+    #[serde(default)]
+    pub release: Option<release::HeRelease>,
 }
 
 /// Node-side phases, in milliseconds.

@@ -273,7 +273,9 @@ fn run_path(sql: &str, ds: &Dataset, path: Path) -> Vec<serde_json::Value> {
         );
     }
     assert_eq!(out.homomorphic, e.query.has_constants());
-    let table = answer(holder, &p, &e, &out.blob, &prep.cells).expect("answer");
+    let table = answer(holder, &p, &e, &out.blob, &prep.cells, None)
+        .expect("answer")
+        .table;
     assert_eq!(table.columns, p.column_names());
     table.rows.into_iter().next().expect("one row")
 }

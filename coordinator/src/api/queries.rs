@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use prism_common::backend::{self, BackendId};
 use prism_common::plan::Plan;
+use prism_common::release::ReleaseMode;
 use prism_common::sql;
 use prism_common::wire::{PrivacyParams, Request, Response};
 use serde::Deserialize;
@@ -75,6 +76,8 @@ struct Validated {
     estimated_epsilon: f64,
     estimated_delta: f64,
     estimate_source: &'static str,
+    /// The release mode the holding node applies (from its published catalog, or its answer).
+    release_mode: ReleaseMode,
 }
 
 fn unprocessable(code: &str, message: impl Into<String>) -> ApiError {
@@ -120,8 +123,10 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
         estimated_epsilon: 0.0,
         estimated_delta: 0.0,
         estimate_source: "none",
+        release_mode: ReleaseMode::Off,
     };
-    if backend == BackendId::DpSandbox {
+    v.release_mode = v.dataset.release.get(backend);
+    if matches!(backend, BackendId::DpSandbox | BackendId::HeBackend) {
         // The holding node is the authority on what a release costs under its policy.
         let req = Request::Estimate {
             backend,
@@ -134,10 +139,17 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
             .call(&v.dataset.organization, &req, Duration::from_secs(10))
             .await
         {
-            Ok(Response::Estimated { epsilon, delta }) => {
+            Ok(Response::Estimated {
+                epsilon,
+                delta,
+                release,
+            }) => {
                 v.estimated_epsilon = epsilon;
                 v.estimated_delta = delta;
                 v.estimate_source = "node";
+                if let Some(m) = release {
+                    v.release_mode = m;
+                }
             }
             Ok(Response::Refused(e)) => return Err(unprocessable(&e.code, e.message)),
             Ok(other) => {
@@ -146,6 +158,11 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
                     "protocol_error",
                     format!("unexpected node answer {other:?}"),
                 ));
+            }
+            Err(e) if backend == BackendId::HeBackend => {
+                // Offline node: it decides the cost when it answers.
+                tracing::info!(error = %e, "cannot estimate an he_backend query without its node");
+                v.estimate_source = "none (node offline; it decides the cost at execution)";
             }
             Err(e) => {
                 // Offline node: estimate with the default node policy; the node re-checks at execution.
@@ -177,9 +194,10 @@ fn query_json(q: &QueryRecord) -> Value {
     json!(q)
 }
 
-/// Validates a query and, for DP, asks the holding node for the ε it would charge.
+/// Validates a query and, for DP and HE, asks the holding node for its release mode and the ε
+/// it would charge.
 #[utoipa::path(post, path = "/queries/validate", tag = "queries", request_body = QueryBody, responses(
-    (status = 200, description = "`{valid, errors: [{code, message}], estimated_epsilon, plan, backend}`", body = Object),
+    (status = 200, description = "`{valid, errors: [{code, message}], estimated_epsilon, release_mode, plan, backend}`", body = Object),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 /// `POST /api/v1/queries/validate`: always 200 for a well-formed request; `valid` says whether
@@ -202,7 +220,7 @@ pub async fn validate(
         Ok(v) => Ok(Json(json!({
             "valid": true, "errors": [], "estimated_epsilon": v.estimated_epsilon, "estimated_delta": v.estimated_delta,
             "estimate_source": v.estimate_source, "plan": v.plan, "backend": backend_json,
-            "organization": v.dataset.organization,
+            "organization": v.dataset.organization, "release_mode": v.release_mode,
         }))),
         Err(e)
             if e.status == StatusCode::UNPROCESSABLE_ENTITY

@@ -8,7 +8,7 @@ use prism_common::he::{
     HeEvaluation, HeQuery, HeRequest, HeResponse, MAX_RESULT_BYTES, TextDomain,
 };
 use prism_common::identity::OrgId;
-use prism_common::wire::{self, ErrorBody, Request, Response};
+use prism_common::wire::{self, ErrorBody, PrivacyParams, Request, Response};
 
 use crate::CoordState;
 use crate::nodes::CallError;
@@ -171,6 +171,7 @@ pub async fn evaluate(
     run_id: &str,
     key_id: &str,
     query: &HeQuery,
+    privacy: PrivacyParams,
     constants: &[Vec<u8>],
     timeout: Duration,
 ) -> Result<Answer, ExchangeError> {
@@ -179,6 +180,7 @@ pub async fn evaluate(
         run_id: run_id.to_string(),
         key_id: key_id.to_string(),
         query: query.clone(),
+        privacy: Some(privacy),
     };
     let blobs: Vec<&[u8]> = constants.iter().map(Vec::as_slice).collect();
     let fut = async {

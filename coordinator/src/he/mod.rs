@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 
 use prism_common::he::encode::{self as shape, Encoded};
 use prism_common::he::holder::{answer, constant_widths, encrypt_constants};
+use prism_common::he::release::Answer;
 use prism_common::he::{HeError, UNKNOWN_KEY_CODE};
+use prism_common::release::ReleaseMode;
 use prism_common::schema::DatasetSchema;
+use prism_common::wire::PrivacyParams;
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -123,6 +126,10 @@ async fn run_he(
             &run.id,
             &key_id,
             &encoded.query,
+            PrivacyParams {
+                epsilon: query.epsilon,
+                delta: query.delta,
+            },
             &constants,
             timeout,
         )
@@ -139,8 +146,14 @@ async fn run_he(
 
     let (k, e, p) = (held.keys.clone(), encoded.clone(), plan.clone());
     let (blob, cells) = (reply.blob.clone(), reply.evaluation.cells.clone());
-    let (table, decrypt_ms) = blocking(move || answer(&k, &p, &e, &blob, &cells)).await?;
-    run.result = Some(table);
+    let release = reply.evaluation.release.clone();
+    let (answered, decrypt_ms) =
+        blocking(move || answer(&k, &p, &e, &blob, &cells, release.as_ref())).await?;
+    if let Some(r) = &reply.evaluation.release {
+        run.epsilon_consumed = r.epsilon;
+        run.delta_consumed = 0.0;
+    }
+    run.result = Some(answered.table.clone());
     run.proof_artifacts = proof(
         dataset,
         &held,
@@ -151,7 +164,53 @@ async fn run_he(
         encrypt_ms,
         decrypt_ms,
     );
+    run.proof_artifacts["release"] = release_proof(&reply.evaluation, &answered);
     Ok(())
+}
+
+/// The release's guarantee, as the node reported it: mode, mechanism, ε, noise per cell and
+/// the confidence interval of each output column (dp), or the oblivious threshold (exact).
+fn release_proof(ev: &prism_common::he::HeEvaluation, answered: &Answer) -> serde_json::Value {
+    let Some(r) = &ev.release else {
+        return json!({"mode": "exact", "note": "the node reported no release step"});
+    };
+    let ci: serde_json::Map<String, serde_json::Value> = answered
+        .ci95
+        .iter()
+        .map(|(c, h)| (c.clone(), json!(h)))
+        .collect();
+    let noise: Vec<serde_json::Value> = ev
+        .cells
+        .iter()
+        .filter_map(|c| {
+            c.noise.as_ref().map(|n| {
+                json!({"value": c.value, "epsilon": n.epsilon, "noise_scale": n.scale,
+                       "sensitivity": n.sensitivity, "ci95_half_width": prism_common::dp::noise::half_width(n.scale, 0.05)})
+            })
+        })
+        .collect();
+    match r.mode {
+        ReleaseMode::Exact => json!({
+            "mode": "exact",
+            "guarantee": "none beyond the minimum group size: exact answers the data owner opted in to",
+            "mechanism": "oblivious minimum group size: the node compared the encrypted count with k and zeroed every result below it, under encryption",
+            "min_group_size": r.min_group_size,
+            "epsilon": 0.0,
+            "suppressed": answered.suppressed,
+        }),
+        _ => json!({
+            "mode": "dp",
+            "guarantee": "epsilon-differential privacy (add/remove one row), enforced and charged by the holding node",
+            "mechanism": "discrete_laplace (OpenDP make_laplace), added by the node to the encrypted results",
+            "epsilon": r.epsilon,
+            "delta": 0.0,
+            "noise": noise,
+            "ci95_half_width": ci,
+            "min_group_size": r.min_group_size,
+            "suppressed": answered.suppressed,
+            "accuracy": "each output is within its ci95_half_width of the exact answer with probability >= 95% (SUM with a non-zero lower bound: both noisy terms at 97.5%)",
+        }),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -173,13 +232,17 @@ fn proof(
         "no encrypted constant: no homomorphic evaluation was needed; the node encrypted the exact \
          result under the key holder's compact public key"
     };
-    let distinct: serde_json::Map<String, serde_json::Value> = encoded
-        .query
-        .filter
-        .iter()
-        .zip(&ev.distinct_values)
-        .map(|(f, n)| (f.column.clone(), json!(n)))
-        .collect();
+    // The shape as the node saw it, less what would let an analyst test guesses about a
+    // column's values: a text domain's digest and length (a dictionary check against them
+    // confirms undeclared values), and the distinct-value and group counts.
+    let mut shape = json!(encoded.query);
+    if let Some(filters) = shape["filter"].as_array_mut() {
+        for f in filters {
+            if let Some(text) = f["encoding"].get_mut("text") {
+                *text = json!({});
+            }
+        }
+    }
     json!({
         "organization": dataset.organization,
         "backend": "he_backend",
@@ -192,13 +255,11 @@ fn proof(
         "key_transfer": transfer,
         "homomorphic_evaluation": ev.homomorphic,
         "note": note,
-        "shape_sent_to_node": encoded.query,
+        "shape_sent_to_node": shape,
         "encrypted_constants": constants.len(),
         "constant_ciphertext_bits": constant_widths(encoded),
         "constant_bytes": constants.iter().map(Vec::len).sum::<usize>(),
         "rows": ev.rows,
-        "groups": ev.groups,
-        "distinct_filter_values": distinct,
         "encrypted_operations": ev.ops.total(),
         "operations": ev.ops,
         "result_ciphertexts": ev.cells.len(),

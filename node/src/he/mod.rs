@@ -13,15 +13,17 @@ use std::time::Instant;
 
 use prism_common::backend::BackendId;
 use prism_common::he::cipher::read_constant;
-use prism_common::he::eval::evaluate;
+use prism_common::he::eval::{Path, evaluate_released};
 use prism_common::he::groups::{Limits, prepare};
 use prism_common::he::keys::ServerKeyGuard;
+use prism_common::he::release::{HeRelease, Post, calibrate_noise, draw, gate_cell};
 use prism_common::he::{
     HeError, HeEvaluation, HeQuery, HeRequest, HeResponse, MAX_CONSTANT_BYTES, MAX_CONSTANTS,
     NodeTimings, TextDomain, UNKNOWN_KEY_CODE,
 };
+use prism_common::release::ReleaseMode;
 use prism_common::schema::{ColumnData, ColumnType};
-use prism_common::wire::{self, ErrorBody, Response};
+use prism_common::wire::{self, ErrorBody, PrivacyParams, Response};
 use tracing::{info, warn};
 
 use crate::NodeState;
@@ -128,9 +130,19 @@ pub async fn serve(
             run_id,
             key_id,
             query,
+            privacy,
         } => {
             let dataset = query.dataset.clone();
-            let out = evaluate_query(&state, &run_id, &key_id, query, &mut recv, &mut record).await;
+            let out = evaluate_query(
+                &state,
+                &run_id,
+                &key_id,
+                query,
+                privacy,
+                &mut recv,
+                &mut record,
+            )
+            .await;
             match &out {
                 // An unknown key set is a step of the protocol (the coordinator installs it and
                 // asks again), not a refusal of the query.
@@ -192,6 +204,15 @@ fn dataset(state: &NodeState, name: &str) -> Result<Arc<prism_common::schema::Da
 fn domains(state: &NodeState, name: &str, columns: &[String]) -> Result<HeResponse, ErrorBody> {
     serves_he(state)?;
     let ds = dataset(state, name)?;
+    let mode = crate::policy::served_mode(state, BackendId::HeBackend, name)?;
+    if mode == ReleaseMode::Exact {
+        crate::policy::check_exact_columns(
+            state,
+            BackendId::HeBackend,
+            &ds,
+            columns.iter().map(String::as_str),
+        )?;
+    }
     let policy = &state.config.policy;
     let mut out = Vec::new();
     for c in columns {
@@ -212,10 +233,10 @@ fn domains(state: &NodeState, name: &str, columns: &[String]) -> Result<HeRespon
         };
         let domain = TextDomain::of(spec, dict);
         if domain.values.len() > policy.he_max_distinct_values {
+            // The exact count of a column's values is not public: say only that it is over.
             return Err(he_refusal(HeError::Policy(format!(
-                "column {c} has {} values; this node evaluates encrypted filters on columns with at \
-                 most {} (policy he_max_distinct_values)",
-                domain.values.len(),
+                "column {c} has more distinct values than the {} this node evaluates encrypted \
+                 filters on (policy he_max_distinct_values)",
                 policy.he_max_distinct_values
             ))));
         }
@@ -263,11 +284,109 @@ fn admit(
     Ok(ds)
 }
 
+/// How this node will release one HE answer, decided before any work.
+enum ReleasePlan {
+    /// Noise calibrated to the analyst's ε, charged to the dataset's budget.
+    Dp { epsilon: f64 },
+    /// The exact answer, gated by the minimum group size under encryption.
+    Exact { k: u64 },
+}
+
+/// The release mode's checks: identifying columns for exact answers; ε for dp ones.
+fn release_plan<'a>(
+    state: &NodeState,
+    ds: &prism_common::schema::Dataset,
+    filter_columns: impl IntoIterator<Item = &'a str>,
+    privacy: Option<&PrivacyParams>,
+) -> Result<ReleasePlan, ErrorBody> {
+    let policy = &state.config.policy;
+    let dataset = &ds.schema.name;
+    match crate::policy::served_mode(state, BackendId::HeBackend, dataset)? {
+        ReleaseMode::Exact => {
+            crate::policy::check_exact_columns(state, BackendId::HeBackend, ds, filter_columns)?;
+            Ok(ReleasePlan::Exact {
+                k: policy.min_group_size,
+            })
+        }
+        _ => {
+            let Some(p) = privacy else {
+                return Err(refuse(
+                    "epsilon_required",
+                    format!(
+                        "node {} releases he_backend answers on dataset {} with differential \
+                         privacy: the query must say what ε it may spend",
+                        state.org, dataset
+                    ),
+                ));
+            };
+            if !(p.epsilon.is_finite() && p.epsilon > 0.0) {
+                return Err(refuse(
+                    "invalid_epsilon",
+                    format!("epsilon must be a finite number > 0; got {}", p.epsilon),
+                ));
+            }
+            if p.epsilon > policy.max_epsilon_per_query {
+                return Err(refuse(
+                    "policy_violation",
+                    format!(
+                        "node {} policy: epsilon {} is over its per-query limit {}",
+                        state.org, p.epsilon, policy.max_epsilon_per_query
+                    ),
+                ));
+            }
+            Ok(ReleasePlan::Dp { epsilon: p.epsilon })
+        }
+    }
+}
+
+/// Estimates an HE query's cost under this node's release mode (validation: nothing is
+/// evaluated and no budget is touched).
+pub fn estimate(
+    state: &NodeState,
+    plan: &prism_common::plan::Plan,
+    privacy: Option<&PrivacyParams>,
+) -> Result<(ReleaseMode, f64), ErrorBody> {
+    serves_he(state)?;
+    let ds = dataset(state, &plan.dataset)?;
+    let values = prism_common::he::encode::values_for(plan, &ds.schema).map_err(he_refusal)?;
+    let query = HeQuery {
+        dataset: plan.dataset.clone(),
+        values,
+        filter: vec![],
+    };
+    let ds = admit(state, &query)?;
+    let filtered = crate::exec::filtered_columns(plan);
+    match release_plan(state, &ds, filtered, privacy)? {
+        ReleasePlan::Exact { .. } => Ok((ReleaseMode::Exact, 0.0)),
+        ReleasePlan::Dp { epsilon } => {
+            let mut cells = cells_of(&query);
+            let noise = prism_common::he::release::calibrate_noise(&mut cells, &ds, epsilon)
+                .map_err(he_refusal)?;
+            Ok((ReleaseMode::Dp, noise.iter().map(|n| n.epsilon()).sum()))
+        }
+    }
+}
+
+/// A layout with one cell per value (widths do not matter for the cost).
+fn cells_of(query: &HeQuery) -> Vec<prism_common::he::ResultCell> {
+    query
+        .values
+        .iter()
+        .map(|v| prism_common::he::ResultCell {
+            value: v.clone(),
+            bits: 8,
+            offset: 0,
+            noise: None,
+        })
+        .collect()
+}
+
 async fn evaluate_query(
     state: &Arc<NodeState>,
     run_id: &str,
     key_id: &str,
     query: HeQuery,
+    privacy: Option<PrivacyParams>,
     recv: &mut quinn::RecvStream,
     record: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(HeResponse, Vec<u8>), ErrorBody> {
@@ -291,6 +410,12 @@ async fn evaluate_query(
         blobs.push(b);
     }
     let ds = admit(state, &query)?;
+    let release = release_plan(
+        state,
+        &ds,
+        query.filter.iter().map(|f| f.column.as_str()),
+        privacy.as_ref(),
+    )?;
     let Some((keys, key_load_ms)) = keys::get(state, key_id)
         .await
         .map_err(|e| refuse(e.code(), e.to_string()))?
@@ -308,11 +433,56 @@ async fn evaluate_query(
         max_distinct_values: policy.he_max_distinct_values,
         max_groups: policy.he_max_groups,
     };
+    let started = Instant::now();
+    let (q, d) = (query.clone(), ds.clone());
+    let prepared = tokio::task::spawn_blocking(move || prepare(&q, &d, &limits))
+        .await
+        .map_err(|e| refuse("node_internal_error", format!("he worker failed: {e}")))?;
+    let mut prep = prepared.map_err(he_refusal)?;
+    let preaggregate_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let gate = gate_cell(&prep.cells).map_err(he_refusal)?;
+
+    // The release step, decided (and for dp, reserved in the ledger) before any encrypted work.
+    let (post, reservation, he_release) = match release {
+        ReleasePlan::Exact { k } => (
+            Post::Threshold { gate, k },
+            None,
+            HeRelease {
+                mode: ReleaseMode::Exact,
+                epsilon: 0.0,
+                min_group_size: k,
+                gate,
+            },
+        ),
+        ReleasePlan::Dp { epsilon } => {
+            // OpenDP measurements are not `Send`: calibrate and draw before the next await.
+            let (spent, z) = {
+                let noise = calibrate_noise(&mut prep.cells, &ds, epsilon).map_err(he_refusal)?;
+                let spent: f64 = noise.iter().map(|n| n.epsilon()).sum();
+                (spent, draw(&noise).map_err(he_refusal)?)
+            };
+            let store = state.store.clone();
+            let (name, rid) = (query.dataset.clone(), run_id.to_string());
+            let r = tokio::task::spawn_blocking(move || store.reserve(&name, spent, 0.0, &rid))
+                .await
+                .map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))?
+                .map_err(crate::exec::store_err)?;
+            (
+                Post::Noise(z),
+                Some((r, spent)),
+                HeRelease {
+                    mode: ReleaseMode::Dp,
+                    epsilon: spent,
+                    min_group_size: policy.min_group_size,
+                    gate,
+                },
+            )
+        }
+    };
+
     let q = query.clone();
+    let p2 = prep.clone();
     let work = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        let prep = prepare(&q, &ds, &limits)?;
-        let preaggregate_ms = started.elapsed().as_secs_f64() * 1000.0;
         let constants = {
             let _key = ServerKeyGuard::set(&keys.server_key);
             blobs
@@ -321,18 +491,35 @@ async fn evaluate_query(
                 .map(|(b, w)| read_constant(b, *w))
                 .collect::<Result<Vec<_>, _>>()?
         };
-        let out = evaluate(&q, &prep, &constants, &keys)?;
-        Ok::<_, HeError>((prep, preaggregate_ms, out))
+        evaluate_released(&q, &p2, &constants, &keys, Path::Auto, &post)
     });
-    let (prep, preaggregate_ms, out) = match work.await {
-        Ok(r) => r.map_err(he_refusal)?,
-        Err(e) => {
-            return Err(refuse(
-                "node_internal_error",
-                format!("he worker failed: {e}"),
-            ));
-        }
+    let out = match work.await {
+        Ok(r) => r.map_err(he_refusal),
+        Err(e) => Err(refuse(
+            "node_internal_error",
+            format!("he worker failed: {e}"),
+        )),
     };
+    // Commit the charge before the answer leaves (or release the reservation on failure).
+    if let Some((r, spent)) = reservation {
+        let store = state.store.clone();
+        let ok = out.is_ok();
+        let extra = serde_json::json!({"backend": "he_backend", "answered": ok});
+        let settled = tokio::task::spawn_blocking(move || {
+            if ok {
+                store.settle(&r.id, Some((spent, 0.0)), "released", extra)
+            } else {
+                store.settle(&r.id, None, "release failed", serde_json::Value::Null)
+            }
+        })
+        .await
+        .map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))?;
+        settled.map_err(crate::exec::store_err)?;
+        if ok {
+            state.metrics.budget_spent(&query.dataset, spent, 0.0);
+        }
+    }
+    let out = out?;
     let evaluation = HeEvaluation {
         cells: prep.cells.clone(),
         homomorphic: out.homomorphic,
@@ -347,12 +534,14 @@ async fn evaluate_query(
             compress_ms: out.compress_ms,
         },
         result_bytes: out.blob.len() as u64,
+        release: Some(he_release.clone()),
     };
     info!(
         run_id,
         key_id,
         groups = evaluation.groups,
         ops = evaluation.ops.total(),
+        mode = %he_release.mode,
         "answered an HE query"
     );
     state.audit_async(
@@ -362,6 +551,7 @@ async fn evaluate_query(
         serde_json::json!({
             "run_id": run_id, "backend": "he_backend", "key_id": key_id,
             "shape": {"values": query.values, "filter": query.filter},
+            "release": he_release,
             "encrypted_operations": evaluation.ops.total(), "groups": evaluation.groups,
         }),
     );

@@ -172,7 +172,7 @@ fn run_once(sql: &str, ds: &Dataset, holder: &KeySet, node: &NodeKeys) -> anyhow
     let read_ms = ms(t);
     let out = evaluate(&encoded.query, &prep, &constants, node)?;
     let t = Instant::now();
-    let table = answer(holder, &plan, &encoded, &out.blob, &prep.cells)?;
+    let table = answer(holder, &plan, &encoded, &out.blob, &prep.cells, None)?.table;
     let decrypt_ms = ms(t);
     Ok(Timing {
         encrypt_ms,

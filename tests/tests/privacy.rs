@@ -1,0 +1,332 @@
+//! Output privacy on he_backend: under the default policy every answer carries DP noise the
+//! node adds under encryption and charges to its ledger; in the owner's opt-in exact mode the
+//! minimum group size is enforced obliviously and identifying columns are refused. The attacks
+//! that singled out one patient at ε = 0 now fail.
+
+use prism_common::release::ReleaseMode;
+use prism_tests::data::{self, Patient};
+use prism_tests::{Federation, FederationSpec};
+use serde_json::{Value, json};
+
+const DATASET: &str = "hospital-a.patients";
+const ROWS: usize = 120;
+
+fn spec() -> FederationSpec {
+    FederationSpec {
+        orgs: vec!["hospital-a".into()],
+        rows_per_org: ROWS,
+        ..Default::default()
+    }
+}
+
+fn patients() -> Vec<Patient> {
+    data::patients(FederationSpec::default().seed, 0, ROWS)
+}
+
+async fn run(f: &Federation, sql: &str, epsilon: Option<f64>) -> Value {
+    let (_, status, run) = f
+        .analyst()
+        .run_query(DATASET, sql, "he_backend", epsilon)
+        .await
+        .expect("run");
+    assert_eq!(status, 200, "{sql}: {run}");
+    run
+}
+
+async fn spent(f: &Federation) -> f64 {
+    let node = f.node_admin("hospital-a").expect("node admin");
+    let (_, b) = node
+        .get("/v1/datasets/patients/budget")
+        .await
+        .expect("budget");
+    b["spent_epsilon"].as_f64().expect("spent")
+}
+
+fn value(run: &Value) -> i64 {
+    run["result"]["rows"][0][0]
+        .as_i64()
+        .expect("an integer answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn he_answers_carry_dp_noise_charged_to_the_ledger_by_default() {
+    let f = Federation::start(spec()).await.expect("federation");
+    let rows = patients();
+    // The catalog says how the node releases each backend.
+    let (_, cat) = f.analyst().get("/api/v1/datasets").await.expect("catalog");
+    assert_eq!(cat[0]["release"]["he_backend"], "dp", "{cat}");
+
+    // Validation states the mode and the ε the node will charge.
+    let (_, v) = f
+        .analyst()
+        .post(
+            "/api/v1/queries/validate",
+            &json!({"dataset_id": DATASET, "backend": "he_backend", "epsilon": 0.4,
+                     "sql": "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'"}),
+        )
+        .await
+        .expect("validate");
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["release_mode"], "dp", "{v}");
+    let est = v["estimated_epsilon"].as_f64().expect("estimate");
+    assert!(est > 0.3 && est <= 0.4 + 1e-12, "{v}");
+
+    let truth = rows.iter().filter(|p| p.diagnosis == "diabetes").count() as i64;
+    let mut differed = false;
+    for i in 0..4 {
+        let before = spent(&f).await;
+        let r = run(
+            &f,
+            "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'",
+            Some(0.2),
+        )
+        .await;
+        assert_eq!(r["status"], "completed", "{r}");
+        let release = &r["proof_artifacts"]["release"];
+        assert_eq!(release["mode"], "dp", "{release}");
+        assert!(
+            release["mechanism"]
+                .as_str()
+                .is_some_and(|m| m.contains("discrete_laplace"))
+        );
+        let eps = r["epsilon_consumed"].as_f64().expect("epsilon");
+        assert!(eps > 0.15 && eps <= 0.2 + 1e-12, "{r}");
+        // The node charged exactly what the run reports.
+        assert!(((spent(&f).await - before) - eps).abs() < 1e-9, "run {i}");
+        let ci = release["ci95_half_width"]["count"]
+            .as_f64()
+            .expect("a confidence interval");
+        // Scale 5 at ε = 0.2: the 95% half-width is about 15.
+        assert!(ci > 10.0 && ci < 20.0, "{release}");
+        let got = value(&r);
+        // Three half-widths: a false alarm has probability about 0.05³ per run.
+        assert!(
+            ((got - truth).abs() as f64) <= 3.0 * ci,
+            "{got} vs {truth} ± {ci}"
+        );
+        differed |= got != truth;
+    }
+    assert!(differed, "four noisy answers all equal to the exact count");
+
+    // MIN / MAX have no vetted mechanism under encryption: a clear refusal, nothing charged.
+    let before = spent(&f).await;
+    let r = run(
+        &f,
+        "SELECT MIN(age) FROM patients WHERE diagnosis = 'asthma'",
+        None,
+    )
+    .await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["error_code"], "he_unsupported", "{r}");
+    assert_eq!(spent(&f).await, before);
+
+    // The proof carries nothing an analyst could test guesses of a column's values against.
+    let r = run(
+        &f,
+        "SELECT SUM(age) FROM patients WHERE diagnosis = 'copd'",
+        Some(0.5),
+    )
+    .await;
+    assert_eq!(r["status"], "completed", "{r}");
+    let text = r["proof_artifacts"].to_string();
+    for leak in ["digest", "distinct_filter_values", "\"groups\""] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_differencing_and_singling_out_attacks_fail_under_the_default_policy() {
+    let f = Federation::start(spec()).await.expect("federation");
+    let rows = patients();
+    // One patient's age from a pair of range sums at ε = 0, before: now each sum is noisy.
+    let oldest = rows.iter().map(|p| p.age).max().expect("ages");
+    let at_top: Vec<&Patient> = rows.iter().filter(|p| p.age == oldest).collect();
+    let a = run(
+        &f,
+        &format!("SELECT SUM(age) FROM patients WHERE age >= {}", oldest),
+        Some(0.5),
+    )
+    .await;
+    let b = run(
+        &f,
+        &format!("SELECT SUM(age) FROM patients WHERE age >= {}", oldest + 1),
+        Some(0.5),
+    )
+    .await;
+    for r in [&a, &b] {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["proof_artifacts"]["release"]["mode"], "dp");
+    }
+    let exact: i64 = at_top.iter().map(|p| p.age).sum();
+    // The sum's noise has scale 2 × 110 / 0.5 = 440: the difference is not the exact value.
+    let a_val = a["result"]["rows"][0][0].as_i64();
+    let b_val = b["result"]["rows"][0][0].as_i64();
+    let diff = a_val.unwrap_or(0) - b_val.unwrap_or(0);
+    assert_ne!(diff, exact, "the pair still singles out: {a} {b}");
+    let scale = a["proof_artifacts"]["release"]["noise"][0]["noise_scale"]
+        .as_f64()
+        .expect("scale");
+    assert!(scale > 100.0, "{a}");
+
+    // WHERE on a unique id: a noisy count, not a membership test.
+    let r = run(&f, "SELECT COUNT(*) FROM patients WHERE id = 17", Some(0.2)).await;
+    assert_eq!(r["status"], "completed", "{r}");
+    assert_eq!(r["proof_artifacts"]["release"]["mode"], "dp");
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exact_mode_is_the_owners_opt_in_with_an_oblivious_minimum_group_size() {
+    let mut s = spec();
+    s.policy.min_group_size = 5;
+    let f = Federation::start(s).await.expect("federation");
+    let rows = patients();
+    let node = f.node_admin("hospital-a").expect("node admin");
+    // The owner opts in for this dataset; the catalog follows.
+    let (status, body) = node
+        .put(
+            "/v1/datasets/patients/release",
+            &json!({"he_backend": "exact"}),
+        )
+        .await
+        .expect("set release");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["effective"]["he_backend"], "exact", "{body}");
+    let (status, body) = node
+        .put(
+            "/v1/datasets/patients/release",
+            &json!({"dp_sandbox": "exact"}),
+        )
+        .await
+        .expect("set release");
+    assert_eq!(status, 422, "dp_sandbox has no exact mode: {body}");
+    let (_, audit) = node.get("/v1/audit").await.expect("audit");
+    assert!(
+        audit
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "release_mode_set"),
+        "{audit}"
+    );
+    let mut published = false;
+    for _ in 0..50 {
+        let (_, cat) = f.analyst().get("/api/v1/datasets").await.expect("catalog");
+        if cat[0]["release"]["he_backend"] == json!(ReleaseMode::Exact) {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(published, "the catalog shows the owner's mode");
+
+    // A group of at least k rows is answered exactly; below k the answer is suppressed.
+    let count = |age: i64| rows.iter().filter(|p| p.age == age).count();
+    let big = (0..=110).find(|a| count(*a) >= 5);
+    let small = (0..=110).find(|a| (1..5).contains(&count(*a)));
+    let empty = (0..=110)
+        .find(|a| count(*a) == 0)
+        .expect("an age nobody has");
+    let mut proofs = Vec::new();
+    if let Some(age) = big {
+        let r = run(
+            &f,
+            &format!("SELECT COUNT(*) FROM patients WHERE age = {age}"),
+            None,
+        )
+        .await;
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(value(&r), count(age) as i64);
+        assert_eq!(r["proof_artifacts"]["release"]["mode"], "exact");
+        assert_eq!(r["epsilon_consumed"], 0.0);
+        proofs.push(r["proof_artifacts"].clone());
+    }
+    for age in small.into_iter().chain([empty]) {
+        let r = run(
+            &f,
+            &format!("SELECT COUNT(*) FROM patients WHERE age = {age}"),
+            None,
+        )
+        .await;
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["result"]["rows"], json!([]), "suppressed: {r}");
+        let why = r["proof_artifacts"]["release"]["suppressed"]
+            .as_str()
+            .expect("a reason");
+        assert!(why.contains("fewer than 5"), "{why}");
+        assert!(!why.contains(&count(age).to_string()) || count(age) == 5);
+        proofs.push(r["proof_artifacts"].clone());
+    }
+    // What the node did does not depend on whether the group passed: same operations, same
+    // result size.
+    for p in &proofs {
+        assert_eq!(p["operations"], proofs[0]["operations"], "{p}");
+        assert_eq!(p["result_bytes"], proofs[0]["result_bytes"], "{p}");
+    }
+
+    // Identifying columns are refused in exact mode: all-distinct ones, and those the owner names.
+    let r = run(&f, "SELECT COUNT(*) FROM patients WHERE id = 17", None).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["error_code"], "identifying_column", "{r}");
+    let (status, _) = node
+        .put(
+            "/v1/datasets/patients/release",
+            &json!({"identifying_columns": ["state"]}),
+        )
+        .await
+        .expect("set identifying");
+    assert_eq!(status, 200);
+    let r = run(&f, "SELECT COUNT(*) FROM patients WHERE state = 'CA'", None).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["error_code"], "identifying_column", "{r}");
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_he_dp_runs_never_overspend_the_budget() {
+    let f = Federation::start(spec()).await.expect("federation");
+    let node = f.node_admin("hospital-a").expect("node admin");
+    let (status, _) = node
+        .put(
+            "/v1/datasets/patients/budget",
+            &json!({"epsilon": 1.0, "delta": 1e-5}),
+        )
+        .await
+        .expect("budget");
+    assert_eq!(status, 200);
+    // Without a filter the node answers in the clear before encrypting: cheap enough to run
+    // many at once. Each asks ε = 0.1; the budget covers ten.
+    let runs = (0..30).map(|_| {
+        let api = f.analyst();
+        async move {
+            api.run_query(
+                DATASET,
+                "SELECT COUNT(*) FROM patients",
+                "he_backend",
+                Some(0.1),
+            )
+            .await
+            .expect("run")
+        }
+    });
+    let out = futures::future::join_all(runs).await;
+    let mut completed = 0;
+    let mut charged = 0.0;
+    for (_, status, r) in &out {
+        assert_eq!(*status, 200, "{r}");
+        match r["status"].as_str() {
+            Some("completed") => {
+                completed += 1;
+                charged += r["epsilon_consumed"].as_f64().expect("eps");
+            }
+            Some("failed") => assert_eq!(r["error_code"], "budget_exhausted", "{r}"),
+            other => panic!("{other:?}: {r}"),
+        }
+    }
+    let s = spent(&f).await;
+    assert!(s <= 1.0 + 1e-9, "over-spent: {s}");
+    assert!((s - charged).abs() < 1e-9, "ledger {s} vs runs {charged}");
+    assert!(completed >= 9, "{completed} completed");
+    f.shutdown().await;
+}
