@@ -94,6 +94,12 @@ impl Api {
             .await
     }
 
+    /// PATCH with a JSON body.
+    pub async fn send_patch(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        self.send(self.http.patch(format!("{}{path}", self.url)).json(body))
+            .await
+    }
+
     /// Creates a query and executes it, waiting for the run. Returns (query, run-or-error, status).
     pub async fn run_query(
         &self,
@@ -111,12 +117,27 @@ impl Api {
             return Ok((Value::Null, status, query));
         }
         let id = query["id"].as_str().context("query id")?;
-        let (status, run) = self
+        let (mut status, mut run) = self
             .post(
                 &format!("/api/v1/queries/{id}/execute?wait=true"),
                 &json!({}),
             )
             .await?;
+        // The API's wait is bounded (a first HE run generates keys, which on a loaded machine can
+        // outlast it): follow the run until it ends.
+        let started = std::time::Instant::now();
+        while status == 202 && started.elapsed() < std::time::Duration::from_secs(600) {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            let run_id = run["id"].as_str().context("run id")?.to_string();
+            let (s, r) = self.get(&format!("/api/v1/runs/{run_id}")).await?;
+            if s != 200 {
+                return Ok((query, s, r));
+            }
+            run = r;
+            if run["status"] != "running" && run["status"] != "pending" {
+                status = 200;
+            }
+        }
         Ok((query, status, run))
     }
 }
@@ -204,7 +225,8 @@ impl Federation {
             tls: tls_files(&certs, "coordinator"),
             organizations: orgs.clone(),
             max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
-            run_timeout_secs: 60,
+            // Generous: a first HE run generates and installs keys, slow on a loaded 2-core machine.
+            run_timeout_secs: 240,
         };
         let coordinator_shutdown = CancellationToken::new();
         let coordinator =

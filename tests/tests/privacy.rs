@@ -9,7 +9,9 @@ use prism_tests::{Federation, FederationSpec};
 use serde_json::{Value, json};
 
 const DATASET: &str = "hospital-a.patients";
-const ROWS: usize = 120;
+/// Enough rows that a noisy count of one diagnosis (about a sixth) never falls under the
+/// default minimum group size of 10, few enough ids for the node's 256-value filter limit.
+const ROWS: usize = 250;
 
 fn spec() -> FederationSpec {
     FederationSpec {
@@ -23,14 +25,53 @@ fn patients() -> Vec<Patient> {
     data::patients(FederationSpec::default().seed, 0, ROWS)
 }
 
+/// Runs an he_backend query and waits for it to finish (the first run of a federation
+/// generates its key set, which on a loaded machine can outlast the API's wait).
 async fn run(f: &Federation, sql: &str, epsilon: Option<f64>) -> Value {
     let (_, status, run) = f
         .analyst()
         .run_query(DATASET, sql, "he_backend", epsilon)
         .await
         .expect("run");
-    assert_eq!(status, 200, "{sql}: {run}");
-    run
+    finished(f, status, run).await
+}
+
+/// Runs a query that must be refused (at validation or at run time) and returns the code,
+/// checking that nothing was charged.
+async fn refused(f: &Federation, sql: &str, epsilon: Option<f64>) -> String {
+    let before = spent(f).await;
+    let (_, status, body) = f
+        .analyst()
+        .run_query(DATASET, sql, "he_backend", epsilon)
+        .await
+        .expect("run");
+    let code = if status == 422 {
+        body["error"]["code"].as_str().unwrap_or("?").to_string()
+    } else {
+        let r = finished(f, status, body).await;
+        assert_eq!(r["status"], "failed", "{sql}: {r}");
+        r["error_code"].as_str().unwrap_or("?").to_string()
+    };
+    assert_eq!(spent(f).await, before, "{sql} charged ε");
+    code
+}
+
+async fn finished(f: &Federation, status: u16, mut run: Value) -> Value {
+    assert!(status == 200 || status == 202, "{run}");
+    for _ in 0..600 {
+        if run["status"] != "running" && run["status"] != "pending" {
+            return run;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let id = run["id"].as_str().expect("run id").to_string();
+        run = f
+            .analyst()
+            .get(&format!("/api/v1/runs/{id}"))
+            .await
+            .expect("run")
+            .1;
+    }
+    panic!("the run did not finish: {run}");
 }
 
 async fn spent(f: &Federation) -> f64 {
@@ -45,12 +86,21 @@ async fn spent(f: &Federation) -> f64 {
 fn value(run: &Value) -> i64 {
     run["result"]["rows"][0][0]
         .as_i64()
-        .expect("an integer answer")
+        .unwrap_or_else(|| panic!("an integer answer: {run}"))
 }
 
+/// One federation (one key set) for every default-policy check: key generation is the
+/// expensive part of an HE test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn he_answers_carry_dp_noise_charged_to_the_ledger_by_default() {
+async fn under_the_default_policy_he_answers_are_noisy_charged_and_the_attacks_fail() {
     let f = Federation::start(spec()).await.expect("federation");
+    noisy_answers_are_charged_and_carry_their_ci(&f).await;
+    the_differencing_and_singling_out_attacks_fail(&f).await;
+    concurrent_runs_never_overspend_the_budget(&f).await;
+    f.shutdown().await;
+}
+
+async fn noisy_answers_are_charged_and_carry_their_ci(f: &Federation) {
     let rows = patients();
     // The catalog says how the node releases each backend.
     let (_, cat) = f.analyst().get("/api/v1/datasets").await.expect("catalog");
@@ -74,7 +124,7 @@ async fn he_answers_carry_dp_noise_charged_to_the_ledger_by_default() {
     let truth = rows.iter().filter(|p| p.diagnosis == "diabetes").count() as i64;
     let mut differed = false;
     for i in 0..4 {
-        let before = spent(&f).await;
+        let before = spent(f).await;
         let r = run(
             &f,
             "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'",
@@ -92,10 +142,10 @@ async fn he_answers_carry_dp_noise_charged_to_the_ledger_by_default() {
         let eps = r["epsilon_consumed"].as_f64().expect("epsilon");
         assert!(eps > 0.15 && eps <= 0.2 + 1e-12, "{r}");
         // The node charged exactly what the run reports.
-        assert!(((spent(&f).await - before) - eps).abs() < 1e-9, "run {i}");
+        assert!(((spent(f).await - before) - eps).abs() < 1e-9, "run {i}");
         let ci = release["ci95_half_width"]["count"]
             .as_f64()
-            .expect("a confidence interval");
+            .unwrap_or_else(|| panic!("a confidence interval: {r}"));
         // Scale 5 at ε = 0.2: the 95% half-width is about 15.
         assert!(ci > 10.0 && ci < 20.0, "{release}");
         let got = value(&r);
@@ -109,20 +159,19 @@ async fn he_answers_carry_dp_noise_charged_to_the_ledger_by_default() {
     assert!(differed, "four noisy answers all equal to the exact count");
 
     // MIN / MAX have no vetted mechanism under encryption: a clear refusal, nothing charged.
-    let before = spent(&f).await;
-    let r = run(
-        &f,
-        "SELECT MIN(age) FROM patients WHERE diagnosis = 'asthma'",
-        None,
-    )
-    .await;
-    assert_eq!(r["status"], "failed", "{r}");
-    assert_eq!(r["error_code"], "he_unsupported", "{r}");
-    assert_eq!(spent(&f).await, before);
+    assert_eq!(
+        refused(
+            f,
+            "SELECT MIN(age) FROM patients WHERE diagnosis = 'asthma'",
+            None
+        )
+        .await,
+        "he_unsupported"
+    );
 
     // The proof carries nothing an analyst could test guesses of a column's values against.
     let r = run(
-        &f,
+        f,
         "SELECT SUM(age) FROM patients WHERE diagnosis = 'copd'",
         Some(0.5),
     )
@@ -132,24 +181,21 @@ async fn he_answers_carry_dp_noise_charged_to_the_ledger_by_default() {
     for leak in ["digest", "distinct_filter_values", "\"groups\""] {
         assert!(!text.contains(leak), "{leak} in {text}");
     }
-    f.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_differencing_and_singling_out_attacks_fail_under_the_default_policy() {
-    let f = Federation::start(spec()).await.expect("federation");
+async fn the_differencing_and_singling_out_attacks_fail(f: &Federation) {
     let rows = patients();
     // One patient's age from a pair of range sums at ε = 0, before: now each sum is noisy.
     let oldest = rows.iter().map(|p| p.age).max().expect("ages");
     let at_top: Vec<&Patient> = rows.iter().filter(|p| p.age == oldest).collect();
     let a = run(
-        &f,
+        f,
         &format!("SELECT SUM(age) FROM patients WHERE age >= {}", oldest),
         Some(0.5),
     )
     .await;
     let b = run(
-        &f,
+        f,
         &format!("SELECT SUM(age) FROM patients WHERE age >= {}", oldest + 1),
         Some(0.5),
     )
@@ -169,11 +215,30 @@ async fn the_differencing_and_singling_out_attacks_fail_under_the_default_policy
         .expect("scale");
     assert!(scale > 100.0, "{a}");
 
-    // WHERE on a unique id: a noisy count, not a membership test.
-    let r = run(&f, "SELECT COUNT(*) FROM patients WHERE id = 17", Some(0.2)).await;
+    // WHERE on a unique id (the owner declared its bounds, so he_backend can filter on it): a
+    // noisy count, not a membership test.
+    let node = f.node_admin("hospital-a").expect("node admin");
+    let (status, body) = node
+        .send_patch(
+            "/v1/datasets/patients/columns/id",
+            &json!({"bounds": {"min": 0, "max": 1000}}),
+        )
+        .await
+        .expect("bounds");
+    assert_eq!(status, 200, "{body}");
+    let mut declared = false;
+    for _ in 0..100 {
+        let (_, cat) = f.analyst().get("/api/v1/datasets").await.expect("catalog");
+        if !cat[0]["columns"][0]["bounds"].is_null() {
+            declared = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(declared, "the catalog shows the id bounds");
+    let r = run(f, "SELECT COUNT(*) FROM patients WHERE id = 17", Some(0.2)).await;
     assert_eq!(r["status"], "completed", "{r}");
     assert_eq!(r["proof_artifacts"]["release"]["mode"], "dp");
-    f.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,9 +331,10 @@ async fn exact_mode_is_the_owners_opt_in_with_an_oblivious_minimum_group_size() 
     }
 
     // Identifying columns are refused in exact mode: all-distinct ones, and those the owner names.
-    let r = run(&f, "SELECT COUNT(*) FROM patients WHERE id = 17", None).await;
-    assert_eq!(r["status"], "failed", "{r}");
-    assert_eq!(r["error_code"], "identifying_column", "{r}");
+    assert_eq!(
+        refused(&f, "SELECT COUNT(*) FROM patients WHERE id = 17", None).await,
+        "identifying_column"
+    );
     let (status, _) = node
         .put(
             "/v1/datasets/patients/release",
@@ -277,24 +343,25 @@ async fn exact_mode_is_the_owners_opt_in_with_an_oblivious_minimum_group_size() 
         .await
         .expect("set identifying");
     assert_eq!(status, 200);
-    let r = run(&f, "SELECT COUNT(*) FROM patients WHERE state = 'CA'", None).await;
-    assert_eq!(r["status"], "failed", "{r}");
-    assert_eq!(r["error_code"], "identifying_column", "{r}");
+    assert_eq!(
+        refused(&f, "SELECT COUNT(*) FROM patients WHERE state = 'CA'", None).await,
+        "identifying_column"
+    );
     f.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_he_dp_runs_never_overspend_the_budget() {
-    let f = Federation::start(spec()).await.expect("federation");
+async fn concurrent_runs_never_overspend_the_budget(f: &Federation) {
     let node = f.node_admin("hospital-a").expect("node admin");
-    let (status, _) = node
+    // The budget left now covers ten more runs of ε = 0.1.
+    let already = spent(f).await;
+    let (status, body) = node
         .put(
             "/v1/datasets/patients/budget",
-            &json!({"epsilon": 1.0, "delta": 1e-5}),
+            &json!({"epsilon": already + 1.0, "delta": 1e-5}),
         )
         .await
         .expect("budget");
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{body}");
     // Without a filter the node answers in the clear before encrypting: cheap enough to run
     // many at once. Each asks ε = 0.1; the budget covers ten.
     let runs = (0..30).map(|_| {
@@ -324,9 +391,8 @@ async fn concurrent_he_dp_runs_never_overspend_the_budget() {
             other => panic!("{other:?}: {r}"),
         }
     }
-    let s = spent(&f).await;
+    let s = spent(f).await - already;
     assert!(s <= 1.0 + 1e-9, "over-spent: {s}");
     assert!((s - charged).abs() < 1e-9, "ledger {s} vs runs {charged}");
     assert!(completed >= 9, "{completed} completed");
-    f.shutdown().await;
 }
