@@ -3,7 +3,7 @@
 //! Each test reproduces an attack that once crashed, corrupted or leaked, and checks the
 //! federation still answers afterwards.
 
-use prism_tests::{Federation, FederationSpec};
+use prism_tests::{Api, Federation, FederationSpec};
 use serde_json::{Value, json};
 
 fn small() -> FederationSpec {
@@ -136,7 +136,156 @@ async fn long_and_deep_queries_get_a_clear_422_and_the_coordinator_survives() {
     f.shutdown().await;
 }
 
+fn store(f: &Federation) -> std::sync::Arc<prism_coordinator::store::Store> {
+    f.coordinator
+        .as_ref()
+        .expect("coordinator running")
+        .state
+        .store
+        .clone()
+}
+
+/// A listing answers 200 with the good records, and reports (and, to admins, names) the
+/// corrupt one.
+async fn lists_despite_corruption(api: &Api, path: &str, good: &Value, admin: bool) {
+    let (s, h, list) = api.get_full(path).await.expect("list");
+    assert_eq!(s, 200, "{path}: {list}");
+    assert!(has_id(&list, good), "{path}: {list}");
+    let header = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        header("x-prism-skipped-records").as_deref(),
+        Some("1"),
+        "{path}"
+    );
+    let ids = header("x-prism-skipped-ids");
+    assert_eq!(ids.as_deref(), admin.then_some("poison"), "{path}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_literals_are_refused_and_a_corrupt_record_does_not_break_listings() {
+    let mut f = Federation::start(small()).await.expect("federation");
+    let (analyst, admin) = (f.analyst(), f.admin());
+    let sql = "SELECT COUNT(*) FROM patients WHERE age > 1e999";
+    for backend in ["he_backend", "mpc_backend", "dp_sandbox"] {
+        let body = json!({"dataset_id": "hospital-a.patients", "sql": sql, "backend": backend});
+        let (s, v) = analyst
+            .post("/api/v1/queries", &body)
+            .await
+            .expect("create");
+        assert_eq!(s, 422, "{backend}: {v}");
+        assert_eq!(v["error"]["code"], "sql_type_error", "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("1e999") && message.contains("out of range"),
+            "{v}"
+        );
+    }
+    let room =
+        json!({"name": "inf", "query_text": sql, "participants": ["hospital-a", "hospital-b"]});
+    let (s, v) = analyst
+        .post("/api/v1/data_rooms", &room)
+        .await
+        .expect("room");
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (422, &json!("sql_type_error")),
+        "{v}"
+    );
+
+    // Good records of every kind, then a corrupt one beside each (as a store written by an
+    // older build, or a disk fault, could hold).
+    let (q, s, run) = analyst
+        .run_query(
+            "hospital-a.patients",
+            "SELECT COUNT(*) FROM patients",
+            "dp_sandbox",
+            None,
+        )
+        .await
+        .expect("run");
+    assert_eq!(s, 200, "{run}");
+    let room = json!({"name": "ok", "query_text": "SELECT COUNT(*) FROM patients", "participants": ["hospital-a", "hospital-b"]});
+    let (s, room) = analyst
+        .post("/api/v1/data_rooms", &room)
+        .await
+        .expect("room");
+    assert_eq!(s, 201, "{room}");
+    let poison =
+        r#"{"id":"poison","plan":{"filter":{"compare":{"column":"age","op":"Gt","value":null}}}}"#;
+    let tables = [
+        (
+            "/api/v1/queries",
+            prism_coordinator::store::QUERIES,
+            &q["id"],
+        ),
+        ("/api/v1/runs", prism_coordinator::store::RUNS, &run["id"]),
+        (
+            "/api/v1/data_rooms",
+            prism_coordinator::rooms::ROOMS,
+            &room["id"],
+        ),
+    ];
+    for (_, table, _) in &tables {
+        store(&f).put_raw(*table, "poison", poison).expect("poison");
+    }
+    for (path, _, good) in &tables {
+        lists_despite_corruption(&analyst, path, good, false).await;
+        lists_despite_corruption(&admin, path, good, true).await;
+    }
+    // A restart (which fails unfinished runs and resumes rooms) does not trip over it either.
+    f.stop_coordinator().await;
+    f.restart_coordinator().await.expect("restart");
+    let (analyst, admin) = (f.analyst(), f.admin());
+    for (path, _, good) in &tables {
+        lists_despite_corruption(&admin, path, good, true).await;
+        let (s, v) = analyst
+            .delete(&format!("{path}/poison"))
+            .await
+            .expect("delete");
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (403, &json!("forbidden")),
+            "{path}: {v}"
+        );
+        let (s, v) = admin
+            .delete(&format!("{path}/poison"))
+            .await
+            .expect("delete");
+        assert_eq!(s, 204, "{path}: {v}");
+        let (s, v) = admin
+            .delete(&format!("{path}/poison"))
+            .await
+            .expect("delete");
+        assert_eq!(s, 404, "{path}: {v}");
+        let (s, h, list) = admin.get_full(path).await.expect("list");
+        assert_eq!(s, 200, "{list}");
+        assert!(h.get("x-prism-skipped-records").is_none(), "{path}");
+        assert!(has_id(&list, good), "{path}: {list}");
+    }
+    let (_, audit) = admin.get("/api/v1/audit?limit=1000").await.expect("audit");
+    let deleted = audit.as_array().map(|a| {
+        a.iter()
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .is_some_and(|x| x.ends_with("_deleted"))
+            })
+            .count()
+    });
+    assert_eq!(deleted, Some(3), "{audit}");
+    f.shutdown().await;
+}
+
 fn has_id(list: &Value, id: &Value) -> bool {
     list.as_array()
         .is_some_and(|a| a.iter().any(|x| &x["id"] == id))
+}
+
+#[allow(dead_code)]
+fn api(f: &Federation, token: &str) -> Api {
+    Api::new(f.api_url(), token)
 }

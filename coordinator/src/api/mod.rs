@@ -13,8 +13,8 @@ mod rooms;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use prism_common::backend;
@@ -160,6 +160,26 @@ impl Caller {
     }
 }
 
+/// The header on a listing that skipped records which do not decode: how many.
+pub const SKIPPED_HEADER: &str = "x-prism-skipped-records";
+/// The header naming the skipped records' ids (admins only; they can delete them).
+pub const SKIPPED_IDS_HEADER: &str = "x-prism-skipped-ids";
+
+/// Headers reporting the records a listing skipped because they do not decode.
+pub fn skipped_headers(user: &User, corrupt: &[String]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if corrupt.is_empty() {
+        return h;
+    }
+    h.insert(SKIPPED_HEADER, HeaderValue::from(corrupt.len()));
+    if user.role == Role::Admin
+        && let Ok(v) = HeaderValue::from_str(&corrupt.join(","))
+    {
+        h.insert(SKIPPED_IDS_HEADER, v);
+    }
+    h
+}
+
 /// Runs blocking store work off the async runtime.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
@@ -220,12 +240,12 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
         .routes(routes!(dataset))
         .routes(routes!(queries::list, queries::create))
         .routes(routes!(queries::validate))
-        .routes(routes!(queries::show))
+        .routes(routes!(queries::show, queries::delete))
         .routes(routes!(queries::execute))
         .routes(routes!(queries::list_runs))
-        .routes(routes!(queries::show_run))
+        .routes(routes!(queries::show_run, queries::delete_run))
         .routes(routes!(rooms::list, rooms::create))
-        .routes(routes!(rooms::show))
+        .routes(routes!(rooms::show, rooms::delete))
         .routes(routes!(rooms::execute))
         .routes(routes!(rooms::cancel))
         .routes(routes!(create_user))

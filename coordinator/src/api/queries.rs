@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use prism_common::backend::{self, BackendId};
 use prism_common::plan::Plan;
 use prism_common::sql;
@@ -14,11 +14,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking, unknown_dataset};
+use super::{
+    ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking, skipped_headers,
+    unknown_dataset,
+};
 use crate::CoordState;
 use crate::model::{DatasetRecord, QueryRecord, RunRecord, now};
 use crate::runs;
-use crate::store::{Audit, QUERIES, RUNS};
+use crate::store::{Audit, Listing, QUERIES, RUNS};
 
 /// Default ε of a query that names none.
 pub const DEFAULT_EPSILON: f64 = 0.5;
@@ -259,14 +262,87 @@ pub async fn create(
 
 /// Saved queries, newest first.
 #[utoipa::path(get, path = "/queries", tag = "queries", responses(
-    (status = 200, description = "Queries", body = Object),
+    (status = 200, description = "Queries; `x-prism-skipped-records` counts records that do not decode", body = Object),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
-pub async fn list(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+) -> ApiResult<(HeaderMap, Json<Value>)> {
     let store = s.store.clone();
-    let mut all: Vec<QueryRecord> = blocking(move || store.list(QUERIES)).await??;
+    let l: Listing<QueryRecord> = blocking(move || store.listing(QUERIES)).await??;
+    let mut all = l.records;
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    Ok(Json(json!(all)))
+    Ok((skipped_headers(&user, &l.corrupt), Json(json!(all))))
+}
+
+/// Deletes a record as an admin, whether or not it decodes; 404 if there is none.
+pub(super) async fn delete_record(
+    s: &Arc<CoordState>,
+    c: &Caller,
+    table: redb::TableDefinition<'static, &'static str, &'static str>,
+    what: &'static str,
+    id: String,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let (store, actor, id2) = (s.store.clone(), c.0.name.clone(), id.clone());
+    let action = format!("{what}_deleted");
+    let removed = blocking(move || {
+        store.remove(
+            table,
+            &id2,
+            Audit {
+                actor: &actor,
+                action: &action,
+                target: &id2,
+                details: json!({}),
+            },
+        )
+    })
+    .await??;
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown_{what}"),
+            format!("{what} {id} does not exist"),
+        ))
+    }
+}
+
+/// Deletes a saved query (admin; also one that no longer decodes). Its runs stay.
+#[utoipa::path(delete, path = "/queries/{id}", tag = "queries",
+    params(("id" = String, Path, description = "Query id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin", body = ErrorResponse),
+        (status = 404, description = "`unknown_query`", body = ErrorResponse),
+    )
+)]
+pub async fn delete(
+    State(s): State<Arc<CoordState>>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    delete_record(&s, &c, QUERIES, "query", id).await
+}
+
+/// Deletes a run (admin; also one that no longer decodes).
+#[utoipa::path(delete, path = "/runs/{id}", tag = "queries",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin", body = ErrorResponse),
+        (status = 404, description = "`unknown_run`", body = ErrorResponse),
+    )
+)]
+pub async fn delete_run(
+    State(s): State<Arc<CoordState>>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    delete_record(&s, &c, RUNS, "run", id).await
 }
 
 async fn load_query(s: &Arc<CoordState>, id: String) -> ApiResult<QueryRecord> {
@@ -395,12 +471,16 @@ pub async fn show_run(
 
 /// Runs, newest first.
 #[utoipa::path(get, path = "/runs", tag = "queries", responses(
-    (status = 200, description = "Runs", body = Object),
+    (status = 200, description = "Runs; `x-prism-skipped-records` counts records that do not decode", body = Object),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
-pub async fn list_runs(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
+pub async fn list_runs(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+) -> ApiResult<(HeaderMap, Json<Value>)> {
     let store = s.store.clone();
-    let mut all: Vec<RunRecord> = blocking(move || store.list(RUNS)).await??;
+    let l: Listing<RunRecord> = blocking(move || store.listing(RUNS)).await??;
+    let mut all = l.records;
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    Ok(Json(json!(all)))
+    Ok((skipped_headers(&user, &l.corrupt), Json(json!(all))))
 }
