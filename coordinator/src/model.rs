@@ -84,8 +84,23 @@ pub struct QueryRecord {
     pub plan: Plan,
     /// Creator's user id.
     pub created_by: String,
+    /// The creator's organization, whose users share the query (`None`: the creator and
+    /// admins only).
+    #[serde(default)]
+    pub organization: Option<OrgId>,
     /// When created.
     pub created_at: String,
+}
+
+/// Whether `user` may see and execute what `created_by` of `organization` made: its creator,
+/// the creator's organization, and admins.
+pub fn visible_to(user: &User, created_by: &str, organization: Option<&OrgId>) -> bool {
+    user.role == Role::Admin
+        || user.id == created_by
+        || user
+            .organization
+            .as_ref()
+            .is_some_and(|o| organization == Some(o))
 }
 
 /// A run's state.
@@ -136,6 +151,10 @@ pub struct RunRecord {
     pub error_code: Option<String>,
     /// Who ran it.
     pub created_by: String,
+    /// The organization of who ran it, whose users share the run (`None`: that user and
+    /// admins only).
+    #[serde(default)]
+    pub organization: Option<OrgId>,
     /// When created.
     pub created_at: String,
     /// When it finished.

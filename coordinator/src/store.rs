@@ -386,6 +386,7 @@ mod tests {
                 having_min_count: None,
             },
             created_by: "u".into(),
+            organization: None,
             created_at: "2026-01-01T00:00:00Z".into(),
         }
     }

@@ -285,7 +285,154 @@ fn has_id(list: &Value, id: &Value) -> bool {
         .is_some_and(|a| a.iter().any(|x| &x["id"] == id))
 }
 
-#[allow(dead_code)]
 fn api(f: &Federation, token: &str) -> Api {
     Api::new(f.api_url(), token)
+}
+
+/// An analyst of `org`, created by the admin through the API.
+async fn member(f: &Federation, name: &str, org: &str) -> Api {
+    let (s, v) = f
+        .admin()
+        .post(
+            "/api/v1/users",
+            &json!({"name": name, "role": "analyst", "organization": org}),
+        )
+        .await
+        .expect("create user");
+    assert_eq!(s, 201, "{v}");
+    api(f, v["token"].as_str().expect("token"))
+}
+
+async fn spent(f: &Federation, org: &str) -> f64 {
+    let (_, b) = f
+        .node_admin(org)
+        .expect("node")
+        .get("/v1/datasets/patients/budget")
+        .await
+        .expect("budget");
+    b["spent_epsilon"].as_f64().expect("spent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_and_runs_are_scoped_to_their_organization() {
+    let f = Federation::start(small()).await.expect("federation");
+    let alice = member(&f, "alice", "hospital-a").await;
+    let carol = member(&f, "carol", "hospital-a").await;
+    let bob = member(&f, "bob", "hospital-b").await;
+    let loner = f.analyst(); // no organization
+    let (q, s, run) = alice
+        .run_query(
+            "hospital-a.patients",
+            "SELECT COUNT(*) FROM patients",
+            "dp_sandbox",
+            None,
+        )
+        .await
+        .expect("run");
+    assert_eq!(s, 200, "{run}");
+    let (qid, rid) = (
+        q["id"].as_str().expect("id"),
+        run["id"].as_str().expect("id"),
+    );
+    let before = spent(&f, "hospital-a").await;
+
+    for outsider in [&bob, &loner] {
+        let (s, v) = outsider
+            .get(&format!("/api/v1/runs/{rid}"))
+            .await
+            .expect("run");
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (404, &json!("unknown_run")),
+            "{v}"
+        );
+        assert!(
+            v.get("result").is_none() && !v.to_string().contains("\"rows\""),
+            "{v}"
+        );
+        let (s, v) = outsider
+            .get(&format!("/api/v1/queries/{qid}"))
+            .await
+            .expect("query");
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (404, &json!("unknown_query")),
+            "{v}"
+        );
+        let (s, v) = outsider
+            .post(
+                &format!("/api/v1/queries/{qid}/execute?wait=true"),
+                &json!({}),
+            )
+            .await
+            .expect("execute");
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (404, &json!("unknown_query")),
+            "{v}"
+        );
+        let (_, runs) = outsider.get("/api/v1/runs").await.expect("runs");
+        assert!(!has_id(&runs, &run["id"]), "{runs}");
+        let (_, queries) = outsider.get("/api/v1/queries").await.expect("queries");
+        assert!(!has_id(&queries, &q["id"]), "{queries}");
+    }
+    // A foreign id answers exactly like one that does not exist.
+    let (_, foreign) = bob.get(&format!("/api/v1/runs/{rid}")).await.expect("run");
+    let missing_id = "00000000-0000-4000-8000-000000000000";
+    let (_, missing) = bob
+        .get(&format!("/api/v1/runs/{missing_id}"))
+        .await
+        .expect("run");
+    assert_eq!(
+        foreign["error"]["message"]
+            .as_str()
+            .map(|m| m.replace(rid, "ID")),
+        missing["error"]["message"]
+            .as_str()
+            .map(|m| m.replace(missing_id, "ID")),
+    );
+    assert_eq!(
+        spent(&f, "hospital-a").await,
+        before,
+        "bob spent hospital-a's budget"
+    );
+
+    // The organization and admins see and run it.
+    for insider in [&alice, &carol, &f.admin()] {
+        let (s, v) = insider
+            .get(&format!("/api/v1/runs/{rid}"))
+            .await
+            .expect("run");
+        assert_eq!(s, 200, "{v}");
+        assert!(v["result"]["rows"].is_array(), "{v}");
+        let (_, runs) = insider.get("/api/v1/runs").await.expect("runs");
+        assert!(has_id(&runs, &run["id"]), "{runs}");
+        let (_, queries) = insider.get("/api/v1/queries").await.expect("queries");
+        assert!(has_id(&queries, &q["id"]), "{queries}");
+    }
+    let (s, again) = carol
+        .post(
+            &format!("/api/v1/queries/{qid}/execute?wait=true"),
+            &json!({}),
+        )
+        .await
+        .expect("execute");
+    assert_eq!((s, &again["status"]), (200, &json!("completed")), "{again}");
+    // Bob's own work is his organization's, not alice's.
+    let (bq, s, brun) = bob
+        .run_query(
+            "hospital-b.patients",
+            "SELECT COUNT(*) FROM patients",
+            "dp_sandbox",
+            None,
+        )
+        .await
+        .expect("run");
+    assert_eq!(s, 200, "{brun}");
+    let (_, runs) = alice.get("/api/v1/runs").await.expect("runs");
+    assert!(!has_id(&runs, &brun["id"]), "{runs}");
+    let (_, queries) = alice.get("/api/v1/queries").await.expect("queries");
+    assert!(!has_id(&queries, &bq["id"]), "{queries}");
+    assert_eq!(bq["organization"], "hospital-b", "{bq}");
+    f.shutdown().await;
 }

@@ -19,7 +19,7 @@ use super::{
     unknown_dataset,
 };
 use crate::CoordState;
-use crate::model::{DatasetRecord, QueryRecord, RunRecord, now};
+use crate::model::{DatasetRecord, QueryRecord, RunRecord, User, now, visible_to};
 use crate::runs;
 use crate::store::{Audit, Listing, QUERIES, RUNS};
 
@@ -244,6 +244,7 @@ pub async fn create(
         estimated_delta: v.estimated_delta,
         plan: v.plan,
         created_by: user.id.clone(),
+        organization: user.organization.clone(),
         created_at: now(),
     };
     let store = s.store.clone();
@@ -272,6 +273,7 @@ pub async fn list(
     let store = s.store.clone();
     let l: Listing<QueryRecord> = blocking(move || store.listing(QUERIES)).await??;
     let mut all = l.records;
+    all.retain(|q| visible_to(&user, &q.created_by, q.organization.as_ref()));
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     Ok((skipped_headers(&user, &l.corrupt), Json(json!(all))))
 }
@@ -345,20 +347,22 @@ pub async fn delete_run(
     delete_record(&s, &c, RUNS, "run", id).await
 }
 
-async fn load_query(s: &Arc<CoordState>, id: String) -> ApiResult<QueryRecord> {
+/// A query the caller may see; another organization's answers 404 like a missing one.
+async fn load_query(s: &Arc<CoordState>, user: &User, id: String) -> ApiResult<QueryRecord> {
     let store = s.store.clone();
     let q: Option<QueryRecord> = blocking({
         let id = id.clone();
         move || store.get(QUERIES, &id)
     })
     .await??;
-    q.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_query",
-            format!("query {id} does not exist"),
-        )
-    })
+    q.filter(|q| visible_to(user, &q.created_by, q.organization.as_ref()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_query",
+                format!("query {id} does not exist or is not visible to you"),
+            )
+        })
 }
 
 /// One saved query.
@@ -371,10 +375,10 @@ async fn load_query(s: &Arc<CoordState>, id: String) -> ApiResult<QueryRecord> {
 )]
 pub async fn show(
     State(s): State<Arc<CoordState>>,
-    _c: Caller,
+    Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(query_json(&load_query(&s, id).await?)))
+    Ok(Json(query_json(&load_query(&s, &user, id).await?)))
 }
 
 /// Runs a saved query.
@@ -395,10 +399,11 @@ pub async fn execute(
     Path(id): Path<String>,
     Query(p): Query<WaitParam>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let q = load_query(&s, id).await?;
+    let q = load_query(&s, &user, id).await?;
     let mut done = s.run_done.subscribe();
     let s2 = s.clone();
-    let run = blocking(move || runs::start(&s2, q, &user)).await??;
+    let u2 = user.clone();
+    let run = blocking(move || runs::start(&s2, q, &u2)).await??;
     if run.backend_used == BackendId::EnclaveBackend {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -416,7 +421,7 @@ pub async fn execute(
             match done.recv().await {
                 Ok(rid) if rid == run.id => break,
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if load_run(&s, run.id.clone())
+                    if load_run(&s, &user, run.id.clone())
                         .await
                         .is_ok_and(|r| r.status.is_final())
                     {
@@ -428,7 +433,7 @@ pub async fn execute(
         }
     };
     let _ = tokio::time::timeout(deadline, wait).await;
-    let run = load_run(&s, run.id).await?;
+    let run = load_run(&s, &user, run.id).await?;
     let status = if run.status.is_final() {
         StatusCode::OK
     } else {
@@ -437,20 +442,22 @@ pub async fn execute(
     Ok((status, Json(json!(run))))
 }
 
-async fn load_run(s: &Arc<CoordState>, id: String) -> ApiResult<RunRecord> {
+/// A run the caller may see; another organization's answers 404 like a missing one.
+async fn load_run(s: &Arc<CoordState>, user: &User, id: String) -> ApiResult<RunRecord> {
     let store = s.store.clone();
     let r: Option<RunRecord> = blocking({
         let id = id.clone();
         move || store.get(RUNS, &id)
     })
     .await??;
-    r.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_run",
-            format!("run {id} does not exist"),
-        )
-    })
+    r.filter(|r| visible_to(user, &r.created_by, r.organization.as_ref()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_run",
+                format!("run {id} does not exist or is not visible to you"),
+            )
+        })
 }
 
 /// One run: status, result, ε and δ consumed, proof artifacts, error.
@@ -463,10 +470,10 @@ async fn load_run(s: &Arc<CoordState>, id: String) -> ApiResult<RunRecord> {
 )]
 pub async fn show_run(
     State(s): State<Arc<CoordState>>,
-    _c: Caller,
+    Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(load_run(&s, id).await?)))
+    Ok(Json(json!(load_run(&s, &user, id).await?)))
 }
 
 /// Runs, newest first.
@@ -481,6 +488,7 @@ pub async fn list_runs(
     let store = s.store.clone();
     let l: Listing<RunRecord> = blocking(move || store.listing(RUNS)).await??;
     let mut all = l.records;
+    all.retain(|r| visible_to(&user, &r.created_by, r.organization.as_ref()));
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     Ok((skipped_headers(&user, &l.corrupt), Json(json!(all))))
 }
