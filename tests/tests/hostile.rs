@@ -436,3 +436,152 @@ async fn queries_and_runs_are_scoped_to_their_organization() {
     assert_eq!(bq["organization"], "hospital-b", "{bq}");
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_json_and_bad_parameters_are_named() {
+    let f = Federation::start(small()).await.expect("federation");
+    let (analyst, admin) = (f.analyst(), f.admin());
+    let good = br#"{"dataset_id": "hospital-a.patients", "sql": "SELECT COUNT(*) FROM patients"}"#;
+    let big = vec![b' '; 3 << 20];
+    let cases: Vec<(reqwest::Method, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+        (
+            reqwest::Method::POST,
+            "/api/v1/queries",
+            Some("application/json"),
+            b"{not json".to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/queries",
+            None,
+            good.to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/queries",
+            Some("text/plain"),
+            good.to_vec(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/queries",
+            Some("application/json"),
+            br#"{"sql": 5}"#.to_vec(),
+            422,
+            "invalid_body",
+        ),
+        (
+            reqwest::Method::POST,
+            "/api/v1/queries",
+            Some("application/json"),
+            big,
+            413,
+            "payload_too_large",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/queries",
+            Some("application/json"),
+            good.to_vec(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/nope",
+            None,
+            vec![],
+            404,
+            "not_found",
+        ),
+    ];
+    for (method, path, ct, body, status, code) in cases {
+        let (s, h, v) = analyst
+            .raw(method.clone(), path, ct, body)
+            .await
+            .expect("request");
+        assert_eq!(s, status, "{method} {path} {ct:?}: {v}");
+        assert_eq!(
+            h.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{method} {path}"
+        );
+        assert_eq!(v["error"]["code"], code, "{method} {path}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+        if status == 405 {
+            assert!(h.get("allow").is_some(), "405 keeps its Allow header");
+        }
+    }
+
+    // ε so small the noise scale overflows is named as such, not an internal DP failure.
+    let body = json!({"dataset_id": "hospital-a.patients", "sql": "SELECT COUNT(*) FROM patients", "epsilon": 5e-324});
+    let (s, v) = analyst
+        .post("/api/v1/queries", &body)
+        .await
+        .expect("create");
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (422, &json!("invalid_epsilon")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("epsilon")),
+        "{v}"
+    );
+
+    // Users only for member organizations, and with a name.
+    for (body, code) in [
+        (
+            json!({"name": "zed", "role": "analyst", "organization": "hospital-z"}),
+            "unknown_organization",
+        ),
+        (json!({"name": "", "role": "analyst"}), "invalid_user"),
+        (
+            json!({"name": "   ", "role": "analyst", "organization": "hospital-a"}),
+            "invalid_user",
+        ),
+    ] {
+        let (s, v) = admin.post("/api/v1/users", &body).await.expect("user");
+        assert_eq!((s, &v["error"]["code"]), (422, &json!(code)), "{body}: {v}");
+    }
+
+    // A weight whose weighted sum cannot be exact in 64 bits is refused at validation, before
+    // any encrypted work.
+    let body = json!({"dataset_id": "hospital-a.patients", "sql": "SELECT SUM(age * 9223372036854775807) FROM patients", "backend": "he_backend"});
+    let (s, v) = analyst
+        .post("/api/v1/queries", &body)
+        .await
+        .expect("create");
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (422, &json!("backend_unsupported")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("weight of at most")),
+        "{v}"
+    );
+    let body = json!({"dataset_id": "hospital-a.patients", "sql": "SELECT SUM(age * 3) FROM patients", "backend": "he_backend"});
+    let (s, v) = analyst
+        .post("/api/v1/queries/validate", &body)
+        .await
+        .expect("validate");
+    assert_eq!((s, &v["valid"]), (200, &json!(true)), "{v}");
+    still_answers(&f).await;
+    f.shutdown().await;
+}

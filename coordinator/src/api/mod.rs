@@ -274,7 +274,68 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The coordinator's HTTP router: `/api/v1`, `/healthz`, `/metrics` and the console.
 pub fn router(state: Arc<CoordState>) -> Router {
     let (router, doc) = routes().split_for_parts();
-    router.layer(Extension(Arc::new(doc))).with_state(state)
+    router
+        .layer(Extension(Arc::new(doc)))
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+/// The most of a non-JSON error body that is kept as the message.
+const MAX_REJECTION_TEXT: usize = 2048;
+
+/// axum answers some errors itself before a handler runs (malformed JSON, a missing or wrong
+/// content type, a body over the limit, a body that does not match the schema, a method the
+/// route does not serve), as plain text or with no body. The API promises
+/// `{"error": {"code", "message"}}` for every error, so those are rewritten here, keeping
+/// their status and headers (such as `Allow`).
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, hint) = match status {
+        StatusCode::BAD_REQUEST => ("invalid_json", "send a JSON body"),
+        StatusCode::NOT_FOUND => ("not_found", "GET /api/v1/openapi.json lists the routes"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "the Allow header lists the methods this path serves",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "send a smaller body"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => (
+            "invalid_body",
+            "the body does not match the request schema in /api/v1/openapi.json",
+        ),
+        s if s.is_server_error() => ("internal", "the coordinator failed; see its log"),
+        _ => ("bad_request", "see /api/v1/openapi.json"),
+    };
+    let what = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let message = if text.is_empty() {
+        format!("{what}; {hint}")
+    } else {
+        format!("{what}: {text}; {hint}")
+    };
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out
 }
 
 /// The OpenAPI 3.1 document of this API.
@@ -414,6 +475,9 @@ pub fn unknown_dataset(id: &str) -> ApiError {
     )
 }
 
+/// The longest user name accepted, in characters.
+const MAX_USER_NAME: usize = 100;
+
 /// A user to create.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -431,6 +495,7 @@ struct NewUser {
 #[utoipa::path(post, path = "/users", tag = "admin", request_body = NewUser, responses(
     (status = 201, description = "`{user, token, note}`", body = Object),
     (status = 403, description = "Not an admin", body = ErrorResponse),
+    (status = 422, description = "`invalid_user` (empty or overlong name) or `unknown_organization`", body = ErrorResponse),
 ))]
 async fn create_user(
     State(s): State<Arc<CoordState>>,
@@ -438,9 +503,30 @@ async fn create_user(
     Json(body): Json<NewUser>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     c.require_admin()?;
+    let name = body.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_USER_NAME || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_user",
+            format!(
+                "a user name must be 1 to {MAX_USER_NAME} printable characters; got {:?}",
+                body.name
+            ),
+        ));
+    }
+    if let Some(o) = body.organization.as_ref().filter(|o| !s.nodes.is_member(o)) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_organization",
+            format!(
+                "organization {o} is not a member of this federation; GET /api/v1/organizations lists the members"
+            ),
+        ));
+    }
     let store = s.store.clone();
     let (user, token) =
-        blocking(move || store.create_user(&body.name, body.role, body.organization)).await??;
+        blocking(move || store.create_user(&name, body.role, body.organization)).await??;
     Ok((
         StatusCode::CREATED,
         Json(json!({"user": user, "token": token, "note": "the token is shown once"})),

@@ -104,15 +104,22 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
         .map_err(|m| unprocessable("backend_unsupported", m))?;
     let epsilon = input.epsilon.unwrap_or(DEFAULT_EPSILON);
     let delta = input.delta.unwrap_or(DEFAULT_DELTA);
-    let in_range =
-        epsilon.is_finite() && epsilon > 0.0 && delta.is_finite() && (0.0..1.0).contains(&delta);
+    let in_range = epsilon.is_finite()
+        && epsilon >= prism_common::dp::MIN_EPSILON
+        && delta.is_finite()
+        && (0.0..1.0).contains(&delta);
     if !in_range {
         return Err(unprocessable(
             "invalid_epsilon",
             format!(
-                "epsilon must be a finite number > 0 and delta in [0, 1); got ε={epsilon} δ={delta}"
+                "epsilon must be a finite number of at least {} (a smaller one makes the noise scale overflow) and delta in [0, 1); got ε={epsilon} δ={delta}",
+                prism_common::dp::MIN_EPSILON
             ),
         ));
+    }
+    if backend == BackendId::HeBackend {
+        prism_common::he::encode::check_weights(&plan, &schema, dataset.row_count)
+            .map_err(|e| unprocessable("backend_unsupported", e.to_string()))?;
     }
     let mut v = Validated {
         dataset,
