@@ -44,6 +44,24 @@ pub struct User {
     pub created_at: String,
 }
 
+/// The longest user name accepted, in characters.
+pub const MAX_USER_NAME: usize = 100;
+
+/// A new user's name, trimmed, if it is 1 to [`MAX_USER_NAME`] printable characters; else why
+/// not.
+pub fn user_name(name: &str) -> Result<String, String> {
+    let trimmed = name.trim();
+    if trimmed.is_empty()
+        || trimmed.chars().count() > MAX_USER_NAME
+        || trimmed.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "a user name must be 1 to {MAX_USER_NAME} printable characters; got {name:?}"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// A dataset in the catalog: metadata published by its node, never rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRecord {
@@ -166,4 +184,19 @@ pub fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_printable_and_not_empty() {
+        assert_eq!(user_name("  alice "), Ok("alice".to_string()));
+        for bad in ["", "   ", "a\u{0}b", "line\nbreak"] {
+            assert!(user_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(user_name(&"x".repeat(MAX_USER_NAME)).is_ok());
+        assert!(user_name(&"x".repeat(MAX_USER_NAME + 1)).is_err());
+    }
 }

@@ -437,13 +437,23 @@ async fn queries_and_runs_are_scoped_to_their_organization() {
     f.shutdown().await;
 }
 
+/// A raw request and what must come back: method, path, content type, body, status, code.
+type RawCase<'a> = (
+    reqwest::Method,
+    &'a str,
+    Option<&'a str>,
+    Vec<u8>,
+    u16,
+    &'a str,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_is_json_and_bad_parameters_are_named() {
     let f = Federation::start(small()).await.expect("federation");
     let (analyst, admin) = (f.analyst(), f.admin());
     let good = br#"{"dataset_id": "hospital-a.patients", "sql": "SELECT COUNT(*) FROM patients"}"#;
     let big = vec![b' '; 3 << 20];
-    let cases: Vec<(reqwest::Method, &str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<RawCase> = vec![
         (
             reqwest::Method::POST,
             "/api/v1/queries",

@@ -396,7 +396,7 @@ async fn health(State(s): State<Arc<CoordState>>) -> Json<Value> {
 
 /// The backend registry: each backend's status, supported SQL, performance and guarantee.
 #[utoipa::path(get, path = "/backends", tag = "catalog", responses(
-    (status = 200, description = "The registry", body = Object),
+    (status = 200, description = "The registry", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 async fn backends(_c: Caller) -> Json<Value> {
@@ -405,7 +405,7 @@ async fn backends(_c: Caller) -> Json<Value> {
 
 /// Member organizations, whether their node is connected, and their datasets.
 #[utoipa::path(get, path = "/organizations", tag = "catalog", responses(
-    (status = 200, description = "Organizations", body = Object),
+    (status = 200, description = "Organizations", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 async fn organizations(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
@@ -436,7 +436,7 @@ fn dataset_json(s: &CoordState, d: &DatasetRecord) -> Value {
 
 /// The catalog: every dataset's schema, row count and whether its node is online.
 #[utoipa::path(get, path = "/datasets", tag = "catalog", responses(
-    (status = 200, description = "Datasets", body = Object),
+    (status = 200, description = "Datasets", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 async fn datasets(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
@@ -475,9 +475,6 @@ pub fn unknown_dataset(id: &str) -> ApiError {
     )
 }
 
-/// The longest user name accepted, in characters.
-const MAX_USER_NAME: usize = 100;
-
 /// A user to create.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -503,18 +500,8 @@ async fn create_user(
     Json(body): Json<NewUser>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     c.require_admin()?;
-    let name = body.name.trim().to_string();
-    if name.is_empty() || name.chars().count() > MAX_USER_NAME || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_user",
-            format!(
-                "a user name must be 1 to {MAX_USER_NAME} printable characters; got {:?}",
-                body.name
-            ),
-        ));
-    }
+    let name = crate::model::user_name(&body.name)
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_user", m))?;
     if let Some(o) = body.organization.as_ref().filter(|o| !s.nodes.is_member(o)) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -559,7 +546,7 @@ fn default_limit() -> usize {
 
 /// The coordinator's hash-chained audit log.
 #[utoipa::path(get, path = "/audit", tag = "admin", params(Page), responses(
-    (status = 200, description = "Entries in sequence order", body = Object),
+    (status = 200, description = "Entries in sequence order", body = Vec<Value>),
     (status = 403, description = "Not an admin", body = ErrorResponse),
 ))]
 async fn audit(
@@ -659,5 +646,19 @@ mod tests {
                 .is_none()
         );
         assert_eq!(doc["security"][0]["api_token"], serde_json::json!([]));
+        // Listings are documented as the arrays they are.
+        for path in [
+            "/api/v1/queries",
+            "/api/v1/runs",
+            "/api/v1/data_rooms",
+            "/api/v1/datasets",
+            "/api/v1/organizations",
+            "/api/v1/backends",
+            "/api/v1/audit",
+        ] {
+            let schema = &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"];
+            assert_eq!(schema["type"], "array", "{path}: {schema}");
+        }
     }
 }

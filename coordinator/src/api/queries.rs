@@ -270,7 +270,7 @@ pub async fn create(
 
 /// Saved queries, newest first.
 #[utoipa::path(get, path = "/queries", tag = "queries", responses(
-    (status = 200, description = "Queries; `x-prism-skipped-records` counts records that do not decode", body = Object),
+    (status = 200, description = "Queries; `x-prism-skipped-records` counts records that do not decode", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 pub async fn list(
@@ -485,7 +485,7 @@ pub async fn show_run(
 
 /// Runs, newest first.
 #[utoipa::path(get, path = "/runs", tag = "queries", responses(
-    (status = 200, description = "Runs; `x-prism-skipped-records` counts records that do not decode", body = Object),
+    (status = 200, description = "Runs; `x-prism-skipped-records` counts records that do not decode", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 pub async fn list_runs(

@@ -74,7 +74,7 @@ pub async fn create(
 
 /// Data rooms visible to the caller, newest first.
 #[utoipa::path(get, path = "/data_rooms", tag = "data_rooms", responses(
-    (status = 200, description = "Rooms with each participant's attestation status; `x-prism-skipped-records` counts records that do not decode", body = Object),
+    (status = 200, description = "Rooms with each participant's attestation status; `x-prism-skipped-records` counts records that do not decode", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 /// `GET /api/v1/data_rooms`: rooms the caller's organization is in or the caller created; all
