@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use prism_common::identity::OrgId;
 use tokio_util::sync::CancellationToken;
@@ -145,6 +145,15 @@ async fn main() -> anyhow::Result<()> {
                         config.data_path.display()
                     )
                 })?;
+            let name = prism_coordinator::model::user_name(&name).map_err(anyhow::Error::msg)?;
+            if let Some(o) = organization
+                .as_ref()
+                .filter(|o| !config.organizations.contains(o))
+            {
+                bail!(
+                    "organization {o} is not a member: add it to organizations in the config first"
+                );
+            }
             let (user, token) = store.create_user(&name, role, organization)?;
             println!(
                 "created {} ({:?}); API token (shown once):\n{token}",

@@ -30,6 +30,7 @@ fn new_run(query: &QueryRecord, user: &User) -> RunRecord {
         error_message: None,
         error_code: None,
         created_by: user.id.clone(),
+        organization: user.organization.clone(),
         created_at: now(),
         finished_at: None,
     }

@@ -298,5 +298,14 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
     if !status.is_success() {
         bail!("the node answered {status}");
     }
+    // A verification that did not find the chain valid is a failure, whatever the status.
+    if matches!(cmd, Command::Audit { verify: true }) && body["valid"] != true {
+        bail!(
+            "the audit chain is broken: {}",
+            body["error"]
+                .as_str()
+                .unwrap_or("the node did not report it valid")
+        );
+    }
     Ok(())
 }

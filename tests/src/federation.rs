@@ -67,13 +67,56 @@ impl Api {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+        let (status, _, body) = self.send_full(rb).await?;
+        Ok((status, body))
+    }
+
+    async fn send_full(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
         let resp = rb.bearer_auth(&self.token).send().await?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let text = resp.text().await?;
         Ok((
             status,
+            headers,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         ))
+    }
+
+    /// GET a path, with the response headers.
+    pub async fn get_full(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+        self.send_full(self.http.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// DELETE a path.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(self.http.delete(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// Sends any request to a path: a raw body with the given content type (none if `None`).
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .body(body);
+        if let Some(ct) = content_type {
+            rb = rb.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        self.send_full(rb).await
     }
 
     /// GET a path.
