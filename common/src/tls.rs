@@ -19,6 +19,15 @@ use serde::{Deserialize, Serialize};
 /// The ALPN protocol id of Prism's QUIC connections.
 pub const ALPN: &[u8] = b"prism/1";
 
+/// How often an idle connection sends a keep-alive (a QUIC PING): three per idle timeout, so
+/// one or two lost packets do not end a healthy connection.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+/// A connection that hears nothing from its peer for this long is dropped, and every call on
+/// it fails as "unreachable": a dead or cut-off party is noticed within this, not minutes.
+/// Both ends use it (QUIC takes the smaller of the two).
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// Errors loading TLS material or building configurations.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -167,9 +176,10 @@ impl TlsMaterial {
 
     fn transport() -> Arc<quinn::TransportConfig> {
         let mut t = quinn::TransportConfig::default();
-        t.keep_alive_interval(Some(Duration::from_secs(3)));
-        // A party that stops answering is noticed within seconds, not minutes.
-        t.max_idle_timeout(Some(quinn::VarInt::from_u32(15_000).into()));
+        t.keep_alive_interval(Some(KEEP_ALIVE));
+        let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
+            .unwrap_or_else(|_| quinn::VarInt::from_u32(1500).into());
+        t.max_idle_timeout(Some(idle));
         Arc::new(t)
     }
 

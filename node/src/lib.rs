@@ -175,7 +175,9 @@ impl NodeHandle {
         format!("http://{}", self.admin_addr)
     }
 
-    /// Stops every task and waits for them; the store is closed when the last user drops it.
+    /// Stops the node: no new requests, those in flight get [`link::REQUEST_GRACE`] to answer,
+    /// then every connection closes with `close::NORMAL` and the store is flushed. The store
+    /// file is closed when the last task holding it ends.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
@@ -183,7 +185,14 @@ impl NodeHandle {
             prism_common::wire::close::NORMAL.into(),
             b"node shutting down",
         );
-        self.endpoint.wait_idle().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
+        let store = self.state.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => info!(org = %self.state.org, "node stopped; store flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "flushing the store failed"),
+            Err(e) => tracing::error!(error = %e, "flushing the store failed"),
+        }
     }
 
     /// Waits until `shutdown` is cancelled from elsewhere, then stops.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use prism_common::wire::{self, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::NodeState;
@@ -82,20 +83,50 @@ async fn session(
     state.connected.store(true, Ordering::SeqCst);
     send_catalog(state, &mut ctl_send).await?;
     let mut events = state.events_rx.lock().await;
+    let in_flight = TaskTracker::new();
     loop {
         tokio::select! {
             Some(ev) = events.recv() => wire::write_msg(&mut ctl_send, &ev).await?,
             _ = shutdown.cancelled() => {
+                // No new requests; those being answered get a moment to deliver their answer
+                // (a DP answer is charged before it is sent).
+                in_flight.close();
+                if tokio::time::timeout(REQUEST_GRACE, in_flight.wait()).await.is_err() {
+                    warn!(
+                        requests = in_flight.len(),
+                        "requests still running after {REQUEST_GRACE:?}; the coordinator fails them"
+                    );
+                }
+                state.connected.store(false, Ordering::SeqCst);
                 conn.close(wire::close::NORMAL.into(), b"node shutting down");
                 return Ok(());
             }
             _ = state.catalog_changed.notified() => send_catalog(state, &mut ctl_send).await?,
             stream = conn.accept_bi() => {
-                let (send, recv) = stream.context("coordinator connection closed")?;
+                let (send, recv) = stream.map_err(|e| lost(&e))?;
                 let state = state.clone();
-                tokio::spawn(serve_stream(state, send, recv).instrument(info_span!("request")));
+                in_flight.spawn(serve_stream(state, send, recv).instrument(info_span!("request")));
             }
         }
+    }
+}
+
+/// How long a stopping node keeps its coordinator connection open for requests in flight.
+pub const REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the coordinator connection ended, in words an operator can act on.
+fn lost(e: &quinn::ConnectionError) -> anyhow::Error {
+    use quinn::ConnectionError as C;
+    match e {
+        C::TimedOut => anyhow::anyhow!(
+            "the coordinator is unreachable: nothing heard from it for {:?}",
+            prism_common::tls::IDLE_TIMEOUT
+        ),
+        C::ApplicationClosed(c) => anyhow::anyhow!(
+            "the coordinator closed the connection: {}",
+            String::from_utf8_lossy(&c.reason)
+        ),
+        other => anyhow::anyhow!("coordinator connection closed: {other}"),
     }
 }
 
