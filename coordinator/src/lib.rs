@@ -52,6 +52,8 @@ pub struct CoordState {
     pub he_keys: he::keys::KeySlot,
     /// Cancelled when the coordinator stops: calls to nodes are abandoned, `/readyz` says 503.
     pub shutdown: CancellationToken,
+    /// Whether the node endpoint is accepting connections (for `/readyz`).
+    pub listening: std::sync::atomic::AtomicBool,
 }
 
 impl CoordState {
@@ -176,6 +178,7 @@ pub async fn start(
         metrics,
         he_keys: he::keys::KeySlot::default(),
         shutdown: shutdown.clone(),
+        listening: std::sync::atomic::AtomicBool::new(false),
     });
     fail_interrupted_rooms(&state)?;
 

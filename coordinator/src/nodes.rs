@@ -256,6 +256,8 @@ pub async fn serve(
     state: Arc<crate::CoordState>,
     shutdown: CancellationToken,
 ) {
+    use std::sync::atomic::Ordering;
+    state.listening.store(true, Ordering::SeqCst);
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -273,6 +275,7 @@ pub async fn serve(
             .instrument(info_span!("node", %remote)),
         );
     }
+    state.listening.store(false, Ordering::SeqCst);
     endpoint.close(wire::close::NORMAL.into(), b"coordinator shutting down");
 }
 

@@ -62,6 +62,12 @@ async fn wait_reconnected(f: &Federation, org: &str) {
 async fn a_cut_off_node_fails_dp_queries_within_two_seconds_and_reconnects_by_itself() {
     let (f, relay) = federation_with_c_behind_a_relay().await;
     let api = f.analyst();
+    let node = f.node_admin("hospital-c").expect("node");
+    let (s, ready) = f.admin().get("/readyz").await.expect("readyz");
+    assert_eq!(s, 200, "the coordinator is ready: {ready}");
+    assert_eq!(ready["checks"]["quic_listening"], true, "{ready}");
+    let (s, ready) = node.get("/readyz").await.expect("readyz");
+    assert_eq!(s, 200, "the connected node is ready: {ready}");
     let sql = "SELECT COUNT(*) FROM patients";
     let (_, s, ok) = api
         .run_query("hospital-c.patients", sql, "dp_sandbox", Some(0.1))
@@ -104,10 +110,20 @@ async fn a_cut_off_node_fails_dp_queries_within_two_seconds_and_reconnects_by_it
         node_knows,
         "the node still says connected after {FAIL_WITHIN:?}"
     );
+    // Alive, but not ready: what compose and load balancers must see.
+    let (s, health) = node.get("/healthz").await.expect("healthz");
+    assert_eq!(s, 200, "liveness stays 200: {health}");
+    let (s, ready) = node.get("/readyz").await.expect("readyz");
+    assert_eq!(s, 503, "a cut-off node is not ready: {ready}");
+    assert_eq!(ready["ready"], false, "{ready}");
+    assert_eq!(ready["checks"]["coordinator_connected"], false, "{ready}");
+    assert_eq!(ready["checks"]["store"], true, "{ready}");
 
     // Healed, it reconnects without help and answers again.
     relay.cut(false);
     wait_reconnected(&f, "hospital-c").await;
+    let (s, ready) = node.get("/readyz").await.expect("readyz");
+    assert_eq!(s, 200, "ready again once reconnected: {ready}");
     let (_, _, again) = api
         .run_query("hospital-c.patients", sql, "dp_sandbox", Some(0.1))
         .await
