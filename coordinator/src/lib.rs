@@ -149,6 +149,12 @@ pub async fn start(
             "failed runs left in flight by a previous run"
         );
     }
+    let pruned = store
+        .prune_catalog(&config.organizations)
+        .context("removing former members' datasets from the catalog")?;
+    if !pruned.is_empty() {
+        info!(datasets = ?pruned, "removed the datasets of organizations no longer in `organizations`");
+    }
     let store = Arc::new(store);
     let endpoint = quinn::Endpoint::server(tls.server_config()?, config.quic_listen)
         .with_context(|| format!("binding QUIC on {}", config.quic_listen))?;

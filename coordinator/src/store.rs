@@ -144,6 +144,38 @@ impl Store {
         Ok(ids)
     }
 
+    /// Removes from the catalog every dataset of an organization that is no longer a member;
+    /// returns the removed dataset ids (audited as `catalog_pruned`).
+    pub fn prune_catalog(&self, members: &[OrgId]) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = Vec::new();
+        {
+            let mut t = txn.open_table(DATASETS)?;
+            let stale: Vec<(String, OrgId)> = t
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter_map(|(k, v)| {
+                    let rec: DatasetRecord = decode(k.value(), v.value()).ok()?;
+                    (!members.contains(&rec.organization))
+                        .then(|| (k.value().to_string(), rec.organization))
+                })
+                .collect();
+            for (k, org) in stale {
+                t.remove(k.as_str())?;
+                audit::append(
+                    &txn,
+                    "system",
+                    "catalog_pruned",
+                    &k,
+                    serde_json::json!({"organization": org, "reason": "no longer a member of the federation"}),
+                )?;
+                removed.push(k);
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
     /// Writes a record (and optionally an audit entry) in one durable transaction.
     pub fn put<T: Serialize>(
         &self,

@@ -170,6 +170,7 @@ async fn ready(State(a): State<Arc<Admin>>) -> (StatusCode, Json<serde_json::Val
         .unwrap_or(false);
     let connected = a.state.is_connected();
     let stopping = a.state.shutdown.is_cancelled();
+    let refused = a.state.link_failed.lock().ok().and_then(|f| f.clone());
     let ready = store_ok && connected && !stopping;
     let status = if ready {
         StatusCode::OK
@@ -182,6 +183,7 @@ async fn ready(State(a): State<Arc<Admin>>) -> (StatusCode, Json<serde_json::Val
             "ready": ready,
             "org": a.state.org,
             "checks": {"store": store_ok, "coordinator_connected": connected, "stopping": stopping},
+            "coordinator_refused": refused,
         })),
     )
 }

@@ -48,6 +48,8 @@ pub struct NodeState {
     pub catalog_changed: tokio::sync::Notify,
     /// Whether the coordinator link is up.
     pub connected: AtomicBool,
+    /// Why the link gave up for good (a refusal only a reconfigured node can overcome).
+    pub link_failed: std::sync::Mutex<Option<String>>,
     /// The organization's Ed25519 key (PKCS#8 DER): signs attestations.
     signing_key: Vec<u8>,
     /// The QUIC endpoint (peer server and client for dialing peers).
@@ -202,9 +204,29 @@ impl NodeHandle {
     }
 }
 
+/// The coordinator refuses a node whose `Hello` claims another organization than its
+/// certificate (`org_mismatch`); say so at start, naming the file, instead of dialing in vain.
+fn check_certificate_org(config: &NodeConfig, tls: &TlsMaterial) -> anyhow::Result<()> {
+    use prism_common::identity::{PeerIdentity, identity_from_cert};
+    let cert = config.tls.cert.display();
+    match identity_from_cert(tls.leaf().as_ref()) {
+        Ok(PeerIdentity::Org(o)) if o == config.org => Ok(()),
+        Ok(PeerIdentity::Org(o)) => anyhow::bail!(
+            "{cert} is the certificate of organization {o}, but the config says org = \"{}\"; \
+             configure this organization's certificate and key, or fix `org`",
+            config.org
+        ),
+        Ok(PeerIdentity::Coordinator) => anyhow::bail!(
+            "{cert} is the coordinator's certificate; a node needs its organization's certificate"
+        ),
+        Err(e) => anyhow::bail!("{cert}: {e}"),
+    }
+}
+
 /// Starts a node: opens its store, binds its endpoints and connects to the coordinator.
 pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<NodeHandle> {
     let tls = TlsMaterial::load(&config.tls).context("loading the node's TLS material")?;
+    check_certificate_org(&config, &tls)?;
     let token = config.resolve_admin_token()?;
     let path = config.data_path.clone();
     let (store, settled) = tokio::task::spawn_blocking(move || Store::open(&path))
@@ -248,6 +270,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         ),
         catalog_changed: tokio::sync::Notify::new(),
         connected: AtomicBool::new(false),
+        link_failed: std::sync::Mutex::new(None),
         signing_key: tls.key_pkcs8_der().to_vec(),
         endpoint: endpoint.clone(),
         events,

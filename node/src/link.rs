@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use prism_common::wire::{self, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,19 +29,61 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return;
         }
+        let mut cap = MAX_BACKOFF;
         match session(&state, &endpoint, &client, &peer_addr, &shutdown).await {
             Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "coordinator connection failed; retrying in {backoff:?}")
-            }
+            Err(e) => match e.downcast_ref::<Refused>() {
+                Some(r) if FATAL_REFUSALS.contains(&r.0.code.as_str()) => {
+                    state.connected.store(false, Ordering::SeqCst);
+                    tracing::error!(
+                        code = %r.0.code,
+                        "{r}; not retrying: fix this node's configuration (or upgrade it) and restart it"
+                    );
+                    if let Ok(mut f) = state.link_failed.lock() {
+                        *f = Some(r.to_string());
+                    }
+                    return;
+                }
+                _ => {
+                    if refused(&e) {
+                        // Not a member, or a revoked certificate: the operator must act first.
+                        cap = MAX_REFUSED_BACKOFF;
+                    }
+                    warn!(error = %format!("{e:#}"), "coordinator connection failed; retrying in {backoff:?}")
+                }
+            },
         }
         state.connected.store(false, Ordering::SeqCst);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(cap);
     }
+}
+
+/// Longest wait between two attempts to reach the coordinator.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait between attempts while the coordinator refuses this node's certificate.
+pub const MAX_REFUSED_BACKOFF: Duration = Duration::from_secs(60);
+/// Refusals no retry can overcome: the node claims another organization than its certificate,
+/// or speaks another protocol version.
+const FATAL_REFUSALS: &[&str] = &["org_mismatch", "unsupported_version"];
+
+/// The coordinator's refusal of this node's `Hello`.
+#[derive(Debug, thiserror::Error)]
+#[error("the coordinator refused this node: {} ({})", .0.message, .0.code)]
+struct Refused(wire::ErrorBody);
+
+/// Whether the attempt ended in a refusal (a `Hello` refusal or a `REFUSED` close).
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<Refused>().is_some()
+            || c.downcast_ref::<quinn::ConnectionError>().is_some_and(|c| {
+                matches!(c, quinn::ConnectionError::ApplicationClosed(a)
+                    if a.error_code == quinn::VarInt::from_u32(wire::close::REFUSED))
+            })
+    })
 }
 
 async fn session(
@@ -76,9 +118,7 @@ async fn session(
         HelloReply::Welcome { version, software } => {
             info!(version, %software, "connected to the coordinator")
         }
-        HelloReply::Refused(e) => {
-            bail!("coordinator refused this node: {} ({})", e.message, e.code)
-        }
+        HelloReply::Refused(e) => return Err(Refused(e).into()),
     }
     state.connected.store(true, Ordering::SeqCst);
     send_catalog(state, &mut ctl_send).await?;

@@ -149,7 +149,8 @@ pub struct Federation {
     _tmp: Option<tempfile::TempDir>,
     /// The coordinator.
     pub coordinator: Option<CoordinatorHandle>,
-    coordinator_config: CoordinatorConfig,
+    /// The coordinator's configuration (a restart uses it, so tests may change it first).
+    pub coordinator_config: CoordinatorConfig,
     coordinator_shutdown: CancellationToken,
     /// Nodes by organization.
     pub nodes: BTreeMap<OrgId, NodeSlot>,
