@@ -75,15 +75,16 @@ const FATAL_REFUSALS: &[&str] = &["org_mismatch", "unsupported_version"];
 #[error("the coordinator refused this node: {} ({})", .0.message, .0.code)]
 struct Refused(wire::ErrorBody);
 
-/// Whether the attempt ended in a refusal (a `Hello` refusal or a `REFUSED` close).
+/// The coordinator closed the connection before the handshake: not a member, or its TLS
+/// stack rejected the certificate (revoked, another CA).
+#[derive(Debug, thiserror::Error)]
+#[error("the coordinator refused this node's certificate: {0}")]
+struct CertificateRefused(String);
+
+/// Whether the attempt ended in a refusal (of the `Hello` or of the certificate).
 fn refused(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<Refused>().is_some()
-            || c.downcast_ref::<quinn::ConnectionError>().is_some_and(|c| {
-                matches!(c, quinn::ConnectionError::ApplicationClosed(a)
-                    if a.error_code == quinn::VarInt::from_u32(wire::close::REFUSED))
-            })
-    })
+    e.chain()
+        .any(|c| c.is::<Refused>() || c.is::<CertificateRefused>())
 }
 
 async fn session(
@@ -98,22 +99,49 @@ async fn session(
         .connect_with(client.clone(), cfg.coordinator_addr, &cfg.coordinator_name)
         .context("dialing the coordinator")?
         .await
-        .with_context(|| format!("connecting to the coordinator at {}", cfg.coordinator_addr))?;
-    let (mut ctl_send, mut ctl_recv) =
-        conn.open_bi().await.context("opening the control stream")?;
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        org: state.org.clone(),
-        software: format!("prism-node {}", env!("CARGO_PKG_VERSION")),
-        peer_addr: Some(peer_addr.to_string()),
+        .map_err(|e| match e {
+            // The coordinator's TLS stack rejected this node's certificate.
+            quinn::ConnectionError::ConnectionClosed(c) => CertificateRefused(c.to_string()).into(),
+            other => anyhow::Error::new(other).context(format!(
+                "connecting to the coordinator at {}",
+                cfg.coordinator_addr
+            )),
+        })?;
+    let handshake = async {
+        let (mut ctl_send, mut ctl_recv) =
+            conn.open_bi().await.context("opening the control stream")?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            org: state.org.clone(),
+            software: format!("prism-node {}", env!("CARGO_PKG_VERSION")),
+            peer_addr: Some(peer_addr.to_string()),
+        };
+        wire::write_msg(&mut ctl_send, &hello).await?;
+        let reply: HelloReply = tokio::time::timeout(
+            Duration::from_secs(10),
+            wire::read_msg(&mut ctl_recv, cfg.max_frame),
+        )
+        .await
+        .context("the coordinator did not answer the handshake")??;
+        anyhow::Ok((ctl_send, ctl_recv, reply))
     };
-    wire::write_msg(&mut ctl_send, &hello).await?;
-    let reply: HelloReply = tokio::time::timeout(
-        Duration::from_secs(10),
-        wire::read_msg(&mut ctl_recv, cfg.max_frame),
-    )
-    .await
-    .context("the coordinator did not answer the handshake")??;
+    let (mut ctl_send, _ctl_recv, reply) = match handshake.await {
+        Ok(h) => h,
+        // Refused before a word was exchanged: not a member, or a certificate it rejects.
+        Err(e) => {
+            return Err(match conn.close_reason() {
+                Some(quinn::ConnectionError::ApplicationClosed(c))
+                    if c.error_code == quinn::VarInt::from_u32(wire::close::REFUSED) =>
+                {
+                    CertificateRefused(String::from_utf8_lossy(&c.reason).into_owned()).into()
+                }
+                Some(quinn::ConnectionError::ConnectionClosed(c)) => {
+                    CertificateRefused(c.to_string()).into()
+                }
+                _ => e,
+            });
+        }
+    };
     match reply {
         HelloReply::Welcome { version, software } => {
             info!(version, %software, "connected to the coordinator")
