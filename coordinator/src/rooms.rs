@@ -501,6 +501,7 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
         .len();
     let mut partials = Vec::new();
     let mut dropped = Vec::new();
+    let mut lost = false;
     let mut refused = Vec::new();
     let mut timings = serde_json::Map::new();
     while let Some((org, r)) = futures::StreamExt::next(&mut pending).await {
@@ -526,7 +527,19 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
                 "{org}: unexpected answer {}",
                 short(&format!("{other:?}"))
             )),
-            Err(e) => dropped.push(format!("{org} ({e})")),
+            Err(crate::nodes::CallError::Stopping(_)) => {
+                return Err((
+                    "coordinator_stopped".into(),
+                    "the coordinator was stopped during execution; no result was released; execute the room again".into(),
+                ));
+            }
+            Err(e) => {
+                lost |= !matches!(
+                    e,
+                    crate::nodes::CallError::Timeout(..) | crate::nodes::CallError::Transport(..)
+                );
+                dropped.push(format!("{org} ({e})"))
+            }
         }
         if dropped.len() + refused.len() > failed_before {
             break;
@@ -550,6 +563,9 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
         }
         let code = if dropped.is_empty() {
             "party_refused"
+        } else if lost {
+            // Its connection is gone: died, cut off or shut down.
+            "party_offline"
         } else {
             "party_failed"
         };

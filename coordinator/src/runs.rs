@@ -196,7 +196,7 @@ async fn drive_generic(
             "protocol_error".into(),
             format!("unexpected answer from the node: {other:?}"),
         )),
-        Err(e) => Err(("node_unavailable".into(), e.to_string())),
+        Err(e) => Err((e.code().into(), e.to_string())),
     };
     let kind = match &outcome {
         Ok(()) => Outcome::Completed,

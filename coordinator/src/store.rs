@@ -102,8 +102,27 @@ impl Store {
         txn.open_table(crate::rooms::ROOMS)?;
         txn.commit()?;
         let store = Store { db };
-        let failed = store.fail_unfinished_runs()?;
+        let failed = store.fail_unfinished_runs(
+            "coordinator_restarted",
+            "the coordinator stopped while this run was in flight, so its answer was lost; the holding node \
+             may have charged its budget (see the node's audit log); execute the query again to retry",
+        )?;
         Ok((store, failed))
+    }
+
+    /// Makes every earlier commit durable, including those written without an `fsync` of
+    /// their own: the last store write of a clean shutdown.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Whether the store answers a read (what `/readyz` checks).
+    pub fn readable(&self) -> bool {
+        self.db.begin_read().is_ok()
     }
 
     /// The database (audit reads).
@@ -111,7 +130,12 @@ impl Store {
         &self.db
     }
 
-    fn fail_unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
+    /// Fails every run that is not final with `code` and `message`; returns their ids.
+    pub fn fail_unfinished_runs(
+        &self,
+        code: &str,
+        message: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let stale: Vec<RunRecord> = self
             .list(RUNS)?
             .into_iter()
@@ -120,12 +144,8 @@ impl Store {
         let mut ids = Vec::new();
         for mut run in stale {
             run.status = RunStatus::Failed;
-            run.error_code = Some("coordinator_restarted".into());
-            run.error_message = Some(
-                "the coordinator stopped while this run was in flight, so its answer was lost; the holding node \
-                 may have charged its budget (see the node's audit log); execute the query again to retry"
-                    .into(),
-            );
+            run.error_code = Some(code.into());
+            run.error_message = Some(message.into());
             run.finished_at = Some(now());
             let id = run.id.clone();
             self.put(
@@ -136,12 +156,44 @@ impl Store {
                     actor: "system",
                     action: "run_failed",
                     target: &id,
-                    details: serde_json::json!({"reason": "coordinator_restarted"}),
+                    details: serde_json::json!({"reason": code}),
                 }),
             )?;
             ids.push(id);
         }
         Ok(ids)
+    }
+
+    /// Removes from the catalog every dataset of an organization that is no longer a member;
+    /// returns the removed dataset ids (audited as `catalog_pruned`).
+    pub fn prune_catalog(&self, members: &[OrgId]) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = Vec::new();
+        {
+            let mut t = txn.open_table(DATASETS)?;
+            let stale: Vec<(String, OrgId)> = t
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter_map(|(k, v)| {
+                    let rec: DatasetRecord = decode(k.value(), v.value()).ok()?;
+                    (!members.contains(&rec.organization))
+                        .then(|| (k.value().to_string(), rec.organization))
+                })
+                .collect();
+            for (k, org) in stale {
+                t.remove(k.as_str())?;
+                audit::append(
+                    &txn,
+                    "system",
+                    "catalog_pruned",
+                    &k,
+                    serde_json::json!({"organization": org, "reason": "no longer a member of the federation"}),
+                )?;
+                removed.push(k);
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
     }
 
     /// Writes a record (and optionally an audit entry) in one durable transaction.

@@ -4,6 +4,7 @@
 //! The end-to-end tests and `prism-sim` both build on this.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -212,7 +213,8 @@ pub struct Federation {
     _tmp: Option<tempfile::TempDir>,
     /// The coordinator.
     pub coordinator: Option<CoordinatorHandle>,
-    coordinator_config: CoordinatorConfig,
+    /// The coordinator's configuration (a restart uses it, so tests may change it first).
+    pub coordinator_config: CoordinatorConfig,
     coordinator_shutdown: CancellationToken,
     /// Nodes by organization.
     pub nodes: BTreeMap<OrgId, NodeSlot>,
@@ -423,11 +425,22 @@ impl Federation {
             .as_ref()
             .map(|c| c.quic_addr)
             .context("coordinator stopped")?;
+        self.start_node_dialing(org, quic).await
+    }
+
+    /// Restarts a node so that it dials the coordinator at `addr` (a [`crate::relay::Relay`]
+    /// in front of it, say).
+    pub async fn reroute_node(&mut self, org: &str, addr: SocketAddr) -> anyhow::Result<()> {
+        self.stop_node(org).await?;
+        self.start_node_dialing(org, addr).await
+    }
+
+    async fn start_node_dialing(&mut self, org: &str, addr: SocketAddr) -> anyhow::Result<()> {
         let slot = self
             .nodes
             .get_mut(&OrgId::new(org)?)
             .context("no such node")?;
-        slot.config.coordinator_addr = quic;
+        slot.config.coordinator_addr = addr;
         slot.shutdown = CancellationToken::new();
         // Tasks of the stopped node may hold its store for a moment after shutdown.
         let mut tries = 0;

@@ -261,6 +261,7 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
         });
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(ready))
         .routes(routes!(metrics))
         .nest("/api/v1", api)
         .merge(crate::console::routes())
@@ -374,7 +375,7 @@ async fn metrics(State(s): State<Arc<CoordState>>, _c: Caller) -> Response {
         .into_response()
 }
 
-/// Liveness and the number of connected nodes.
+/// Liveness (the process answers) and the number of connected nodes; readiness is `/readyz`.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -391,6 +392,40 @@ async fn health(State(s): State<Arc<CoordState>>) -> Json<Value> {
         .count();
     Json(
         json!({"status": "ok", "nodes_connected": connected, "version": env!("CARGO_PKG_VERSION")}),
+    )
+}
+
+/// Readiness: 200 once the store answers and the node endpoint accepts connections; 503
+/// before that and while the coordinator stops. `/healthz` stays liveness only.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "`{ready: true, checks: {store, quic_listening, stopping}}`", body = Object),
+        (status = 503, description = "`{ready: false, checks}`: which check failed", body = Object),
+    )
+)]
+async fn ready(State(s): State<Arc<CoordState>>) -> (StatusCode, Json<Value>) {
+    let store = s.store.clone();
+    let store_ok = tokio::task::spawn_blocking(move || store.readable())
+        .await
+        .unwrap_or(false);
+    let listening = s.listening.load(std::sync::atomic::Ordering::SeqCst);
+    let stopping = s.shutdown.is_cancelled();
+    let ready = store_ok && listening && !stopping;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "checks": {"store": store_ok, "quic_listening": listening, "stopping": stopping},
+        })),
     )
 }
 

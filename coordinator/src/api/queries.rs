@@ -457,7 +457,16 @@ pub async fn execute(
             }
         }
     };
-    let _ = tokio::time::timeout(deadline, wait).await;
+    // A stopping coordinator fails the run at once; it then answers with the run as it stands
+    // rather than hold the API's graceful shutdown for the run's whole deadline.
+    let stopping = async {
+        s.shutdown.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(deadline, wait) => {}
+        _ = stopping => {}
+    }
     let run = load_run(&s, &user, run.id).await?;
     let status = if run.status.is_final() {
         StatusCode::OK
