@@ -273,7 +273,10 @@ mod tests {
         let m = manifest();
         // A manifest written before the release fields existed: same bytes, same hash.
         let json = String::from_utf8(m.canonical_bytes()[DOMAIN.len()..].to_vec()).expect("utf8");
-        assert!(!json.contains("release") && !json.contains("epsilon"), "{json}");
+        assert!(
+            !json.contains("release") && !json.contains("epsilon"),
+            "{json}"
+        );
         let old: Manifest = serde_json::from_str(&json).expect("parse");
         assert_eq!(old.hash(), m.hash());
         assert_eq!(old.params.release, ReleaseMode::Dp);
@@ -288,7 +291,10 @@ mod tests {
         let back: Manifest =
             serde_json::from_slice(&serde_json::to_vec(&dp).expect("json")).expect("parse");
         assert_eq!(back.hash(), dp.hash());
-        assert_eq!(back.params.epsilon_of(&OrgId::new("a").expect("org")), Some(0.25));
+        assert_eq!(
+            back.params.epsilon_of(&OrgId::new("a").expect("org")),
+            Some(0.25)
+        );
         assert_eq!(back.params.epsilon_of(&OrgId::new("b").expect("org")), None);
         let mut exact = dp.clone();
         exact.params.release = ReleaseMode::Exact;

@@ -726,7 +726,9 @@ fn release_params(
             Some(ReleaseMode::Off) => {
                 return Err((
                     "release_mode",
-                    format!("{o} does not serve mpc_backend for {table}: its owner's release mode is off"),
+                    format!(
+                        "{o} does not serve mpc_backend for {table}: its owner's release mode is off"
+                    ),
                 ));
             }
             Some(ReleaseMode::Dp) if release == ReleaseMode::Exact => {
@@ -883,8 +885,7 @@ pub fn build(
             }
         }
     }
-    let (release, epsilon, min_group_size) =
-        release_params(state, &input, &participants, &table)?;
+    let (release, epsilon, min_group_size) = release_params(state, &input, &participants, &table)?;
     let params = room::RoomParams {
         fixed_point_decimals: input.fixed_point_decimals.unwrap_or(2).min(9),
         group_keys,

@@ -49,9 +49,7 @@ fn epsilon(state: &NodeState, m: &Manifest) -> Result<f64, ErrorBody> {
     if eps > limit {
         return Err(refuse(
             "epsilon_exceeds_policy",
-            format!(
-                "room {room}: ε {eps} for {org} exceeds its node's per-query limit of {limit}"
-            ),
+            format!("room {room}: ε {eps} for {org} exceeds its node's per-query limit of {limit}"),
         ));
     }
     let ds = &m.plan.dataset;
@@ -193,9 +191,7 @@ pub fn commit(state: &NodeState, c: &Charge, m: &Manifest) -> Result<(), ErrorBo
                                "release": "dp", "scales": c.report.scales}),
         )
         .map_err(crate::exec::store_err)?;
-    state
-        .metrics
-        .budget_spent(&m.plan.dataset, c.epsilon, 0.0);
+    state.metrics.budget_spent(&m.plan.dataset, c.epsilon, 0.0);
     Ok(())
 }
 

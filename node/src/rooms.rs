@@ -375,11 +375,10 @@ pub async fn execute(
         .ok_or_else(|| refuse("unknown_dataset", "dataset vanished"))?;
     // In a dp room this reserves the ε (before any share leaves) and adds this party's noise.
     let (s, m, eid) = (state.clone(), manifest.clone(), execution_id.to_string());
-    let (local, charge) = tokio::task::spawn_blocking(move || {
-        crate::room_release::local_vector(&s, &m, &ds, &eid)
-    })
-    .await
-    .map_err(internal)??;
+    let (local, charge) =
+        tokio::task::spawn_blocking(move || crate::room_release::local_vector(&s, &m, &ds, &eid))
+            .await
+            .map_err(internal)??;
     let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
     let exchanged = exchange(state, &manifest, &attestations, &peers, execution_id, local).await;
     let failure = exchanged.as_ref().err().map(|e| e.message.clone());

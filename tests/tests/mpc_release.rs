@@ -66,7 +66,10 @@ async fn attest(f: &Federation, id: &str, org: &str) -> (u16, Value) {
 fn refused(status: u16, err: &Value, code: &str) {
     assert_eq!(status, 409, "{err}");
     let msg = err["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.ends_with(&format!("({code})")), "expected {code}: {err}");
+    assert!(
+        msg.ends_with(&format!("({code})")),
+        "expected {code}: {err}"
+    );
 }
 
 async fn attest_all(f: &Federation, id: &str) {
@@ -132,6 +135,21 @@ async fn with_one_centenarian(f: &Federation) {
     assert_eq!(s, 201, "{body}");
 }
 
+/// Waits until the coordinator's catalog publishes `exact` for a dataset's mpc_backend.
+async fn wait_exact_in_catalog(api: &Api, dataset: &str) {
+    for _ in 0..200 {
+        let (_, all) = api.get("/api/v1/datasets").await.expect("datasets");
+        if all.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|d| d["id"] == dataset && d["release"]["mpc_backend"] == "exact")
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the catalog never showed {dataset} as exact");
+}
+
 const DUMP: &str = "SELECT id, SUM(treatment_cost), SUM(age) FROM patients GROUP BY id";
 
 fn id_keys(n: usize) -> Value {
@@ -192,13 +210,22 @@ async fn under_the_default_policy_the_group_by_id_dump_and_the_single_patient_co
         let (cents, age) = truth[&key];
         let cost = r[1].as_f64().expect("cost");
         let exact = ((cost * 100.0).round() as i64, r[2].as_i64());
-        assert_ne!(exact, (cents, Some(age)), "id {key} released exactly: {r:?}");
+        assert_ne!(
+            exact,
+            (cents, Some(age)),
+            "id {key} released exactly: {r:?}"
+        );
     }
     // Three rows per id: nearly every group is below the minimum group size and held back.
     let suppressed = done["proof_artifacts"]["suppressed_groups"]
         .as_u64()
         .expect("suppressed");
-    assert_eq!(suppressed as usize + rows.len(), 300, "{}", done["proof_artifacts"]);
+    assert_eq!(
+        suppressed as usize + rows.len(),
+        300,
+        "{}",
+        done["proof_artifacts"]
+    );
     assert!(suppressed >= 150, "{suppressed} of 300 groups suppressed");
     let dp = &done["proof_artifacts"]["dp"];
     assert_eq!(dp["parties"].as_array().map(Vec::len), Some(3), "{dp}");
@@ -268,7 +295,11 @@ async fn a_dp_room_charges_each_party_its_own_epsilon_and_a_failed_one_charges_n
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["result"].is_null());
     for (org, _) in &eps[..2] {
-        assert_eq!(budget(&f, org).await, (0.0, 0.0), "{org} was charged for a failed room");
+        assert_eq!(
+            budget(&f, org).await,
+            (0.0, 0.0),
+            "{org} was charged for a failed room"
+        );
     }
     f.stop_node("org-02").await.expect("stop");
     f.restart_node("org-02").await.expect("restart");
@@ -279,7 +310,10 @@ async fn a_dp_room_charges_each_party_its_own_epsilon_and_a_failed_one_charges_n
     assert_eq!(done["status"], "completed", "{done}");
     for (org, e) in eps {
         let (spent, reserved) = budget(&f, org).await;
-        assert!((spent - e).abs() < 1e-9, "{org} spent {spent}, its ε is {e}");
+        assert!(
+            (spent - e).abs() < 1e-9,
+            "{org} spent {spent}, its ε is {e}"
+        );
         assert_eq!(reserved, 0.0, "{org}");
     }
     let parties = done["proof_artifacts"]["dp"]["parties"]
@@ -366,6 +400,37 @@ async fn exact_rooms_refuse_identifying_columns_and_too_many_keys_and_suppress_s
     let (s, err) = attest(&f, room["id"].as_str().expect("id"), "org-01").await;
     refused(s, &err, "identifying_column");
 
+    // The node decides, not the catalog the room was checked against: an owner who switched
+    // its dataset back to dp refuses the exact room it was invited to, and a column the owner
+    // names identifying is refused too.
+    let room = create(
+        &api,
+        json!({"name": "states", "query_text": "SELECT diagnosis, COUNT(*) FROM patients GROUP BY diagnosis",
+               "participants": orgs(), "release": "exact"}),
+    )
+    .await;
+    let id = room["id"].as_str().expect("id").to_string();
+    let set = |org: &'static str, body: Value| {
+        let node = f.node_admin(org).expect("node");
+        async move {
+            let (s, b) = node
+                .put("/v1/datasets/patients/release", &body)
+                .await
+                .expect("release");
+            assert_eq!(s, 200, "{b}");
+        }
+    };
+    set("org-02", json!({"mpc_backend": "dp"})).await;
+    set("org-01", json!({"identifying_columns": ["diagnosis"]})).await;
+    let (s, err) = attest(&f, &id, "org-02").await;
+    refused(s, &err, "release_mode");
+    let (s, err) = attest(&f, &id, "org-01").await;
+    refused(s, &err, "identifying_column");
+    let (s, _) = attest(&f, &id, "org-00").await;
+    assert_eq!(s, 200);
+    set("org-02", json!({"mpc_backend": "policy"})).await;
+    wait_exact_in_catalog(&api, "org-02.patients").await;
+
     // The single 107-year-old: counted exactly, and suppressed (coordinator-enforced).
     with_one_centenarian(&f).await;
     f.wait_for_datasets(3).await.expect("catalog");
@@ -420,7 +485,10 @@ async fn auto_attest_takes_dp_rooms_but_never_an_exact_one() {
             .await
             .expect("invitation");
         assert_eq!(s, 200, "{inv}");
-        assert_eq!(inv["status"], "pending", "{org} auto-attested an exact room: {inv}");
+        assert_eq!(
+            inv["status"], "pending",
+            "{org} auto-attested an exact room: {inv}"
+        );
     }
     let (_, r) = api
         .get(&format!("/api/v1/data_rooms/{exact_id}"))

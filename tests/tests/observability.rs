@@ -228,7 +228,10 @@ async fn metrics_count_runs_refusals_budget_rooms_and_peer_failures() {
     );
     let eps =
         moved(r#"prism_coordinator_budget_epsilon_spent_total{dataset="hospital-a.patients"}"#);
-    assert!((eps - spent - 0.1).abs() < 1e-9, "{eps} vs {spent} + the room's 0.1");
+    assert!(
+        (eps - spent - 0.1).abs() < 1e-9,
+        "{eps} vs {spent} + the room's 0.1"
+    );
     assert_eq!(
         moved(r#"prism_coordinator_room_execution_seconds_count{outcome="completed"}"#),
         1.0
@@ -254,7 +257,10 @@ async fn metrics_count_runs_refusals_budget_rooms_and_peer_failures() {
         1.0
     );
     let eps = moved(r#"prism_node_budget_epsilon_spent_total{dataset="patients"}"#);
-    assert!((eps - spent - 0.1).abs() < 1e-9, "{eps} vs {spent} + the room's 0.1");
+    assert!(
+        (eps - spent - 0.1).abs() < 1e-9,
+        "{eps} vs {spent} + the room's 0.1"
+    );
     assert_eq!(
         moved(r#"prism_node_runs_total{backend="mpc_backend",outcome="completed"}"#),
         1.0

@@ -1,8 +1,9 @@
 //! Decoding the reconstructed total into the answer table (on the coordinator).
 //!
 //! Everything here is post-processing of the total: in a `dp` room counts are clamped at 0,
-//! an average whose noisy count is not positive is null, and every group whose (noisy) row
-//! count is below the room's `min_group_size` is suppressed, like `HAVING COUNT(*) >= k`.
+//! an average whose noisy count is not positive is null and an average is clamped into the
+//! column's declared bounds (the coordinator's catalog copy), and every group whose (noisy)
+//! row count is below the room's `min_group_size` is suppressed, like `HAVING COUNT(*) >= k`.
 
 use super::{Layout, MpcError, Part, layout, scale};
 use crate::plan::{AggFunc, Aggregate, Output, Plan, Table};
@@ -115,9 +116,16 @@ fn value(
         AggFunc::Avg => {
             let (sum, n) = (v(idx[0]) as f64 / sum_scale(idx[0]), count(idx[1]));
             if n <= 0 {
-                serde_json::Value::Null
-            } else {
-                serde_json::json!(sum / n as f64)
+                return serde_json::Value::Null;
+            }
+            let avg = sum / n as f64;
+            // A noisy average can leave the declared bounds; no true average can.
+            match (l.release, l.parts[idx[0]].0) {
+                (ReleaseMode::Dp, Part::Sum(c, _)) => match l.columns[c].2 {
+                    Some(b) => serde_json::json!(avg.clamp(b.min, b.max)),
+                    None => serde_json::json!(avg),
+                },
+                _ => serde_json::json!(avg),
             }
         }
         AggFunc::Min | AggFunc::Max => serde_json::Value::Null,

@@ -51,7 +51,9 @@ fn sensitivities(l: &Layout, dataset: &str) -> Result<Vec<i64>, MpcError> {
                     dataset: dataset.to_string(),
                     column: name.clone(),
                 })?;
-                let largest = (b.min.abs().max(b.max.abs()) * super::scale(l.columns[c].1, l.decimals)).ceil();
+                let largest = (b.min.abs().max(b.max.abs())
+                    * super::scale(l.columns[c].1, l.decimals))
+                .ceil();
                 let overflow = || MpcError::Overflow(dataset.to_string());
                 if !largest.is_finite() || largest >= 9.2e18 {
                     return Err(overflow());
@@ -219,7 +221,11 @@ mod tests {
         let n = calibrate(&l, "patients", 1.0).expect("noise");
         // 50.00 × 10² fixed point; 1 for the count; ε/2 each, so scale = 2 · sensitivity.
         assert_eq!(n.report.sensitivities, vec![5_000, 1]);
-        assert!((n.report.scales[0] - 10_000.0).abs() < 1.0, "{:?}", n.report);
+        assert!(
+            (n.report.scales[0] - 10_000.0).abs() < 1.0,
+            "{:?}",
+            n.report
+        );
         assert!((n.report.scales[1] - 2.0).abs() < 0.01, "{:?}", n.report);
         assert!(calibrate(&l, "patients", 0.0).is_err());
         assert!(calibrate(&l, "patients", f64::INFINITY).is_err());
@@ -228,8 +234,8 @@ mod tests {
     #[test]
     fn dp_rooms_refuse_sums_without_bounds_and_clamp_into_them() {
         let p = plan(&[(AggFunc::Sum, Some("cost"))]);
-        let err = layout(&p, &ds(&[1.0], false).schema, &RoomParams::default())
-            .expect_err("no bounds");
+        let err =
+            layout(&p, &ds(&[1.0], false).schema, &RoomParams::default()).expect_err("no bounds");
         assert_eq!(err.code(), "missing_bounds");
         assert!(
             err.to_string()
@@ -278,7 +284,8 @@ mod tests {
                     v
                 })
                 .collect();
-            let shared: Vec<Vec<Vec<u64>>> = vectors.iter().map(|v| split(v, 3, &mut rng)).collect();
+            let shared: Vec<Vec<Vec<u64>>> =
+                vectors.iter().map(|v| split(v, 3, &mut rng)).collect();
             let partials: Vec<Vec<u64>> = (0..3)
                 .map(|j| combine(l.len(), shared.iter().map(|s| s[j].as_slice())))
                 .collect();
@@ -289,7 +296,10 @@ mod tests {
                 inside += 1;
             }
         }
-        assert!(inside as f64 >= 0.95 * draws as f64, "{inside} of {draws} inside ±{half}");
+        assert!(
+            inside as f64 >= 0.95 * draws as f64,
+            "{inside} of {draws} inside ±{half}"
+        );
 
         // A group of 1 is held back (with overwhelming probability at this ε, its noisy count
         // is below 10), never released as 1.
