@@ -182,6 +182,19 @@ async fn under_the_default_policy_the_group_by_id_dump_and_the_single_patient_co
         .expect("create");
     assert_eq!(s, 422, "{err}");
     assert_eq!(err["error"]["code"], "epsilon_required", "{err}");
+    for bad in [
+        json!({"epsilon": -1.0}),
+        json!({"epsilon": 0.5, "participant_epsilon": {"org-99": 0.5}}),
+    ] {
+        let mut body = json!({"name": "bad", "query_text": "SELECT COUNT(*) FROM patients",
+                              "participants": orgs()});
+        for (k, v) in bad.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        let (s, err) = api.post("/api/v1/data_rooms", &body).await.expect("create");
+        assert_eq!(s, 422, "{err}");
+        assert_eq!(err["error"]["code"], "invalid_epsilon", "{err}");
+    }
 
     // The dump as a dp room: 300 keys, released only with noise.
     let room = create(
@@ -366,6 +379,45 @@ async fn a_dp_room_charges_each_party_its_own_epsilon_and_a_failed_one_charges_n
     .await;
     let (s, err) = attest(&f, room["id"].as_str().expect("id"), "org-01").await;
     refused(s, &err, "budget_exhausted");
+
+    // Attested while the budget covered it, refused at execution once it no longer does: the
+    // room fails and nobody is charged (the others roll back when org-01's shares never come).
+    let room = create(
+        &api,
+        json!({"name": "late", "query_text": "SELECT COUNT(*) FROM patients",
+               "participants": orgs(), "epsilon": 0.04, "deadline_ms": 1000}),
+    )
+    .await;
+    let id = room["id"].as_str().expect("id").to_string();
+    attest_all(&f, &id).await;
+    wait_room(&api, &id, "ready").await;
+    let (s, b) = f
+        .node_admin("org-01")
+        .expect("node")
+        .put(
+            "/v1/datasets/patients/budget",
+            &json!({"epsilon": 0.30001, "delta": 0.0}),
+        )
+        .await
+        .expect("budget");
+    assert_eq!(s, 200, "{b}");
+    let failed = execute(&api, &id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("org-01") && m.contains("budget_exhausted")),
+        "{failed}"
+    );
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    for (org, e) in eps {
+        let (spent, reserved) = budget(&f, org).await;
+        assert!(
+            (spent - e).abs() < 1e-9,
+            "{org} spent {spent} after a failed room"
+        );
+        assert_eq!(reserved, 0.0, "{org}");
+    }
     f.shutdown().await;
 }
 
