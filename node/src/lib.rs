@@ -14,6 +14,7 @@ pub mod import;
 pub mod link;
 pub mod peer;
 pub mod policy;
+pub mod room_release;
 pub mod rooms;
 pub mod store;
 
