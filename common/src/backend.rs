@@ -143,13 +143,18 @@ pub fn registry() -> Vec<BackendInfo> {
             available: true,
             mocked: false,
             status: "semi-honest".into(),
-            description: "Exact totals across organizations from additive secret shares over Z_2^64 exchanged \
+            description: "Totals across organizations from additive secret shares over Z_2^64 exchanged \
                           node to node inside a data room every participant has attested; the coordinator \
-                          receives only partial sums."
+                          receives only partial sums. By default (release dp) each party adds DP noise for \
+                          its own attested ε to its own input before sharing; exact totals only where every \
+                          owner opted in (key limits, no identifying columns, small groups suppressed)."
                 .into(),
             supports: strings(&["COUNT", "SUM", "AVG", "WHERE", "GROUP BY (declared keys)"]),
             performance: "Milliseconds per party on a LAN".into(),
-            privacy_guarantee: "Semi-honest security with additive secret sharing; non-colluding parties".into(),
+            privacy_guarantee: "Inputs: semi-honest security with additive secret sharing, non-colluding parties. \
+                                Output (dp): ε-DP for each party's rows from its own noise, even if all others \
+                                collude"
+                .into(),
         },
         BackendInfo {
             id: BackendId::EnclaveBackend,
@@ -226,7 +231,7 @@ pub fn enclave_refusal() -> serde_json::Value {
             {"backend": "he_backend", "status": "see GET /api/v1/backends",
              "use_for": "exact aggregates with encrypted filter constants on one dataset"},
             {"backend": "mpc_backend", "status": "see GET /api/v1/backends",
-             "use_for": "exact totals across organizations in an attested data room"}
+             "use_for": "totals across organizations in an attested data room (DP noise per party by default)"}
         ],
         "next_step": "choose dp_sandbox for this query, or another available backend from GET /api/v1/backends"
     })

@@ -2,7 +2,7 @@
 //!
 //! Protocol messages and framing, the query model (SQL → plan) and its evaluation, the
 //! backend registry, identities, certificates, TLS helpers, the audit chain, the DP maths and
-//! the `/metrics` counters both daemons serve.
+//! the `/metrics` counters both daemons serve, and the stop signals both daemons obey.
 //! No daemons live here.
 
 pub mod audit;
@@ -15,6 +15,7 @@ pub mod identity;
 pub mod metrics;
 pub mod mpc;
 pub mod plan;
+pub mod process;
 pub mod release;
 pub mod room;
 pub mod schema;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::backend::BackendId;
 use crate::identity::OrgId;
 use crate::plan::Plan;
+use crate::release::ReleaseMode;
 
 /// Domain separation for manifest hashes.
 const DOMAIN: &[u8] = b"prism/room-manifest/v1\0";
@@ -36,7 +37,20 @@ pub enum RoomError {
     },
 }
 
+/// One participant's ε for a `dp` room: what it adds noise for and charges to its own ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartyEpsilon {
+    /// The participant.
+    pub org: OrgId,
+    /// ε it spends on this room.
+    pub epsilon: f64,
+}
+
 /// Parameters that are part of what participants agree to.
+///
+/// The release fields are skipped when they hold their defaults, so a manifest written before
+/// they existed keeps its canonical bytes (and its hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoomParams {
@@ -47,6 +61,43 @@ pub struct RoomParams {
     pub group_keys: Vec<Vec<String>>,
     /// How long a party waits for the others' shares, in milliseconds.
     pub deadline_ms: u64,
+    /// How the total may be released: `dp` (each party adds noise to its own vector before it
+    /// is shared) or `exact` (only where every participant's owner opted in).
+    #[serde(default, skip_serializing_if = "is_dp")]
+    pub release: ReleaseMode,
+    /// ε each participant spends in a `dp` room, sorted by organization (a list, not a map,
+    /// so the encoding stays deterministic).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub epsilon: Vec<PartyEpsilon>,
+    /// Groups whose (noisy, in `dp`) row count is below this are suppressed when the total is
+    /// decoded; 0 means none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub min_group_size: u64,
+}
+
+fn is_dp(m: &ReleaseMode) -> bool {
+    *m == ReleaseMode::Dp
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl RoomParams {
+    /// The ε the manifest gives `org`, if any.
+    pub fn epsilon_of(&self, org: &OrgId) -> Option<f64> {
+        self.epsilon
+            .iter()
+            .find(|p| &p.org == org)
+            .map(|p| p.epsilon)
+    }
+
+    /// Number of GROUP BY keys (combinations) the room computes; 1 without GROUP BY.
+    pub fn key_count(&self) -> usize {
+        self.group_keys
+            .iter()
+            .fold(1usize, |n, k| n.saturating_mul(k.len()))
+    }
 }
 
 impl Default for RoomParams {
@@ -55,6 +106,9 @@ impl Default for RoomParams {
             fixed_point_decimals: 2,
             group_keys: Vec::new(),
             deadline_ms: 30_000,
+            release: ReleaseMode::Dp,
+            epsilon: Vec::new(),
+            min_group_size: 0,
         }
     }
 }
@@ -212,5 +266,38 @@ mod tests {
         assert!(verify(&org, &pk, &changed.hash(), &sig).is_err());
         assert!(verify(&org, &pk, &m.hash(), "00").is_err());
         assert!(!m.expired(time::OffsetDateTime::now_utc()));
+    }
+
+    #[test]
+    fn release_fields_are_attested_and_absent_ones_keep_old_hashes() {
+        let m = manifest();
+        // A manifest written before the release fields existed: same bytes, same hash.
+        let json = String::from_utf8(m.canonical_bytes()[DOMAIN.len()..].to_vec()).expect("utf8");
+        assert!(
+            !json.contains("release") && !json.contains("epsilon"),
+            "{json}"
+        );
+        let old: Manifest = serde_json::from_str(&json).expect("parse");
+        assert_eq!(old.hash(), m.hash());
+        assert_eq!(old.params.release, ReleaseMode::Dp);
+
+        let mut dp = m.clone();
+        dp.params.epsilon = vec![PartyEpsilon {
+            org: OrgId::new("a").expect("org"),
+            epsilon: 0.25,
+        }];
+        dp.params.min_group_size = 10;
+        assert_ne!(dp.hash(), m.hash());
+        let back: Manifest =
+            serde_json::from_slice(&serde_json::to_vec(&dp).expect("json")).expect("parse");
+        assert_eq!(back.hash(), dp.hash());
+        assert_eq!(
+            back.params.epsilon_of(&OrgId::new("a").expect("org")),
+            Some(0.25)
+        );
+        assert_eq!(back.params.epsilon_of(&OrgId::new("b").expect("org")), None);
+        let mut exact = dp.clone();
+        exact.params.release = ReleaseMode::Exact;
+        assert_ne!(exact.hash(), dp.hash());
     }
 }

@@ -14,6 +14,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::plan::{AggFunc, Aggregate, CmpOp, Literal, Output, Plan, Predicate};
 use crate::schema::{ColumnSpec, ColumnType, DatasetSchema};
@@ -61,6 +62,15 @@ pub enum SqlError {
         /// Why it does not type-check and what would.
         reason: String,
     },
+    /// The query is longer or deeper than the planner accepts (see [`MAX_QUERY_TOKENS`],
+    /// [`MAX_FILTER_DEPTH`]).
+    #[error("query too complex: {what}; {hint}")]
+    TooComplex {
+        /// Which limit, and by how much.
+        what: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
 }
 
 impl SqlError {
@@ -72,6 +82,7 @@ impl SqlError {
             SqlError::UnknownTable { .. } => "unknown_table",
             SqlError::UnknownColumn { .. } => "unknown_column",
             SqlError::Type { .. } => "sql_type_error",
+            SqlError::TooComplex { .. } => "query_too_complex",
         }
     }
 }
@@ -122,6 +133,20 @@ const AGG_HINT: &str = "use count(*), count(col), sum(col), sum(col * k), avg, m
 const WHERE_HINT: &str = "compare a column with a literal, e.g. age >= 18 or state in ('ca', 'ny')";
 const HAVING_HINT: &str = "only having count(*) >= k or count(*) > k is accepted";
 const NO_ROWS: &str = "raw rows are never returned; select aggregates such as count(*)";
+const SIMPLER: &str =
+    "merge comparisons on one column into in (...) or between, or split the query into several";
+
+/// At most this many operators, keywords and names (every token but literals, commas and
+/// whitespace) in one query. Checked on the tokens, before anything is parsed: a flat chain
+/// (`a AND b AND ...`, `x + 1 + 1 ...`) parses into a tree as deep as it is long, and every
+/// walk over that tree (drop, display, planning) recurses; this bounds all of them.
+pub const MAX_QUERY_TOKENS: usize = 512;
+
+/// At most this many nested or chained AND / OR / NOT levels in WHERE. Every walk over a plan's
+/// predicate (evaluation, HE encoding, DP checks, JSON on the wire and in the stores) recurses
+/// once per level; a plan this deep still encodes in well under serde_json's nesting limit of
+/// 128, so whatever the planner accepts can also be sent and stored.
+pub const MAX_FILTER_DEPTH: usize = 32;
 
 /// The table named in FROM, as written, without checking anything else (the coordinator uses it
 /// to find the dataset before it has a schema).
@@ -149,7 +174,7 @@ pub fn plan_query(sql: &str, schema: &DatasetSchema) -> Result<Plan> {
     let filter = select
         .selection
         .as_ref()
-        .map(|e| ctx.predicate(e))
+        .map(|e| ctx.predicate(e, 0))
         .transpose()?;
     let having_min_count = match &select.having {
         Some(_) if group_by.is_empty() => {
@@ -171,13 +196,49 @@ pub fn plan_query(sql: &str, schema: &DatasetSchema) -> Result<Plan> {
     })
 }
 
+/// Refuses a query with more than [`MAX_QUERY_TOKENS`] operators, keywords and names.
+fn check_length(text: &str) -> Result<()> {
+    let tokens = Tokenizer::new(&GenericDialect {}, text)
+        .tokenize()
+        .map_err(|e| SqlError::Parse(sql(&e)))?;
+    let counted = tokens
+        .iter()
+        .filter(|t| {
+            !matches!(
+                t,
+                Token::Whitespace(_)
+                    | Token::Comma
+                    | Token::EOF
+                    | Token::Number(..)
+                    | Token::SingleQuotedString(_)
+                    | Token::DoubleQuotedString(_)
+                    | Token::NationalStringLiteral(_)
+                    | Token::EscapedStringLiteral(_)
+                    | Token::HexStringLiteral(_)
+            )
+        })
+        .count();
+    if counted > MAX_QUERY_TOKENS {
+        return Err(SqlError::TooComplex {
+            what: format!(
+                "{counted} operators, keywords and names, more than the {MAX_QUERY_TOKENS} accepted"
+            ),
+            hint: SIMPLER,
+        });
+    }
+    Ok(())
+}
+
 /// Parses exactly one statement and returns its SELECT, refusing everything around it.
 fn parse_select(text: &str) -> Result<Box<Select>> {
-    let mut statements = Parser::parse_sql(&GenericDialect {}, text).map_err(|e| {
-        SqlError::Parse(match e {
-            ParserError::TokenizerError(s) | ParserError::ParserError(s) => sql(&s),
-            ParserError::RecursionLimitExceeded => "query is nested too deeply".to_string(),
-        })
+    check_length(text)?;
+    let mut statements = Parser::parse_sql(&GenericDialect {}, text).map_err(|e| match e {
+        ParserError::TokenizerError(s) | ParserError::ParserError(s) => SqlError::Parse(sql(&s)),
+        ParserError::RecursionLimitExceeded => SqlError::TooComplex {
+            what: "parentheses, function calls or not nested more deeply than the parser accepts"
+                .to_string(),
+            hint: "remove redundant parentheses",
+        },
     })?;
     let statement = match statements.len() {
         0 => return Err(SqlError::Parse(format!("empty query; {ONE_SELECT}"))),
@@ -356,6 +417,12 @@ fn number(text: &str) -> Result<Literal> {
     } else if text.contains(['.', 'e', 'E'])
         && let Ok(f) = text.parse::<f64>()
     {
+        if !f.is_finite() {
+            return Err(type_error(
+                sql(&text),
+                "number literal out of range; numbers must fit a 64-bit float (at most about 1.7e308)",
+            ));
+        }
         Ok(Literal::Float(f))
     } else {
         Err(type_error(
@@ -765,8 +832,20 @@ impl<'a> Ctx<'a> {
         Err(type_error(sql(whole), reason))
     }
 
-    /// A WHERE condition.
-    fn predicate(&self, e: &Expr) -> Result<Predicate> {
+    /// A WHERE condition `depth` AND / OR / NOT levels down.
+    fn predicate(&self, e: &Expr, depth: usize) -> Result<Predicate> {
+        let deeper = || {
+            if depth < MAX_FILTER_DEPTH {
+                Ok(depth + 1)
+            } else {
+                Err(SqlError::TooComplex {
+                    what: format!(
+                        "where chains or nests and / or / not more than {MAX_FILTER_DEPTH} levels deep"
+                    ),
+                    hint: SIMPLER,
+                })
+            }
+        };
         // Ordering comparisons and BETWEEN only make sense on numbers.
         let ordered = |col: &ColumnSpec| {
             if col.ty.is_numeric() {
@@ -776,15 +855,16 @@ impl<'a> Ctx<'a> {
             Err(type_error(sql(e), reason))
         };
         match e {
-            Expr::Nested(inner) => self.predicate(inner),
+            Expr::Nested(inner) => self.predicate(inner, depth),
             Expr::BinaryOp {
                 left,
                 op: op @ (BinaryOperator::And | BinaryOperator::Or),
                 right,
             } => {
+                let depth = deeper()?;
                 let (l, r) = (
-                    Box::new(self.predicate(left)?),
-                    Box::new(self.predicate(right)?),
+                    Box::new(self.predicate(left, depth)?),
+                    Box::new(self.predicate(right, depth)?),
                 );
                 Ok(if *op == BinaryOperator::And {
                     Predicate::And(l, r)
@@ -823,7 +903,7 @@ impl<'a> Ctx<'a> {
             Expr::UnaryOp {
                 op: UnaryOperator::Not,
                 expr,
-            } => Ok(Predicate::Not(Box::new(self.predicate(expr)?))),
+            } => Ok(Predicate::Not(Box::new(self.predicate(expr, deeper()?)?))),
             Expr::InList {
                 expr,
                 list,
@@ -1261,6 +1341,127 @@ mod tests {
                 assert_eq!(msg, super::sql(&msg), "{sql}: message not lower case");
             }
         }
+    }
+
+    fn chain(term: &str, sep: &str, n: usize) -> String {
+        vec![term; n].join(sep)
+    }
+
+    #[test]
+    fn long_chains_are_refused_before_anything_recurses() {
+        let cases = [
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE {}",
+                chain("age > 1", " AND ", 4000)
+            ),
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE {}",
+                chain("age > 1", " OR ", 4000)
+            ),
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE age{} > 5",
+                " + 1".repeat(4000)
+            ),
+            format!("SELECT SUM({}) FROM patients", chain("age", " + ", 4000)),
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE {}",
+                chain("age > 1", " AND ", 1000)
+            ),
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE {}",
+                chain("age > 1", " OR ", 3000)
+            ),
+            format!("SELECT SUM({}) FROM patients", chain("age", " * ", 2000)),
+            format!("SELECT {} FROM patients", chain("COUNT(*)", ", ", 1000)),
+            // Within the token limit, but deeper than the planner accepts.
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE {}",
+                chain("age > 1", " AND ", 34)
+            ),
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE {}",
+                chain("smoker = true", " OR ", 60)
+            ),
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE {}age > 1",
+                "NOT ".repeat(40)
+            ),
+            format!(
+                "SELECT COUNT(*) FROM patients WHERE {}age > 1{}",
+                "(".repeat(200),
+                ")".repeat(200)
+            ),
+        ];
+        for sql in &cases {
+            let e = plan_query(sql, &schema()).expect_err("refused");
+            assert_eq!(e.code(), "query_too_complex", "{}: {e}", &sql[..60]);
+            let msg = e.to_string();
+            assert!(msg.starts_with("query too complex: "), "{msg}");
+            assert!(
+                msg.len() < 300,
+                "the message does not echo the query: {msg}"
+            );
+        }
+        let e = plan_query(&cases[0], &schema()).expect_err("refused");
+        assert!(e.to_string().contains("more than the 512 accepted"), "{e}");
+        let e = plan_query(&cases[8], &schema()).expect_err("refused");
+        assert!(e.to_string().contains("more than 32 levels deep"), "{e}");
+    }
+
+    /// The deepest filter the planner accepts: 33 terms, 32 levels of AND.
+    fn deepest() -> String {
+        format!(
+            "SELECT COUNT(*) FROM patients WHERE {}",
+            chain("age > 1", " AND ", MAX_FILTER_DEPTH + 1)
+        )
+    }
+
+    /// Whatever the planner accepts can be sent: it decodes within serde_json's nesting limit,
+    /// with room to spare for the records and manifests that wrap a plan.
+    #[test]
+    fn the_deepest_accepted_plan_fits_the_wire() {
+        let p = plan(&deepest());
+        let json = serde_json::to_string(&p).expect("json");
+        let (mut depth, mut max, mut quoted) = (0usize, 0usize, false);
+        for c in json.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                '{' | '[' if !quoted => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                '}' | ']' if !quoted => depth -= 1,
+                _ => {}
+            }
+        }
+        assert!(max <= 100, "a plan nests {max} levels of JSON");
+        let msg = crate::wire::Request::Execute {
+            run_id: "r".into(),
+            backend: crate::backend::BackendId::HeBackend,
+            dataset: "patients".into(),
+            plan: p.clone(),
+            params: crate::wire::PrivacyParams {
+                epsilon: 0.5,
+                delta: 0.0,
+            },
+        };
+        let bytes = serde_json::to_vec(&msg).expect("json");
+        let back: crate::wire::Request = crate::wire::decode(&bytes).expect("decodes");
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn non_finite_literals_are_refused() {
+        for lit in ["1e999", "-1e999", "1.8e308", "-(1e400)"] {
+            let sql = format!("SELECT COUNT(*) FROM patients WHERE age > {lit}");
+            let e = plan_query(&sql, &schema()).expect_err("refused");
+            assert_eq!(e.code(), "sql_type_error", "{lit}: {e}");
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        let sql = "SELECT COUNT(*) FROM patients WHERE treatment_cost BETWEEN 1e999 AND 2";
+        assert!(plan_query(sql, &schema()).is_err());
+        // The largest finite floats are fine.
+        plan("SELECT COUNT(*) FROM patients WHERE treatment_cost < 1.7e308");
     }
 
     #[test]

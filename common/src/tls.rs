@@ -19,6 +19,15 @@ use serde::{Deserialize, Serialize};
 /// The ALPN protocol id of Prism's QUIC connections.
 pub const ALPN: &[u8] = b"prism/1";
 
+/// How often an idle connection sends a keep-alive (a QUIC PING): three per idle timeout, so
+/// one or two lost packets do not end a healthy connection.
+pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
+
+/// A connection that hears nothing from its peer for this long is dropped, and every call on
+/// it fails as "unreachable": a dead or cut-off party is noticed within this, not minutes.
+/// Both ends use it (QUIC takes the smaller of the two).
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 /// Errors loading TLS material or building configurations.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -47,6 +56,18 @@ pub enum TlsError {
     /// quinn refused the rustls configuration.
     #[error("quic configuration: {0}")]
     Quic(String),
+    /// The private key is not the one the certificate certifies.
+    #[error(
+        "{key} is not the private key of the certificate {cert} ({what}); configure the key issued with that certificate"
+    )]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls found.
+        what: String,
+    },
 }
 
 /// Paths to a party's TLS material.
@@ -106,10 +127,30 @@ impl TlsMaterial {
         let cert = read(&files.cert)?;
         let key = read(&files.key)?;
         let crl = files.crl.as_deref().map(read).transpose()?;
-        Self::from_pem(&ca, &cert, &key, crl.as_deref()).map_err(|e| match e {
-            TlsError::Pem { what, .. } => pem_err(&files.cert, what),
+        let m = Self::from_pem(&ca, &cert, &key, crl.as_deref()).map_err(|e| match e {
+            // Name the file the complaint is about.
+            TlsError::Pem { what, .. } => {
+                let path = if what.starts_with("ca certificate") || what.starts_with("no CA") {
+                    &files.ca_cert
+                } else if what.starts_with("private key") {
+                    &files.key
+                } else if what.starts_with("crl") {
+                    files.crl.as_ref().unwrap_or(&files.cert)
+                } else {
+                    &files.cert
+                };
+                pem_err(path, what)
+            }
             other => other,
-        })
+        })?;
+        // A key from another certificate would only fail later, in every handshake, unnamed.
+        rustls::sign::CertifiedKey::from_der(m.chain.clone(), m.key.clone_key(), &provider())
+            .map_err(|e| TlsError::KeyMismatch {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                what: e.to_string(),
+            })?;
+        Ok(m)
     }
 
     /// Parses PEM bytes.
@@ -167,9 +208,10 @@ impl TlsMaterial {
 
     fn transport() -> Arc<quinn::TransportConfig> {
         let mut t = quinn::TransportConfig::default();
-        t.keep_alive_interval(Some(Duration::from_secs(3)));
-        // A party that stops answering is noticed within seconds, not minutes.
-        t.max_idle_timeout(Some(quinn::VarInt::from_u32(15_000).into()));
+        t.keep_alive_interval(Some(KEEP_ALIVE));
+        let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
+            .unwrap_or_else(|_| quinn::VarInt::from_u32(1500).into());
+        t.max_idle_timeout(Some(idle));
         Arc::new(t)
     }
 
@@ -210,5 +252,49 @@ impl TlsMaterial {
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(Self::transport());
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::FederationCa;
+    use crate::identity::OrgId;
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_names_both_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ca = FederationCa::generate("t", 1).expect("ca");
+        let a = ca
+            .issue_org(&OrgId::new("org-a").expect("org"), 1)
+            .expect("a");
+        let b = ca
+            .issue_org(&OrgId::new("org-b").expect("org"), 1)
+            .expect("b");
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("ca.pem"), &ca.pem.cert_pem).expect("write");
+        std::fs::write(p("a.pem"), &a.cert_pem).expect("write");
+        std::fs::write(p("b.key.pem"), &b.key_pem).expect("write");
+        std::fs::write(p("a.key.pem"), &a.key_pem).expect("write");
+        let files = |key: &str| TlsFiles {
+            ca_cert: p("ca.pem"),
+            cert: p("a.pem"),
+            key: p(key),
+            crl: None,
+        };
+        let err = TlsMaterial::load(&files("b.key.pem")).expect_err("mismatch");
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("b.key.pem") && msg.contains("a.pem"), "{msg}");
+        TlsMaterial::load(&files("a.key.pem")).expect("the right key loads");
+
+        std::fs::write(p("bad.key.pem"), "not a key").expect("write");
+        let msg = TlsMaterial::load(&files("bad.key.pem"))
+            .expect_err("bad key")
+            .to_string();
+        assert!(
+            msg.contains("bad.key.pem"),
+            "a bad key names its file: {msg}"
+        );
     }
 }

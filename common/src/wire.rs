@@ -263,6 +263,9 @@ pub enum MpcResponse {
         compute_ms: f64,
         /// Share exchange time, ms.
         exchange_ms: f64,
+        /// In a `dp` room: the noise this party added to its own vector (ε it spent, scales).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        noise: Option<crate::mpc::noise::PartyNoise>,
     },
 }
 
@@ -483,6 +486,11 @@ mod tests {
             partial: vec![u64::MAX],
             compute_ms: 1.0,
             exchange_ms: 2.0,
+            noise: Some(crate::mpc::noise::PartyNoise {
+                epsilon: 0.5,
+                scales: vec![2.0],
+                sensitivities: vec![1],
+            }),
         }))
         .await;
         roundtrip(NodeEvent::Declined {

@@ -50,6 +50,10 @@ pub struct CoordState {
     pub metrics: Arc<Metrics>,
     /// The HE key holder's key set, once loaded or generated.
     pub he_keys: he::keys::KeySlot,
+    /// Cancelled when the coordinator stops: calls to nodes are abandoned, `/readyz` says 503.
+    pub shutdown: CancellationToken,
+    /// Whether the node endpoint is accepting connections (for `/readyz`).
+    pub listening: std::sync::atomic::AtomicBool,
 }
 
 impl CoordState {
@@ -78,21 +82,51 @@ impl CoordinatorHandle {
         format!("http://{}", self.http_addr)
     }
 
-    /// Stops the coordinator: closes node connections, waits for tasks.
+    /// Stops the coordinator: stops accepting, closes every node connection with
+    /// `close::NORMAL`, fails the runs and rooms in flight with `coordinator_stopped`, and
+    /// flushes the store.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
+        // The node endpoint and the admin API stop on the token; calls to nodes return at once.
+        while self.tasks.join_next().await.is_some() {}
         self.endpoint.close(
             prism_common::wire::close::NORMAL.into(),
             b"coordinator shutting down",
         );
-        while self.tasks.join_next().await.is_some() {}
         self.state.tasks.close();
-        // In-flight runs are abandoned; the next start fails them with a reason.
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(2), self.state.tasks.wait()).await;
-        self.endpoint.wait_idle().await;
+        // Run and room tasks record their failure; one stuck on the store is not waited for:
+        // the next start fails what it left in flight (`coordinator_restarted`).
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("run tasks still busy after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle()).await;
+        let store = self.state.store.clone();
+        let stopped = tokio::task::spawn_blocking(move || {
+            // Runs still open (an mpc_backend run waiting for attestations) end here, with a reason.
+            let failed = store.fail_unfinished_runs(
+                "coordinator_stopped",
+                "the coordinator was stopped before this run finished; no result was released; \
+                 execute the query again",
+            )?;
+            store.flush().map(|()| failed)
+        })
+        .await;
+        match stopped {
+            Ok(Ok(failed)) => info!(
+                runs_failed = failed.len(),
+                "coordinator stopped; store flushed"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "flushing the store failed"),
+            Err(e) => tracing::error!(error = %e, "flushing the store failed"),
+        }
     }
 }
+
+/// How long a stopping coordinator waits for its run tasks to record their outcome.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Starts a coordinator.
 pub async fn start(
@@ -115,6 +149,12 @@ pub async fn start(
             "failed runs left in flight by a previous run"
         );
     }
+    let pruned = store
+        .prune_catalog(&config.organizations)
+        .context("removing former members' datasets from the catalog")?;
+    if !pruned.is_empty() {
+        info!(datasets = ?pruned, "removed the datasets of organizations no longer in `organizations`");
+    }
     let store = Arc::new(store);
     let endpoint = quinn::Endpoint::server(tls.server_config()?, config.quic_listen)
         .with_context(|| format!("binding QUIC on {}", config.quic_listen))?;
@@ -128,6 +168,7 @@ pub async fn start(
         config.organizations.clone(),
         config.max_frame,
         metrics.clone(),
+        shutdown.clone(),
     ));
     let (run_done, _) = tokio::sync::broadcast::channel(1024);
     let (room_done, _) = tokio::sync::broadcast::channel(1024);
@@ -142,6 +183,8 @@ pub async fn start(
         rooms_lock: std::sync::Mutex::new(()),
         metrics,
         he_keys: he::keys::KeySlot::default(),
+        shutdown: shutdown.clone(),
+        listening: std::sync::atomic::AtomicBool::new(false),
     });
     fail_interrupted_rooms(&state)?;
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use prism_common::identity::OrgId;
 use tokio_util::sync::CancellationToken;
@@ -93,16 +93,21 @@ enum UsersAction {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    // Blocking work the shutdown could not interrupt gets this long before the process exits.
+    prism_common::process::run(std::time::Duration::from_secs(2), run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             init_tracing();
             let config = prism_coordinator::CoordinatorConfig::from_file(&config)?;
             let shutdown = CancellationToken::new();
             let handle = prism_coordinator::start(config, shutdown.clone()).await?;
-            tokio::signal::ctrl_c().await?;
+            let signal = prism_common::process::stop_signal().await?;
+            tracing::info!(signal, "stopping");
+            prism_common::process::exit_on_second_signal();
             shutdown.cancel();
             handle.shutdown().await;
         }
@@ -145,6 +150,15 @@ async fn main() -> anyhow::Result<()> {
                         config.data_path.display()
                     )
                 })?;
+            let name = prism_coordinator::model::user_name(&name).map_err(anyhow::Error::msg)?;
+            if let Some(o) = organization
+                .as_ref()
+                .filter(|o| !config.organizations.contains(o))
+            {
+                bail!(
+                    "organization {o} is not a member: add it to organizations in the config first"
+                );
+            }
             let (user, token) = store.create_user(&name, role, organization)?;
             println!(
                 "created {} ({:?}); API token (shown once):\n{token}",

@@ -44,6 +44,24 @@ pub struct User {
     pub created_at: String,
 }
 
+/// The longest user name accepted, in characters.
+pub const MAX_USER_NAME: usize = 100;
+
+/// A new user's name, trimmed, if it is 1 to [`MAX_USER_NAME`] printable characters; else why
+/// not.
+pub fn user_name(name: &str) -> Result<String, String> {
+    let trimmed = name.trim();
+    if trimmed.is_empty()
+        || trimmed.chars().count() > MAX_USER_NAME
+        || trimmed.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "a user name must be 1 to {MAX_USER_NAME} printable characters; got {name:?}"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
 /// A dataset in the catalog: metadata published by its node, never rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRecord {
@@ -87,8 +105,23 @@ pub struct QueryRecord {
     pub plan: Plan,
     /// Creator's user id.
     pub created_by: String,
+    /// The creator's organization, whose users share the query (`None`: the creator and
+    /// admins only).
+    #[serde(default)]
+    pub organization: Option<OrgId>,
     /// When created.
     pub created_at: String,
+}
+
+/// Whether `user` may see and execute what `created_by` of `organization` made: its creator,
+/// the creator's organization, and admins.
+pub fn visible_to(user: &User, created_by: &str, organization: Option<&OrgId>) -> bool {
+    user.role == Role::Admin
+        || user.id == created_by
+        || user
+            .organization
+            .as_ref()
+            .is_some_and(|o| organization == Some(o))
 }
 
 /// A run's state.
@@ -139,6 +172,10 @@ pub struct RunRecord {
     pub error_code: Option<String>,
     /// Who ran it.
     pub created_by: String,
+    /// The organization of who ran it, whose users share the run (`None`: that user and
+    /// admins only).
+    #[serde(default)]
+    pub organization: Option<OrgId>,
     /// When created.
     pub created_at: String,
     /// When it finished.
@@ -150,4 +187,19 @@ pub fn now() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_are_printable_and_not_empty() {
+        assert_eq!(user_name("  alice "), Ok("alice".to_string()));
+        for bad in ["", "   ", "a\u{0}b", "line\nbreak"] {
+            assert!(user_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(user_name(&"x".repeat(MAX_USER_NAME)).is_ok());
+        assert!(user_name(&"x".repeat(MAX_USER_NAME + 1)).is_err());
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
 use prism_common::metrics::Metrics;
+use prism_common::tls;
 use prism_common::wire::{
     self, ErrorBody, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response, WireError,
 };
@@ -47,12 +48,62 @@ pub enum CallError {
     /// The node is not connected.
     #[error("the node of {0} is offline (not connected to the coordinator)")]
     Offline(OrgId),
+    /// Nothing was heard from the node for the idle timeout: it died or the network to it is cut.
+    #[error(
+        "the node of {0} is unreachable: nothing heard from it for {1:?}, so the coordinator dropped its connection"
+    )]
+    Unreachable(OrgId, Duration),
+    /// The node closed its connection (it is shutting down, or reconnected).
+    #[error("the node of {org} went offline: it closed its connection ({reason})")]
+    Closed {
+        /// Organization.
+        org: OrgId,
+        /// The node's close reason.
+        reason: String,
+    },
+    /// The coordinator is shutting down and abandoned the call.
+    #[error("the coordinator is shutting down; the call to the node of {0} was abandoned")]
+    Stopping(OrgId),
     /// It did not answer in time.
     #[error("the node of {0} did not answer within {1:?}")]
     Timeout(OrgId, Duration),
-    /// The connection failed mid-request.
+    /// The stream failed while the connection stayed up.
     #[error("the node of {0} dropped the request: {1}")]
     Transport(OrgId, String),
+}
+
+impl CallError {
+    /// The stable code a run or room that failed on this error carries.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CallError::Stopping(_) => "coordinator_stopped",
+            _ => "node_unavailable",
+        }
+    }
+
+    /// The error for a stream that failed with `e` on `conn`: when the connection itself is
+    /// gone, why it went (unreachable, closed by the node, coordinator stopping) is the news.
+    fn lost(
+        org: &OrgId,
+        conn: &quinn::Connection,
+        stopping: bool,
+        e: &dyn std::fmt::Display,
+    ) -> Self {
+        use quinn::ConnectionError as C;
+        match conn.close_reason() {
+            Some(_) if stopping => CallError::Stopping(org.clone()),
+            Some(C::TimedOut) => CallError::Unreachable(org.clone(), tls::IDLE_TIMEOUT),
+            Some(C::ApplicationClosed(c)) => CallError::Closed {
+                org: org.clone(),
+                reason: String::from_utf8_lossy(&c.reason).into_owned(),
+            },
+            Some(other) => CallError::Closed {
+                org: org.clone(),
+                reason: other.to_string(),
+            },
+            None => CallError::Transport(org.clone(), e.to_string()),
+        }
+    }
 }
 
 /// Connected nodes by organization.
@@ -62,6 +113,8 @@ pub struct NodeRegistry {
     max_frame: usize,
     tap: Mutex<Option<Vec<(OrgId, Response)>>>,
     metrics: Arc<Metrics>,
+    /// The coordinator's shutdown: calls in flight are abandoned when it fires.
+    stopping: CancellationToken,
 }
 
 impl NodeRegistry {
@@ -70,6 +123,7 @@ impl NodeRegistry {
         allowed: impl IntoIterator<Item = OrgId>,
         max_frame: usize,
         metrics: Arc<Metrics>,
+        stopping: CancellationToken,
     ) -> Self {
         NodeRegistry {
             allowed: allowed.into_iter().collect(),
@@ -77,6 +131,7 @@ impl NodeRegistry {
             max_frame,
             tap: Mutex::new(None),
             metrics,
+            stopping,
         }
     }
 
@@ -125,9 +180,25 @@ impl NodeRegistry {
         let conn = self
             .conn(org)
             .ok_or_else(|| CallError::Offline(org.clone()))?;
+        if self.stopping.is_cancelled() {
+            return Err(CallError::Stopping(org.clone()));
+        }
         conn.open_bi()
             .await
-            .map_err(|e| CallError::Transport(org.clone(), e.to_string()))
+            .map_err(|e| CallError::lost(org, &conn, self.stopping.is_cancelled(), &e))
+    }
+
+    /// Why a stream opened with [`NodeRegistry::open`] failed with `e`, when the cause is the
+    /// connection (gone, or the coordinator stopping) rather than the stream; `None` otherwise.
+    pub fn stream_error(&self, org: &OrgId, e: &dyn std::fmt::Display) -> Option<CallError> {
+        if self.stopping.is_cancelled() {
+            return Some(CallError::Stopping(org.clone()));
+        }
+        match self.conn(org) {
+            Some(c) if c.close_reason().is_some() => Some(CallError::lost(org, &c, false, e)),
+            Some(_) => None,
+            None => Some(CallError::Offline(org.clone())),
+        }
     }
 
     /// Sends a request on a new stream and waits for the answer.
@@ -153,7 +224,9 @@ impl NodeRegistry {
         let conn = self
             .conn(org)
             .ok_or_else(|| CallError::Offline(org.clone()))?;
-        let t = |e: &dyn std::fmt::Display| CallError::Transport(org.clone(), e.to_string());
+        let t = |e: &dyn std::fmt::Display| {
+            CallError::lost(org, &conn, self.stopping.is_cancelled(), e)
+        };
         let fut = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| t(&e))?;
             wire::write_msg(&mut send, req).await.map_err(|e| t(&e))?;
@@ -162,9 +235,12 @@ impl NodeRegistry {
                 .await
                 .map_err(|e| t(&e))
         };
-        let resp = tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| CallError::Timeout(org.clone(), timeout))??;
+        let resp = tokio::select! {
+            _ = self.stopping.cancelled() => return Err(CallError::Stopping(org.clone())),
+            r = tokio::time::timeout(timeout, fut) => {
+                r.map_err(|_| CallError::Timeout(org.clone(), timeout))??
+            }
+        };
         if let Ok(mut t) = self.tap.lock()
             && let Some(t) = t.as_mut()
         {
@@ -180,6 +256,8 @@ pub async fn serve(
     state: Arc<crate::CoordState>,
     shutdown: CancellationToken,
 ) {
+    use std::sync::atomic::Ordering;
+    state.listening.store(true, Ordering::SeqCst);
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -197,6 +275,7 @@ pub async fn serve(
             .instrument(info_span!("node", %remote)),
         );
     }
+    state.listening.store(false, Ordering::SeqCst);
     endpoint.close(wire::close::NORMAL.into(), b"coordinator shutting down");
 }
 
@@ -382,6 +461,8 @@ async fn handle(
             {
                 break;
             }
+            // Already gone (timed out, closed): closing it again would only hide why.
+            Err(_) if conn.close_reason().is_some() => break,
             Err(e) => {
                 warn!(%org, error = %e, "closing node connection");
                 close_for(&conn, &e);
@@ -396,5 +477,21 @@ async fn handle(
     {
         links.remove(&org);
     }
-    info!(%org, "node disconnected");
+    let reason = match conn.close_reason() {
+        Some(quinn::ConnectionError::TimedOut) => {
+            format!("unreachable: nothing heard for {:?}", tls::IDLE_TIMEOUT)
+        }
+        Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+            format!("closed by the node: {}", String::from_utf8_lossy(&c.reason))
+        }
+        Some(other) => other.to_string(),
+        None => "coordinator shutting down".into(),
+    };
+    info!(%org, %reason, "node disconnected");
+    let _ = store.audit(Audit {
+        actor: org.as_str(),
+        action: "node_disconnected",
+        target: org.as_str(),
+        details: serde_json::json!({"reason": reason}),
+    });
 }

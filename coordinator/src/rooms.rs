@@ -13,6 +13,7 @@ use prism_common::identity::OrgId;
 use prism_common::metrics;
 use prism_common::mpc;
 use prism_common::plan::Table;
+use prism_common::release::ReleaseMode;
 use prism_common::room::{self, Manifest};
 use prism_common::schema::DatasetSchema;
 use prism_common::shares;
@@ -100,7 +101,7 @@ pub struct Room {
     pub manifest_hash: String,
     /// State.
     pub status: RoomStatus,
-    /// The exact answer.
+    /// The answer (carrying every party's noise in a `dp` room).
     pub result: Option<Table>,
     /// Why it failed.
     pub error_message: Option<String>,
@@ -496,11 +497,13 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
     });
     // The first party that fails ends the room at once: the others would only wait for its shares.
     let mut pending: futures::stream::FuturesUnordered<_> = calls.collect();
-    let len = mpc::layout(&m.plan, &schema, &m.params)
-        .map_err(|e| ("mpc_unsupported".to_string(), e.to_string()))?
-        .len();
+    let layout = mpc::layout(&m.plan, &schema, &m.params)
+        .map_err(|e| (e.code().to_string(), e.to_string()))?;
+    let len = layout.len();
     let mut partials = Vec::new();
+    let mut noises = Vec::new();
     let mut dropped = Vec::new();
+    let mut lost = false;
     let mut refused = Vec::new();
     let mut timings = serde_json::Map::new();
     while let Some((org, r)) = futures::StreamExt::next(&mut pending).await {
@@ -510,8 +513,20 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
                 partial,
                 compute_ms,
                 exchange_ms,
+                noise,
                 ..
             })) if partial.len() == len => {
+                if m.params.release == ReleaseMode::Dp {
+                    match noise {
+                        Some(n) if n.scales.len() == layout.components() => {
+                            noises.push((org.clone(), n))
+                        }
+                        // A dp total is released only if every party says it noised its input.
+                        _ => refused.push(format!(
+                            "{org}: its partial sum came without the noise report a dp room needs"
+                        )),
+                    }
+                }
                 timings.insert(
                     org.to_string(),
                     serde_json::json!({"compute_ms": compute_ms, "exchange_ms": exchange_ms}),
@@ -526,7 +541,19 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
                 "{org}: unexpected answer {}",
                 short(&format!("{other:?}"))
             )),
-            Err(e) => dropped.push(format!("{org} ({e})")),
+            Err(crate::nodes::CallError::Stopping(_)) => {
+                return Err((
+                    "coordinator_stopped".into(),
+                    "the coordinator was stopped during execution; no result was released; execute the room again".into(),
+                ));
+            }
+            Err(e) => {
+                lost |= !matches!(
+                    e,
+                    crate::nodes::CallError::Timeout(..) | crate::nodes::CallError::Transport(..)
+                );
+                dropped.push(format!("{org} ({e})"))
+            }
         }
         if dropped.len() + refused.len() > failed_before {
             break;
@@ -550,6 +577,9 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
         }
         let code = if dropped.is_empty() {
             "party_refused"
+        } else if lost {
+            // Its connection is gone: died, cut off or shut down.
+            "party_offline"
         } else {
             "party_failed"
         };
@@ -559,11 +589,15 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
         ));
     }
     let total = shares::combine(len, partials.iter().map(Vec::as_slice));
-    let table = mpc::decode_total(&m.plan, &schema, &m.params, &total)
+    let decoded = mpc::decode_total(&m.plan, &schema, &m.params, &total)
         .map_err(|e| ("mpc_decode".to_string(), e.to_string()))?;
-    let proof = serde_json::json!({
+    let mut proof = serde_json::json!({
         "protocol": "additive secret sharing over Z_2^64",
         "security": "semi-honest, non-colluding parties",
+        "release": m.params.release,
+        "min_group_size": m.params.min_group_size,
+        "suppressed_groups": decoded.suppressed_groups,
+        "suppression": "coordinator-enforced: groups whose decoded row count (noisy in a dp room) is below min_group_size are left out of the result",
         "parties": m.participants,
         "vector_length": len,
         "shares_exchanged": m.participants.len() * (m.participants.len().saturating_sub(1)),
@@ -572,7 +606,40 @@ async fn run_parties(state: &Arc<CoordState>, room: &Room) -> Outcome {
         "fixed_point_decimals": m.params.fixed_point_decimals,
         "party_timings": timings,
     });
-    Ok((table, proof))
+    if m.params.release == ReleaseMode::Dp {
+        proof["dp"] = dp_proof(&layout, &noises);
+        for (org, n) in &noises {
+            state
+                .metrics
+                .budget_spent(&format!("{org}.{}", m.plan.dataset), n.epsilon, 0.0);
+        }
+    }
+    Ok((decoded.table, proof))
+}
+
+/// What a dp room's total carries: every party's ε and scales, and per component the summed
+/// noise and a conservative 95 % interval.
+fn dp_proof(layout: &mpc::Layout, noises: &[(OrgId, mpc::noise::PartyNoise)]) -> serde_json::Value {
+    let reports: Vec<&mpc::noise::PartyNoise> = noises.iter().map(|(_, n)| n).collect();
+    let names = layout.component_names();
+    serde_json::json!({
+        "mechanism": "discrete Laplace (OpenDP), drawn by each party for its own vector before it is split into shares; each party's input is protected by its own noise even if every other party and the coordinator collude",
+        "per_key": "one row changes one key's components; keys compose in parallel, and each party splits its ε evenly over a key's components",
+        "parties": noises.iter().map(|(org, n)| serde_json::json!({
+            "organization": org,
+            "epsilon": n.epsilon,
+            "scales": names.iter().enumerate().map(|(c, name)| serde_json::json!({
+                "component": name,
+                "scale": n.scales.get(c).copied().unwrap_or(0.0) / layout.unit(c),
+                "sensitivity": n.sensitivities.get(c).copied().unwrap_or(0) as f64 / layout.unit(c),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "noise": mpc::noise::total_noise(layout, &reports),
+        "confidence_interval": format!(
+            "95 %, conservative, per released value (in the answer's units): by a union bound over the {} parties, each party's noise is within its discrete Laplace half-width at alpha = 0.05/{} (OpenDP), and the half-widths are summed; an AVG's interval follows from its .sum and .count components",
+            noises.len(), noises.len()
+        ),
+    })
 }
 
 fn short(s: &str) -> String {
@@ -623,6 +690,122 @@ pub struct NewRoom {
     /// Hours until the manifest expires (default 24).
     #[serde(default)]
     pub expires_in_hours: Option<u64>,
+    /// `dp` (default: every party adds noise for its own ε) or `exact` (only where every
+    /// participant's owner opted in).
+    #[serde(default)]
+    pub release: Option<String>,
+    /// ε every participant spends in a `dp` room (unless `participant_epsilon` names it).
+    #[serde(default)]
+    pub epsilon: Option<f64>,
+    /// ε per participant organization in a `dp` room, e.g. `{"hospital-a": 0.5}`.
+    #[serde(default)]
+    pub participant_epsilon: std::collections::BTreeMap<String, f64>,
+    /// Groups whose (noisy) row count is below this are suppressed (default 10).
+    #[serde(default)]
+    pub min_group_size: Option<u64>,
+}
+
+/// The default minimum group size of a room (the nodes' default policy).
+pub const DEFAULT_MIN_GROUP_SIZE: u64 = 10;
+
+/// ε values in a manifest are kept to six decimals, so their JSON text parses back to exactly
+/// the same number on every node (the manifest hash depends on it).
+fn canonical_epsilon(e: f64) -> f64 {
+    (e * 1e6).round() / 1e6
+}
+
+/// The release fields of a new room: mode, per-party ε, minimum group size.
+fn release_params(
+    state: &CoordState,
+    input: &NewRoom,
+    participants: &[OrgId],
+    table: &str,
+) -> Result<(ReleaseMode, Vec<room::PartyEpsilon>, u64), CreateError> {
+    let release = match input.release.as_deref() {
+        None => ReleaseMode::Dp,
+        Some(s) => match ReleaseMode::parse(s) {
+            Some(m @ (ReleaseMode::Dp | ReleaseMode::Exact)) => m,
+            _ => {
+                return Err((
+                    "invalid_release",
+                    format!("release must be \"dp\" or \"exact\", got {s:?}"),
+                ));
+            }
+        },
+    };
+    let min_group_size = input.min_group_size.unwrap_or(DEFAULT_MIN_GROUP_SIZE);
+    for o in participants {
+        let mode = state
+            .dataset(&format!("{o}.{table}"))
+            .map(|d| d.release.get(prism_common::backend::BackendId::MpcBackend));
+        match mode {
+            Some(ReleaseMode::Off) => {
+                return Err((
+                    "release_mode",
+                    format!(
+                        "{o} does not serve mpc_backend for {table}: its owner's release mode is off"
+                    ),
+                ));
+            }
+            Some(ReleaseMode::Dp) if release == ReleaseMode::Exact => {
+                return Err((
+                    "release_mode",
+                    format!(
+                        "{o} releases mpc_backend answers over {table} only under dp (its owner has not opted in to exact); open the room with release dp and an epsilon"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+    }
+    if let Some(o) = input
+        .participant_epsilon
+        .keys()
+        .find(|o| !participants.iter().any(|p| p.as_str() == o.as_str()))
+    {
+        return Err((
+            "invalid_epsilon",
+            format!("participant_epsilon names {o}, which is not a participant of the room"),
+        ));
+    }
+    if release == ReleaseMode::Exact {
+        if input.epsilon.is_some() || !input.participant_epsilon.is_empty() {
+            return Err((
+                "invalid_epsilon",
+                "an exact room spends no ε; drop epsilon / participant_epsilon or use release dp"
+                    .into(),
+            ));
+        }
+        return Ok((release, Vec::new(), min_group_size));
+    }
+    let mut epsilon = Vec::new();
+    for o in participants {
+        let e = input
+            .participant_epsilon
+            .get(o.as_str())
+            .copied()
+            .or(input.epsilon)
+            .ok_or_else(|| {
+                (
+                    "epsilon_required",
+                    format!(
+                        "a dp room needs the ε each participant spends: give \"epsilon\" (for every participant) or \"participant_epsilon\" (per organization); {o} has none"
+                    ),
+                )
+            })?;
+        let e = canonical_epsilon(e);
+        if !(e.is_finite() && e > 0.0) {
+            return Err((
+                "invalid_epsilon",
+                format!("the ε for {o} must be a finite number ≥ 0.000001, got {e}"),
+            ));
+        }
+        epsilon.push(room::PartyEpsilon {
+            org: o.clone(),
+            epsilon: e,
+        });
+    }
+    Ok((release, epsilon, min_group_size))
 }
 
 /// Why a room cannot be created: a stable code and a message.
@@ -718,12 +901,16 @@ pub fn build(
             }
         }
     }
+    let (release, epsilon, min_group_size) = release_params(state, &input, &participants, &table)?;
     let params = room::RoomParams {
         fixed_point_decimals: input.fixed_point_decimals.unwrap_or(2).min(9),
         group_keys,
         deadline_ms: input.deadline_ms.unwrap_or(30_000).clamp(100, 600_000),
+        release,
+        epsilon,
+        min_group_size,
     };
-    mpc::layout(&plan, &schema, &params).map_err(|e| ("mpc_unsupported", e.to_string()))?;
+    mpc::layout(&plan, &schema, &params).map_err(|e| (e.code(), e.to_string()))?;
     let id = uuid::Uuid::new_v4().to_string();
     let expires = time::OffsetDateTime::now_utc()
         + time::Duration::hours(input.expires_in_hours.unwrap_or(24).clamp(1, 24 * 30) as i64);

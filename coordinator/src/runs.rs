@@ -30,6 +30,7 @@ fn new_run(query: &QueryRecord, user: &User) -> RunRecord {
         error_message: None,
         error_code: None,
         created_by: user.id.clone(),
+        organization: user.organization.clone(),
         created_at: now(),
         finished_at: None,
     }
@@ -195,7 +196,7 @@ async fn drive_generic(
             "protocol_error".into(),
             format!("unexpected answer from the node: {other:?}"),
         )),
-        Err(e) => Err(("node_unavailable".into(), e.to_string())),
+        Err(e) => Err((e.code().into(), e.to_string())),
     };
     let kind = match &outcome {
         Ok(()) => Outcome::Completed,
@@ -284,6 +285,11 @@ async fn open_room(
         fixed_point_decimals: None,
         deadline_ms: None,
         expires_in_hours: None,
+        release: None,
+        // Each participant spends the query's ε on its own dataset.
+        epsilon: Some(query.epsilon),
+        participant_epsilon: Default::default(),
+        min_group_size: None,
     };
     let room = match crate::rooms::build(&state, input, &run.created_by, Some(run.id.clone())) {
         Ok(r) => r,
@@ -314,6 +320,14 @@ pub async fn finish_from_room(state: &Arc<CoordState>, run_id: &str, room: &crat
     let outcome = match room.status {
         crate::rooms::RoomStatus::Completed => {
             run.result = room.result.clone();
+            // Each participant spent its own ε on its own dataset; the run reports the largest.
+            run.epsilon_consumed = room
+                .manifest
+                .params
+                .epsilon
+                .iter()
+                .map(|p| p.epsilon)
+                .fold(0.0, f64::max);
             run.proof_artifacts =
                 serde_json::json!({"room_id": room.id, "mpc": room.proof_artifacts});
             Ok(())

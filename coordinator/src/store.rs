@@ -1,14 +1,17 @@
 //! The coordinator's redb store: users, catalog, queries, runs and the audit log.
 //!
 //! Records are JSON values in string-keyed tables. A record and the audit entry about it are
-//! written in one transaction, and every acknowledged change is committed first.
+//! written in one transaction, and every acknowledged change is committed first. A record is
+//! decoded again before it is written, so nothing is stored that cannot be read back; a record
+//! that still fails to decode (a store from an older build, a disk fault) is skipped and
+//! reported by listings, never fatal to them, and an admin can delete it.
 
 use std::path::Path;
 
 use prism_common::audit::store::{self as audit, AuditStoreError};
 use prism_common::identity::OrgId;
 use prism_common::schema::CatalogEntry;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -33,6 +36,9 @@ pub enum StoreError {
     /// A record did not decode.
     #[error("store record {0} is corrupt: {1}")]
     Corrupt(String, String),
+    /// A record would not read back as written, so it was not stored.
+    #[error("record {0} was not stored: it would not read back ({1})")]
+    Unencodable(String, String),
     /// The audit log failed.
     #[error(transparent)]
     Audit(#[from] AuditStoreError),
@@ -61,8 +67,22 @@ fn decode<T: DeserializeOwned>(key: &str, s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(key.to_string(), e.to_string()))
 }
 
-fn encode<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+/// Encodes a record, checking that it decodes again (JSON has no NaN or infinity, for one).
+fn encode<T: Serialize + DeserializeOwned>(key: &str, v: &T) -> Result<String, StoreError> {
+    let unencodable =
+        |e: serde_json::Error| StoreError::Unencodable(key.to_string(), e.to_string());
+    let text = serde_json::to_string(v).map_err(unencodable)?;
+    serde_json::from_str::<T>(&text).map_err(unencodable)?;
+    Ok(text)
+}
+
+/// A table's records that decode, and the keys of those that do not.
+#[derive(Debug)]
+pub struct Listing<T> {
+    /// The records, in key order.
+    pub records: Vec<T>,
+    /// Keys of records that did not decode (logged; deletable by an admin).
+    pub corrupt: Vec<String>,
 }
 
 /// SHA-256 of a token, hex.
@@ -82,8 +102,27 @@ impl Store {
         txn.open_table(crate::rooms::ROOMS)?;
         txn.commit()?;
         let store = Store { db };
-        let failed = store.fail_unfinished_runs()?;
+        let failed = store.fail_unfinished_runs(
+            "coordinator_restarted",
+            "the coordinator stopped while this run was in flight, so its answer was lost; the holding node \
+             may have charged its budget (see the node's audit log); execute the query again to retry",
+        )?;
         Ok((store, failed))
+    }
+
+    /// Makes every earlier commit durable, including those written without an `fsync` of
+    /// their own: the last store write of a clean shutdown.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Whether the store answers a read (what `/readyz` checks).
+    pub fn readable(&self) -> bool {
+        self.db.begin_read().is_ok()
     }
 
     /// The database (audit reads).
@@ -91,7 +130,12 @@ impl Store {
         &self.db
     }
 
-    fn fail_unfinished_runs(&self) -> Result<Vec<String>, StoreError> {
+    /// Fails every run that is not final with `code` and `message`; returns their ids.
+    pub fn fail_unfinished_runs(
+        &self,
+        code: &str,
+        message: &str,
+    ) -> Result<Vec<String>, StoreError> {
         let stale: Vec<RunRecord> = self
             .list(RUNS)?
             .into_iter()
@@ -100,12 +144,8 @@ impl Store {
         let mut ids = Vec::new();
         for mut run in stale {
             run.status = RunStatus::Failed;
-            run.error_code = Some("coordinator_restarted".into());
-            run.error_message = Some(
-                "the coordinator stopped while this run was in flight, so its answer was lost; the holding node \
-                 may have charged its budget (see the node's audit log); execute the query again to retry"
-                    .into(),
-            );
+            run.error_code = Some(code.into());
+            run.error_message = Some(message.into());
             run.finished_at = Some(now());
             let id = run.id.clone();
             self.put(
@@ -116,7 +156,7 @@ impl Store {
                     actor: "system",
                     action: "run_failed",
                     target: &id,
-                    details: serde_json::json!({"reason": "coordinator_restarted"}),
+                    details: serde_json::json!({"reason": code}),
                 }),
             )?;
             ids.push(id);
@@ -124,8 +164,40 @@ impl Store {
         Ok(ids)
     }
 
+    /// Removes from the catalog every dataset of an organization that is no longer a member;
+    /// returns the removed dataset ids (audited as `catalog_pruned`).
+    pub fn prune_catalog(&self, members: &[OrgId]) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = Vec::new();
+        {
+            let mut t = txn.open_table(DATASETS)?;
+            let stale: Vec<(String, OrgId)> = t
+                .iter()?
+                .filter_map(|r| r.ok())
+                .filter_map(|(k, v)| {
+                    let rec: DatasetRecord = decode(k.value(), v.value()).ok()?;
+                    (!members.contains(&rec.organization))
+                        .then(|| (k.value().to_string(), rec.organization))
+                })
+                .collect();
+            for (k, org) in stale {
+                t.remove(k.as_str())?;
+                audit::append(
+                    &txn,
+                    "system",
+                    "catalog_pruned",
+                    &k,
+                    serde_json::json!({"organization": org, "reason": "no longer a member of the federation"}),
+                )?;
+                removed.push(k);
+            }
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
     /// Writes a record (and optionally an audit entry) in one durable transaction.
-    pub fn put<T: Serialize>(
+    pub fn put<T: Serialize + DeserializeOwned>(
         &self,
         table: TableDefinition<&str, &str>,
         key: &str,
@@ -138,7 +210,7 @@ impl Store {
     /// Like [`Store::put`], without an `fsync` of its own: the write becomes durable with the
     /// next durable commit. For intermediate states whose loss a restart already handles (a
     /// run marked running is failed at open whether or not that mark survived).
-    pub fn put_lazy<T: Serialize>(
+    pub fn put_lazy<T: Serialize + DeserializeOwned>(
         &self,
         table: TableDefinition<&str, &str>,
         key: &str,
@@ -148,7 +220,7 @@ impl Store {
         self.write(table, key, value, audit, redb::Durability::None)
     }
 
-    fn write<T: Serialize>(
+    fn write<T: Serialize + DeserializeOwned>(
         &self,
         table: TableDefinition<&str, &str>,
         key: &str,
@@ -156,9 +228,10 @@ impl Store {
         audit: Option<Audit<'_>>,
         durability: redb::Durability,
     ) -> Result<(), StoreError> {
+        let text = encode(key, value)?;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability).map_err(redb::Error::from)?;
-        txn.open_table(table)?.insert(key, encode(value).as_str())?;
+        txn.open_table(table)?.insert(key, text.as_str())?;
         if let Some(a) = audit {
             audit::append(&txn, a.actor, a.action, a.target, a.details)?;
         }
@@ -180,19 +253,67 @@ impl Store {
         }
     }
 
-    /// Every record of a table, in key order.
+    /// Every record of a table that decodes, in key order; corrupt ones are logged and skipped.
     pub fn list<T: DeserializeOwned>(
         &self,
         table: TableDefinition<&str, &str>,
     ) -> Result<Vec<T>, StoreError> {
+        Ok(self.listing(table)?.records)
+    }
+
+    /// Every record of a table that decodes, and the keys of those that do not (logged).
+    pub fn listing<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+    ) -> Result<Listing<T>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table)?;
-        let mut out = Vec::new();
+        let mut out = Listing {
+            records: Vec::new(),
+            corrupt: Vec::new(),
+        };
         for row in t.iter()? {
             let (k, v) = row?;
-            out.push(decode(k.value(), v.value())?);
+            match decode(k.value(), v.value()) {
+                Ok(r) => out.records.push(r),
+                Err(e) => {
+                    tracing::error!(table = table.name(), key = k.value(), error = %e, "skipping a corrupt record");
+                    out.corrupt.push(k.value().to_string());
+                }
+            }
         }
         Ok(out)
+    }
+
+    /// Deletes a record, whether or not it decodes, with an audit entry. `false` if absent.
+    pub fn remove(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+        audit: Audit<'_>,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(table)?.remove(key)?.is_some();
+        if existed {
+            audit::append(&txn, audit.actor, audit.action, audit.target, audit.details)?;
+        }
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    /// Writes a raw record value, bypassing the read-back check: only for tests that need a
+    /// record an older build or a disk fault could have left.
+    #[doc(hidden)]
+    pub fn put_raw(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+        raw: &str,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(table)?.insert(key, raw)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Appends an audit entry on its own.
@@ -273,7 +394,7 @@ impl Store {
                     release: e.release,
                     updated_at: now(),
                 };
-                t.insert(rec.id.as_str(), encode(&rec).as_str())?;
+                t.insert(rec.id.as_str(), encode(&rec.id, &rec)?.as_str())?;
                 out.push(rec);
             }
             audit::append(
@@ -286,5 +407,83 @@ impl Store {
         }
         txn.commit()?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::QueryRecord;
+    use prism_common::backend::BackendId;
+    use prism_common::plan::{CmpOp, Literal, Plan, Predicate};
+
+    fn query(value: f64) -> QueryRecord {
+        QueryRecord {
+            id: "q".into(),
+            dataset_id: "hospital-a.patients".into(),
+            sql: "SELECT COUNT(*) FROM patients WHERE age > x".into(),
+            backend: BackendId::HeBackend,
+            epsilon: 0.5,
+            delta: 0.0,
+            estimated_epsilon: 0.0,
+            estimated_delta: 0.0,
+            plan: Plan {
+                dataset: "patients".into(),
+                outputs: vec![],
+                filter: Some(Predicate::Compare {
+                    column: "age".into(),
+                    op: CmpOp::Gt,
+                    value: Literal::Float(value),
+                }),
+                group_by: vec![],
+                having_min_count: None,
+            },
+            created_by: "u".into(),
+            organization: None,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_record_that_would_not_read_back_is_not_stored() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = Store::open(&dir.path().join("c.redb")).expect("open");
+        for bad in [f64::INFINITY, f64::NAN] {
+            let e = store
+                .put(crate::store::QUERIES, "q", &query(bad), None)
+                .expect_err("refused");
+            assert!(matches!(e, StoreError::Unencodable(..)), "{e}");
+        }
+        let none: Option<QueryRecord> = store.get(QUERIES, "q").expect("get");
+        assert_eq!(none, None);
+        store.put(QUERIES, "q", &query(1.5), None).expect("put");
+        assert_eq!(store.get(QUERIES, "q").expect("get"), Some(query(1.5)));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_skipped_reported_and_deletable() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (store, _) = Store::open(&dir.path().join("c.redb")).expect("open");
+        store.put(QUERIES, "q", &query(1.5), None).expect("put");
+        store
+            .put_raw(
+                QUERIES,
+                "poison",
+                r#"{"id":"poison","plan":{"value":null}}"#,
+            )
+            .expect("raw");
+        let l: Listing<QueryRecord> = store.listing(QUERIES).expect("listing");
+        assert_eq!(l.records, vec![query(1.5)]);
+        assert_eq!(l.corrupt, vec!["poison".to_string()]);
+        let audit = || Audit {
+            actor: "admin",
+            action: "query_deleted",
+            target: "poison",
+            details: serde_json::json!({}),
+        };
+        assert!(store.remove(QUERIES, "poison", audit()).expect("remove"));
+        assert!(!store.remove(QUERIES, "poison", audit()).expect("remove"));
+        let l: Listing<QueryRecord> = store.listing(QUERIES).expect("listing");
+        assert!(l.corrupt.is_empty());
     }
 }

@@ -113,6 +113,7 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
     let import_limit = admin.state.config.max_import_mib.saturating_mul(1 << 20);
     Router::new()
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/v1/status", get(status))
         .route(
             "/v1/datasets",
@@ -164,6 +165,33 @@ async fn metrics(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Response> 
 
 async fn health(State(a): State<Arc<Admin>>) -> Json<serde_json::Value> {
     Json(json!({"status": "ok", "org": a.state.org, "connected": a.state.is_connected()}))
+}
+
+/// Readiness: 200 only while the node is connected to the coordinator, its store answers and
+/// it is not stopping; otherwise 503 naming the failed check. `/healthz` stays liveness.
+async fn ready(State(a): State<Arc<Admin>>) -> (StatusCode, Json<serde_json::Value>) {
+    let store = a.state.store.clone();
+    let store_ok = tokio::task::spawn_blocking(move || store.readable())
+        .await
+        .unwrap_or(false);
+    let connected = a.state.is_connected();
+    let stopping = a.state.shutdown.is_cancelled();
+    let refused = a.state.link_failed.lock().ok().and_then(|f| f.clone());
+    let ready = store_ok && connected && !stopping;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "org": a.state.org,
+            "checks": {"store": store_ok, "coordinator_connected": connected, "stopping": stopping},
+            "coordinator_refused": refused,
+        })),
+    )
 }
 
 async fn status(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_json::Value>> {

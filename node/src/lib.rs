@@ -14,6 +14,7 @@ pub mod import;
 pub mod link;
 pub mod peer;
 pub mod policy;
+pub mod room_release;
 pub mod rooms;
 pub mod store;
 
@@ -49,6 +50,8 @@ pub struct NodeState {
     pub catalog_changed: tokio::sync::Notify,
     /// Whether the coordinator link is up.
     pub connected: AtomicBool,
+    /// Why the link gave up for good (a refusal only a reconfigured node can overcome).
+    pub link_failed: std::sync::Mutex<Option<String>>,
     /// The organization's Ed25519 key (PKCS#8 DER): signs attestations.
     signing_key: Vec<u8>,
     /// The QUIC endpoint (peer server and client for dialing peers).
@@ -177,7 +180,9 @@ impl NodeHandle {
         format!("http://{}", self.admin_addr)
     }
 
-    /// Stops every task and waits for them; the store is closed when the last user drops it.
+    /// Stops the node: no new requests, those in flight get [`link::REQUEST_GRACE`] to answer,
+    /// then every connection closes with `close::NORMAL` and the store is flushed. The store
+    /// file is closed when the last task holding it ends.
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         while self.tasks.join_next().await.is_some() {}
@@ -185,13 +190,39 @@ impl NodeHandle {
             prism_common::wire::close::NORMAL.into(),
             b"node shutting down",
         );
-        self.endpoint.wait_idle().await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
+        let store = self.state.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => info!(org = %self.state.org, "node stopped; store flushed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "flushing the store failed"),
+            Err(e) => tracing::error!(error = %e, "flushing the store failed"),
+        }
     }
 
     /// Waits until `shutdown` is cancelled from elsewhere, then stops.
     pub async fn run_until_stopped(self) {
         self.shutdown.cancelled().await;
         self.shutdown().await;
+    }
+}
+
+/// The coordinator refuses a node whose `Hello` claims another organization than its
+/// certificate (`org_mismatch`); say so at start, naming the file, instead of dialing in vain.
+fn check_certificate_org(config: &NodeConfig, tls: &TlsMaterial) -> anyhow::Result<()> {
+    use prism_common::identity::{PeerIdentity, identity_from_cert};
+    let cert = config.tls.cert.display();
+    match identity_from_cert(tls.leaf().as_ref()) {
+        Ok(PeerIdentity::Org(o)) if o == config.org => Ok(()),
+        Ok(PeerIdentity::Org(o)) => anyhow::bail!(
+            "{cert} is the certificate of organization {o}, but the config says org = \"{}\"; \
+             configure this organization's certificate and key, or fix `org`",
+            config.org
+        ),
+        Ok(PeerIdentity::Coordinator) => anyhow::bail!(
+            "{cert} is the coordinator's certificate; a node needs its organization's certificate"
+        ),
+        Err(e) => anyhow::bail!("{cert}: {e}"),
     }
 }
 
@@ -202,6 +233,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         .check()
         .map_err(|e| anyhow::anyhow!("node {}: {e}", config.org))?;
     let tls = TlsMaterial::load(&config.tls).context("loading the node's TLS material")?;
+    check_certificate_org(&config, &tls)?;
     let token = config.resolve_admin_token()?;
     let path = config.data_path.clone();
     let (store, settled) = tokio::task::spawn_blocking(move || Store::open(&path))
@@ -245,6 +277,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         ),
         catalog_changed: tokio::sync::Notify::new(),
         connected: AtomicBool::new(false),
+        link_failed: std::sync::Mutex::new(None),
         signing_key: tls.key_pkcs8_der().to_vec(),
         endpoint: endpoint.clone(),
         events,

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use prism_common::wire::{self, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::NodeState;
@@ -28,19 +29,62 @@ pub async fn run(
         if shutdown.is_cancelled() {
             return;
         }
+        let mut cap = MAX_BACKOFF;
         match session(&state, &endpoint, &client, &peer_addr, &shutdown).await {
             Ok(()) => backoff = Duration::from_millis(100),
-            Err(e) => {
-                warn!(error = %format!("{e:#}"), "coordinator connection failed; retrying in {backoff:?}")
-            }
+            Err(e) => match e.downcast_ref::<Refused>() {
+                Some(r) if FATAL_REFUSALS.contains(&r.0.code.as_str()) => {
+                    state.connected.store(false, Ordering::SeqCst);
+                    tracing::error!(
+                        code = %r.0.code,
+                        "{r}; not retrying: fix this node's configuration (or upgrade it) and restart it"
+                    );
+                    if let Ok(mut f) = state.link_failed.lock() {
+                        *f = Some(r.to_string());
+                    }
+                    return;
+                }
+                _ => {
+                    if refused(&e) {
+                        // Not a member, or a revoked certificate: the operator must act first.
+                        cap = MAX_REFUSED_BACKOFF;
+                    }
+                    warn!(error = %format!("{e:#}"), "coordinator connection failed; retrying in {backoff:?}")
+                }
+            },
         }
         state.connected.store(false, Ordering::SeqCst);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(cap);
     }
+}
+
+/// Longest wait between two attempts to reach the coordinator.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest wait between attempts while the coordinator refuses this node's certificate.
+pub const MAX_REFUSED_BACKOFF: Duration = Duration::from_secs(60);
+/// Refusals no retry can overcome: the node claims another organization than its certificate,
+/// or speaks another protocol version.
+const FATAL_REFUSALS: &[&str] = &["org_mismatch", "unsupported_version"];
+
+/// The coordinator's refusal of this node's `Hello`.
+#[derive(Debug, thiserror::Error)]
+#[error("the coordinator refused this node: {} ({})", .0.message, .0.code)]
+struct Refused(wire::ErrorBody);
+
+/// The coordinator closed the connection before the handshake: not a member, or its TLS
+/// stack rejected the certificate (revoked, another CA).
+#[derive(Debug, thiserror::Error)]
+#[error("the coordinator refused this node's certificate: {0}")]
+struct CertificateRefused(String);
+
+/// Whether the attempt ended in a refusal (of the `Hello` or of the certificate).
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.is::<Refused>() || c.is::<CertificateRefused>())
 }
 
 async fn session(
@@ -55,47 +99,102 @@ async fn session(
         .connect_with(client.clone(), cfg.coordinator_addr, &cfg.coordinator_name)
         .context("dialing the coordinator")?
         .await
-        .with_context(|| format!("connecting to the coordinator at {}", cfg.coordinator_addr))?;
-    let (mut ctl_send, mut ctl_recv) =
-        conn.open_bi().await.context("opening the control stream")?;
-    let hello = Hello {
-        version: PROTOCOL_VERSION,
-        org: state.org.clone(),
-        software: format!("prism-node {}", env!("CARGO_PKG_VERSION")),
-        peer_addr: Some(peer_addr.to_string()),
+        .map_err(|e| match e {
+            // The coordinator's TLS stack rejected this node's certificate.
+            quinn::ConnectionError::ConnectionClosed(c) => CertificateRefused(c.to_string()).into(),
+            other => anyhow::Error::new(other).context(format!(
+                "connecting to the coordinator at {}",
+                cfg.coordinator_addr
+            )),
+        })?;
+    let handshake = async {
+        let (mut ctl_send, mut ctl_recv) =
+            conn.open_bi().await.context("opening the control stream")?;
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            org: state.org.clone(),
+            software: format!("prism-node {}", env!("CARGO_PKG_VERSION")),
+            peer_addr: Some(peer_addr.to_string()),
+        };
+        wire::write_msg(&mut ctl_send, &hello).await?;
+        let reply: HelloReply = tokio::time::timeout(
+            Duration::from_secs(10),
+            wire::read_msg(&mut ctl_recv, cfg.max_frame),
+        )
+        .await
+        .context("the coordinator did not answer the handshake")??;
+        anyhow::Ok((ctl_send, ctl_recv, reply))
     };
-    wire::write_msg(&mut ctl_send, &hello).await?;
-    let reply: HelloReply = tokio::time::timeout(
-        Duration::from_secs(10),
-        wire::read_msg(&mut ctl_recv, cfg.max_frame),
-    )
-    .await
-    .context("the coordinator did not answer the handshake")??;
+    let (mut ctl_send, _ctl_recv, reply) = match handshake.await {
+        Ok(h) => h,
+        // Refused before a word was exchanged: not a member, or a certificate it rejects.
+        Err(e) => {
+            return Err(match conn.close_reason() {
+                Some(quinn::ConnectionError::ApplicationClosed(c))
+                    if c.error_code == quinn::VarInt::from_u32(wire::close::REFUSED) =>
+                {
+                    CertificateRefused(String::from_utf8_lossy(&c.reason).into_owned()).into()
+                }
+                Some(quinn::ConnectionError::ConnectionClosed(c)) => {
+                    CertificateRefused(c.to_string()).into()
+                }
+                _ => e,
+            });
+        }
+    };
     match reply {
         HelloReply::Welcome { version, software } => {
             info!(version, %software, "connected to the coordinator")
         }
-        HelloReply::Refused(e) => {
-            bail!("coordinator refused this node: {} ({})", e.message, e.code)
-        }
+        HelloReply::Refused(e) => return Err(Refused(e).into()),
     }
     state.connected.store(true, Ordering::SeqCst);
     send_catalog(state, &mut ctl_send).await?;
     let mut events = state.events_rx.lock().await;
+    let in_flight = TaskTracker::new();
     loop {
         tokio::select! {
             Some(ev) = events.recv() => wire::write_msg(&mut ctl_send, &ev).await?,
             _ = shutdown.cancelled() => {
+                // No new requests; those being answered get a moment to deliver their answer
+                // (a DP answer is charged before it is sent).
+                in_flight.close();
+                if tokio::time::timeout(REQUEST_GRACE, in_flight.wait()).await.is_err() {
+                    warn!(
+                        requests = in_flight.len(),
+                        "requests still running after {REQUEST_GRACE:?}; the coordinator fails them"
+                    );
+                }
+                state.connected.store(false, Ordering::SeqCst);
                 conn.close(wire::close::NORMAL.into(), b"node shutting down");
                 return Ok(());
             }
             _ = state.catalog_changed.notified() => send_catalog(state, &mut ctl_send).await?,
             stream = conn.accept_bi() => {
-                let (send, recv) = stream.context("coordinator connection closed")?;
+                let (send, recv) = stream.map_err(|e| lost(&e))?;
                 let state = state.clone();
-                tokio::spawn(serve_stream(state, send, recv).instrument(info_span!("request")));
+                in_flight.spawn(serve_stream(state, send, recv).instrument(info_span!("request")));
             }
         }
+    }
+}
+
+/// How long a stopping node keeps its coordinator connection open for requests in flight.
+pub const REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+/// Why the coordinator connection ended, in words an operator can act on.
+fn lost(e: &quinn::ConnectionError) -> anyhow::Error {
+    use quinn::ConnectionError as C;
+    match e {
+        C::TimedOut => anyhow::anyhow!(
+            "the coordinator is unreachable: nothing heard from it for {:?}",
+            prism_common::tls::IDLE_TIMEOUT
+        ),
+        C::ApplicationClosed(c) => anyhow::anyhow!(
+            "the coordinator closed the connection: {}",
+            String::from_utf8_lossy(&c.reason)
+        ),
+        other => anyhow::anyhow!("coordinator connection closed: {other}"),
     }
 }
 

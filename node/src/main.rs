@@ -124,9 +124,13 @@ struct SchemaFile {
     columns: Vec<prism_common::schema::ColumnSpec>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    // Blocking work the shutdown could not interrupt (an HE evaluation) gets this long before
+    // the process exits anyway.
+    prism_common::process::run(std::time::Duration::from_secs(2), run(Cli::parse()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => {
             init_tracing();
@@ -137,7 +141,9 @@ async fn main() -> anyhow::Result<()> {
             let config = prism_node::NodeConfig::from_file(path)?;
             let shutdown = CancellationToken::new();
             let node = prism_node::start(config, shutdown.clone()).await?;
-            tokio::signal::ctrl_c().await?;
+            let signal = prism_common::process::stop_signal().await?;
+            tracing::info!(signal, "stopping");
+            prism_common::process::exit_on_second_signal();
             shutdown.cancel();
             node.shutdown().await;
             Ok(())
@@ -297,6 +303,15 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(&body)?);
     if !status.is_success() {
         bail!("the node answered {status}");
+    }
+    // A verification that did not find the chain valid is a failure, whatever the status.
+    if matches!(cmd, Command::Audit { verify: true }) && body["valid"] != true {
+        bail!(
+            "the audit chain is broken: {}",
+            body["error"]
+                .as_str()
+                .unwrap_or("the node did not report it valid")
+        );
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use prism_common::backend::BackendId;
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
+use prism_common::release::ReleaseMode;
 use prism_common::room::{self, Manifest};
 use prism_common::wire::{
     self, Attestation, ErrorBody, MpcResponse, NodeEvent, PeerAddr, PeerRequest, PeerResponse,
@@ -161,9 +162,9 @@ fn admissible(state: &NodeState, m: &Manifest) -> Result<(), ErrorBody> {
         ));
     }
     let ds = crate::exec::admit(state, m.backend, &m.plan.dataset, &m.plan)?;
-    mpc::layout(&m.plan, &ds.schema, &m.params)
-        .map_err(|e| refuse("mpc_unsupported", e.to_string()))?;
-    Ok(())
+    let l =
+        mpc::layout(&m.plan, &ds.schema, &m.params).map_err(|e| refuse(e.code(), e.to_string()))?;
+    crate::room_release::check(state, m, &ds, &l)
 }
 
 /// Stores an invitation; attests at once when the policy says so.
@@ -187,7 +188,11 @@ pub fn invite(state: &NodeState, manifest: Manifest) -> Result<MpcResponse, Erro
         reason: None,
     };
     save(state, &inv, "room_invited", "coordinator")?;
-    if state.config.policy.auto_attest && admissible(state, &inv.manifest).is_ok() {
+    // An exact room always waits for the owner's own decision.
+    if state.config.policy.auto_attest
+        && inv.manifest.params.release != ReleaseMode::Exact
+        && admissible(state, &inv.manifest).is_ok()
+    {
         attest(state, &inv.manifest.room_id, "auto-attest policy")?;
         return Ok(MpcResponse::Invited {
             status: "attested".into(),
@@ -326,9 +331,7 @@ pub async fn execute(
     execution_id: &str,
 ) -> Result<MpcResponse, ErrorBody> {
     let room_id = manifest.room_id.clone();
-    let mailbox_key = format!("{room_id}/{execution_id}");
-    let hash = manifest.hash();
-    let hash_hex = hex::encode(hash);
+    let hash_hex = manifest.hash_hex();
     let inv = load(state, &room_id)?.ok_or_else(|| {
         refuse(
             "unknown_room",
@@ -354,12 +357,6 @@ pub async fn execute(
         ));
     }
     admissible(state, &manifest)?;
-    let others: Vec<OrgId> = manifest
-        .participants
-        .iter()
-        .filter(|o| **o != state.org)
-        .cloned()
-        .collect();
     for o in &manifest.participants {
         if !attestations
             .iter()
@@ -376,12 +373,75 @@ pub async fn execute(
     let ds = state
         .dataset(&manifest.plan.dataset)
         .ok_or_else(|| refuse("unknown_dataset", "dataset vanished"))?;
-    let (plan, params) = (manifest.plan.clone(), manifest.params.clone());
-    let local = tokio::task::spawn_blocking(move || mpc::local_vector(&plan, &ds, &params))
-        .await
-        .map_err(internal)?
-        .map_err(|e| refuse("mpc_unsupported", e.to_string()))?;
+    // In a dp room this reserves the ε (before any share leaves) and adds this party's noise.
+    let (s, m, eid) = (state.clone(), manifest.clone(), execution_id.to_string());
+    let (local, charge) =
+        tokio::task::spawn_blocking(move || crate::room_release::local_vector(&s, &m, &ds, &eid))
+            .await
+            .map_err(internal)??;
     let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let exchanged = exchange(state, &manifest, &attestations, &peers, execution_id, local).await;
+    let failure = exchanged.as_ref().err().map(|e| e.message.clone());
+    let (s, m) = (state.clone(), manifest.clone());
+    let settled = tokio::task::spawn_blocking(move || match (failure, charge) {
+        // From here on a release is possible: the charge is committed before the partial sum
+        // leaves, and the partial sum is not sent if it cannot be.
+        (None, Some(c)) => crate::room_release::commit(&s, &c, &m).map(|()| Some(c)),
+        (Some(why), Some(c)) => {
+            crate::room_release::rollback(&s, &c, &m, &why);
+            Ok(None)
+        }
+        (_, None) => Ok(None),
+    })
+    .await
+    .map_err(internal)?;
+    let (partial, exchange_ms) = exchanged?;
+    let charge = settled?;
+    info!(
+        room_id,
+        parties = manifest.participants.len(),
+        compute_ms,
+        exchange_ms,
+        release = %manifest.params.release,
+        "room executed"
+    );
+    state.audit_async(
+        "coordinator",
+        "room_executed",
+        &room_id,
+        serde_json::json!({"manifest_hash": hash_hex, "sent": "partial sum only",
+                           "release": manifest.params.release,
+                           "epsilon": charge.as_ref().map(|c| c.epsilon)}),
+    );
+    Ok(MpcResponse::Partial {
+        room_id,
+        partial,
+        compute_ms,
+        exchange_ms,
+        noise: charge.map(|c| c.report),
+    })
+}
+
+/// Sends this party's shares of `local` to every other participant (each verified first),
+/// waits for theirs, and returns the partial sum with the exchange time in ms.
+async fn exchange(
+    state: &Arc<NodeState>,
+    manifest: &Manifest,
+    attestations: &[Attestation],
+    peers: &[PeerAddr],
+    execution_id: &str,
+    local: Vec<u64>,
+) -> Result<(Vec<u64>, f64), ErrorBody> {
+    let room_id = manifest.room_id.clone();
+    let mailbox_key = format!("{room_id}/{execution_id}");
+    let hash = manifest.hash();
+    let hash_hex = hex::encode(hash);
+    let others: Vec<OrgId> = manifest
+        .participants
+        .iter()
+        .filter(|o| **o != state.org)
+        .cloned()
+        .collect();
 
     if state.fault() == Some(Fault::StallBeforeShares) {
         state.shutdown.cancelled().await;
@@ -400,7 +460,7 @@ pub async fn execute(
             .iter()
             .find(|p| &p.org == org)
             .map(|p| p.addr.as_str());
-        let (hash, attestations) = (&hash, &attestations);
+        let hash = &hash;
         async move {
             let r = dial_verified(state, org, addr, hash, attestations).await;
             if let Err(e) = &r
@@ -516,26 +576,7 @@ pub async fn execute(
             shares::add_into(&mut partial, s);
         }
     }
-    let exchange_ms = exchange.elapsed().as_secs_f64() * 1000.0;
-    info!(
-        room_id,
-        parties = manifest.participants.len(),
-        compute_ms,
-        exchange_ms,
-        "room executed"
-    );
-    state.audit_async(
-        "coordinator",
-        "room_executed",
-        &room_id,
-        serde_json::json!({"manifest_hash": hash_hex, "sent": "partial sum only"}),
-    );
-    Ok(MpcResponse::Partial {
-        room_id,
-        partial,
-        compute_ms,
-        exchange_ms,
-    })
+    Ok((partial, exchange.elapsed().as_secs_f64() * 1000.0))
 }
 
 /// A connection to participant `org` at `addr` whose certificate carries the key that signed

@@ -263,6 +263,21 @@ impl Store {
         Ok((store, open))
     }
 
+    /// Makes every earlier commit durable, including those written without an `fsync` of
+    /// their own: the last store write of a clean shutdown.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(redb::Error::from)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Whether the store answers a read (what `/readyz` checks).
+    pub fn readable(&self) -> bool {
+        self.db.begin_read().is_ok()
+    }
+
     /// The underlying database (for the audit log).
     pub fn db(&self) -> &Database {
         &self.db

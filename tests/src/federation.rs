@@ -4,6 +4,7 @@
 //! The end-to-end tests and `prism-sim` both build on this.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,13 +68,56 @@ impl Api {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
+        let (status, _, body) = self.send_full(rb).await?;
+        Ok((status, body))
+    }
+
+    async fn send_full(
+        &self,
+        rb: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
         let resp = rb.bearer_auth(&self.token).send().await?;
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let text = resp.text().await?;
         Ok((
             status,
+            headers,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         ))
+    }
+
+    /// GET a path, with the response headers.
+    pub async fn get_full(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+        self.send_full(self.http.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// DELETE a path.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.send(self.http.delete(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// Sends any request to a path: a raw body with the given content type (none if `None`).
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .body(body);
+        if let Some(ct) = content_type {
+            rb = rb.header(reqwest::header::CONTENT_TYPE, ct);
+        }
+        self.send_full(rb).await
     }
 
     /// GET a path.
@@ -169,7 +213,8 @@ pub struct Federation {
     _tmp: Option<tempfile::TempDir>,
     /// The coordinator.
     pub coordinator: Option<CoordinatorHandle>,
-    coordinator_config: CoordinatorConfig,
+    /// The coordinator's configuration (a restart uses it, so tests may change it first).
+    pub coordinator_config: CoordinatorConfig,
     coordinator_shutdown: CancellationToken,
     /// Nodes by organization.
     pub nodes: BTreeMap<OrgId, NodeSlot>,
@@ -380,11 +425,22 @@ impl Federation {
             .as_ref()
             .map(|c| c.quic_addr)
             .context("coordinator stopped")?;
+        self.start_node_dialing(org, quic).await
+    }
+
+    /// Restarts a node so that it dials the coordinator at `addr` (a [`crate::relay::Relay`]
+    /// in front of it, say).
+    pub async fn reroute_node(&mut self, org: &str, addr: SocketAddr) -> anyhow::Result<()> {
+        self.stop_node(org).await?;
+        self.start_node_dialing(org, addr).await
+    }
+
+    async fn start_node_dialing(&mut self, org: &str, addr: SocketAddr) -> anyhow::Result<()> {
         let slot = self
             .nodes
             .get_mut(&OrgId::new(org)?)
             .context("no such node")?;
-        slot.config.coordinator_addr = quic;
+        slot.config.coordinator_addr = addr;
         slot.shutdown = CancellationToken::new();
         // Tasks of the stopped node may hold its store for a moment after shutdown.
         let mut tries = 0;

@@ -34,8 +34,12 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // An HE evaluation in flight cannot be interrupted; it gets this long before the exit.
+    prism_common::process::run(std::time::Duration::from_secs(2), run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt()
@@ -78,12 +82,15 @@ async fn main() -> anyhow::Result<()> {
             std::fs::write(&path, serde_json::to_string_pretty(&f.describe())?)
                 .with_context(|| format!("writing {}", path.display()))?;
             println!(
-                "Federation up. API: {}  (details in {})\nCtrl-C to stop.",
+                "Federation up. API: {}  (details in {})\nCtrl-C (or SIGTERM) to stop.",
                 f.api_url(),
                 path.display()
             );
-            tokio::signal::ctrl_c().await?;
+            let signal = prism_common::process::stop_signal().await?;
+            eprintln!("{signal}: stopping the federation");
+            prism_common::process::exit_on_second_signal();
             f.shutdown().await;
+            eprintln!("stopped");
             Ok(())
         }
     }

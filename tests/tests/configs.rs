@@ -173,3 +173,41 @@ fn sample_schema_describes_the_synthetic_patients() {
     let schema: SchemaFile = toml::from_str(&text).expect("schema parses");
     assert_eq!(schema.columns, prism_tests::data::patient_columns());
 }
+
+/// A CRL exists only after the first revocation; a sample that sets `crl` would stop a first
+/// start on a missing file.
+#[test]
+fn no_sample_enables_a_crl_before_there_is_one() {
+    for path in samples() {
+        let text = std::fs::read_to_string(&path).expect("read sample");
+        let crl = match kind_of(&path) {
+            Kind::Coordinator => {
+                toml::from_str::<CoordinatorConfig>(&text)
+                    .expect("parse")
+                    .tls
+                    .crl
+            }
+            Kind::Node => toml::from_str::<NodeConfig>(&text).expect("parse").tls.crl,
+            Kind::Schema => continue,
+        };
+        assert!(
+            crl.is_none(),
+            "{} sets crl = {crl:?}; leave it commented until `certs revoke` wrote one",
+            path.display()
+        );
+    }
+}
+
+/// The image's build context must not carry private keys (development keys included).
+#[test]
+fn the_image_build_context_leaves_keys_out() {
+    let ignore = std::fs::read_to_string(root().join("compose/Dockerfile.dockerignore"))
+        .expect("dockerignore");
+    let lines: Vec<&str> = ignore.lines().map(str::trim).collect();
+    for pattern in ["certs/dev/", "**/*.key.pem", "**/*.redb"] {
+        assert!(
+            lines.contains(&pattern),
+            "Dockerfile.dockerignore must exclude {pattern}"
+        );
+    }
+}

@@ -466,6 +466,7 @@ async fn rooms_in_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
                 "query_text": "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'",
                 "backend": "mpc_backend",
                 "participants": ["hospital-a", "hospital-b"],
+                "epsilon": 0.5,
             }),
         )
         .await?;

@@ -1,12 +1,25 @@
-//! MPC data rooms end to end: attestations, real shares between nodes, exact totals, and the
-//! failure modes (changed manifest, outsiders, a party that dies).
+//! MPC data rooms end to end: attestations, real shares between nodes, exact totals where the
+//! owners opted in, and the failure modes (changed manifest, outsiders, a party that dies).
+//! The release policy (dp rooms, exact-mode limits, budgets) is in `mpc_release.rs`.
 
 use std::time::Duration;
 
 use prism_common::identity::OrgId;
+use prism_common::release::{ReleaseMode, ReleaseModes};
 use prism_common::wire::{MpcResponse, Response};
 use prism_tests::{Api, Federation, FederationSpec};
 use serde_json::{Value, json};
+
+/// A node policy whose owner opted in to exact mpc_backend totals.
+fn exact_policy() -> prism_node::Policy {
+    prism_node::Policy {
+        release: ReleaseModes {
+            mpc_backend: ReleaseMode::Exact,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
 
 fn orgs(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("org-{i:02}")).collect()
@@ -50,7 +63,7 @@ async fn create_room(api: &Api, sql: &str, participants: &[String]) -> Value {
     let (s, room) = api
         .post(
             "/api/v1/data_rooms",
-            &json!({"name": "t", "query_text": sql, "participants": participants}),
+            &json!({"name": "t", "query_text": sql, "participants": participants, "release": "exact"}),
         )
         .await
         .expect("create");
@@ -95,6 +108,7 @@ async fn exact_room_with(n: usize) {
     let f = Federation::start(FederationSpec {
         orgs: names.clone(),
         rows_per_org: 300,
+        policy: exact_policy(),
         ..Default::default()
     })
     .await
@@ -198,6 +212,7 @@ async fn a_manifest_changed_after_attestation_is_refused_by_the_nodes() {
     let f = Federation::start(FederationSpec {
         orgs: names.clone(),
         rows_per_org: 100,
+        policy: exact_policy(),
         ..Default::default()
     })
     .await
@@ -246,6 +261,7 @@ async fn a_node_outside_the_room_cannot_send_shares_and_a_dead_party_fails_the_r
     let mut f = Federation::start(FederationSpec {
         orgs: names.clone(),
         rows_per_org: 100,
+        policy: exact_policy(),
         ..Default::default()
     })
     .await
@@ -355,7 +371,7 @@ async fn a_node_outside_the_room_cannot_send_shares_and_a_dead_party_fails_the_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_mpc_query_opens_a_room_and_completes_when_auto_attested() {
+async fn an_mpc_query_opens_a_dp_room_and_completes_when_auto_attested() {
     let policy = prism_node::Policy {
         auto_attest: true,
         ..Default::default()
@@ -373,19 +389,41 @@ async fn an_mpc_query_opens_a_room_and_completes_when_auto_attested() {
             "hospital-a.patients",
             "SELECT COUNT(*), SUM(age) FROM patients",
             "mpc_backend",
-            None,
+            Some(0.5),
         )
         .await
         .expect("run");
     assert_eq!(s, 200, "{run}");
     assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(run["result"]["rows"][0][0], 600);
+    // Under the default policy the total is released with every party's noise, within the
+    // interval the proof claims.
+    let dp = &run["proof_artifacts"]["mpc"]["dp"];
+    let half = |c: &str| {
+        dp["noise"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["component"] == c))
+            .and_then(|n| n["ci95_half_width"].as_f64())
+            .unwrap_or_else(|| panic!("no interval for {c}: {dp}"))
+    };
+    let count = run["result"]["rows"][0][0].as_f64().expect("count");
+    assert!((count - 600.0).abs() <= half("count"), "{run}");
     let total_age: i64 = (0..3)
         .flat_map(|i| prism_tests::data::patients(f.seed, i, 200))
         .map(|p| p.age)
         .sum();
-    assert_eq!(run["result"]["rows"][0][1], total_age);
-    assert_eq!(run["epsilon_consumed"], 0.0);
+    let sum = run["result"]["rows"][0][1].as_f64().expect("sum");
+    assert!((sum - total_age as f64).abs() <= half("sum_age"), "{run}");
+    assert_eq!(dp["parties"].as_array().map(Vec::len), Some(3), "{dp}");
+    assert_eq!(run["epsilon_consumed"], 0.5);
     assert!(run["proof_artifacts"]["room_id"].is_string());
+    for org in ["hospital-a", "hospital-b", "hospital-c"] {
+        let node = f.node_admin(org).expect("node");
+        let (_, b) = node
+            .get("/v1/datasets/patients/budget")
+            .await
+            .expect("budget");
+        let spent = b["spent_epsilon"].as_f64().expect("spent");
+        assert!((spent - 0.5).abs() < 1e-9, "{org} spent {spent}");
+    }
     f.shutdown().await;
 }

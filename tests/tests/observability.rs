@@ -191,8 +191,9 @@ async fn metrics_count_runs_refusals_budget_rooms_and_peer_failures() {
         .await
         .expect("run");
     assert_eq!(s, 501, "{enclave}");
+    // A dp room (the default): each hospital spends 0.1 of its own budget.
     let (_, _, room) = api
-        .run_query("hospital-a.patients", sql, "mpc_backend", None)
+        .run_query("hospital-a.patients", sql, "mpc_backend", Some(0.1))
         .await
         .expect("run");
     assert_eq!(room["status"], "completed", "{room}");
@@ -227,7 +228,10 @@ async fn metrics_count_runs_refusals_budget_rooms_and_peer_failures() {
     );
     let eps =
         moved(r#"prism_coordinator_budget_epsilon_spent_total{dataset="hospital-a.patients"}"#);
-    assert!((eps - spent).abs() < 1e-9, "{eps} vs {spent}");
+    assert!(
+        (eps - spent - 0.1).abs() < 1e-9,
+        "{eps} vs {spent} + the room's 0.1"
+    );
     assert_eq!(
         moved(r#"prism_coordinator_room_execution_seconds_count{outcome="completed"}"#),
         1.0
@@ -239,8 +243,8 @@ async fn metrics_count_runs_refusals_budget_rooms_and_peer_failures() {
         2.0
     );
 
-    // The node counts what it answered: one release (charged to its own ledger), one budget
-    // refusal, its share of the room.
+    // The node counts what it answered: one release and its share of the room (both charged
+    // to its own ledger), one budget refusal.
     let node_after = scrape(&node_a.url, &node_a.token).await;
     let moved = |series: &str| value(&node_after, series) - value(&node_before, series);
     assert_eq!(
@@ -253,7 +257,10 @@ async fn metrics_count_runs_refusals_budget_rooms_and_peer_failures() {
         1.0
     );
     let eps = moved(r#"prism_node_budget_epsilon_spent_total{dataset="patients"}"#);
-    assert!((eps - spent).abs() < 1e-9, "{eps} vs {spent}");
+    assert!(
+        (eps - spent - 0.1).abs() < 1e-9,
+        "{eps} vs {spent} + the room's 0.1"
+    );
     assert_eq!(
         moved(r#"prism_node_runs_total{backend="mpc_backend",outcome="completed"}"#),
         1.0

@@ -381,3 +381,71 @@ async fn the_peer_endpoint_answers_members_and_refuses_strangers() {
     assert!(ask(client(&ca, &coord)).await.is_err());
     f.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_configured_for_another_organization_than_its_certificate_refuses_to_start() {
+    let f = Federation::start(spec()).await.expect("federation");
+    let slot = f
+        .nodes
+        .get(&OrgId::new("hospital-a").expect("org"))
+        .expect("node");
+    let mut cfg = slot.config.clone();
+    cfg.org = OrgId::new("hospital-b").expect("org");
+    cfg.data_path = f.dir.join("misconfigured.redb");
+    let err = prism_node::start(cfg, tokio_util::sync::CancellationToken::new())
+        .await
+        .err()
+        .expect("a node whose certificate is for another organization must not start");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("hospital-a.pem") && msg.contains("hospital-a") && msg.contains("hospital-b"),
+        "the error names the certificate file and both organizations: {msg}"
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_removed_from_organizations_leaves_the_catalog() {
+    let mut f = Federation::start(FederationSpec {
+        rows_per_org: 20,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+    f.stop_node("hospital-c").await.expect("stop");
+    f.stop_coordinator().await;
+    f.coordinator_config
+        .organizations
+        .retain(|o| o.as_str() != "hospital-c");
+    f.restart_coordinator().await.expect("restart");
+    let api = f.admin();
+    let (_, ds) = api.get("/api/v1/datasets").await.expect("datasets");
+    let ids: Vec<&str> = ds
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["hospital-a.patients", "hospital-b.patients"], "{ds}");
+    let (_, orgs) = api.get("/api/v1/organizations").await.expect("orgs");
+    assert!(
+        orgs.as_array()
+            .expect("list")
+            .iter()
+            .all(|o| o["id"] != "hospital-c"),
+        "{orgs}"
+    );
+    let (_, audit) = api.get("/api/v1/audit?limit=1000").await.expect("audit");
+    let entries = audit["entries"]
+        .as_array()
+        .or(audit.as_array())
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "catalog_pruned" && e["target"] == "hospital-c.patients"),
+        "the removal is audited: {audit}"
+    );
+    f.shutdown().await;
+}

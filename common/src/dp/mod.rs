@@ -163,12 +163,16 @@ pub struct DpRelease {
     pub cost: Cost,
 }
 
+/// The smallest ε accepted: below it the noise scale (sensitivity / ε) overflows or the answer
+/// is pure noise.
+pub const MIN_EPSILON: f64 = 1e-6;
+
 /// Why a DP query was refused or failed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DpError {
-    /// ε is not a finite number greater than 0.
+    /// ε is not a finite number of at least [`MIN_EPSILON`].
     #[error(
-        "dataset {dataset}: epsilon {value} is invalid; it must be a finite number greater than 0"
+        "dataset {dataset}: epsilon {value} is invalid; it must be a finite number of at least {MIN_EPSILON} (a smaller one makes the noise scale overflow)"
     )]
     InvalidEpsilon {
         /// Dataset name.

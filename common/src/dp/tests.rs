@@ -303,7 +303,7 @@ fn refusals() {
     assert_eq!(c, "dp_unsupported");
     assert!(msg.contains("note") && msg.contains("text"), "{msg}");
 
-    for eps in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+    for eps in [0.0, -1.0, f64::NAN, f64::INFINITY, 5e-324, 1e-9] {
         let (c, msg) = code(&count, p(eps, 0.0));
         assert_eq!(c, "invalid_epsilon", "{eps}");
         assert!(msg.contains("patients"), "{msg}");

@@ -65,7 +65,7 @@ pub(crate) struct Spec {
 
 pub(crate) fn check_params(ds: &str, params: &DpParams, policy: &DpPolicy) -> Result<(), DpError> {
     let (eps, delta) = (params.epsilon, params.delta);
-    if !(eps.is_finite() && eps > 0.0) {
+    if !(eps.is_finite() && eps >= super::MIN_EPSILON) {
         return Err(DpError::InvalidEpsilon {
             dataset: ds.to_string(),
             value: eps,

@@ -55,6 +55,32 @@ fn check_predicate(p: &Predicate) -> Result<(), HeError> {
     }
 }
 
+/// Refuses a weighted sum `SUM(col * k)` whose exact result could leave the 64-bit range: the
+/// weight is bounded by the column's declared bounds and the dataset's row count, so the
+/// answer is exact (and the refusal comes before any encrypted work).
+pub fn check_weights(plan: &Plan, schema: &DatasetSchema, rows: u64) -> Result<(), HeError> {
+    for a in plan.aggregates() {
+        let (Some(k), Some(c)) = (a.weight, &a.column) else {
+            continue;
+        };
+        let (lo, hi) = check_aggregated(spec(schema, c)?)?;
+        let largest = i128::from(lo.unsigned_abs().max(hi.unsigned_abs()).max(1));
+        let rows = i128::from(rows.max(1));
+        let reach = i128::from(k.unsigned_abs()) * largest * rows;
+        if reach > i128::from(i64::MAX) {
+            let max_k = i128::from(i64::MAX) / (largest * rows);
+            return Err(unsupported(
+                &format!("sum({c} * {k})"),
+                &format!(
+                    "over {rows} rows with {c} in {lo} .. {hi} the weighted sum could exceed the 64-bit \
+                     exact result; use a weight of at most {max_k} in absolute value"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Integer bounds of a column: `ceil(min) ..= floor(max)`.
 pub fn int_bounds(spec: &ColumnSpec) -> Result<(i64, i64), HeError> {
     let b = spec.bounds.ok_or_else(|| {

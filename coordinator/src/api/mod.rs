@@ -13,8 +13,8 @@ mod rooms;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use prism_common::backend;
@@ -160,6 +160,26 @@ impl Caller {
     }
 }
 
+/// The header on a listing that skipped records which do not decode: how many.
+pub const SKIPPED_HEADER: &str = "x-prism-skipped-records";
+/// The header naming the skipped records' ids (admins only; they can delete them).
+pub const SKIPPED_IDS_HEADER: &str = "x-prism-skipped-ids";
+
+/// Headers reporting the records a listing skipped because they do not decode.
+pub fn skipped_headers(user: &User, corrupt: &[String]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if corrupt.is_empty() {
+        return h;
+    }
+    h.insert(SKIPPED_HEADER, HeaderValue::from(corrupt.len()));
+    if user.role == Role::Admin
+        && let Ok(v) = HeaderValue::from_str(&corrupt.join(","))
+    {
+        h.insert(SKIPPED_IDS_HEADER, v);
+    }
+    h
+}
+
 /// Runs blocking store work off the async runtime.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
@@ -220,12 +240,12 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
         .routes(routes!(dataset))
         .routes(routes!(queries::list, queries::create))
         .routes(routes!(queries::validate))
-        .routes(routes!(queries::show))
+        .routes(routes!(queries::show, queries::delete))
         .routes(routes!(queries::execute))
         .routes(routes!(queries::list_runs))
-        .routes(routes!(queries::show_run))
+        .routes(routes!(queries::show_run, queries::delete_run))
         .routes(routes!(rooms::list, rooms::create))
-        .routes(routes!(rooms::show))
+        .routes(routes!(rooms::show, rooms::delete))
         .routes(routes!(rooms::execute))
         .routes(routes!(rooms::cancel))
         .routes(routes!(create_user))
@@ -241,6 +261,7 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
         });
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health))
+        .routes(routes!(ready))
         .routes(routes!(metrics))
         .nest("/api/v1", api)
         .merge(crate::console::routes())
@@ -254,7 +275,68 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// The coordinator's HTTP router: `/api/v1`, `/healthz`, `/metrics` and the console.
 pub fn router(state: Arc<CoordState>) -> Router {
     let (router, doc) = routes().split_for_parts();
-    router.layer(Extension(Arc::new(doc))).with_state(state)
+    router
+        .layer(Extension(Arc::new(doc)))
+        .layer(axum::middleware::from_fn(json_errors))
+        .with_state(state)
+}
+
+/// The most of a non-JSON error body that is kept as the message.
+const MAX_REJECTION_TEXT: usize = 2048;
+
+/// axum answers some errors itself before a handler runs (malformed JSON, a missing or wrong
+/// content type, a body over the limit, a body that does not match the schema, a method the
+/// route does not serve), as plain text or with no body. The API promises
+/// `{"error": {"code", "message"}}` for every error, so those are rewritten here, keeping
+/// their status and headers (such as `Allow`).
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REJECTION_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, hint) = match status {
+        StatusCode::BAD_REQUEST => ("invalid_json", "send a JSON body"),
+        StatusCode::NOT_FOUND => ("not_found", "GET /api/v1/openapi.json lists the routes"),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "the Allow header lists the methods this path serves",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "send a smaller body"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ),
+        StatusCode::UNPROCESSABLE_ENTITY => (
+            "invalid_body",
+            "the body does not match the request schema in /api/v1/openapi.json",
+        ),
+        s if s.is_server_error() => ("internal", "the coordinator failed; see its log"),
+        _ => ("bad_request", "see /api/v1/openapi.json"),
+    };
+    let what = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let message = if text.is_empty() {
+        format!("{what}; {hint}")
+    } else {
+        format!("{what}: {text}; {hint}")
+    };
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut out = ApiError::new(status, code, message).into_response();
+    for (name, value) in parts.headers.iter() {
+        out.headers_mut().insert(name.clone(), value.clone());
+    }
+    out
 }
 
 /// The OpenAPI 3.1 document of this API.
@@ -293,7 +375,7 @@ async fn metrics(State(s): State<Arc<CoordState>>, _c: Caller) -> Response {
         .into_response()
 }
 
-/// Liveness and the number of connected nodes.
+/// Liveness (the process answers) and the number of connected nodes; readiness is `/readyz`.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -313,9 +395,43 @@ async fn health(State(s): State<Arc<CoordState>>) -> Json<Value> {
     )
 }
 
+/// Readiness: 200 once the store answers and the node endpoint accepts connections; 503
+/// before that and while the coordinator stops. `/healthz` stays liveness only.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "`{ready: true, checks: {store, quic_listening, stopping}}`", body = Object),
+        (status = 503, description = "`{ready: false, checks}`: which check failed", body = Object),
+    )
+)]
+async fn ready(State(s): State<Arc<CoordState>>) -> (StatusCode, Json<Value>) {
+    let store = s.store.clone();
+    let store_ok = tokio::task::spawn_blocking(move || store.readable())
+        .await
+        .unwrap_or(false);
+    let listening = s.listening.load(std::sync::atomic::Ordering::SeqCst);
+    let stopping = s.shutdown.is_cancelled();
+    let ready = store_ok && listening && !stopping;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "ready": ready,
+            "checks": {"store": store_ok, "quic_listening": listening, "stopping": stopping},
+        })),
+    )
+}
+
 /// The backend registry: each backend's status, supported SQL, performance and guarantee.
 #[utoipa::path(get, path = "/backends", tag = "catalog", responses(
-    (status = 200, description = "The registry", body = Object),
+    (status = 200, description = "The registry", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 async fn backends(_c: Caller) -> Json<Value> {
@@ -324,7 +440,7 @@ async fn backends(_c: Caller) -> Json<Value> {
 
 /// Member organizations, whether their node is connected, and their datasets.
 #[utoipa::path(get, path = "/organizations", tag = "catalog", responses(
-    (status = 200, description = "Organizations", body = Object),
+    (status = 200, description = "Organizations", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 async fn organizations(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
@@ -355,7 +471,7 @@ fn dataset_json(s: &CoordState, d: &DatasetRecord) -> Value {
 
 /// The catalog: every dataset's schema, row count and whether its node is online.
 #[utoipa::path(get, path = "/datasets", tag = "catalog", responses(
-    (status = 200, description = "Datasets", body = Object),
+    (status = 200, description = "Datasets", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 async fn datasets(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
@@ -411,6 +527,7 @@ struct NewUser {
 #[utoipa::path(post, path = "/users", tag = "admin", request_body = NewUser, responses(
     (status = 201, description = "`{user, token, note}`", body = Object),
     (status = 403, description = "Not an admin", body = ErrorResponse),
+    (status = 422, description = "`invalid_user` (empty or overlong name) or `unknown_organization`", body = ErrorResponse),
 ))]
 async fn create_user(
     State(s): State<Arc<CoordState>>,
@@ -418,9 +535,20 @@ async fn create_user(
     Json(body): Json<NewUser>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     c.require_admin()?;
+    let name = crate::model::user_name(&body.name)
+        .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_user", m))?;
+    if let Some(o) = body.organization.as_ref().filter(|o| !s.nodes.is_member(o)) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_organization",
+            format!(
+                "organization {o} is not a member of this federation; GET /api/v1/organizations lists the members"
+            ),
+        ));
+    }
     let store = s.store.clone();
     let (user, token) =
-        blocking(move || store.create_user(&body.name, body.role, body.organization)).await??;
+        blocking(move || store.create_user(&name, body.role, body.organization)).await??;
     Ok((
         StatusCode::CREATED,
         Json(json!({"user": user, "token": token, "note": "the token is shown once"})),
@@ -453,7 +581,7 @@ fn default_limit() -> usize {
 
 /// The coordinator's hash-chained audit log.
 #[utoipa::path(get, path = "/audit", tag = "admin", params(Page), responses(
-    (status = 200, description = "Entries in sequence order", body = Object),
+    (status = 200, description = "Entries in sequence order", body = Vec<Value>),
     (status = 403, description = "Not an admin", body = ErrorResponse),
 ))]
 async fn audit(
@@ -553,5 +681,19 @@ mod tests {
                 .is_none()
         );
         assert_eq!(doc["security"][0]["api_token"], serde_json::json!([]));
+        // Listings are documented as the arrays they are.
+        for path in [
+            "/api/v1/queries",
+            "/api/v1/runs",
+            "/api/v1/data_rooms",
+            "/api/v1/datasets",
+            "/api/v1/organizations",
+            "/api/v1/backends",
+            "/api/v1/audit",
+        ] {
+            let schema = &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]
+                ["schema"];
+            assert_eq!(schema["type"], "array", "{path}: {schema}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use prism_common::backend::{self, BackendId};
 use prism_common::plan::Plan;
 use prism_common::release::ReleaseMode;
@@ -15,11 +15,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking, unknown_dataset};
+use super::{
+    ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking, skipped_headers,
+    unknown_dataset,
+};
 use crate::CoordState;
-use crate::model::{DatasetRecord, QueryRecord, RunRecord, now};
+use crate::model::{DatasetRecord, QueryRecord, RunRecord, User, now, visible_to};
 use crate::runs;
-use crate::store::{Audit, QUERIES, RUNS};
+use crate::store::{Audit, Listing, QUERIES, RUNS};
 
 /// Default ε of a query that names none.
 pub const DEFAULT_EPSILON: f64 = 0.5;
@@ -104,15 +107,22 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
         .map_err(|m| unprocessable("backend_unsupported", m))?;
     let epsilon = input.epsilon.unwrap_or(DEFAULT_EPSILON);
     let delta = input.delta.unwrap_or(DEFAULT_DELTA);
-    let in_range =
-        epsilon.is_finite() && epsilon > 0.0 && delta.is_finite() && (0.0..1.0).contains(&delta);
+    let in_range = epsilon.is_finite()
+        && epsilon >= prism_common::dp::MIN_EPSILON
+        && delta.is_finite()
+        && (0.0..1.0).contains(&delta);
     if !in_range {
         return Err(unprocessable(
             "invalid_epsilon",
             format!(
-                "epsilon must be a finite number > 0 and delta in [0, 1); got ε={epsilon} δ={delta}"
+                "epsilon must be a finite number of at least {} (a smaller one makes the noise scale overflow) and delta in [0, 1); got ε={epsilon} δ={delta}",
+                prism_common::dp::MIN_EPSILON
             ),
         ));
+    }
+    if backend == BackendId::HeBackend {
+        prism_common::he::encode::check_weights(&plan, &schema, dataset.row_count)
+            .map_err(|e| unprocessable("backend_unsupported", e.to_string()))?;
     }
     let mut v = Validated {
         dataset,
@@ -259,6 +269,7 @@ pub async fn create(
         estimated_delta: v.estimated_delta,
         plan: v.plan,
         created_by: user.id.clone(),
+        organization: user.organization.clone(),
         created_at: now(),
     };
     let store = s.store.clone();
@@ -277,30 +288,106 @@ pub async fn create(
 
 /// Saved queries, newest first.
 #[utoipa::path(get, path = "/queries", tag = "queries", responses(
-    (status = 200, description = "Queries", body = Object),
+    (status = 200, description = "Queries; `x-prism-skipped-records` counts records that do not decode", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
-pub async fn list(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+) -> ApiResult<(HeaderMap, Json<Value>)> {
     let store = s.store.clone();
-    let mut all: Vec<QueryRecord> = blocking(move || store.list(QUERIES)).await??;
+    let l: Listing<QueryRecord> = blocking(move || store.listing(QUERIES)).await??;
+    let mut all = l.records;
+    all.retain(|q| visible_to(&user, &q.created_by, q.organization.as_ref()));
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    Ok(Json(json!(all)))
+    Ok((skipped_headers(&user, &l.corrupt), Json(json!(all))))
 }
 
-async fn load_query(s: &Arc<CoordState>, id: String) -> ApiResult<QueryRecord> {
+/// Deletes a record as an admin, whether or not it decodes; 404 if there is none.
+pub(super) async fn delete_record(
+    s: &Arc<CoordState>,
+    c: &Caller,
+    table: redb::TableDefinition<'static, &'static str, &'static str>,
+    what: &'static str,
+    id: String,
+) -> ApiResult<StatusCode> {
+    c.require_admin()?;
+    let (store, actor, id2) = (s.store.clone(), c.0.name.clone(), id.clone());
+    let action = format!("{what}_deleted");
+    let removed = blocking(move || {
+        store.remove(
+            table,
+            &id2,
+            Audit {
+                actor: &actor,
+                action: &action,
+                target: &id2,
+                details: json!({}),
+            },
+        )
+    })
+    .await??;
+    if removed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown_{what}"),
+            format!("{what} {id} does not exist"),
+        ))
+    }
+}
+
+/// Deletes a saved query (admin; also one that no longer decodes). Its runs stay.
+#[utoipa::path(delete, path = "/queries/{id}", tag = "queries",
+    params(("id" = String, Path, description = "Query id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin", body = ErrorResponse),
+        (status = 404, description = "`unknown_query`", body = ErrorResponse),
+    )
+)]
+pub async fn delete(
+    State(s): State<Arc<CoordState>>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    delete_record(&s, &c, QUERIES, "query", id).await
+}
+
+/// Deletes a run (admin; also one that no longer decodes).
+#[utoipa::path(delete, path = "/runs/{id}", tag = "queries",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin", body = ErrorResponse),
+        (status = 404, description = "`unknown_run`", body = ErrorResponse),
+    )
+)]
+pub async fn delete_run(
+    State(s): State<Arc<CoordState>>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    delete_record(&s, &c, RUNS, "run", id).await
+}
+
+/// A query the caller may see; another organization's answers 404 like a missing one.
+async fn load_query(s: &Arc<CoordState>, user: &User, id: String) -> ApiResult<QueryRecord> {
     let store = s.store.clone();
     let q: Option<QueryRecord> = blocking({
         let id = id.clone();
         move || store.get(QUERIES, &id)
     })
     .await??;
-    q.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_query",
-            format!("query {id} does not exist"),
-        )
-    })
+    q.filter(|q| visible_to(user, &q.created_by, q.organization.as_ref()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_query",
+                format!("query {id} does not exist or is not visible to you"),
+            )
+        })
 }
 
 /// One saved query.
@@ -313,10 +400,10 @@ async fn load_query(s: &Arc<CoordState>, id: String) -> ApiResult<QueryRecord> {
 )]
 pub async fn show(
     State(s): State<Arc<CoordState>>,
-    _c: Caller,
+    Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(query_json(&load_query(&s, id).await?)))
+    Ok(Json(query_json(&load_query(&s, &user, id).await?)))
 }
 
 /// Runs a saved query.
@@ -337,10 +424,11 @@ pub async fn execute(
     Path(id): Path<String>,
     Query(p): Query<WaitParam>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let q = load_query(&s, id).await?;
+    let q = load_query(&s, &user, id).await?;
     let mut done = s.run_done.subscribe();
     let s2 = s.clone();
-    let run = blocking(move || runs::start(&s2, q, &user)).await??;
+    let u2 = user.clone();
+    let run = blocking(move || runs::start(&s2, q, &u2)).await??;
     if run.backend_used == BackendId::EnclaveBackend {
         return Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
@@ -358,7 +446,7 @@ pub async fn execute(
             match done.recv().await {
                 Ok(rid) if rid == run.id => break,
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if load_run(&s, run.id.clone())
+                    if load_run(&s, &user, run.id.clone())
                         .await
                         .is_ok_and(|r| r.status.is_final())
                     {
@@ -369,8 +457,17 @@ pub async fn execute(
             }
         }
     };
-    let _ = tokio::time::timeout(deadline, wait).await;
-    let run = load_run(&s, run.id).await?;
+    // A stopping coordinator fails the run at once; it then answers with the run as it stands
+    // rather than hold the API's graceful shutdown for the run's whole deadline.
+    let stopping = async {
+        s.shutdown.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(deadline, wait) => {}
+        _ = stopping => {}
+    }
+    let run = load_run(&s, &user, run.id).await?;
     let status = if run.status.is_final() {
         StatusCode::OK
     } else {
@@ -379,20 +476,22 @@ pub async fn execute(
     Ok((status, Json(json!(run))))
 }
 
-async fn load_run(s: &Arc<CoordState>, id: String) -> ApiResult<RunRecord> {
+/// A run the caller may see; another organization's answers 404 like a missing one.
+async fn load_run(s: &Arc<CoordState>, user: &User, id: String) -> ApiResult<RunRecord> {
     let store = s.store.clone();
     let r: Option<RunRecord> = blocking({
         let id = id.clone();
         move || store.get(RUNS, &id)
     })
     .await??;
-    r.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_run",
-            format!("run {id} does not exist"),
-        )
-    })
+    r.filter(|r| visible_to(user, &r.created_by, r.organization.as_ref()))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_run",
+                format!("run {id} does not exist or is not visible to you"),
+            )
+        })
 }
 
 /// One run: status, result, ε and δ consumed, proof artifacts, error.
@@ -405,20 +504,25 @@ async fn load_run(s: &Arc<CoordState>, id: String) -> ApiResult<RunRecord> {
 )]
 pub async fn show_run(
     State(s): State<Arc<CoordState>>,
-    _c: Caller,
+    Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(load_run(&s, id).await?)))
+    Ok(Json(json!(load_run(&s, &user, id).await?)))
 }
 
 /// Runs, newest first.
 #[utoipa::path(get, path = "/runs", tag = "queries", responses(
-    (status = 200, description = "Runs", body = Object),
+    (status = 200, description = "Runs; `x-prism-skipped-records` counts records that do not decode", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
-pub async fn list_runs(State(s): State<Arc<CoordState>>, _c: Caller) -> ApiResult<Json<Value>> {
+pub async fn list_runs(
+    State(s): State<Arc<CoordState>>,
+    Caller(user): Caller,
+) -> ApiResult<(HeaderMap, Json<Value>)> {
     let store = s.store.clone();
-    let mut all: Vec<RunRecord> = blocking(move || store.list(RUNS)).await??;
+    let l: Listing<RunRecord> = blocking(move || store.listing(RUNS)).await??;
+    let mut all = l.records;
+    all.retain(|r| visible_to(&user, &r.created_by, r.organization.as_ref()));
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    Ok(Json(json!(all)))
+    Ok((skipped_headers(&user, &l.corrupt), Json(json!(all))))
 }

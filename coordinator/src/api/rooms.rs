@@ -5,15 +5,16 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
-use super::{ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking};
+use super::{ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking, skipped_headers};
 use crate::CoordState;
 use crate::model::{Role, User};
 use crate::rooms::{self, ExecuteError, NewRoom, ROOMS, Room, RoomStatus};
+use crate::store::Listing;
 
 /// The seed nests the room under `data_room`; both shapes are accepted.
 #[derive(Deserialize, ToSchema)]
@@ -73,7 +74,7 @@ pub async fn create(
 
 /// Data rooms visible to the caller, newest first.
 #[utoipa::path(get, path = "/data_rooms", tag = "data_rooms", responses(
-    (status = 200, description = "Rooms with each participant's attestation status", body = Object),
+    (status = 200, description = "Rooms with each participant's attestation status; `x-prism-skipped-records` counts records that do not decode", body = Vec<Value>),
     (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
 ))]
 /// `GET /api/v1/data_rooms`: rooms the caller's organization is in or the caller created; all
@@ -81,12 +82,34 @@ pub async fn create(
 pub async fn list(
     State(s): State<Arc<CoordState>>,
     Caller(user): Caller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<(HeaderMap, Json<Value>)> {
     let store = s.store.clone();
-    let mut all: Vec<Room> = blocking(move || store.list(ROOMS)).await??;
+    let l: Listing<Room> = blocking(move || store.listing(ROOMS)).await??;
+    let mut all = l.records;
     all.retain(|r| visible(&user, r));
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    Ok(Json(json!(all.iter().map(room_json).collect::<Vec<_>>())))
+    Ok((
+        skipped_headers(&user, &l.corrupt),
+        Json(json!(all.iter().map(room_json).collect::<Vec<_>>())),
+    ))
+}
+
+/// Deletes a data room (admin; also one that no longer decodes). For repair: an executing
+/// room's result is lost.
+#[utoipa::path(delete, path = "/data_rooms/{id}", tag = "data_rooms",
+    params(("id" = String, Path, description = "Room id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, description = "Not an admin", body = ErrorResponse),
+        (status = 404, description = "`unknown_room`", body = ErrorResponse),
+    )
+)]
+pub async fn delete(
+    State(s): State<Arc<CoordState>>,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    super::queries::delete_record(&s, &c, ROOMS, "room", id).await
 }
 
 async fn load(s: &Arc<CoordState>, user: &User, id: String) -> ApiResult<Room> {

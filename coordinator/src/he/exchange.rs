@@ -47,7 +47,8 @@ impl ExchangeError {
     /// A stable code for the run's failure.
     pub fn code(&self) -> String {
         match self {
-            ExchangeError::Call(_) | ExchangeError::Timeout(..) => "node_unavailable".into(),
+            ExchangeError::Call(e) => e.code().into(),
+            ExchangeError::Timeout(..) => "node_unavailable".into(),
             ExchangeError::Transport { .. } | ExchangeError::Protocol { .. } => {
                 "protocol_error".into()
             }
@@ -56,10 +57,14 @@ impl ExchangeError {
     }
 }
 
-fn transport(org: &OrgId, e: impl std::fmt::Display) -> ExchangeError {
-    ExchangeError::Transport {
-        org: org.clone(),
-        reason: e.to_string(),
+/// A broken stream; reported as the connection's loss when that is what broke it.
+fn transport(state: &CoordState, org: &OrgId, e: impl std::fmt::Display) -> ExchangeError {
+    match state.nodes.stream_error(org, &e) {
+        Some(lost) => ExchangeError::Call(lost),
+        None => ExchangeError::Transport {
+            org: org.clone(),
+            reason: e.to_string(),
+        },
     }
 }
 
@@ -96,16 +101,16 @@ async fn exchange(
     let (mut send, mut recv) = state.nodes.open(org).await?;
     wire::write_msg(&mut send, &Request::He(req))
         .await
-        .map_err(|e| transport(org, e))?;
+        .map_err(|e| transport(state, org, e))?;
     for b in blobs {
         wire::write_bytes(&mut send, b)
             .await
-            .map_err(|e| transport(org, e))?;
+            .map_err(|e| transport(state, org, e))?;
     }
-    send.finish().map_err(|e| transport(org, e))?;
+    send.finish().map_err(|e| transport(state, org, e))?;
     let resp = wire::read_msg::<_, Response>(&mut recv, state.config.max_frame)
         .await
-        .map_err(|e| transport(org, e))?;
+        .map_err(|e| transport(state, org, e))?;
     Ok((resp, recv))
 }
 
@@ -189,7 +194,7 @@ pub async fn evaluate(
             Response::He(HeResponse::Evaluated(evaluation)) => {
                 let blob = wire::read_bytes(&mut recv, MAX_RESULT_BYTES)
                     .await
-                    .map_err(|e| transport(org, e))?;
+                    .map_err(|e| transport(state, org, e))?;
                 Ok(Answer {
                     evaluation,
                     blob,

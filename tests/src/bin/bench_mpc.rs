@@ -5,7 +5,8 @@
 //! federation (each party a real node with its own redb file and QUIC endpoints on loopback),
 //! opens a room, has every party attest, then times `POST /api/v1/data_rooms/{id}/execute?wait=true`
 //! over `--runs` executions: the whole protocol — dispatch, local aggregation, signature checks,
-//! share exchange over mutual TLS, partial sums, reconstruction. Prints a markdown table.
+//! share exchange over mutual TLS, partial sums, reconstruction — in a `dp` room (the default:
+//! every party noises its own vector, ε = 0.1 each). Prints a markdown table.
 
 use std::time::{Duration, Instant};
 
@@ -43,7 +44,11 @@ async fn bench(
         ColumnSpec {
             name: "amount".into(),
             ty: ColumnType::Integer,
-            bounds: None,
+            // Rooms are dp by default: each party clamps to and calibrates from these bounds.
+            bounds: Some(prism_common::schema::Bounds {
+                min: 0.0,
+                max: 100.0,
+            }),
             public_keys: None,
         },
     ];
@@ -92,7 +97,12 @@ async fn bench(
         if s != 200 || r["status"] != "completed" {
             bail!("execution failed: {s} {}", r["error_message"]);
         }
-        if r["result"]["rows"].as_array().map(Vec::len) != Some(keys) {
+        // dp rooms (the default) suppress keys whose noisy row count is below 10.
+        let released = r["result"]["rows"].as_array().map_or(0, Vec::len);
+        let suppressed = r["proof_artifacts"]["suppressed_groups"]
+            .as_u64()
+            .unwrap_or(0) as usize;
+        if released + suppressed != keys {
             bail!("wrong row count");
         }
         if i > 0 {
@@ -114,7 +124,7 @@ async fn ready_room(
     orgs: &[String],
 ) -> anyhow::Result<String> {
     let (s, room) = api
-        .post("/api/v1/data_rooms", &json!({"name": "bench", "query_text": sql, "participants": orgs, "group_keys": group_keys}))
+        .post("/api/v1/data_rooms", &json!({"name": "bench", "query_text": sql, "participants": orgs, "group_keys": group_keys, "epsilon": 0.1}))
         .await?;
     if s != 201 {
         bail!("create room: {s} {room}");

@@ -3,16 +3,26 @@
 //! For the room's declared key domain (the cross product of `RoomParams::group_keys`, or one
 //! empty key without GROUP BY), each aggregate contributes components: `COUNT` one count,
 //! `SUM` one fixed-point sum, `AVG` a sum and a count (divided after reconstruction). A hidden
-//! `COUNT(*)` is added when HAVING needs one. Values are integers in Z_2^64 (two's complement),
-//! so shares of them add up exactly.
+//! `COUNT(*)` is added when HAVING, a `dp` release or a minimum group size needs one. Values are
+//! integers in Z_2^64 (two's complement), so shares of them add up exactly.
+//!
+//! In a `dp` room each value is clamped to its column's declared bounds and the party adds
+//! calibrated noise to its own vector before it is split ([`noise`]); [`decode`] turns the
+//! reconstructed total into the answer, suppressing small groups.
+
+mod decode;
+pub mod noise;
+
+pub use decode::{Decoded, decode_total};
 
 use std::collections::HashMap;
 
 use crate::eval::filter_mask;
-use crate::plan::{AggFunc, Aggregate, Output, Plan, Table};
+use crate::plan::{AggFunc, Plan};
+use crate::release::ReleaseMode;
 use crate::room::RoomParams;
-use crate::schema::{ColumnData, ColumnType, Dataset, DatasetSchema};
-use crate::shares::{decode, encode};
+use crate::schema::{Bounds, ColumnData, ColumnType, Dataset, DatasetSchema};
+use crate::shares::encode;
 
 /// Largest vector a room may use (keys × components).
 pub const MAX_VECTOR: usize = 1 << 20;
@@ -34,6 +44,35 @@ pub enum MpcError {
     /// A sum left the 64-bit range.
     #[error("dataset {0}: a sum does not fit in 64 bits; lower fixed_point_decimals")]
     Overflow(String),
+    /// SUM / AVG in a `dp` room over a column whose owner declared no bounds.
+    #[error(
+        "dataset {dataset}: column {column} has no declared bounds; a dp data room clamps each value to them and calibrates its noise from them. The dataset owner must declare them, e.g. `prism-node --config node.toml bounds {dataset} {column} --min 0 --max 100000` (or PATCH /v1/datasets/{dataset}/columns/{column} on the node admin API)"
+    )]
+    MissingBounds {
+        /// Dataset.
+        dataset: String,
+        /// Column.
+        column: String,
+    },
+    /// The noise could not be calibrated or drawn.
+    #[error("dataset {dataset}: {message}")]
+    Noise {
+        /// Dataset.
+        dataset: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+impl MpcError {
+    /// Stable code for refusals.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MpcError::MissingBounds { .. } => "missing_bounds",
+            MpcError::Noise { .. } => "dp_error",
+            _ => "mpc_unsupported",
+        }
+    }
 }
 
 /// One component of the vector.
@@ -52,11 +91,15 @@ enum Part {
 pub struct Layout {
     keys: Vec<Vec<String>>,
     parts: Vec<(Part, Option<usize>)>,
-    /// Component index of the COUNT(*) used by HAVING.
-    having_count: Option<usize>,
+    /// Component index of the COUNT(*) used by HAVING, a minimum group size and DP suppression.
+    rows: Option<usize>,
     /// Per output aggregate: indices into `parts`.
     outputs: Vec<Vec<usize>>,
-    columns: Vec<(String, ColumnType)>,
+    /// Per output aggregate: its alias.
+    aliases: Vec<String>,
+    columns: Vec<(String, ColumnType, Option<Bounds>)>,
+    release: ReleaseMode,
+    decimals: u32,
 }
 
 impl Layout {
@@ -68,6 +111,45 @@ impl Layout {
     /// Whether the vector is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Components per key (the vector is `keys × components`, key-major).
+    pub fn components(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Number of keys.
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// A name for each component, for proofs: `alias`, `alias.sum` / `alias.count` for AVG,
+    /// `rows (hidden)` for the row count only used to suppress groups.
+    pub fn component_names(&self) -> Vec<String> {
+        let mut names = vec![String::new(); self.parts.len()];
+        for (idx, alias) in self.outputs.iter().zip(&self.aliases) {
+            match idx.as_slice() {
+                [one] => names[*one] = alias.clone(),
+                [sum, count] => {
+                    names[*sum] = format!("{alias}.sum");
+                    names[*count] = format!("{alias}.count");
+                }
+                _ => {}
+            }
+        }
+        for n in names.iter_mut().filter(|n| n.is_empty()) {
+            *n = "rows (hidden)".into();
+        }
+        names
+    }
+
+    /// The factor a component's integer value is divided by to give the answer's units
+    /// (10^d for fixed-point float sums, else 1).
+    pub fn unit(&self, component: usize) -> f64 {
+        match self.parts.get(component) {
+            Some((Part::Sum(c, _), _)) => scale(self.columns[*c].1, self.decimals),
+            _ => 1.0,
+        }
     }
 }
 
@@ -99,34 +181,40 @@ pub fn layout(
             params.group_keys.len()
         )));
     }
-    let mut columns: Vec<(String, ColumnType)> = Vec::new();
-    let col_index =
-        |name: &str, columns: &mut Vec<(String, ColumnType)>| -> Result<usize, MpcError> {
-            let spec = schema
-                .column(name)
-                .ok_or_else(|| schema_err(format!("no column {name}")))?;
-            if let Some(i) = columns.iter().position(|(n, _)| n == &spec.name) {
-                return Ok(i);
-            }
-            columns.push((spec.name.clone(), spec.ty));
-            Ok(columns.len() - 1)
-        };
+    type Columns = Vec<(String, ColumnType, Option<Bounds>)>;
+    let mut columns: Columns = Vec::new();
+    let col_index = |name: &str, columns: &mut Columns| -> Result<usize, MpcError> {
+        let spec = schema
+            .column(name)
+            .ok_or_else(|| schema_err(format!("no column {name}")))?;
+        if let Some(i) = columns.iter().position(|(n, _, _)| n == &spec.name) {
+            return Ok(i);
+        }
+        columns.push((spec.name.clone(), spec.ty, spec.bounds));
+        Ok(columns.len() - 1)
+    };
     let mut parts: Vec<(Part, Option<usize>)> = Vec::new();
     let mut push = |p: Part| -> usize {
         parts.push((p, None));
         parts.len() - 1
     };
     let mut outputs = Vec::new();
+    let mut aliases = Vec::new();
     let mut rows_part = None;
+    let dp = params.release == ReleaseMode::Dp;
     for a in plan.aggregates() {
-        let numeric =
-            |c: &str, cols: &Vec<(String, ColumnType)>, i: usize| -> Result<(), MpcError> {
-                if cols[i].1.is_numeric() {
-                    Ok(())
-                } else {
-                    Err(schema_err(format!("column {c} is not numeric")))
-                }
-            };
+        let numeric = |c: &str, cols: &Columns, i: usize| -> Result<(), MpcError> {
+            if !cols[i].1.is_numeric() {
+                return Err(schema_err(format!("column {c} is not numeric")));
+            }
+            if dp && cols[i].2.is_none() {
+                return Err(MpcError::MissingBounds {
+                    dataset: schema.name.clone(),
+                    column: cols[i].0.clone(),
+                });
+            }
+            Ok(())
+        };
         let idx = match (a.func, a.column.as_deref()) {
             (AggFunc::Count, None) => {
                 let p = push(Part::Rows);
@@ -152,17 +240,20 @@ pub fn layout(
             (f, None) => return Err(MpcError::Unsupported(format!("{f:?} needs a column"))),
         };
         outputs.push(idx);
+        aliases.push(a.alias.clone());
     }
-    let having_count = plan
-        .having_min_count
-        .map(|_| rows_part.unwrap_or_else(|| push(Part::Rows)));
+    let needs_rows = plan.having_min_count.is_some() || dp || params.min_group_size > 0;
+    let rows = needs_rows.then(|| rows_part.unwrap_or_else(|| push(Part::Rows)));
     let keys = cross(&params.group_keys);
     let l = Layout {
         keys,
         parts,
-        having_count,
+        rows,
         outputs,
+        aliases,
         columns,
+        release: params.release,
+        decimals: params.fixed_point_decimals,
     };
     if l.len() > MAX_VECTOR {
         return Err(MpcError::Unsupported(format!(
@@ -181,7 +272,9 @@ fn scale(ty: ColumnType, decimals: u32) -> f64 {
     }
 }
 
-/// This party's local aggregate vector.
+/// This party's local aggregate vector, exact (before any noise). In a `dp` room each value is
+/// first clamped to its column's declared bounds, so one row moves a sum by at most the
+/// sensitivity the noise is calibrated to.
 pub fn local_vector(plan: &Plan, ds: &Dataset, params: &RoomParams) -> Result<Vec<u64>, MpcError> {
     let l = layout(plan, &ds.schema, params)?;
     let schema_err = |m: String| MpcError::Schema {
@@ -192,7 +285,7 @@ pub fn local_vector(plan: &Plan, ds: &Dataset, params: &RoomParams) -> Result<Ve
     let data: Vec<&ColumnData> = l
         .columns
         .iter()
-        .map(|(n, _)| {
+        .map(|(n, _, _)| {
             ds.column(n)
                 .map(|(_, d)| d)
                 .ok_or_else(|| schema_err(format!("no column {n}")))
@@ -240,6 +333,10 @@ pub fn local_vector(plan: &Plan, ds: &Dataset, params: &RoomParams) -> Result<Ve
                 Part::NonNull(c) => i64::from(!data[c].is_null(row)),
                 Part::Sum(c, w) => match data[c].number(row) {
                     Some(x) => {
+                        let x = match (l.release, l.columns[c].2) {
+                            (ReleaseMode::Dp, Some(b)) => x.clamp(b.min, b.max),
+                            _ => x,
+                        };
                         let v = (x * scale(l.columns[c].1, params.fixed_point_decimals)).round();
                         if !v.is_finite() || v.abs() >= 9.2e18 {
                             return Err(overflow());
@@ -255,93 +352,10 @@ pub fn local_vector(plan: &Plan, ds: &Dataset, params: &RoomParams) -> Result<Ve
     Ok(acc.into_iter().map(encode).collect())
 }
 
-/// Decodes the reconstructed total into the answer table.
-pub fn decode_total(
-    plan: &Plan,
-    schema: &DatasetSchema,
-    params: &RoomParams,
-    total: &[u64],
-) -> Result<Table, MpcError> {
-    let l = layout(plan, schema, params)?;
-    if total.len() != l.len() {
-        return Err(MpcError::Unsupported(format!(
-            "total has {} elements, expected {}",
-            total.len(),
-            l.len()
-        )));
-    }
-    let np = l.parts.len();
-    let mut rows = Vec::new();
-    for (g, key) in l.keys.iter().enumerate() {
-        let v = |p: usize| decode(total[g * np + p]);
-        if let (Some(k), Some(hp)) = (plan.having_min_count, l.having_count)
-            && v(hp) < k as i64
-        {
-            continue;
-        }
-        let mut agg = l.outputs.iter();
-        let mut aggs = plan.aggregates();
-        let mut row = Vec::new();
-        let mut key_iter = key.iter();
-        for o in &plan.outputs {
-            match o {
-                Output::Key(_) => row.push(
-                    key_iter
-                        .next()
-                        .map_or(serde_json::Value::Null, |k| serde_json::json!(k)),
-                ),
-                Output::Aggregate(_) => {
-                    let (Some(idx), Some(a)) = (agg.next(), aggs.next()) else {
-                        continue;
-                    };
-                    row.push(value(a, idx, &v, &l, params));
-                }
-            }
-        }
-        rows.push(row);
-    }
-    Ok(Table {
-        columns: plan.column_names(),
-        rows,
-    })
-}
-
-fn value(
-    a: &Aggregate,
-    idx: &[usize],
-    v: &dyn Fn(usize) -> i64,
-    l: &Layout,
-    params: &RoomParams,
-) -> serde_json::Value {
-    let sum_scale = |p: usize| match l.parts[p].0 {
-        Part::Sum(c, _) => scale(l.columns[c].1, params.fixed_point_decimals),
-        _ => 1.0,
-    };
-    match a.func {
-        AggFunc::Count => serde_json::json!(v(idx[0])),
-        AggFunc::Sum => {
-            let s = sum_scale(idx[0]);
-            if s == 1.0 {
-                serde_json::json!(v(idx[0]))
-            } else {
-                serde_json::json!(v(idx[0]) as f64 / s)
-            }
-        }
-        AggFunc::Avg => {
-            let (sum, n) = (v(idx[0]) as f64 / sum_scale(idx[0]), v(idx[1]));
-            if n == 0 {
-                serde_json::Value::Null
-            } else {
-                serde_json::json!(sum / n as f64)
-            }
-        }
-        AggFunc::Min | AggFunc::Max => serde_json::Value::Null,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::{Aggregate, Output};
     use crate::schema::{ColumnSpec, DatasetSchema};
     use crate::shares::{combine, os_seeded, split};
 
@@ -417,6 +431,7 @@ mod tests {
         };
         let params = RoomParams {
             group_keys: vec![vec!["CA".into(), "NY".into(), "TX".into()]],
+            release: ReleaseMode::Exact,
             ..Default::default()
         };
         let va = local_vector(&plan, &a, &params).expect("a");
@@ -427,7 +442,9 @@ mod tests {
         let pa = combine(va.len(), [sa[0].as_slice(), sb[0].as_slice()]);
         let pb = combine(va.len(), [sa[1].as_slice(), sb[1].as_slice()]);
         let total = combine(va.len(), [pa.as_slice(), pb.as_slice()]);
-        let t = decode_total(&plan, &a.schema, &params, &total).expect("decode");
+        let t = decode_total(&plan, &a.schema, &params, &total)
+            .expect("decode")
+            .table;
         assert_eq!(t.columns, vec!["state", "count", "avg_age", "sum_cost"]);
         // TX has one row: HAVING COUNT(*) >= 2 drops it.
         assert_eq!(

@@ -1,0 +1,207 @@
+//! The release gate of a data room on this node: which rooms it may attest and execute, and in
+//! a `dp` room the party's own noise and its charge to the dataset's ledger.
+//!
+//! - A `dp` room must give this organization an ε in its manifest: finite, > 0, within the
+//!   policy's `max_epsilon_per_query` and what is left of the dataset's budget. At execution the
+//!   ε is reserved before the local vector is computed (so before any share leaves), committed
+//!   before the partial sum is sent to the coordinator (from then on a release is possible) and
+//!   rolled back if the room fails before that. A node in `exact` mode may take part in a `dp`
+//!   room.
+//! - An `exact` room needs this node's effective mpc_backend mode for the dataset to be
+//!   `exact` (the owner's opt-in), at most `max_group_keys` GROUP BY keys, no filtering or
+//!   grouping on identifying columns, and a room minimum group size no smaller than the
+//!   policy's; the coordinator suppresses the groups below it when it decodes the total.
+//! - Every room's minimum group size must be at least the policy's `min_group_size`.
+
+use prism_common::backend::BackendId;
+use prism_common::mpc::noise::{self, PartyNoise};
+use prism_common::mpc::{self, Layout};
+use prism_common::release::ReleaseMode;
+use prism_common::room::Manifest;
+use prism_common::schema::Dataset;
+use prism_common::wire::ErrorBody;
+
+use crate::NodeState;
+
+fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, message)
+}
+
+/// The ε this node spends on a `dp` room, checked against its policy and budget.
+fn epsilon(state: &NodeState, m: &Manifest) -> Result<f64, ErrorBody> {
+    let (org, room) = (&state.org, &m.room_id);
+    let eps = m.params.epsilon_of(org).ok_or_else(|| {
+        refuse(
+            "epsilon_required",
+            format!(
+                "room {room} releases under dp but its manifest gives {org} no ε; open the room \
+                 with an epsilon for {org} (\"epsilon\" or \"participant_epsilon\")"
+            ),
+        )
+    })?;
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(refuse(
+            "invalid_epsilon",
+            format!("room {room}: the ε for {org} must be a finite number > 0, got {eps}"),
+        ));
+    }
+    let limit = state.config.policy.max_epsilon_per_query;
+    if eps > limit {
+        return Err(refuse(
+            "epsilon_exceeds_policy",
+            format!("room {room}: ε {eps} for {org} exceeds its node's per-query limit of {limit}"),
+        ));
+    }
+    let ds = &m.plan.dataset;
+    let budget = state
+        .store
+        .budget(ds)
+        .map_err(|e| refuse("node_store_error", e.to_string()))?;
+    if budget.remaining_epsilon() < eps {
+        return Err(refuse(
+            "budget_exhausted",
+            format!(
+                "room {room}: dataset {ds} on {org} has ε {} left, the room needs {eps}",
+                budget.remaining_epsilon()
+            ),
+        ));
+    }
+    Ok(eps)
+}
+
+/// Checks a room against this node's release policy (at attestation and at execution).
+pub fn check(state: &NodeState, m: &Manifest, ds: &Dataset, l: &Layout) -> Result<(), ErrorBody> {
+    let (org, room, name) = (&state.org, &m.room_id, &ds.schema.name);
+    let mode = crate::policy::served_mode(state, BackendId::MpcBackend, name)?;
+    let policy = &state.config.policy;
+    if m.params.min_group_size < policy.min_group_size {
+        return Err(refuse(
+            "min_group_size",
+            format!(
+                "room {room} suppresses groups below {} rows; {org}'s policy needs at least {}",
+                m.params.min_group_size, policy.min_group_size
+            ),
+        ));
+    }
+    match m.params.release {
+        ReleaseMode::Dp => epsilon(state, m).map(|_| ()),
+        ReleaseMode::Off => Err(refuse(
+            "bad_request",
+            format!("room {room} asks for release mode off"),
+        )),
+        ReleaseMode::Exact => {
+            if mode != ReleaseMode::Exact {
+                return Err(refuse(
+                    "release_mode",
+                    format!(
+                        "room {room} asks for an exact total, but {org} releases mpc_backend \
+                         answers over dataset {name} only under {mode} (its owner has not opted \
+                         in to exact); open the room with release dp and an ε per participant"
+                    ),
+                ));
+            }
+            if l.key_count() > policy.max_group_keys {
+                return Err(refuse(
+                    "too_many_group_keys",
+                    format!(
+                        "room {room} declares {} GROUP BY keys; {org} releases at most {} in an \
+                         exact room (max_group_keys)",
+                        l.key_count(),
+                        policy.max_group_keys
+                    ),
+                ));
+            }
+            crate::policy::check_exact_columns(
+                state,
+                BackendId::MpcBackend,
+                ds,
+                crate::exec::filtered_columns(&m.plan),
+            )
+        }
+    }
+}
+
+/// A `dp` room's reserved ε on this node's dataset, and the noise it paid for.
+pub struct Charge {
+    reservation: String,
+    /// ε reserved.
+    pub epsilon: f64,
+    /// The noise added (reported with the partial sum).
+    pub report: PartyNoise,
+}
+
+fn mpc_refusal(e: mpc::MpcError) -> ErrorBody {
+    refuse(e.code(), e.to_string())
+}
+
+/// This party's vector for the room: exact in an exact room; in a `dp` room the ε is reserved
+/// on the dataset's ledger first, then the vector is computed and this party's own noise
+/// added (the reservation is released again if that fails). Blocking (store, compute); the
+/// noise never leaves this function, only what it reports.
+pub fn local_vector(
+    state: &NodeState,
+    m: &Manifest,
+    ds: &Dataset,
+    execution_id: &str,
+) -> Result<(Vec<u64>, Option<Charge>), ErrorBody> {
+    let compute = || mpc::local_vector(&m.plan, ds, &m.params).map_err(mpc_refusal);
+    if m.params.release != ReleaseMode::Dp {
+        return Ok((compute()?, None));
+    }
+    let eps = epsilon(state, m)?;
+    let name = &ds.schema.name;
+    let l = mpc::layout(&m.plan, &ds.schema, &m.params).map_err(mpc_refusal)?;
+    let own = noise::calibrate(&l, name, eps).map_err(mpc_refusal)?;
+    let r = state
+        .store
+        .reserve(
+            name,
+            eps,
+            0.0,
+            &format!("room {}/{execution_id}", m.room_id),
+        )
+        .map_err(crate::exec::store_err)?;
+    let charge = Charge {
+        reservation: r.id,
+        epsilon: eps,
+        report: own.report.clone(),
+    };
+    let noisy = compute().and_then(|mut v| {
+        own.add_to(&mut v, name).map_err(mpc_refusal)?;
+        Ok(v)
+    });
+    match noisy {
+        Ok(v) => Ok((v, Some(charge))),
+        Err(e) => {
+            rollback(state, &charge, m, &e.message);
+            Err(e)
+        }
+    }
+}
+
+/// Commits the charge: called before the partial sum leaves. Blocking (store).
+pub fn commit(state: &NodeState, c: &Charge, m: &Manifest) -> Result<(), ErrorBody> {
+    state
+        .store
+        .settle(
+            &c.reservation,
+            Some((c.epsilon, 0.0)),
+            "room partial sum sent",
+            serde_json::json!({"backend": "mpc_backend", "room_id": m.room_id,
+                               "release": "dp", "scales": c.report.scales}),
+        )
+        .map_err(crate::exec::store_err)?;
+    state.metrics.budget_spent(&m.plan.dataset, c.epsilon, 0.0);
+    Ok(())
+}
+
+/// Releases the reservation of a room that failed before this node's partial sum left.
+/// Blocking (store).
+pub fn rollback(state: &NodeState, c: &Charge, m: &Manifest, why: &str) {
+    let _ = state.store.settle(
+        &c.reservation,
+        None,
+        "room failed before the partial sum left",
+        serde_json::json!({"backend": "mpc_backend", "room_id": m.room_id, "why": why}),
+    );
+}

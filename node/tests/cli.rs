@@ -1,0 +1,118 @@
+//! The `prism-node` CLI against a real node: `audit --verify` must fail (exit non-zero) when the
+//! node's audit chain is broken, so scripts and cron jobs notice.
+
+use std::process::Command;
+
+use prism_common::audit::store::AUDIT;
+use prism_common::certs::FederationCa;
+use prism_common::identity::OrgId;
+use prism_common::tls::TlsFiles;
+use redb::{ReadableTable, ReadableTableMetadata};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Runs `prism-node audit --verify` against `url`; (exit success, stdout).
+fn verify(url: &str, token: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_prism-node"))
+        .args(["audit", "--verify", "--admin-url", url, "--token", token])
+        .output()
+        .expect("run prism-node");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_exits_non_zero_on_a_broken_chain() {
+    let dir = tempfile::tempdir().expect("dir");
+    let org = OrgId::new("hospital-a").expect("org");
+    let ca = FederationCa::generate("test ca", 1).expect("ca");
+    let leaf = ca.issue_org(&org, 1).expect("cert");
+    let path = |f: &str| dir.path().join(f);
+    std::fs::write(path("ca.pem"), &ca.pem.cert_pem).expect("write");
+    std::fs::write(path("node.pem"), &leaf.cert_pem).expect("write");
+    std::fs::write(path("node.key.pem"), &leaf.key_pem).expect("write");
+    let token = "cli-test-token".to_string();
+    let config = prism_node::NodeConfig {
+        org,
+        data_path: path("node.redb"),
+        // Nobody listens there: the node keeps retrying in the background, which is fine.
+        coordinator_addr: "127.0.0.1:9".parse().expect("addr"),
+        coordinator_name: prism_common::identity::COORDINATOR_NAME.into(),
+        peer_listen: "127.0.0.1:0".parse().expect("addr"),
+        peer_advertise: None,
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_token_file: None,
+        admin_token: Some(token.clone()),
+        tls: TlsFiles {
+            ca_cert: path("ca.pem"),
+            cert: path("node.pem"),
+            key: path("node.key.pem"),
+            crl: None,
+        },
+        policy: prism_node::Policy::default(),
+        max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
+        max_import_mib: 8,
+    };
+    let shutdown = CancellationToken::new();
+    let node = prism_node::start(config, shutdown.clone())
+        .await
+        .expect("node");
+    let url = node.admin_url();
+    // Audited changes: an import and a budget.
+    let http = reqwest::Client::new();
+    let columns = json!([{"name": "age", "type": "integer", "bounds": {"min": 0, "max": 100}}]);
+    let resp = http
+        .post(format!("{url}/v1/datasets"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "patients", "columns": columns, "csv": "age\n30\n40\n"}))
+        .send()
+        .await
+        .expect("import");
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    let resp = http
+        .put(format!("{url}/v1/datasets/patients/budget"))
+        .bearer_auth(&token)
+        .json(&json!({"epsilon": 2.0, "delta": 1e-5}))
+        .send()
+        .await
+        .expect("budget");
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || verify(&url, &token)
+    })
+    .await
+    .expect("join");
+    assert!(ok, "an intact chain verifies: {out}");
+
+    // Edit the first entry in place, as someone with the file could.
+    {
+        let db = node.state.store.db();
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut t = txn.open_table(AUDIT).expect("table");
+            assert!(t.len().expect("len") >= 2, "the node audited the changes");
+            let (seq, text) = {
+                let (k, v) = t.first().expect("read").expect("an entry");
+                (k.value(), v.value().to_string())
+            };
+            let mut entry: serde_json::Value = serde_json::from_str(&text).expect("entry");
+            entry["actor"] = json!("mallory");
+            t.insert(seq, entry.to_string().as_str()).expect("tamper");
+        }
+        txn.commit().expect("commit");
+    }
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || verify(&url, &token)
+    })
+    .await
+    .expect("join");
+    assert!(!ok, "a broken chain must fail the command: {out}");
+    assert!(out.contains("\"valid\": false"), "{out}");
+    shutdown.cancel();
+    node.shutdown().await;
+}
