@@ -172,6 +172,7 @@ async fn silent_node(dir: &Path, quic: SocketAddr) -> SilentNode {
             name: "patients".into(),
             columns: vec![age],
             row_count: 1000,
+            release: Default::default(),
         }],
     };
     wire::write_msg(&mut send, &catalog).await.expect("catalog");
