@@ -170,6 +170,7 @@ pub struct Answer {
 }
 
 /// Sends an encrypted query. A refusal (including `unknown_key_id`) is an `Err(Refused)`.
+#[allow(clippy::too_many_arguments)]
 pub async fn evaluate(
     state: &CoordState,
     org: &OrgId,
