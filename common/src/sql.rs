@@ -235,9 +235,10 @@ fn parse_select(text: &str) -> Result<Box<Select>> {
     let mut statements = Parser::parse_sql(&GenericDialect {}, text).map_err(|e| match e {
         ParserError::TokenizerError(s) | ParserError::ParserError(s) => SqlError::Parse(sql(&s)),
         ParserError::RecursionLimitExceeded => SqlError::TooComplex {
-            what: "parentheses, function calls or not nested more deeply than the parser accepts"
+            what: "parentheses, function calls or unary operators nested more deeply than the \
+                   parser accepts"
                 .to_string(),
-            hint: "remove redundant parentheses",
+            hint: "remove redundant parentheses and repeated signs or nots",
         },
     })?;
     let statement = match statements.len() {

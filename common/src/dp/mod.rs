@@ -172,7 +172,7 @@ pub const MIN_EPSILON: f64 = 1e-6;
 pub enum DpError {
     /// ε is not a finite number of at least [`MIN_EPSILON`].
     #[error(
-        "dataset {dataset}: epsilon {value} is invalid; it must be a finite number of at least {MIN_EPSILON} (a smaller one makes the noise scale overflow)"
+        "dataset {dataset}: epsilon {value} is invalid; it must be a finite number > 0, at least {MIN_EPSILON:e} (a smaller one makes the noise scale overflow)"
     )]
     InvalidEpsilon {
         /// Dataset name.

@@ -115,7 +115,7 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
         return Err(unprocessable(
             "invalid_epsilon",
             format!(
-                "epsilon must be a finite number of at least {} (a smaller one makes the noise scale overflow) and delta in [0, 1); got ε={epsilon} δ={delta}",
+                "epsilon must be a finite number > 0, at least {:e} (a smaller one makes the noise scale overflow), and delta in [0, 1); got ε={epsilon} δ={delta}",
                 prism_common::dp::MIN_EPSILON
             ),
         ));
