@@ -189,15 +189,27 @@ fn run_once(sql: &str, ds: &Dataset, holder: &KeySet, node: &NodeKeys) -> anyhow
 
 fn main() -> anyhow::Result<()> {
     let mut runs = 3;
-    let (mut skip_1m, mut skip_e2e) = (false, false);
+    let (mut skip_1m, mut skip_e2e, mut modes_only) = (false, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
             "--skip-1m" => skip_1m = true,
             "--skip-e2e" => skip_e2e = true,
-            other => bail!("unknown option {other}: use --runs N, --skip-1m, --skip-e2e"),
+            "--release-modes" => modes_only = true,
+            other => bail!(
+                "unknown option {other}: use --runs N, --skip-1m, --skip-e2e, --release-modes"
+            ),
         }
+    }
+    if modes_only {
+        let holder = KeySet::generate()?;
+        let node = NodeKeys::from_blobs(
+            &holder.key_id,
+            &holder.public_key_bytes,
+            &holder.server_key_bytes,
+        )?;
+        return release_modes(&holder, &node, runs);
     }
     println!("## Keys\n");
     let t = Instant::now();
@@ -283,6 +295,105 @@ fn main() -> anyhow::Result<()> {
     }
     if !skip_e2e {
         end_to_end(runs)?;
+    }
+    Ok(())
+}
+
+/// The node's evaluation of the same query under each release step: none (the bare
+/// evaluation), dp (cells widened for noise, noise added under encryption) and exact (one
+/// encrypted comparison with k, one selection per cell). Each answer is decrypted.
+fn release_modes(holder: &KeySet, node: &NodeKeys, runs: usize) -> anyhow::Result<()> {
+    use prism_common::he::eval::{Path, evaluate_released};
+    use prism_common::he::release::{HeRelease, Post, calibrate_noise, draw, gate_cell};
+    use prism_common::release::ReleaseMode;
+    println!("## Release modes: node evaluation, keys cached (median of {runs})\n");
+    println!("| query | rows | bare ms | dp ms | dp added | exact (k = 10) ms | exact added |");
+    println!("|---|---|---|---|---|---|---|");
+    let ds = dataset(1_000);
+    for (label, sql) in QUERIES {
+        if label.contains("range") {
+            continue;
+        }
+        let plan = sql::plan_query(sql, &ds.schema)?;
+        let domains: Vec<TextDomain> = match ds.column("category") {
+            Some((s, ColumnData::Text { dict, .. })) => vec![TextDomain::of(s, dict)],
+            _ => vec![],
+        };
+        let encoded = encode(&plan, &ds.schema, &domains)?;
+        let blobs = encrypt_constants(holder, &encoded)?;
+        let limits = Limits {
+            max_distinct_values: 256,
+            max_groups: 4096,
+        };
+        let prep = prepare(&encoded.query, &ds, &limits)?;
+        let constants = {
+            let _key = ServerKeyGuard::set(&node.server_key);
+            let bits = encoded.query.constant_bits();
+            blobs
+                .iter()
+                .zip(&bits)
+                .map(|(b, w)| read_constant(b, *w))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let gate = gate_cell(&prep.cells)?;
+        let mut noisy = prep.clone();
+        let noise = calibrate_noise(&mut noisy.cells, &ds, 1.0)?;
+        let (mut bare, mut dp, mut exact) = (vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let t = Instant::now();
+            evaluate_released(
+                &encoded.query,
+                &prep,
+                &constants,
+                node,
+                Path::Auto,
+                &Post::None,
+            )?;
+            bare.push(ms(t));
+            let post = Post::Noise(draw(&noise)?);
+            let t = Instant::now();
+            let out =
+                evaluate_released(&encoded.query, &noisy, &constants, node, Path::Auto, &post)?;
+            dp.push(ms(t));
+            let release = HeRelease {
+                mode: ReleaseMode::Dp,
+                epsilon: 1.0,
+                min_group_size: 10,
+                gate,
+            };
+            answer(
+                holder,
+                &plan,
+                &encoded,
+                &out.blob,
+                &noisy.cells,
+                Some(&release),
+            )?;
+            let post = Post::Threshold { gate, k: 10 };
+            let t = Instant::now();
+            let out =
+                evaluate_released(&encoded.query, &prep, &constants, node, Path::Auto, &post)?;
+            exact.push(ms(t));
+            let release = HeRelease {
+                mode: ReleaseMode::Exact,
+                ..release
+            };
+            answer(
+                holder,
+                &plan,
+                &encoded,
+                &out.blob,
+                &prep.cells,
+                Some(&release),
+            )?;
+        }
+        let (b, d, e) = (median(bare), median(dp), median(exact));
+        println!(
+            "| {label} | 1000 | {b:.0} | {d:.0} | {:+.0} ms ({:+.0} %) | {e:.0} | {:+.0} ms |",
+            d - b,
+            100.0 * (d - b) / b,
+            e - b
+        );
     }
     Ok(())
 }
