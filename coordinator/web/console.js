@@ -347,6 +347,13 @@
       if (answer.estimate_source && answer.estimate_source !== "none") {
         parts.push(el("span", { className: "muted", text: " (estimated by " + answer.estimate_source + ")" }));
       }
+      if (answer.release_mode) {
+        // The holding node's decision: dp (noise it adds and charges), exact (owner opt-in) or off.
+        const how = answer.release_mode === "dp" ? "with differential-privacy noise the node adds and charges"
+          : answer.release_mode === "exact" ? "exactly (the data owner opted in; small groups are suppressed)"
+          : answer.release_mode;
+        parts.push(" · released ", el("span", { id: "release-mode", dataset: { mode: answer.release_mode }, text: how }));
+      }
       if (answer.organization) parts.push(el("span", { className: "muted", text: " · runs on " + answer.organization }));
       setValidation("valid", parts);
     } else {

@@ -333,6 +333,14 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
         .await?;
     let shown: f64 = shown.parse().context("estimated ε is a number")?;
     assert!((shown - estimate).abs() < 1e-6, "{shown} vs {estimate}");
+    // And the release mode the holding node applies, as the API says it.
+    assert_eq!(v["release_mode"], "dp", "{v}");
+    page.wait_text(
+        "#validation[data-state='valid'] #release-mode[data-mode='dp']",
+        "the release mode",
+        |t| t.contains("differential-privacy"),
+    )
+    .await?;
 
     // Run it: a completed run with a result table and the ε the node charged.
     page.click("#run-query").await?;

@@ -130,7 +130,7 @@ async fn noisy_answers_are_charged_and_carry_their_ci(f: &Federation) {
     for i in 0..4 {
         let before = spent(f).await;
         let r = run(
-            &f,
+            f,
             "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'",
             Some(0.2),
         )
