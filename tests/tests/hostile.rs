@@ -91,7 +91,7 @@ async fn long_and_deep_queries_get_a_clear_422_and_the_coordinator_survives() {
         let (s, v) = analyst
             .post(
                 "/api/v1/data_rooms",
-                &json!({"name": "deep", "query_text": sql, "participants": participants}),
+                &json!({"name": "deep", "query_text": sql, "participants": participants, "epsilon": 0.5}),
             )
             .await
             .expect("room answers");
@@ -124,7 +124,7 @@ async fn long_and_deep_queries_get_a_clear_422_and_the_coordinator_survives() {
     let (s, list) = analyst.get("/api/v1/queries").await.expect("list");
     assert_eq!(s, 200, "{list}");
     assert!(has_id(&list, &q["id"]), "{list}");
-    let room = json!({"name": "deepest", "query_text": deepest, "participants": participants});
+    let room = json!({"name": "deepest", "query_text": deepest, "participants": participants, "epsilon": 0.5});
     let (s, r) = analyst
         .post("/api/v1/data_rooms", &room)
         .await
@@ -184,8 +184,7 @@ async fn unstorable_literals_are_refused_and_a_corrupt_record_does_not_break_lis
             "{v}"
         );
     }
-    let room =
-        json!({"name": "inf", "query_text": sql, "participants": ["hospital-a", "hospital-b"]});
+    let room = json!({"name": "inf", "query_text": sql, "participants": ["hospital-a", "hospital-b"], "epsilon": 0.5});
     let (s, v) = analyst
         .post("/api/v1/data_rooms", &room)
         .await
@@ -208,7 +207,7 @@ async fn unstorable_literals_are_refused_and_a_corrupt_record_does_not_break_lis
         .await
         .expect("run");
     assert_eq!(s, 200, "{run}");
-    let room = json!({"name": "ok", "query_text": "SELECT COUNT(*) FROM patients", "participants": ["hospital-a", "hospital-b"]});
+    let room = json!({"name": "ok", "query_text": "SELECT COUNT(*) FROM patients", "participants": ["hospital-a", "hospital-b"], "epsilon": 0.5});
     let (s, room) = analyst
         .post("/api/v1/data_rooms", &room)
         .await
