@@ -198,7 +198,8 @@ pub async fn run(f: &Federation) -> anyhow::Result<Vec<Step>> {
         .sum();
     let release = &he.body["proof_artifacts"]["release"];
     let got = he.body["result"]["rows"][0][0].as_i64();
-    let ci = release["ci95_half_width"]["sum"].as_f64();
+    let column = he.body["result"]["columns"][0].as_str().unwrap_or_default();
+    let ci = release["ci95_half_width"][column].as_f64();
     let within = match (got, ci) {
         (Some(g), Some(c)) => ((g - want).abs() as f64) <= 3.0 * c,
         _ => false,
