@@ -139,12 +139,24 @@ pub fn evaluate_released(
             Path::Auto => lookup::plan(query, prep, one_hot),
             Path::Lookup => lookup::applies(query, prep),
         };
-        let results = match lookup {
-            Some(kind) => lookup::evaluate(query, prep, constants, kind, &mut ops)?,
-            None => per_value(query, prep, constants, key, one_hot, &mut ops)?,
+        let noise = match post {
+            Post::Noise(z) => Some(z.as_slice()),
+            _ => None,
         };
-        let results = fill_absent(results, prep, keys, &mut ops)?;
-        apply_post(results, post, &mut ops)?
+        let (results, folded) = match lookup {
+            Some(kind) => lookup::evaluate(query, prep, constants, kind, noise, &mut ops)?,
+            None => (
+                per_value(query, prep, constants, key, one_hot, &mut ops)?,
+                false,
+            ),
+        };
+        if folded && results.iter().all(Option::is_some) {
+            // The noise is already in every cell (folded into the lookup tables).
+            results.into_iter().flatten().collect()
+        } else {
+            let results = fill_absent(results, prep, keys, &mut ops)?;
+            apply_post(results, post, &mut ops)?
+        }
     };
     let evaluate_ms = ms(started);
     let started = Instant::now();

@@ -114,13 +114,23 @@ fn packs(bits: &[u32]) -> Vec<Vec<(usize, u32)>> {
 /// Evaluates every cell by lookups (all cells are counts or sums). Cells share a lookup (and
 /// its selectors) by packing their tables side by side; the one-hot aggregation has no carries,
 /// so each cell's blocks come out unchanged.
+///
+/// With `noise` (one addend per cell, dp release mode) and a single lookup (`Kind::Compare`),
+/// each cell's noise is folded into its table: every entry `t` becomes `t + z` modulo the cell's
+/// width, so the lookup returns `value + z` whatever the index, at no encrypted cost. Returns
+/// whether it did (otherwise the caller adds the noise to the results).
 pub(super) fn evaluate(
     query: &HeQuery,
     prep: &Prepared,
     constants: &[EncUint],
     kind: Kind,
+    noise: Option<&[i64]>,
     ops: &mut OpCounts,
-) -> Result<Vec<Option<EncUint>>, HeError> {
+) -> Result<(Vec<Option<EncUint>>, bool), HeError> {
+    let fold = match (kind, noise) {
+        (Kind::Compare(_), Some(z)) if z.len() == prep.cells.len() => Some(z),
+        _ => None,
+    };
     let domain = query
         .filter
         .first()
@@ -148,12 +158,14 @@ pub(super) fn evaluate(
             let mut entries = vec![0u64; domain as usize];
             for (i, off) in &pack {
                 let keep = keeps(op);
+                let z = fold.map_or(0, |z| z[*i] as u64);
+                let mask = u64::MAX >> (64 - bits[*i]);
                 for (u, e) in entries.iter_mut().enumerate() {
                     let t = values[*i]
                         .iter()
                         .filter(|(v, _)| keep(*v, u as u64))
                         .fold(0u64, |acc, (_, s)| acc.wrapping_add(*s));
-                    *e |= t << off;
+                    *e |= (t.wrapping_add(z) & mask) << off;
                 }
             }
             let table = MatchValues::new(
@@ -186,7 +198,7 @@ pub(super) fn evaluate(
             results[*i] = Some(c);
         }
     }
-    Ok(results)
+    Ok((results, fold.is_some()))
 }
 
 /// Splits a packed lookup result into its cells.
