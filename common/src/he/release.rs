@@ -215,7 +215,6 @@ pub fn finalize(
             .map(|(c, x)| (*x, c))
             .ok_or_else(|| HeError::Mismatch(format!("the result has no {v:?}")))
     };
-    let noisy = cells.iter().any(|c| c.noise.is_some());
     if let Some(r) = release {
         let gate = values.get(r.gate).copied().unwrap_or(0);
         let why = match r.mode {
@@ -293,7 +292,7 @@ pub fn finalize(
             }
         };
         row.push(value);
-        ci95.push((name.clone(), if noisy { ci } else { None }));
+        ci95.push((name.clone(), ci));
     }
     Ok(Answer {
         table: Table {

@@ -346,7 +346,6 @@ pub fn estimate(
     plan: &prism_common::plan::Plan,
     privacy: Option<&PrivacyParams>,
 ) -> Result<(ReleaseMode, f64), ErrorBody> {
-    serves_he(state)?;
     let ds = dataset(state, &plan.dataset)?;
     let values = prism_common::he::encode::values_for(plan, &ds.schema).map_err(he_refusal)?;
     let query = HeQuery {
@@ -354,8 +353,19 @@ pub fn estimate(
         values,
         filter: vec![],
     };
+    // The same admission as an evaluation (served, aggregated columns), plus the filter
+    // columns the shape would carry.
     let ds = admit(state, &query)?;
     let filtered = crate::exec::filtered_columns(plan);
+    if let Some(c) = filtered.iter().find(|c| !state.config.policy.may_filter(c)) {
+        return Err(refuse(
+            "policy_violation",
+            format!(
+                "node {} policy: column {c} may not be filtered on",
+                state.org
+            ),
+        ));
+    }
     match release_plan(state, &ds, filtered, privacy)? {
         ReleasePlan::Exact { .. } => Ok((ReleaseMode::Exact, 0.0)),
         ReleasePlan::Dp { epsilon } => {
