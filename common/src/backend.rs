@@ -6,8 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::plan::{AggFunc, Plan};
-
 /// A backend id, as used in the API (`dp_sandbox`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,35 +168,6 @@ pub fn registry() -> Vec<BackendInfo> {
             privacy_guarantee: "Would be hardware-backed isolation with remote attestation".into(),
         },
     ]
-}
-
-/// Checks that a backend can serve a plan's constructs (beyond what the SQL planner checks).
-pub fn check_supported(backend: BackendId, plan: &Plan) -> Result<(), String> {
-    match backend {
-        BackendId::DpSandbox => {
-            if plan.aggregates().any(|a| a.weight.is_some()) {
-                return Err(
-                    "dp_sandbox does not support weighted sums (SUM(col * k)); use he_backend"
-                        .into(),
-                );
-            }
-            Ok(())
-        }
-        BackendId::MpcBackend => {
-            if let Some(a) = plan
-                .aggregates()
-                .find(|a| matches!(a.func, AggFunc::Min | AggFunc::Max))
-            {
-                return Err(format!(
-                    "mpc_backend does not support {:?} (additive shares only sum); use COUNT, SUM or AVG",
-                    a.func
-                ));
-            }
-            Ok(())
-        }
-        BackendId::HeBackend => crate::he::encode::check_plan(plan).map_err(|e| e.to_string()),
-        BackendId::EnclaveBackend => Ok(()),
-    }
 }
 
 /// The structured refusal of the enclave backend.

@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod backend;
 pub mod certs;
+pub mod clock;
 pub mod dp;
 pub mod eval;
 pub mod he;
@@ -16,11 +17,13 @@ pub mod metrics;
 pub mod mpc;
 pub mod plan;
 pub mod process;
+pub mod refusal;
 pub mod release;
 pub mod room;
 pub mod schema;
 pub mod shares;
 pub mod sql;
+pub mod support;
 pub mod tls;
 pub mod wire;
 

@@ -54,3 +54,17 @@ where
     rt.shutdown_timeout(grace);
     out
 }
+
+/// Installs the daemons' log subscriber: `RUST_LOG` (default `info`), human-readable on a
+/// terminal, one JSON object per line otherwise (for log collectors).
+pub fn init_tracing() {
+    use std::io::IsTerminal;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::io::stdout().is_terminal() {
+        b.init()
+    } else {
+        b.json().init()
+    }
+}

@@ -4,12 +4,26 @@
 //! connections over mutually authenticated QUIC; serves the admin API. `start` runs it all
 //! in-process (tests, `prism-sim`); `main.rs` is a thin CLI around it.
 
+//!
+//! Layers, bottom to top; each module imports only from the layers below it (see
+//! `docs/ARCHITECTURE.md`):
+//!
+//! 1. [`model`]: the records and their state machines (users, catalog, queries, runs, rooms);
+//! 2. [`store`]: every table, typed, and all restart recovery;
+//! 3. [`nodes`]: the QUIC link: answers calls, forwards node events on a channel;
+//! 4. backends [`dp`], [`he`], [`mpc`]: they return an outcome and never write a run;
+//! 5. [`rooms`] (every room transition), then [`runs`] (every run transition);
+//! 6. [`events`] (applies node events), then [`api`] and [`console`].
+
 pub mod api;
 pub mod certs_cmd;
 pub mod config;
 pub mod console;
+pub mod dp;
+pub mod events;
 pub mod he;
 pub mod model;
+pub mod mpc;
 pub mod nodes;
 pub mod rooms;
 pub mod runs;
@@ -135,7 +149,7 @@ pub async fn start(
 ) -> anyhow::Result<CoordinatorHandle> {
     let tls = TlsMaterial::load(&config.tls).context("loading the coordinator's TLS material")?;
     let path = config.data_path.clone();
-    let (store, failed) = tokio::task::spawn_blocking(move || Store::open(&path))
+    let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&path))
         .await?
         .with_context(|| {
             format!(
@@ -143,10 +157,11 @@ pub async fn start(
                 config.data_path.display()
             )
         })?;
-    if !failed.is_empty() {
+    if !recovered.runs.is_empty() || !recovered.rooms.is_empty() {
         info!(
-            runs = failed.len(),
-            "failed runs left in flight by a previous run"
+            runs = recovered.runs.len(),
+            rooms = recovered.rooms.len(),
+            "failed runs and rooms left in flight by a previous run"
         );
     }
     let pruned = store
@@ -164,11 +179,13 @@ pub async fn start(
         .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
     let http_addr = listener.local_addr()?;
     let metrics = Arc::new(Metrics::new("prism_coordinator"));
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(events::QUEUE);
     let nodes = Arc::new(NodeRegistry::new(
         config.organizations.clone(),
         config.max_frame,
         metrics.clone(),
         shutdown.clone(),
+        events_tx,
     ));
     let (run_done, _) = tokio::sync::broadcast::channel(1024);
     let (room_done, _) = tokio::sync::broadcast::channel(1024);
@@ -186,9 +203,9 @@ pub async fn start(
         shutdown: shutdown.clone(),
         listening: std::sync::atomic::AtomicBool::new(false),
     });
-    fail_interrupted_rooms(&state)?;
 
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(events::run(state.clone(), events_rx, shutdown.clone()));
     tasks.spawn(nodes::serve(
         endpoint.clone(),
         state.clone(),
@@ -212,29 +229,4 @@ pub async fn start(
         tasks,
         endpoint,
     })
-}
-
-/// A room left `executing` by a stopped coordinator failed; it can be executed again.
-fn fail_interrupted_rooms(state: &CoordState) -> anyhow::Result<()> {
-    let rooms: Vec<rooms::Room> = state.store.list(rooms::ROOMS)?;
-    for mut r in rooms
-        .into_iter()
-        .filter(|r| r.status == rooms::RoomStatus::Executing)
-    {
-        r.status = rooms::RoomStatus::Failed;
-        r.error_code = Some("coordinator_restarted".into());
-        r.error_message = Some("the coordinator stopped during execution; no result was released; execute the room again".into());
-        state.store.put(
-            rooms::ROOMS,
-            &r.id.clone(),
-            &r,
-            Some(store::Audit {
-                actor: "system",
-                action: "room_failed",
-                target: &r.id,
-                details: serde_json::json!({"reason": "coordinator_restarted"}),
-            }),
-        )?;
-    }
-    Ok(())
 }

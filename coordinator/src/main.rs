@@ -101,7 +101,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
-            init_tracing();
+            prism_common::process::init_tracing();
             let config = prism_coordinator::CoordinatorConfig::from_file(&config)?;
             let shutdown = CancellationToken::new();
             let handle = prism_coordinator::start(config, shutdown.clone()).await?;
@@ -174,16 +174,4 @@ fn join(orgs: &[OrgId]) -> String {
         .map(|o| o.as_str())
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::io::stdout().is_terminal() {
-        b.init()
-    } else {
-        b.json().init()
-    }
 }

@@ -3,6 +3,10 @@
 //! Identity comes from the verified client certificate, once, at accept time. The node's
 //! `Hello` must claim the same organization and a protocol version this build speaks;
 //! otherwise it gets a refusal frame and the connection is closed with `REFUSED`.
+//!
+//! This module is the link and nothing more: it answers calls ([`NodeRegistry::call`]) and
+//! forwards what nodes send on their control streams, as [`Inbound`] events on a channel, to
+//! [`crate::events`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,6 +14,7 @@ use std::time::Duration;
 
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
 use prism_common::metrics::Metrics;
+use prism_common::refusal::RefusalCode;
 use prism_common::tls;
 use prism_common::wire::{
     self, ErrorBody, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response, WireError,
@@ -76,9 +81,10 @@ impl CallError {
     /// The stable code a run or room that failed on this error carries.
     pub fn code(&self) -> &'static str {
         match self {
-            CallError::Stopping(_) => "coordinator_stopped",
-            _ => "node_unavailable",
+            CallError::Stopping(_) => RefusalCode::CoordinatorStopped,
+            _ => RefusalCode::NodeUnavailable,
         }
+        .as_str()
     }
 
     /// The error for a stream that failed with `e` on `conn`: when the connection itself is
@@ -106,15 +112,39 @@ impl CallError {
     }
 }
 
+/// One event from a connected node.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The organization of the certificate the node connected with.
+    pub org: OrgId,
+    /// The Ed25519 key that certificate certifies (what its attestations must verify against).
+    pub cert_key: Option<[u8; 32]>,
+    /// What happened.
+    pub event: LinkEvent,
+}
+
+/// What a node's link reports.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The node connected (or reconnected).
+    Connected,
+    /// The node sent an event on its control stream.
+    Node(NodeEvent),
+}
+
 /// Connected nodes by organization.
 pub struct NodeRegistry {
     allowed: HashSet<OrgId>,
     links: Mutex<HashMap<OrgId, Link>>,
     max_frame: usize,
+    /// Every answer nodes sent, while a test records (`test-util` builds only).
+    #[cfg(feature = "test-util")]
     tap: Mutex<Option<Vec<(OrgId, Response)>>>,
     metrics: Arc<Metrics>,
     /// The coordinator's shutdown: calls in flight are abandoned when it fires.
     stopping: CancellationToken,
+    /// Where node events go.
+    events: tokio::sync::mpsc::Sender<Inbound>,
 }
 
 impl NodeRegistry {
@@ -124,11 +154,14 @@ impl NodeRegistry {
         max_frame: usize,
         metrics: Arc<Metrics>,
         stopping: CancellationToken,
+        events: tokio::sync::mpsc::Sender<Inbound>,
     ) -> Self {
         NodeRegistry {
+            events,
             allowed: allowed.into_iter().collect(),
             links: Mutex::new(HashMap::new()),
             max_frame,
+            #[cfg(feature = "test-util")]
             tap: Mutex::new(None),
             metrics,
             stopping,
@@ -157,6 +190,7 @@ impl NodeRegistry {
     }
 
     /// Starts recording every answer nodes send (for tests that check what the coordinator saw).
+    #[cfg(feature = "test-util")]
     pub fn record(&self) {
         if let Ok(mut t) = self.tap.lock() {
             *t = Some(Vec::new());
@@ -164,6 +198,7 @@ impl NodeRegistry {
     }
 
     /// What was recorded since [`NodeRegistry::record`].
+    #[cfg(feature = "test-util")]
     pub fn recorded(&self) -> Vec<(OrgId, Response)> {
         self.tap
             .lock()
@@ -241,6 +276,7 @@ impl NodeRegistry {
                 r.map_err(|_| CallError::Timeout(org.clone(), timeout))??
             }
         };
+        #[cfg(feature = "test-util")]
         if let Ok(mut t) = self.tap.lock()
             && let Some(t) = t.as_mut()
         {
@@ -265,7 +301,8 @@ pub async fn serve(
         };
         let (state, shutdown) = (state.clone(), shutdown.clone());
         let remote = incoming.remote_address();
-        tokio::spawn(
+        let tasks = state.tasks.clone();
+        tasks.spawn(
             async move {
                 match incoming.await {
                     Ok(conn) => handle(conn, state, shutdown).await,
@@ -414,7 +451,19 @@ async fn handle(
     // The key its certificate certifies: what its attestations must verify against.
     let cert_key =
         peer_leaf(&conn).and_then(|der| prism_common::room::public_key_from_cert(&der).ok());
-    tokio::spawn(crate::rooms::on_node_connected(state.clone(), org.clone()));
+    let forward = |event| Inbound {
+        org: org.clone(),
+        cert_key,
+        event,
+    };
+    if registry
+        .events
+        .send(forward(LinkEvent::Connected))
+        .await
+        .is_err()
+    {
+        return;
+    }
     let _ = store.audit(Audit {
         actor: org.as_str(),
         action: "node_connected",
@@ -428,34 +477,16 @@ async fn handle(
             ev = wire::read_msg::<_, NodeEvent>(&mut recv, registry.max_frame) => ev,
         };
         match ev {
-            Ok(NodeEvent::Catalog { datasets }) => {
-                let store = store.clone();
-                let o = org.clone();
-                match tokio::task::spawn_blocking(move || store.replace_catalog(&o, &datasets))
+            Ok(ev) => {
+                if registry
+                    .events
+                    .send(forward(LinkEvent::Node(ev)))
                     .await
+                    .is_err()
                 {
-                    Ok(Ok(recs)) => info!(%org, datasets = recs.len(), "catalog updated"),
-                    Ok(Err(e)) => warn!(%org, error = %e, "catalog update failed"),
-                    Err(e) => warn!(%org, error = %e, "catalog update failed"),
+                    break;
                 }
             }
-            Ok(NodeEvent::Attested(a)) => {
-                crate::rooms::on_attested(&state, &org, cert_key, a).await
-            }
-            Ok(NodeEvent::Declined { room_id, reason }) => crate::rooms::on_declined(
-                &state,
-                &org,
-                &room_id,
-                crate::rooms::ParticipantStatus::Declined,
-                Some(reason),
-            ),
-            Ok(NodeEvent::Withdrawn { room_id }) => crate::rooms::on_declined(
-                &state,
-                &org,
-                &room_id,
-                crate::rooms::ParticipantStatus::Withdrawn,
-                None,
-            ),
             Err(WireError::Closed) => break,
             Err(_) if matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(wire::close::NORMAL)) =>
             {

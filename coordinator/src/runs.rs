@@ -1,20 +1,25 @@
-//! Run orchestration: a persisted state machine per execution.
+//! Runs: the one place a run changes state.
 //!
 //! `pending` is committed before the API answers; the run then goes `running` when it is sent
-//! to the node that holds the dataset, and ends `completed` or `failed` with the node's words.
-//! A run left unfinished by a stopped coordinator is failed at the next start (see the store).
+//! to its backend (`crate::dp`, `crate::he`, or a data room for `mpc_backend`), and ends
+//! `completed` or `failed` with the backend's outcome. Backends return outcomes and never
+//! write a run. A run left unfinished by a stopped coordinator is failed at the next start
+//! (`crate::store::recovery`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use prism_common::backend::{self, BackendId};
 use prism_common::metrics::Outcome;
-use prism_common::wire::{PrivacyParams, Request, Response};
 use tracing::{info, warn};
 
 use crate::CoordState;
-use crate::model::{DatasetRecord, QueryRecord, RunRecord, RunStatus, User, now};
-use crate::store::{Audit, RUNS};
+use crate::model::{
+    DatasetRecord, QueryRecord, Room, RoomStatus, RunFailure, RunOutcome, RunRecord, RunStatus,
+    User, now,
+};
+use crate::rooms::{self, ExecuteError};
+use crate::store::{Audit, DATASETS, RUNS};
 
 fn new_run(query: &QueryRecord, user: &User) -> RunRecord {
     RunRecord {
@@ -58,11 +63,7 @@ fn save(
 
 /// Marks a run `running`, audited as `run_started`. Not fsynced on its own: a restarted
 /// coordinator fails unfinished runs whether or not this mark survived.
-pub(crate) async fn mark_running(
-    state: &Arc<CoordState>,
-    run: &mut RunRecord,
-    details: serde_json::Value,
-) {
+async fn mark_running(state: &Arc<CoordState>, run: &mut RunRecord, details: serde_json::Value) {
     run.status = RunStatus::Running;
     let (s, r) = (state.clone(), run.clone());
     let saved = tokio::task::spawn_blocking(move || {
@@ -126,117 +127,57 @@ pub fn start(
     Ok(run)
 }
 
-async fn drive(state: Arc<CoordState>, query: QueryRecord, run: RunRecord) {
+async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
     let Some(dataset) = state.dataset(&query.dataset_id) else {
-        return finish(
-            &state,
-            run,
-            Err((
-                "unknown_dataset".into(),
-                format!("dataset {} is no longer in the catalog", query.dataset_id),
-            )),
-        )
-        .await;
+        let why = RunFailure::new(
+            "unknown_dataset",
+            format!("dataset {} is no longer in the catalog", query.dataset_id),
+        );
+        return finish(&state, run, Err(why)).await;
     };
-    match query.backend {
-        BackendId::HeBackend => crate::he::drive(state, query, dataset, run).await,
-        BackendId::MpcBackend => open_room(state, query, dataset, run).await,
-        _ => drive_generic(state, query, dataset, run).await,
+    if query.backend == BackendId::MpcBackend {
+        return open_room(state, query, dataset, run).await;
     }
-}
-
-/// Sends the plan to the holding node as one request and records its answer.
-async fn drive_generic(
-    state: Arc<CoordState>,
-    query: QueryRecord,
-    dataset: DatasetRecord,
-    mut run: RunRecord,
-) {
-    let org = dataset.organization.clone();
-    mark_running(&state, &mut run, serde_json::json!({"organization": org})).await;
-    let req = Request::Execute {
-        run_id: run.id.clone(),
-        backend: query.backend,
-        dataset: dataset.name.clone(),
-        plan: query.plan.clone(),
-        params: PrivacyParams {
-            epsilon: query.epsilon,
-            delta: query.delta,
-        },
-    };
+    let mut details = serde_json::json!({"organization": dataset.organization});
+    if query.backend == BackendId::HeBackend {
+        details["backend"] = serde_json::json!("he_backend");
+    }
+    mark_running(&state, &mut run, details).await;
     let started = Instant::now();
-    let mut refused = false;
-    let timeout = Duration::from_secs(state.config.run_timeout_secs);
-    let answer = state.nodes.call(&dataset.organization, &req, timeout).await;
+    let outcome = match query.backend {
+        BackendId::HeBackend => crate::he::execute(&state, &query, &dataset, &run.id).await,
+        _ => crate::dp::execute(&state, &query, &dataset, &run.id).await,
+    };
     run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-    let outcome = match answer {
-        Ok(Response::Executed(x)) => {
-            state
-                .metrics
-                .budget_spent(&query.dataset_id, x.epsilon_spent, x.delta_spent);
-            run.result = Some(x.table);
-            run.epsilon_consumed = x.epsilon_spent;
-            run.delta_consumed = x.delta_spent;
-            run.proof_artifacts = serde_json::json!({
-                "organization": dataset.organization,
-                "node_compute_ms": x.compute_ms,
-                "release": x.proof,
-            });
-            Ok(())
-        }
-        Ok(Response::Refused(e)) => {
-            state.metrics.refusal(query.backend, &e.code);
-            refused = true;
-            if let Some(d) = e.details {
-                run.proof_artifacts = serde_json::json!({"refusal": d});
-            }
-            Err((e.code, e.message))
-        }
-        Ok(other) => Err((
-            "protocol_error".into(),
-            format!("unexpected answer from the node: {other:?}"),
-        )),
-        Err(e) => Err((e.code().into(), e.to_string())),
-    };
+    finish(&state, run, outcome).await;
+}
+
+/// Ends a run with its backend's outcome: `completed` with the answer, its cost and proof, or
+/// `failed` with a code and message; persists it and announces it to waiters.
+pub async fn finish(state: &Arc<CoordState>, mut run: RunRecord, outcome: RunOutcome) {
     let kind = match &outcome {
-        Ok(()) => Outcome::Completed,
-        Err(_) if refused => Outcome::Refused,
+        Ok(_) => Outcome::Completed,
+        Err(f) if f.refused => Outcome::Refused,
         Err(_) => Outcome::Failed,
     };
-    finish_as(&state, run, outcome, kind).await;
-}
-
-/// Ends a run: records its outcome (completed, or failed with a code and message) and announces it.
-pub async fn finish(
-    state: &Arc<CoordState>,
-    run: RunRecord,
-    outcome: Result<(), (String, String)>,
-) {
-    let kind = match outcome {
-        Ok(()) => Outcome::Completed,
-        Err(_) => Outcome::Failed,
-    };
-    finish_as(state, run, outcome, kind).await
-}
-
-/// [`finish`], counting the run under `kind` on `/metrics` (a refusal is a failed run too).
-pub async fn finish_as(
-    state: &Arc<CoordState>,
-    mut run: RunRecord,
-    outcome: Result<(), (String, String)>,
-    kind: Outcome,
-) {
     state.metrics.run(run.backend_used, kind);
     run.finished_at = Some(now());
     let action = match outcome {
-        Ok(()) => {
+        Ok(released) => {
             run.status = RunStatus::Completed;
+            run.result = Some(released.table);
+            run.epsilon_consumed = released.epsilon;
+            run.delta_consumed = released.delta;
+            run.proof_artifacts = released.proof;
             "query_executed"
         }
-        Err((code, message)) => {
+        Err(failure) => {
             run.status = RunStatus::Failed;
-            run.error_code = Some(code);
-            run.error_message = Some(message);
+            run.error_code = Some(failure.code);
+            run.error_message = Some(failure.message);
+            if let Some(d) = failure.details {
+                run.proof_artifacts = d;
+            }
             "query_failed"
         }
     };
@@ -263,7 +204,7 @@ async fn open_room(
     dataset: DatasetRecord,
     mut run: RunRecord,
 ) {
-    let all: Vec<DatasetRecord> = state.store.list(crate::store::DATASETS).unwrap_or_default();
+    let all: Vec<DatasetRecord> = state.store.list(DATASETS).unwrap_or_default();
     let participants: Vec<_> = all
         .iter()
         .filter(|d| {
@@ -275,7 +216,7 @@ async fn open_room(
         })
         .map(|d| d.organization.clone())
         .collect();
-    let input = crate::rooms::NewRoom {
+    let input = crate::mpc::NewRoom {
         name: format!("query {}", query.id),
         description: format!("opened by an mpc_backend query over {}", dataset.name),
         query_text: query.sql.clone(),
@@ -291,9 +232,11 @@ async fn open_room(
         participant_epsilon: Default::default(),
         min_group_size: None,
     };
-    let room = match crate::rooms::build(&state, input, &run.created_by, Some(run.id.clone())) {
+    let room = match crate::mpc::build(&state, input, &run.created_by, Some(run.id.clone())) {
         Ok(r) => r,
-        Err((code, message)) => return finish(&state, run, Err((code.into(), message))).await,
+        Err((code, message)) => {
+            return finish(&state, run, Err(RunFailure::new(code, message))).await;
+        }
     };
     run.proof_artifacts = serde_json::json!({
         "room_id": room.id,
@@ -302,37 +245,56 @@ async fn open_room(
     });
     mark_running(&state, &mut run, serde_json::json!({"room_id": room.id})).await;
     let s = state.clone();
-    let opened = tokio::task::spawn_blocking(move || crate::rooms::open(&s, &room, "system")).await;
+    let opened = tokio::task::spawn_blocking(move || rooms::open(&s, &room, "system")).await;
     if !matches!(opened, Ok(Ok(()))) {
         warn!("could not open the room for run {}", run.id);
     }
 }
 
+/// Starts a ready (or failed) room's execution; when it ends, the run it answers (a room
+/// opened by an `mpc_backend` query) ends with it, and waiters on `room_done` are woken.
+pub fn execute_room(
+    state: &Arc<CoordState>,
+    room_id: &str,
+    actor: &str,
+) -> Result<Room, ExecuteError> {
+    let room = rooms::start_execution(state, room_id, actor)?;
+    let (s, id) = (state.clone(), room.id.clone());
+    state.tasks.spawn(async move {
+        if let Some(room) = rooms::execute(&s, &id).await
+            && let Some(run_id) = &room.origin_run
+        {
+            finish_from_room(&s, run_id, &room).await;
+        }
+        let _ = s.room_done.send(id);
+    });
+    Ok(room)
+}
+
 /// Ends a run opened by an `mpc_backend` query with its room's outcome.
-pub async fn finish_from_room(state: &Arc<CoordState>, run_id: &str, room: &crate::rooms::Room) {
-    let Ok(Some(mut run)) = state.store.get::<RunRecord>(RUNS, run_id) else {
+async fn finish_from_room(state: &Arc<CoordState>, run_id: &str, room: &Room) {
+    let Ok(Some(mut run)) = state.store.get(RUNS, run_id) else {
         return;
     };
     if run.status.is_final() {
         return;
     }
     run.execution_time_ms = room.execution_time_ms;
-    let outcome = match room.status {
-        crate::rooms::RoomStatus::Completed => {
-            run.result = room.result.clone();
+    let outcome = match (room.status, &room.result) {
+        (RoomStatus::Completed, Some(table)) => Ok(crate::model::Released {
+            table: table.clone(),
             // Each participant spent its own ε on its own dataset; the run reports the largest.
-            run.epsilon_consumed = room
+            epsilon: room
                 .manifest
                 .params
                 .epsilon
                 .iter()
                 .map(|p| p.epsilon)
-                .fold(0.0, f64::max);
-            run.proof_artifacts =
-                serde_json::json!({"room_id": room.id, "mpc": room.proof_artifacts});
-            Ok(())
-        }
-        _ => Err((
+                .fold(0.0, f64::max),
+            delta: 0.0,
+            proof: serde_json::json!({"room_id": room.id, "mpc": room.proof_artifacts}),
+        }),
+        _ => Err(RunFailure::new(
             room.error_code
                 .clone()
                 .unwrap_or_else(|| "room_failed".into()),

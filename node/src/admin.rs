@@ -513,7 +513,7 @@ async fn room_call<T: Send + 'static>(
     blocking(move || f(&state)).await?.map_err(room_err)
 }
 
-fn invitation_json(state: &NodeState, inv: &crate::rooms::Invitation) -> serde_json::Value {
+fn invitation_json(state: &NodeState, inv: &crate::store::Invitation) -> serde_json::Value {
     json!({
         "room_id": inv.manifest.room_id, "status": inv.status, "manifest_hash": inv.manifest_hash,
         "manifest": inv.manifest, "received_at": inv.received_at, "decided_at": inv.decided_at,
@@ -523,7 +523,7 @@ fn invitation_json(state: &NodeState, inv: &crate::rooms::Invitation) -> serde_j
 
 async fn invitations(State(a): State<Arc<Admin>>, h: HeaderMap) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
-    let list = room_call(&a, crate::rooms::list).await?;
+    let list = room_call(&a, crate::mpc::invitations::list).await?;
     Ok(Json(json!(
         list.iter()
             .map(|i| invitation_json(&a.state, i))
@@ -538,7 +538,7 @@ async fn invitation(
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
     let r = room.clone();
-    let inv = room_call(&a, move |s| crate::rooms::load(s, &r)).await?;
+    let inv = room_call(&a, move |s| crate::mpc::invitations::load(s, &r)).await?;
     let inv = inv.ok_or_else(|| {
         AdminError(
             StatusCode::NOT_FOUND,
@@ -555,7 +555,10 @@ async fn attest(
     Path(room): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
-    let inv = room_call(&a, move |s| crate::rooms::attest(s, &room, "node-admin")).await?;
+    let inv = room_call(&a, move |s| {
+        crate::mpc::invitations::attest(s, &room, "node-admin")
+    })
+    .await?;
     Ok(Json(invitation_json(&a.state, &inv)))
 }
 
@@ -575,7 +578,10 @@ async fn decline(
     let reason = body
         .and_then(|b| b.0.reason)
         .unwrap_or_else(|| "declined by the data owner".into());
-    let inv = room_call(&a, move |s| crate::rooms::decline(s, &room, &reason)).await?;
+    let inv = room_call(&a, move |s| {
+        crate::mpc::invitations::decline(s, &room, &reason)
+    })
+    .await?;
     Ok(Json(invitation_json(&a.state, &inv)))
 }
 
@@ -585,6 +591,6 @@ async fn withdraw(
     Path(room): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
-    let inv = room_call(&a, move |s| crate::rooms::withdraw(s, &room)).await?;
+    let inv = room_call(&a, move |s| crate::mpc::invitations::withdraw(s, &room)).await?;
     Ok(Json(invitation_json(&a.state, &inv)))
 }

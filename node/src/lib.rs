@@ -6,17 +6,26 @@
 //! admin API for the data owner. `start` runs all of it in-process, which is how the tests
 //! and `prism-sim` use it; `main.rs` is a thin CLI around it.
 
+//!
+//! Layers, bottom to top; each module imports only from the layers below it (see
+//! `docs/ARCHITECTURE.md`): [`store`] (every table: datasets, ledger, invitations, HE keys) →
+//! [`policy`] (the gate every backend passes) → the backends [`dp`], [`he`], [`mpc`] →
+//! [`dispatch`] (every request from the coordinator, one match) → [`link`] (the coordinator
+//! connection) and [`peer`] (the peer endpoint) → [`admin`] (the owner's API).
+
 pub mod admin;
 pub mod config;
-pub mod exec;
+pub mod dispatch;
+pub mod dp;
 pub mod he;
 pub mod import;
 pub mod link;
+pub mod mpc;
 pub mod peer;
 pub mod policy;
-pub mod room_release;
-pub mod rooms;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -61,12 +70,14 @@ pub struct NodeState {
     pub events_rx:
         tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<prism_common::wire::NodeEvent>>,
     /// Shares received from peers, per room.
-    pub mailbox: rooms::Mailbox,
+    pub mailbox: mpc::Mailbox,
     /// Authenticated connections to other nodes, kept between executions.
-    pub peers: rooms::PeerCache,
+    pub peers: mpc::PeerCache,
     /// HE key sets kept decompressed in memory.
     pub he_keys: he::keys::KeyCache,
-    fault: std::sync::Mutex<Option<rooms::Fault>>,
+    /// Test seams (fault injection, HE stream recorder): `test-util` builds only.
+    #[cfg(feature = "test-util")]
+    pub seams: testing::Seams,
     /// Cancelled when the node stops.
     pub shutdown: CancellationToken,
     /// Counters served on the admin API's `/metrics`.
@@ -111,16 +122,25 @@ impl NodeState {
         let _ = self.events.send(ev);
     }
 
-    /// Injects a fault (tests only).
-    pub fn inject_fault(&self, fault: Option<rooms::Fault>) {
-        if let Ok(mut f) = self.fault.lock() {
-            *f = fault;
-        }
-    }
-
-    /// The injected fault, if any.
-    pub fn fault(&self) -> Option<rooms::Fault> {
-        self.fault.lock().ok().and_then(|f| *f)
+    /// Counts an execution on `/metrics`. A node answers every failure with a refusal frame;
+    /// the ones caused by another party (unreachable, late) count as failures, the rest as
+    /// refusals.
+    pub fn count(
+        &self,
+        backend: prism_common::backend::BackendId,
+        refusal: Option<&prism_common::wire::ErrorBody>,
+    ) -> prism_common::metrics::Outcome {
+        use prism_common::metrics::Outcome;
+        let outcome = match refusal {
+            None => Outcome::Completed,
+            Some(e) if e.refusal().is_party_failure() => Outcome::Failed,
+            Some(e) => {
+                self.metrics.refusal(backend, &e.code);
+                Outcome::Refused
+            }
+        };
+        self.metrics.run(backend, outcome);
+        outcome
     }
 
     /// Whether the coordinator link is up.
@@ -282,10 +302,11 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         endpoint: endpoint.clone(),
         events,
         events_rx: tokio::sync::Mutex::new(events_rx),
-        mailbox: rooms::Mailbox::default(),
-        peers: rooms::PeerCache::default(),
+        mailbox: mpc::Mailbox::default(),
+        peers: mpc::PeerCache::default(),
         he_keys: he::keys::KeyCache::default(),
-        fault: std::sync::Mutex::new(None),
+        #[cfg(feature = "test-util")]
+        seams: testing::Seams::default(),
         shutdown: shutdown.clone(),
         metrics: Metrics::new("prism_node"),
     });

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use prism_common::wire::{self, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION, Request, Response};
+use prism_common::wire::{self, Hello, HelloReply, NodeEvent, PROTOCOL_VERSION};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
@@ -173,7 +173,7 @@ async fn session(
             stream = conn.accept_bi() => {
                 let (send, recv) = stream.map_err(|e| lost(&e))?;
                 let state = state.clone();
-                in_flight.spawn(serve_stream(state, send, recv).instrument(info_span!("request")));
+                in_flight.spawn(crate::dispatch::serve_stream(state, send, recv).instrument(info_span!("request")));
             }
         }
     }
@@ -202,26 +202,4 @@ async fn send_catalog(state: &NodeState, ctl: &mut quinn::SendStream) -> anyhow:
     let datasets = state.catalog()?;
     wire::write_msg(ctl, &NodeEvent::Catalog { datasets }).await?;
     Ok(())
-}
-
-async fn serve_stream(
-    state: Arc<NodeState>,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-) {
-    let resp = match wire::read_msg::<_, Request>(&mut recv, state.config.max_frame).await {
-        // HE streams carry blobs after the frame: the HE executor owns the whole stream.
-        Ok(Request::He(req)) => return crate::he::serve(state, req, send, recv).await,
-        Ok(req) => crate::exec::handle(&state, req).await,
-        Err(e) => {
-            warn!(error = %e, "bad request frame from the coordinator");
-            Response::Refused(wire::ErrorBody::new("bad_frame", e.to_string()))
-        }
-    };
-    if let Err(e) = wire::write_msg(&mut send, &resp).await {
-        warn!(error = %e, "could not answer the coordinator");
-    }
-    let _ = send.finish();
-    // Let the coordinator read the answer before the stream is dropped.
-    let _ = send.stopped().await;
 }

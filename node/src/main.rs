@@ -133,7 +133,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.as_ref().unwrap_or(&Command::Run) {
         Command::Run => {
-            init_tracing();
+            prism_common::process::init_tracing();
             let path = cli
                 .config
                 .as_deref()
@@ -149,18 +149,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         cmd => admin_command(&cli, cmd).await,
-    }
-}
-
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
-    if std::io::stdout().is_terminal() {
-        b.init()
-    } else {
-        b.json().init()
     }
 }
 

@@ -70,7 +70,7 @@ async fn serve(
                 }) => {
                     let s = state.clone();
                     tokio::task::spawn_blocking(move || {
-                        crate::rooms::accept_share(
+                        crate::mpc::execute::accept_share(
                             &s,
                             &from,
                             &room_id,

@@ -6,18 +6,151 @@
 //! policy does not list in `backends` is `off`. In `exact` mode the node refuses filtering or
 //! grouping on identifying columns: those the policy or the owner names, and any column whose
 //! values are all distinct (it singles out every row).
+//!
+//! Every backend passes [`admit`] (backends served, dataset, columns that may be aggregated or
+//! filtered, release mode) before it touches data; refusals are built with [`refuse`].
 
 use std::collections::HashSet;
 
-use prism_common::backend::BackendId;
+use std::sync::Arc;
+
+use prism_common::backend::{self, BackendId};
+use prism_common::plan::{Output, Plan, Predicate};
 use prism_common::release::{DatasetRelease, ReleaseMode, ReleaseModes};
 use prism_common::schema::{ColumnData, Dataset};
 use prism_common::wire::ErrorBody;
 
 use crate::NodeState;
+use crate::store::StoreError;
 
-fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
+/// A refusal with a stable code and a message for the analyst.
+pub fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
+}
+
+/// The refusal for a store failure: an exhausted budget (with what remains), an unknown
+/// dataset, or a store error.
+pub fn store_refusal(e: StoreError) -> ErrorBody {
+    match e {
+        StoreError::BudgetExhausted {
+            remaining_epsilon,
+            remaining_delta,
+            total_epsilon,
+            ..
+        } => {
+            let mut b = refuse("budget_exhausted", e.to_string());
+            b.details = Some(serde_json::json!({
+                "remaining_epsilon": remaining_epsilon,
+                "remaining_delta": remaining_delta,
+                "total_epsilon": total_epsilon,
+            }));
+            b
+        }
+        StoreError::UnknownDataset(_) => refuse("unknown_dataset", e.to_string()),
+        other => refuse("node_store_error", other.to_string()),
+    }
+}
+
+fn predicate_columns<'a>(p: &'a Predicate, out: &mut Vec<&'a str>) {
+    match p {
+        Predicate::Compare { column, .. }
+        | Predicate::In { column, .. }
+        | Predicate::Between { column, .. }
+        | Predicate::IsNull { column, .. } => out.push(column),
+        Predicate::And(a, b) | Predicate::Or(a, b) => {
+            predicate_columns(a, out);
+            predicate_columns(b, out);
+        }
+        Predicate::Not(a) => predicate_columns(a, out),
+    }
+}
+
+/// The columns a plan filters or groups on (WHERE, GROUP BY, key outputs).
+pub fn filtered_columns(plan: &Plan) -> Vec<&str> {
+    let mut filtered: Vec<&str> = plan.group_by.iter().map(String::as_str).collect();
+    if let Some(f) = &plan.filter {
+        predicate_columns(f, &mut filtered);
+    }
+    for o in &plan.outputs {
+        if let Output::Key(k) = o {
+            filtered.push(k);
+        }
+    }
+    filtered
+}
+
+/// Checks a request against this node's policy and catalog; returns the dataset.
+pub fn admit(
+    state: &NodeState,
+    backend: BackendId,
+    dataset: &str,
+    plan: &Plan,
+) -> Result<Arc<Dataset>, ErrorBody> {
+    let org = &state.org;
+    if backend == BackendId::EnclaveBackend {
+        let mut b = refuse("backend_not_implemented", backend::ENCLAVE_MESSAGE);
+        b.details = Some(backend::enclave_refusal());
+        return Err(b);
+    }
+    if !state.config.policy.backends.contains(&backend) {
+        return Err(refuse(
+            "backend_not_served",
+            format!(
+                "node {org} does not serve {backend}: its policy serves {}",
+                state
+                    .config
+                    .policy
+                    .backends
+                    .iter()
+                    .map(|b| b.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if backend == BackendId::HeBackend {
+        return Err(refuse(
+            "bad_request",
+            "he_backend queries are evaluated on their own stream, not as a plain execution",
+        ));
+    }
+    if plan.dataset != dataset {
+        return Err(refuse(
+            "bad_request",
+            format!(
+                "plan is over {} but the request names {dataset}",
+                plan.dataset
+            ),
+        ));
+    }
+    let ds = state.dataset(dataset).ok_or_else(|| {
+        refuse(
+            "unknown_dataset",
+            format!("dataset {dataset} does not exist on node {org}"),
+        )
+    })?;
+    served_mode(state, backend, dataset)?;
+    let policy = &state.config.policy;
+    for a in plan.aggregates() {
+        if let Some(c) = &a.column
+            && !policy.may_aggregate(c)
+        {
+            return Err(refuse(
+                "policy_violation",
+                format!("node {org} policy: column {c} may not be aggregated"),
+            ));
+        }
+    }
+    if let Some(c) = filtered_columns(plan)
+        .into_iter()
+        .find(|c| !policy.may_filter(c))
+    {
+        return Err(refuse(
+            "policy_violation",
+            format!("node {org} policy: column {c} may not be filtered or grouped on"),
+        ));
+    }
+    Ok(ds)
 }
 
 /// The owner's settings for a dataset (none set: empty).

@@ -13,7 +13,7 @@ fn unsupported(construct: &str, hint: &str) -> HeError {
     }
 }
 
-/// Plan-only checks (no schema needed): what `backend::check_supported` refuses for HE.
+/// Plan-only checks (no schema needed): what `support::check_supported` refuses for HE.
 pub fn check_plan(plan: &Plan) -> Result<(), HeError> {
     if !plan.group_by.is_empty() || plan.outputs.iter().any(|o| matches!(o, Output::Key(_))) {
         return Err(unsupported(

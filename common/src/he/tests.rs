@@ -178,7 +178,7 @@ fn constructs_he_does_not_evaluate_are_refused_with_their_name() {
         assert!(err.to_string().contains(needle), "{sql}: {err}");
         if matches!(needle, "or" | "not" | "is null" | "group by") {
             assert!(
-                crate::backend::check_supported(crate::backend::BackendId::HeBackend, &p).is_err()
+                crate::support::check_supported(crate::backend::BackendId::HeBackend, &p).is_err()
             );
         }
     }

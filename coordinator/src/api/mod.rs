@@ -564,6 +564,43 @@ pub struct WaitParam {
     pub wait: bool,
 }
 
+/// Waits until `id` is announced on `done` (when announcements were missed, until `finished`
+/// says so), `deadline` passes, or the coordinator stops: a stopping coordinator fails what is
+/// in flight at once, and the caller then answers with the record as it stands rather than
+/// hold the API's graceful shutdown for the whole deadline.
+pub async fn wait_done<F, Fut>(
+    s: &CoordState,
+    mut done: tokio::sync::broadcast::Receiver<String>,
+    id: &str,
+    deadline: std::time::Duration,
+    finished: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let wait = async {
+        loop {
+            match done.recv().await {
+                Ok(rid) if rid == id => break,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if finished().await {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    };
+    let stopping = async {
+        s.shutdown.cancelled().await;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(deadline, wait) => {}
+        _ = stopping => {}
+    }
+}
+
 /// A page of the audit log.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

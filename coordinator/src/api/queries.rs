@@ -97,13 +97,10 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
     let dataset = state
         .dataset(&input.dataset_id)
         .ok_or_else(|| unknown_dataset(&input.dataset_id))?;
-    let schema = prism_common::schema::DatasetSchema {
-        name: dataset.name.clone(),
-        columns: dataset.columns.clone(),
-    };
+    let schema = dataset.schema();
     let plan =
         sql::plan_query(&input.sql, &schema).map_err(|e| unprocessable(e.code(), e.to_string()))?;
-    backend::check_supported(backend, &plan)
+    prism_common::support::check_supported(backend, &plan)
         .map_err(|m| unprocessable("backend_unsupported", m))?;
     let epsilon = input.epsilon.unwrap_or(DEFAULT_EPSILON);
     let delta = input.delta.unwrap_or(DEFAULT_DELTA);
@@ -178,7 +175,7 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
                 // Offline node: estimate with the default node policy; the node re-checks at execution.
                 let cost = prism_common::dp::estimate(
                     &v.plan,
-                    &schema_of(&v.dataset),
+                    &v.dataset.schema(),
                     &prism_common::dp::DpParams { epsilon, delta },
                     &Default::default(),
                 )
@@ -191,13 +188,6 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
         }
     }
     Ok(v)
-}
-
-fn schema_of(d: &DatasetRecord) -> prism_common::schema::DatasetSchema {
-    prism_common::schema::DatasetSchema {
-        name: d.name.clone(),
-        columns: d.columns.clone(),
-    }
 }
 
 fn query_json(q: &QueryRecord) -> Value {
@@ -304,10 +294,10 @@ pub async fn list(
 }
 
 /// Deletes a record as an admin, whether or not it decodes; 404 if there is none.
-pub(super) async fn delete_record(
+pub(super) async fn delete_record<T: Send + 'static>(
     s: &Arc<CoordState>,
     c: &Caller,
-    table: redb::TableDefinition<'static, &'static str, &'static str>,
+    table: crate::store::Table<T>,
     what: &'static str,
     id: String,
 ) -> ApiResult<StatusCode> {
@@ -425,7 +415,7 @@ pub async fn execute(
     Query(p): Query<WaitParam>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let q = load_query(&s, &user, id).await?;
-    let mut done = s.run_done.subscribe();
+    let done = s.run_done.subscribe();
     let s2 = s.clone();
     let u2 = user.clone();
     let run = blocking(move || runs::start(&s2, q, &u2)).await??;
@@ -441,32 +431,12 @@ pub async fn execute(
         return Ok((StatusCode::ACCEPTED, Json(json!(run))));
     }
     let deadline = Duration::from_secs(s.config.run_timeout_secs + 5);
-    let wait = async {
-        loop {
-            match done.recv().await {
-                Ok(rid) if rid == run.id => break,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if load_run(&s, &user, run.id.clone())
-                        .await
-                        .is_ok_and(|r| r.status.is_final())
-                    {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
+    let finished = || async {
+        load_run(&s, &user, run.id.clone())
+            .await
+            .is_ok_and(|r| r.status.is_final())
     };
-    // A stopping coordinator fails the run at once; it then answers with the run as it stands
-    // rather than hold the API's graceful shutdown for the run's whole deadline.
-    let stopping = async {
-        s.shutdown.cancelled().await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    tokio::select! {
-        _ = tokio::time::timeout(deadline, wait) => {}
-        _ = stopping => {}
-    }
+    super::wait_done(&s, done, &run.id, deadline, finished).await;
     let run = load_run(&s, &user, run.id).await?;
     let status = if run.status.is_final() {
         StatusCode::OK

@@ -12,9 +12,10 @@ use utoipa::ToSchema;
 
 use super::{ApiError, ApiResult, Caller, ErrorResponse, WaitParam, blocking, skipped_headers};
 use crate::CoordState;
-use crate::model::{Role, User};
-use crate::rooms::{self, ExecuteError, NewRoom, ROOMS, Room, RoomStatus};
-use crate::store::Listing;
+use crate::model::{Role, Room, RoomStatus, User};
+use crate::mpc::NewRoom;
+use crate::rooms::{self, ExecuteError};
+use crate::store::{Listing, ROOMS};
 
 /// The seed nests the room under `data_room`; both shapes are accepted.
 #[derive(Deserialize, ToSchema)]
@@ -59,7 +60,7 @@ pub async fn create(
     let input = match body {
         RoomBody::Nested { data_room } | RoomBody::Flat(data_room) => data_room,
     };
-    let room = rooms::build(&s, input, &user.id, None).map_err(|(code, m)| {
+    let room = crate::mpc::build(&s, input, &user.id, None).map_err(|(code, m)| {
         let status = if code == "unknown_dataset" {
             StatusCode::NOT_FOUND
         } else {
@@ -159,9 +160,9 @@ pub async fn execute(
     Query(p): Query<WaitParam>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     load(&s, &user, id.clone()).await?;
-    let mut done = s.room_done.subscribe();
+    let done = s.room_done.subscribe();
     let (s2, id2, name) = (s.clone(), id.clone(), user.name.clone());
-    let started = blocking(move || rooms::start_execution(&s2, &id2, &name)).await?;
+    let started = blocking(move || crate::runs::execute_room(&s2, &id2, &name)).await?;
     let room = match started {
         Ok(r) => r,
         Err(ExecuteError::Unknown) => {
@@ -193,14 +194,12 @@ pub async fn execute(
     }
     let deadline =
         Duration::from_millis(room.manifest.params.deadline_ms) + Duration::from_secs(15);
-    let _ = tokio::time::timeout(deadline, async {
-        while let Ok(rid) = done.recv().await {
-            if rid == id {
-                break;
-            }
-        }
-    })
-    .await;
+    let finished = || async {
+        load(&s, &user, id.clone())
+            .await
+            .is_ok_and(|r| matches!(r.status, RoomStatus::Completed | RoomStatus::Failed))
+    };
+    super::wait_done(&s, done, &id, deadline, finished).await;
     let room = load(&s, &user, id).await?;
     let status = if matches!(room.status, RoomStatus::Completed | RoomStatus::Failed) {
         StatusCode::OK

@@ -4,11 +4,11 @@
 use std::time::{Duration, Instant};
 
 use prism_common::he::keys::KeySet;
-use prism_common::he::{
-    HeEvaluation, HeQuery, HeRequest, HeResponse, MAX_RESULT_BYTES, TextDomain,
-};
+use prism_common::he::{HeQuery, MAX_RESULT_BYTES, TextDomain};
 use prism_common::identity::OrgId;
-use prism_common::wire::{self, ErrorBody, PrivacyParams, Request, Response};
+use prism_common::wire::{
+    self, ErrorBody, HeEvaluation, HeRequest, HeResponse, PrivacyParams, Request, Response,
+};
 
 use crate::CoordState;
 use crate::nodes::CallError;

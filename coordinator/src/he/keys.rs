@@ -7,21 +7,16 @@ use std::time::Instant;
 
 use prism_common::he::HeError;
 use prism_common::he::keys::{KeySet, StoredKeySet};
-use redb::{ReadableDatabase, TableDefinition};
 use tracing::info;
 
 use crate::CoordState;
-
-/// `"current"` → the key id in use; key id → a [`StoredKeySet`] record.
-const HE_KEY_HOLDER: TableDefinition<&str, &[u8]> = TableDefinition::new("he_key_holder");
-const CURRENT: &str = "current";
 
 /// Errors of the key holder.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyHolderError {
     /// The store failed.
     #[error("he key holder store: {0}")]
-    Store(#[from] redb::Error),
+    Store(#[from] crate::store::StoreError),
     /// The stored key set is unreadable.
     #[error(transparent)]
     Keys(#[from] HeError),
@@ -29,8 +24,6 @@ pub enum KeyHolderError {
     #[error("he key worker failed: {0}")]
     Worker(String),
 }
-
-prism_common::from_redb_errors!(KeyHolderError, KeyHolderError::Store);
 
 /// The key set, and what obtaining it cost this run.
 #[derive(Clone)]
@@ -62,18 +55,13 @@ pub async fn key_set(state: &Arc<CoordState>) -> Result<Held, KeyHolderError> {
     let store = state.store.clone();
     let started = Instant::now();
     let (keys, generated) = tokio::task::spawn_blocking(move || {
-        if let Some(stored) = read_current(store.db())? {
+        if let Some((_, bytes)) = store.he_key_set()? {
+            let stored = StoredKeySet::from_bytes(&bytes)?;
             return Ok::<_, KeyHolderError>((KeySet::from_stored(&stored)?, false));
         }
         let keys = KeySet::generate()?;
         let record = keys.to_stored()?.to_bytes();
-        let txn = store.db().begin_write()?;
-        {
-            let mut t = txn.open_table(HE_KEY_HOLDER)?;
-            t.insert(keys.key_id.as_str(), record.as_slice())?;
-            t.insert(CURRENT, keys.key_id.as_bytes())?;
-        }
-        txn.commit()?;
+        store.put_he_key_set(&keys.key_id, &record)?;
         Ok((keys, true))
     })
     .await
@@ -87,36 +75,4 @@ pub async fn key_set(state: &Arc<CoordState>) -> Result<Held, KeyHolderError> {
         generated_ms: generated.then_some(elapsed),
         loaded_ms: (!generated).then_some(elapsed),
     })
-}
-
-/// The stored current key set, if any.
-fn read_current(db: &redb::Database) -> Result<Option<StoredKeySet>, KeyHolderError> {
-    let txn = db.begin_read()?;
-    let table = match txn.open_table(HE_KEY_HOLDER) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let Some(id) = table.get(CURRENT)? else {
-        return Ok(None);
-    };
-    let id = String::from_utf8_lossy(id.value()).into_owned();
-    let record = table.get(id.as_str())?.ok_or_else(|| HeError::Blob {
-        what: "stored key set".into(),
-        reason: format!("current key id {id} has no record"),
-    })?;
-    Ok(Some(StoredKeySet::from_bytes(record.value())?))
-}
-
-/// The key id the store holds, without loading the keys (for tests and the API).
-pub fn stored_key_id(db: &redb::Database) -> Result<Option<String>, KeyHolderError> {
-    let txn = db.begin_read()?;
-    let table = match txn.open_table(HE_KEY_HOLDER) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(table
-        .get(CURRENT)?
-        .map(|v| String::from_utf8_lossy(v.value()).into_owned()))
 }

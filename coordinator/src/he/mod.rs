@@ -19,13 +19,12 @@ use prism_common::he::holder::{answer, constant_widths, encrypt_constants};
 use prism_common::he::release::Answer;
 use prism_common::he::{HeError, UNKNOWN_KEY_CODE};
 use prism_common::release::ReleaseMode;
-use prism_common::schema::DatasetSchema;
 use prism_common::wire::PrivacyParams;
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::CoordState;
-use crate::model::{DatasetRecord, QueryRecord, RunRecord};
+use crate::model::{DatasetRecord, QueryRecord, Released, RunFailure, RunOutcome};
 use exchange::{ExchangeError, Transfer};
 use keys::{Held, KeyHolderError};
 
@@ -57,27 +56,17 @@ impl HeRunError {
     }
 }
 
-/// Drives an HE run to its end.
-pub async fn drive(
-    state: Arc<CoordState>,
-    query: QueryRecord,
-    dataset: DatasetRecord,
-    mut run: RunRecord,
-) {
-    let started = Instant::now();
-    crate::runs::mark_running(
-        &state,
-        &mut run,
-        json!({"organization": dataset.organization, "backend": "he_backend"}),
-    )
-    .await;
-    let outcome = run_he(&state, &query, &dataset, &mut run).await;
-    run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-    let outcome = outcome.map_err(|e| {
-        warn!(run_id = %run.id, error = %e, "he run failed");
-        (e.code(), e.to_string())
-    });
-    crate::runs::finish(&state, run, outcome).await
+/// Runs an he_backend query for run `run_id` end to end and returns its outcome.
+pub async fn execute(
+    state: &Arc<CoordState>,
+    query: &QueryRecord,
+    dataset: &DatasetRecord,
+    run_id: &str,
+) -> RunOutcome {
+    run_he(state, query, dataset, run_id).await.map_err(|e| {
+        warn!(run_id, error = %e, "he run failed");
+        RunFailure::new(e.code(), e.to_string())
+    })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -94,12 +83,9 @@ async fn run_he(
     state: &Arc<CoordState>,
     query: &QueryRecord,
     dataset: &DatasetRecord,
-    run: &mut RunRecord,
-) -> Result<(), HeRunError> {
-    let schema = DatasetSchema {
-        name: dataset.name.clone(),
-        columns: dataset.columns.clone(),
-    };
+    run_id: &str,
+) -> Result<Released, HeRunError> {
+    let schema = dataset.schema();
     let plan = &query.plan;
     // Refuse what the catalog already rules out before any key or node work.
     shape::check_plan(plan)?;
@@ -123,7 +109,7 @@ async fn run_he(
         exchange::evaluate(
             state,
             org,
-            &run.id,
+            run_id,
             &key_id,
             &encoded.query,
             PrivacyParams {
@@ -149,12 +135,8 @@ async fn run_he(
     let release = reply.evaluation.release.clone();
     let (answered, decrypt_ms) =
         blocking(move || answer(&k, &p, &e, &blob, &cells, release.as_ref())).await?;
-    if let Some(r) = &reply.evaluation.release {
-        run.epsilon_consumed = r.epsilon;
-        run.delta_consumed = 0.0;
-    }
-    run.result = Some(answered.table.clone());
-    run.proof_artifacts = proof(
+    let epsilon = reply.evaluation.release.as_ref().map_or(0.0, |r| r.epsilon);
+    let mut proof = proof(
         dataset,
         &held,
         &encoded,
@@ -164,13 +146,18 @@ async fn run_he(
         encrypt_ms,
         decrypt_ms,
     );
-    run.proof_artifacts["release"] = release_proof(&reply.evaluation, &answered);
-    Ok(())
+    proof["release"] = release_proof(&reply.evaluation, &answered);
+    Ok(Released {
+        table: answered.table,
+        epsilon,
+        delta: 0.0,
+        proof,
+    })
 }
 
 /// The release's guarantee, as the node reported it: mode, mechanism, ε, noise per cell and
 /// the confidence interval of each output column (dp), or the oblivious threshold (exact).
-fn release_proof(ev: &prism_common::he::HeEvaluation, answered: &Answer) -> serde_json::Value {
+fn release_proof(ev: &prism_common::wire::HeEvaluation, answered: &Answer) -> serde_json::Value {
     let Some(r) = &ev.release else {
         return json!({"mode": "exact", "note": "the node reported no release step"});
     };

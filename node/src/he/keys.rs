@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prism_common::he::keys::NodeKeys;
-use prism_common::he::{HeError, HeResponse, MAX_PUBLIC_KEY_BYTES, MAX_SERVER_KEY_BYTES};
+use prism_common::he::{HeError, MAX_PUBLIC_KEY_BYTES, MAX_SERVER_KEY_BYTES};
 use prism_common::wire;
+use prism_common::wire::HeResponse;
 use redb::{ReadableDatabase, TableDefinition};
 use tracing::info;
 

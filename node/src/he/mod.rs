@@ -8,7 +8,7 @@
 
 pub mod keys;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use prism_common::backend::BackendId;
@@ -18,56 +18,16 @@ use prism_common::he::groups::{Limits, prepare};
 use prism_common::he::keys::ServerKeyGuard;
 use prism_common::he::release::{HeRelease, Post, calibrate_noise, draw, gate_cell};
 use prism_common::he::{
-    HeError, HeEvaluation, HeQuery, HeRequest, HeResponse, MAX_CONSTANT_BYTES, MAX_CONSTANTS,
-    NodeTimings, TextDomain, UNKNOWN_KEY_CODE,
+    HeError, HeQuery, MAX_CONSTANT_BYTES, MAX_CONSTANTS, TextDomain, UNKNOWN_KEY_CODE,
 };
 use prism_common::release::ReleaseMode;
 use prism_common::schema::{ColumnData, ColumnType};
-use prism_common::wire::{self, ErrorBody, PrivacyParams, Response};
+use prism_common::wire::{
+    self, ErrorBody, HeEvaluation, HeRequest, HeResponse, NodeTimings, PrivacyParams, Response,
+};
 use tracing::{info, warn};
 
 use crate::NodeState;
-
-/// What a node's HE handler received on one stream: the request frame and every blob after it.
-#[derive(Debug, Clone)]
-pub struct Received {
-    /// The node's store path (identifies the node in a multi-node test process).
-    pub node: std::path::PathBuf,
-    /// The request as JSON.
-    pub frame: Vec<u8>,
-    /// The blobs, in order.
-    pub blobs: Vec<Vec<u8>>,
-}
-
-fn recorder() -> &'static Mutex<Option<Vec<Received>>> {
-    static RECORDER: OnceLock<Mutex<Option<Vec<Received>>>> = OnceLock::new();
-    RECORDER.get_or_init(|| Mutex::new(None))
-}
-
-/// Starts recording what every node in this process receives on HE streams (tests only: it
-/// keeps keys and ciphertexts in memory).
-pub fn start_recording() {
-    if let Ok(mut r) = recorder().lock()
-        && r.is_none()
-    {
-        *r = Some(Vec::new());
-    }
-}
-
-/// Takes what the node with this store path received so far.
-pub fn take_recorded(node: &std::path::Path) -> Vec<Received> {
-    let Ok(mut r) = recorder().lock() else {
-        return vec![];
-    };
-    let Some(all) = r.as_mut() else {
-        return vec![];
-    };
-    let (mine, rest) = std::mem::take(all)
-        .into_iter()
-        .partition(|x| x.node == node);
-    *all = rest;
-    mine
-}
 
 fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
@@ -79,7 +39,7 @@ fn he_refusal(e: HeError) -> ErrorBody {
 
 /// Counts and audits (committed before the refusal is sent) a refused HE query.
 async fn refused(state: &NodeState, dataset: &str, run_id: Option<&str>, e: &ErrorBody) {
-    crate::exec::count(state, BackendId::HeBackend, Some(e));
+    state.count(BackendId::HeBackend, Some(e));
     state
         .audit_committed(
             "coordinator",
@@ -97,17 +57,21 @@ pub async fn serve(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let recording = recorder().lock().map(|r| r.is_some()).unwrap_or(false);
-    let mut got = Received {
-        node: state.config.data_path.clone(),
+    #[cfg(feature = "test-util")]
+    let recording = state.seams.recording_he();
+    #[cfg(feature = "test-util")]
+    let mut got = crate::testing::Received {
         frame: serde_json::to_vec(&req).unwrap_or_default(),
         blobs: vec![],
     };
+    #[cfg(feature = "test-util")]
     let mut record = |b: &[u8]| {
         if recording {
             got.blobs.push(b.to_vec());
         }
     };
+    #[cfg(not(feature = "test-util"))]
+    let mut record = |_: &[u8]| {};
     let answer = match req {
         HeRequest::Domains { dataset, columns } => {
             let out = domains(&state, &dataset, &columns);
@@ -149,17 +113,15 @@ pub async fn serve(
                 Err(e) if e.code == UNKNOWN_KEY_CODE => {}
                 Err(e) => refused(&state, &dataset, Some(&run_id), e).await,
                 Ok(_) => {
-                    crate::exec::count(&state, BackendId::HeBackend, None);
+                    state.count(BackendId::HeBackend, None);
                 }
             }
             out.map(|(r, blob)| (r, Some(blob)))
         }
     };
-    if recording
-        && let Ok(mut r) = recorder().lock()
-        && let Some(all) = r.as_mut()
-    {
-        all.push(got);
+    #[cfg(feature = "test-util")]
+    if recording {
+        state.seams.record_he(got);
     }
     let written = match answer {
         Ok((resp, blob)) => match wire::write_msg(&mut send, &Response::He(resp)).await {
@@ -356,7 +318,7 @@ pub fn estimate(
     // The same admission as an evaluation (served, aggregated columns), plus the filter
     // columns the shape would carry.
     let ds = admit(state, &query)?;
-    let filtered = crate::exec::filtered_columns(plan);
+    let filtered = crate::policy::filtered_columns(plan);
     if let Some(c) = filtered.iter().find(|c| !state.config.policy.may_filter(c)) {
         return Err(refuse(
             "policy_violation",
@@ -476,7 +438,7 @@ async fn evaluate_query(
             let r = tokio::task::spawn_blocking(move || store.reserve(&name, spent, 0.0, &rid))
                 .await
                 .map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))?
-                .map_err(crate::exec::store_err)?;
+                .map_err(crate::policy::store_refusal)?;
             (
                 Post::Noise(z),
                 Some((r, spent)),
@@ -524,7 +486,7 @@ async fn evaluate_query(
         })
         .await
         .map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))?;
-        settled.map_err(crate::exec::store_err)?;
+        settled.map_err(crate::policy::store_refusal)?;
         if ok {
             state.metrics.budget_spent(&query.dataset, spent, 0.0);
         }

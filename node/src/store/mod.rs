@@ -13,6 +13,10 @@ use prism_common::schema::{ColumnData, Dataset, DatasetSchema};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+mod invitations;
+
+pub use invitations::{Invitation, InvitationStatus};
+
 /// name → JSON [`DatasetMeta`].
 const DATASETS: TableDefinition<&str, &str> = TableDefinition::new("datasets");
 /// name → postcard-encoded `Vec<ColumnData>`.
@@ -206,11 +210,7 @@ pub struct Store {
     db: Database,
 }
 
-fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+use prism_common::clock::now;
 
 fn json<T: Serialize>(v: &T) -> String {
     // Our own plain structs always serialise.
@@ -247,7 +247,7 @@ impl Store {
             txn.open_table(RESERVATIONS)?;
             txn.open_table(RELEASE)?;
             txn.open_table(audit::AUDIT)?;
-            txn.open_table(crate::rooms::INVITATIONS)?;
+            txn.open_table(invitations::INVITATIONS)?;
         }
         txn.commit()?;
         let store = Store { db };

@@ -238,7 +238,7 @@ async fn a_manifest_changed_after_attestation_is_refused_by_the_nodes() {
     .expect("plan");
     state
         .store
-        .put(prism_coordinator::rooms::ROOMS, &id, &r, None)
+        .put(prism_coordinator::store::ROOMS, &id, &r, None)
         .expect("tamper");
     let (s, done) = api
         .post(
@@ -336,7 +336,8 @@ async fn a_node_outside_the_room_cannot_send_shares_and_a_dead_party_fails_the_r
         .as_ref()
         .expect("running")
         .state
-        .inject_fault(Some(prism_node::rooms::Fault::StallBeforeShares));
+        .seams
+        .inject_fault(Some(prism_node::testing::Fault::StallBeforeShares));
     let (s, _) = api
         .post(&format!("/api/v1/data_rooms/{id}/execute"), &json!({}))
         .await

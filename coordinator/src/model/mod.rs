@@ -1,12 +1,17 @@
-//! The coordinator's records: users, catalog entries, queries and runs, as the API shows them.
+//! The coordinator's records: users, catalog entries, queries, runs and data rooms, as the API
+//! shows them, with their state enums. Plain data: this layer imports nothing else of the crate.
 //!
 //! Field names follow the seed plan (`estimated_epsilon`, `backend_used`, `proof_artifacts`, ...).
 
 use prism_common::backend::BackendId;
 use prism_common::identity::OrgId;
 use prism_common::plan::{Plan, Table};
-use prism_common::schema::ColumnSpec;
+use prism_common::schema::{ColumnSpec, DatasetSchema};
 use serde::{Deserialize, Serialize};
+
+pub mod room;
+
+pub use room::{Participant, ParticipantStatus, Room, RoomOutcome, RoomStatus};
 
 /// A user's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -80,6 +85,16 @@ pub struct DatasetRecord {
     pub release: prism_common::release::ReleaseModes,
     /// When the node last published it.
     pub updated_at: String,
+}
+
+impl DatasetRecord {
+    /// The schema queries over this dataset are planned against.
+    pub fn schema(&self) -> DatasetSchema {
+        DatasetSchema {
+            name: self.name.clone(),
+            columns: self.columns.clone(),
+        }
+    }
 }
 
 /// A saved query.
@@ -182,12 +197,48 @@ pub struct RunRecord {
     pub finished_at: Option<String>,
 }
 
-/// Current time, RFC 3339.
-pub fn now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+/// What a backend released for a run: the answer, what the holding nodes charged, and its proof.
+#[derive(Debug, Clone)]
+pub struct Released {
+    /// The answer.
+    pub table: Table,
+    /// ε charged.
+    pub epsilon: f64,
+    /// δ charged.
+    pub delta: f64,
+    /// Mechanism, parameters, accuracy, timings.
+    pub proof: serde_json::Value,
 }
+
+/// Why a backend released nothing for a run.
+#[derive(Debug, Clone)]
+pub struct RunFailure {
+    /// Stable code.
+    pub code: String,
+    /// What happened, for the analyst.
+    pub message: String,
+    /// Whether a node refused (counted as a refusal on `/metrics`), rather than failed.
+    pub refused: bool,
+    /// A structured refusal to keep as the run's proof artifacts.
+    pub details: Option<serde_json::Value>,
+}
+
+impl RunFailure {
+    /// A failure with a code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        RunFailure {
+            code: code.into(),
+            message: message.into(),
+            refused: false,
+            details: None,
+        }
+    }
+}
+
+/// A backend's outcome for a run.
+pub type RunOutcome = Result<Released, RunFailure>;
+
+pub use prism_common::clock::now;
 
 #[cfg(test)]
 mod tests {

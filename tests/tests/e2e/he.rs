@@ -2,8 +2,8 @@
 //! answers, what the node received (no constant), one key transfer per node that survives
 //! restarts, and refusals.
 
-use prism_common::he::HeRequest;
 use prism_common::identity::OrgId;
+use prism_common::wire::HeRequest;
 use prism_common::wire::{self, Request, Response};
 use prism_tests::data::{self, Patient};
 use prism_tests::{Federation, FederationSpec};
@@ -60,20 +60,21 @@ async fn failing(f: &Federation, sql: &str) -> String {
     body["error_code"].as_str().unwrap_or("?").to_string()
 }
 
-fn node_path(f: &Federation) -> std::path::PathBuf {
-    f.nodes
+fn node_state(f: &Federation) -> &prism_node::NodeState {
+    &f.nodes
         .values()
         .next()
         .expect("node")
-        .config
-        .data_path
-        .clone()
+        .handle
+        .as_ref()
+        .expect("running")
+        .state
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_filters_give_exact_answers_and_the_node_never_sees_a_constant() {
-    prism_node::he::start_recording();
     let f = Federation::start(spec()).await.expect("federation");
+    node_state(&f).seams.start_recording_he();
     let rows = patients();
     let diabetic: Vec<i64> = rows
         .iter()
@@ -145,7 +146,7 @@ async fn encrypted_filters_give_exact_answers_and_the_node_never_sees_a_constant
     );
     assert_eq!(second["proof_artifacts"]["key_id"], proof["key_id"]);
 
-    let got = prism_node::he::take_recorded(&node_path(&f));
+    let got = node_state(&f).seams.take_he();
     let evaluations: Vec<_> = got
         .iter()
         .filter_map(|r| match serde_json::from_slice::<HeRequest>(&r.frame) {

@@ -115,7 +115,7 @@ pub fn check(state: &NodeState, m: &Manifest, ds: &Dataset, l: &Layout) -> Resul
                 state,
                 BackendId::MpcBackend,
                 ds,
-                crate::exec::filtered_columns(&m.plan),
+                crate::policy::filtered_columns(&m.plan),
             )
         }
     }
@@ -160,7 +160,7 @@ pub fn local_vector(
             0.0,
             &format!("room {}/{execution_id}", m.room_id),
         )
-        .map_err(crate::exec::store_err)?;
+        .map_err(crate::policy::store_refusal)?;
     let charge = Charge {
         reservation: r.id,
         epsilon: eps,
@@ -190,7 +190,7 @@ pub fn commit(state: &NodeState, c: &Charge, m: &Manifest) -> Result<(), ErrorBo
             serde_json::json!({"backend": "mpc_backend", "room_id": m.room_id,
                                "release": "dp", "scales": c.report.scales}),
         )
-        .map_err(crate::exec::store_err)?;
+        .map_err(crate::policy::store_refusal)?;
     state.metrics.budget_spent(&m.plan.dataset, c.epsilon, 0.0);
     Ok(())
 }

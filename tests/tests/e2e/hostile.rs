@@ -218,18 +218,22 @@ async fn unstorable_literals_are_refused_and_a_corrupt_record_does_not_break_lis
     let tables = [
         (
             "/api/v1/queries",
-            prism_coordinator::store::QUERIES,
+            prism_coordinator::store::QUERIES.name(),
             &q["id"],
         ),
-        ("/api/v1/runs", prism_coordinator::store::RUNS, &run["id"]),
+        (
+            "/api/v1/runs",
+            prism_coordinator::store::RUNS.name(),
+            &run["id"],
+        ),
         (
             "/api/v1/data_rooms",
-            prism_coordinator::rooms::ROOMS,
+            prism_coordinator::store::ROOMS.name(),
             &room["id"],
         ),
     ];
     for (_, table, _) in &tables {
-        store(&f).put_raw(*table, "poison", poison).expect("poison");
+        store(&f).put_raw(table, "poison", poison).expect("poison");
     }
     for (path, _, good) in &tables {
         lists_despite_corruption(&analyst, path, good, false).await;

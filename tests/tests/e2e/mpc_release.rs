@@ -303,7 +303,8 @@ async fn a_dp_room_charges_each_party_its_own_epsilon_and_a_failed_one_charges_n
         .as_ref()
         .expect("running")
         .state
-        .inject_fault(Some(prism_node::rooms::Fault::StallBeforeShares));
+        .seams
+        .inject_fault(Some(prism_node::testing::Fault::StallBeforeShares));
     let failed = execute(&api, &id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["result"].is_null());

@@ -1,4 +1,6 @@
-//! The coordinator's redb store: users, catalog, queries, runs and the audit log.
+//! The coordinator's redb store: users, catalog, queries, runs, rooms, the HE key holder's
+//! key sets and the audit log. Every table is declared in [`tables`], tied to its record type;
+//! restart recovery is [`recovery`].
 //!
 //! Records are JSON values in string-keyed tables. A record and the audit entry about it are
 //! written in one transaction, and every acknowledged change is committed first. A record is
@@ -11,21 +13,19 @@ use std::path::Path;
 use prism_common::audit::store::{self as audit, AuditStoreError};
 use prism_common::identity::OrgId;
 use prism_common::schema::CatalogEntry;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use crate::model::{DatasetRecord, Role, RunRecord, RunStatus, User, now};
+use crate::model::{DatasetRecord, Role, User, now};
 
-/// SHA-256(token) hex → JSON [`User`].
-pub const USERS: TableDefinition<&str, &str> = TableDefinition::new("users");
-/// dataset id → JSON [`DatasetRecord`].
-pub const DATASETS: TableDefinition<&str, &str> = TableDefinition::new("datasets");
-/// query id → JSON [`QueryRecord`].
-pub const QUERIES: TableDefinition<&str, &str> = TableDefinition::new("queries");
-/// run id → JSON [`RunRecord`].
-pub const RUNS: TableDefinition<&str, &str> = TableDefinition::new("runs");
+mod he_keys;
+pub mod recovery;
+pub mod tables;
+
+pub use recovery::Recovered;
+pub use tables::{DATASETS, QUERIES, ROOMS, RUNS, Table, USERS};
 
 /// Errors of the coordinator store.
 #[derive(Debug, thiserror::Error)]
@@ -91,23 +91,25 @@ pub fn token_hash(token: &str) -> String {
 }
 
 impl Store {
-    /// Opens (or creates) the store and fails every run a previous process left unfinished.
-    pub fn open(path: &Path) -> Result<(Self, Vec<String>), StoreError> {
+    /// Opens (or creates) the store and fails every run and room a previous process left in
+    /// flight (see [`recovery`]).
+    pub fn open(path: &Path) -> Result<(Self, Recovered), StoreError> {
         let db = Database::create(path)?;
         let txn = db.begin_write()?;
-        for t in [USERS, DATASETS, QUERIES, RUNS] {
+        for t in [
+            USERS.def(),
+            DATASETS.def(),
+            QUERIES.def(),
+            RUNS.def(),
+            ROOMS.def(),
+        ] {
             txn.open_table(t)?;
         }
         txn.open_table(audit::AUDIT)?;
-        txn.open_table(crate::rooms::ROOMS)?;
         txn.commit()?;
         let store = Store { db };
-        let failed = store.fail_unfinished_runs(
-            "coordinator_restarted",
-            "the coordinator stopped while this run was in flight, so its answer was lost; the holding node \
-             may have charged its budget (see the node's audit log); execute the query again to retry",
-        )?;
-        Ok((store, failed))
+        let recovered = store.recover()?;
+        Ok((store, recovered))
     }
 
     /// Makes every earlier commit durable, including those written without an `fsync` of
@@ -130,47 +132,13 @@ impl Store {
         &self.db
     }
 
-    /// Fails every run that is not final with `code` and `message`; returns their ids.
-    pub fn fail_unfinished_runs(
-        &self,
-        code: &str,
-        message: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let stale: Vec<RunRecord> = self
-            .list(RUNS)?
-            .into_iter()
-            .filter(|r: &RunRecord| !r.status.is_final())
-            .collect();
-        let mut ids = Vec::new();
-        for mut run in stale {
-            run.status = RunStatus::Failed;
-            run.error_code = Some(code.into());
-            run.error_message = Some(message.into());
-            run.finished_at = Some(now());
-            let id = run.id.clone();
-            self.put(
-                RUNS,
-                &id,
-                &run,
-                Some(Audit {
-                    actor: "system",
-                    action: "run_failed",
-                    target: &id,
-                    details: serde_json::json!({"reason": code}),
-                }),
-            )?;
-            ids.push(id);
-        }
-        Ok(ids)
-    }
-
     /// Removes from the catalog every dataset of an organization that is no longer a member;
     /// returns the removed dataset ids (audited as `catalog_pruned`).
     pub fn prune_catalog(&self, members: &[OrgId]) -> Result<Vec<String>, StoreError> {
         let txn = self.db.begin_write()?;
         let mut removed = Vec::new();
         {
-            let mut t = txn.open_table(DATASETS)?;
+            let mut t = txn.open_table(DATASETS.def())?;
             let stale: Vec<(String, OrgId)> = t
                 .iter()?
                 .filter_map(|r| r.ok())
@@ -199,7 +167,7 @@ impl Store {
     /// Writes a record (and optionally an audit entry) in one durable transaction.
     pub fn put<T: Serialize + DeserializeOwned>(
         &self,
-        table: TableDefinition<&str, &str>,
+        table: Table<T>,
         key: &str,
         value: &T,
         audit: Option<Audit<'_>>,
@@ -212,7 +180,7 @@ impl Store {
     /// run marked running is failed at open whether or not that mark survived).
     pub fn put_lazy<T: Serialize + DeserializeOwned>(
         &self,
-        table: TableDefinition<&str, &str>,
+        table: Table<T>,
         key: &str,
         value: &T,
         audit: Option<Audit<'_>>,
@@ -222,7 +190,7 @@ impl Store {
 
     fn write<T: Serialize + DeserializeOwned>(
         &self,
-        table: TableDefinition<&str, &str>,
+        table: Table<T>,
         key: &str,
         value: &T,
         audit: Option<Audit<'_>>,
@@ -231,7 +199,7 @@ impl Store {
         let text = encode(key, value)?;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability).map_err(redb::Error::from)?;
-        txn.open_table(table)?.insert(key, text.as_str())?;
+        txn.open_table(table.def())?.insert(key, text.as_str())?;
         if let Some(a) = audit {
             audit::append(&txn, a.actor, a.action, a.target, a.details)?;
         }
@@ -242,11 +210,11 @@ impl Store {
     /// Reads a record.
     pub fn get<T: DeserializeOwned>(
         &self,
-        table: TableDefinition<&str, &str>,
+        table: Table<T>,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(table)?;
+        let t = txn.open_table(table.def())?;
         match t.get(key)? {
             Some(v) => Ok(Some(decode(key, v.value())?)),
             None => Ok(None),
@@ -254,20 +222,14 @@ impl Store {
     }
 
     /// Every record of a table that decodes, in key order; corrupt ones are logged and skipped.
-    pub fn list<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &str>,
-    ) -> Result<Vec<T>, StoreError> {
+    pub fn list<T: DeserializeOwned>(&self, table: Table<T>) -> Result<Vec<T>, StoreError> {
         Ok(self.listing(table)?.records)
     }
 
     /// Every record of a table that decodes, and the keys of those that do not (logged).
-    pub fn listing<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &str>,
-    ) -> Result<Listing<T>, StoreError> {
+    pub fn listing<T: DeserializeOwned>(&self, table: Table<T>) -> Result<Listing<T>, StoreError> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(table)?;
+        let t = txn.open_table(table.def())?;
         let mut out = Listing {
             records: Vec::new(),
             corrupt: Vec::new(),
@@ -286,14 +248,14 @@ impl Store {
     }
 
     /// Deletes a record, whether or not it decodes, with an audit entry. `false` if absent.
-    pub fn remove(
+    pub fn remove<T>(
         &self,
-        table: TableDefinition<&str, &str>,
+        table: Table<T>,
         key: &str,
         audit: Audit<'_>,
     ) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
-        let existed = txn.open_table(table)?.remove(key)?.is_some();
+        let existed = txn.open_table(table.def())?.remove(key)?.is_some();
         if existed {
             audit::append(&txn, audit.actor, audit.action, audit.target, audit.details)?;
         }
@@ -302,16 +264,12 @@ impl Store {
     }
 
     /// Writes a raw record value, bypassing the read-back check: only for tests that need a
-    /// record an older build or a disk fault could have left.
-    #[doc(hidden)]
-    pub fn put_raw(
-        &self,
-        table: TableDefinition<&str, &str>,
-        key: &str,
-        raw: &str,
-    ) -> Result<(), StoreError> {
+    /// record an older build or a disk fault could have left (`test-util` builds only).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn put_raw(&self, table: &str, key: &str, raw: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(table)?.insert(key, raw)?;
+        let def: redb::TableDefinition<&str, &str> = redb::TableDefinition::new(table);
+        txn.open_table(def)?.insert(key, raw)?;
         txn.commit()?;
         Ok(())
     }
@@ -370,7 +328,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         let mut out = Vec::new();
         {
-            let mut t = txn.open_table(DATASETS)?;
+            let mut t = txn.open_table(DATASETS.def())?;
             let prefix = format!("{org}.");
             let stale: Vec<String> = t
                 .iter()?
@@ -467,7 +425,7 @@ mod tests {
         store.put(QUERIES, "q", &query(1.5), None).expect("put");
         store
             .put_raw(
-                QUERIES,
+                QUERIES.name(),
                 "poison",
                 r#"{"id":"poison","plan":{"value":null}}"#,
             )

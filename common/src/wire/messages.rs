@@ -1,0 +1,142 @@
+//! The messages between a node and the coordinator: the handshake, node events on the control
+//! stream, and the requests the coordinator sends on streams it opens, with their answers.
+
+use serde::{Deserialize, Serialize};
+
+use super::he::{HeRequest, HeResponse};
+use super::mpc::{Attestation, MpcRequest, MpcResponse};
+use super::shared::{ErrorBody, PrivacyParams};
+use crate::backend::BackendId;
+use crate::identity::OrgId;
+use crate::plan::{Plan, Table};
+use crate::schema::CatalogEntry;
+
+/// First frame a node sends, on the control stream it opens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the node speaks.
+    pub version: u32,
+    /// The organization the node claims to be (must match its certificate).
+    pub org: OrgId,
+    /// Node software version.
+    pub software: String,
+    /// Where the node's peer endpoint listens (`host:port`), for other nodes to dial.
+    pub peer_addr: Option<String>,
+}
+
+/// The coordinator's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HelloReply {
+    /// Accepted.
+    Welcome {
+        /// Protocol version the coordinator speaks.
+        version: u32,
+        /// Coordinator software version.
+        software: String,
+    },
+    /// Refused; the coordinator closes the connection after this frame.
+    Refused(ErrorBody),
+}
+
+/// Events a node sends on its control stream after the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeEvent {
+    /// The node's full catalog (replaces what the coordinator had for this organization).
+    Catalog {
+        /// Datasets: metadata only, never rows.
+        datasets: Vec<CatalogEntry>,
+    },
+    /// The organization attests to a room's manifest.
+    Attested(Attestation),
+    /// The organization declines a room.
+    Declined {
+        /// Room.
+        room_id: String,
+        /// Why, in the owner's words.
+        reason: String,
+    },
+    /// The organization withdraws its attestation before execution.
+    Withdrawn {
+        /// Room.
+        room_id: String,
+    },
+}
+
+/// Work the coordinator sends a node on a stream it opens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// Liveness check.
+    Ping,
+    /// Ask the node what a plan would cost under its policy, without running it.
+    Estimate {
+        /// Backend requested.
+        backend: BackendId,
+        /// Dataset name on that node.
+        dataset: String,
+        /// The plan.
+        plan: Plan,
+        /// Requested privacy parameters.
+        params: PrivacyParams,
+    },
+    /// Homomorphic-encryption traffic (keys, encrypted queries); see `he`.
+    He(HeRequest),
+    /// Data-room traffic: invitations and MPC execution.
+    Mpc(MpcRequest),
+    /// Run a plan.
+    Execute {
+        /// The coordinator's run id (for audit on both sides).
+        run_id: String,
+        /// Backend requested.
+        backend: BackendId,
+        /// Dataset name on that node.
+        dataset: String,
+        /// The plan.
+        plan: Plan,
+        /// Requested privacy parameters.
+        params: PrivacyParams,
+    },
+}
+
+/// A node's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// Answer to [`Request::Estimate`].
+    Estimated {
+        /// ε the plan would be charged.
+        epsilon: f64,
+        /// δ the plan would be charged.
+        delta: f64,
+        /// The release mode the node applies to this dataset and backend.
+        #[serde(default)]
+        release: Option<crate::release::ReleaseMode>,
+    },
+    /// Answer to [`Request::Execute`].
+    Executed(Execution),
+    /// Answer to [`Request::He`].
+    He(HeResponse),
+    /// Answer to [`Request::Mpc`].
+    Mpc(MpcResponse),
+    /// The node refused or failed; nothing was charged unless `details` says otherwise.
+    Refused(ErrorBody),
+}
+
+/// A completed execution on a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// The released answer.
+    pub table: Table,
+    /// Mechanism, parameters and accuracy of the release.
+    pub proof: serde_json::Value,
+    /// ε charged to the dataset's budget.
+    pub epsilon_spent: f64,
+    /// δ charged to the dataset's budget.
+    pub delta_spent: f64,
+    /// Time the node spent computing, in milliseconds.
+    pub compute_ms: f64,
+}

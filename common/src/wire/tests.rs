@@ -1,0 +1,150 @@
+use super::*;
+use crate::backend::BackendId;
+use crate::identity::OrgId;
+use crate::plan::{AggFunc, Aggregate, Output};
+use crate::plan::{Plan, Table};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::io::AsyncWriteExt;
+
+async fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(msg: T) {
+    let (mut a, mut b) = tokio::io::duplex(1 << 20);
+    write_msg(&mut a, &msg).await.expect("write");
+    let back: T = read_msg(&mut b, DEFAULT_MAX_FRAME).await.expect("read");
+    assert_eq!(back, msg);
+}
+
+fn plan() -> Plan {
+    Plan {
+        dataset: "patients".into(),
+        outputs: vec![Output::Aggregate(Aggregate {
+            func: AggFunc::Count,
+            column: None,
+            weight: None,
+            alias: "count".into(),
+        })],
+        filter: None,
+        group_by: vec![],
+        having_min_count: None,
+    }
+}
+
+#[tokio::test]
+async fn every_message_roundtrips() {
+    let org = OrgId::new("hospital-a").expect("org");
+    roundtrip(Hello {
+        version: 1,
+        org,
+        software: "x".into(),
+        peer_addr: Some("127.0.0.1:1".into()),
+    })
+    .await;
+    roundtrip(HelloReply::Welcome {
+        version: 1,
+        software: "y".into(),
+    })
+    .await;
+    roundtrip(HelloReply::Refused(ErrorBody::new("org_mismatch", "no"))).await;
+    roundtrip(NodeEvent::Catalog { datasets: vec![] }).await;
+    let params = PrivacyParams {
+        epsilon: 0.5,
+        delta: 1e-6,
+    };
+    roundtrip(Request::Ping).await;
+    roundtrip(Request::Estimate {
+        backend: BackendId::DpSandbox,
+        dataset: "p".into(),
+        plan: plan(),
+        params,
+    })
+    .await;
+    roundtrip(Request::Execute {
+        run_id: "r".into(),
+        backend: BackendId::DpSandbox,
+        dataset: "p".into(),
+        plan: plan(),
+        params,
+    })
+    .await;
+    roundtrip(Response::Pong).await;
+    roundtrip(Response::Estimated {
+        epsilon: 0.5,
+        delta: 0.0,
+        release: Some(crate::release::ReleaseMode::Dp),
+    })
+    .await;
+    roundtrip(Response::Executed(Execution {
+        table: Table {
+            columns: vec!["count".into()],
+            rows: vec![vec![serde_json::json!(3)]],
+        },
+        proof: serde_json::json!({"mechanism": "discrete_laplace"}),
+        epsilon_spent: 0.5,
+        delta_spent: 0.0,
+        compute_ms: 1.5,
+    }))
+    .await;
+    roundtrip(Response::Refused(ErrorBody::new("budget_exhausted", "no"))).await;
+    roundtrip(PeerRequest::Ping).await;
+    roundtrip(PeerRequest::Share {
+        room_id: "r".into(),
+        execution_id: "e".into(),
+        manifest_hash: "h".into(),
+        share: vec![u64::MAX, 0, 7],
+    })
+    .await;
+    roundtrip(PeerResponse::ShareAccepted).await;
+    roundtrip(Response::Mpc(MpcResponse::Partial {
+        room_id: "r".into(),
+        partial: vec![u64::MAX],
+        compute_ms: 1.0,
+        exchange_ms: 2.0,
+        noise: Some(crate::mpc::noise::PartyNoise {
+            epsilon: 0.5,
+            scales: vec![2.0],
+            sensitivities: vec![1],
+        }),
+    }))
+    .await;
+    roundtrip(NodeEvent::Declined {
+        room_id: "r".into(),
+        reason: "no".into(),
+    })
+    .await;
+    roundtrip(PeerResponse::Pong {
+        org: OrgId::new("bank").expect("org"),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oversized_frame_is_refused_before_reading_the_body() {
+    let (mut a, mut b) = tokio::io::duplex(64);
+    // Announce 1 GiB; send nothing else. The reader must fail at once, not wait for the body.
+    a.write_all(&(1u32 << 30).to_be_bytes())
+        .await
+        .expect("write");
+    let err = read_msg::<_, Request>(&mut b, 1024)
+        .await
+        .expect_err("must refuse");
+    assert!(
+        matches!(err, WireError::FrameTooLarge { len, max: 1024 } if len == 1 << 30),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_is_a_decode_error_and_eof_is_closed() {
+    let (mut a, mut b) = tokio::io::duplex(64);
+    a.write_all(&3u32.to_be_bytes()).await.expect("write");
+    a.write_all(b"{x}").await.expect("write");
+    drop(a);
+    assert!(matches!(
+        read_msg::<_, Request>(&mut b, 1024).await,
+        Err(WireError::Decode(_))
+    ));
+    assert!(matches!(
+        read_msg::<_, Request>(&mut b, 1024).await,
+        Err(WireError::Closed)
+    ));
+}

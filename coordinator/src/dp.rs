@@ -1,0 +1,61 @@
+//! The DP backend as the coordinator runs it: the plan goes to the holding node as one
+//! `Execute` request; the node admits it under its policy, charges its ledger and answers with
+//! the noisy table and its proof. Returns an outcome; [`crate::runs`] records it.
+
+use std::time::Duration;
+
+use prism_common::wire::{PrivacyParams, Request, Response};
+
+use crate::CoordState;
+use crate::model::{DatasetRecord, QueryRecord, Released, RunFailure, RunOutcome};
+
+/// Sends `query` to the node holding `dataset` for run `run_id` and returns its answer.
+pub async fn execute(
+    state: &CoordState,
+    query: &QueryRecord,
+    dataset: &DatasetRecord,
+    run_id: &str,
+) -> RunOutcome {
+    let req = Request::Execute {
+        run_id: run_id.to_string(),
+        backend: query.backend,
+        dataset: dataset.name.clone(),
+        plan: query.plan.clone(),
+        params: PrivacyParams {
+            epsilon: query.epsilon,
+            delta: query.delta,
+        },
+    };
+    let timeout = Duration::from_secs(state.config.run_timeout_secs);
+    match state.nodes.call(&dataset.organization, &req, timeout).await {
+        Ok(Response::Executed(x)) => {
+            state
+                .metrics
+                .budget_spent(&query.dataset_id, x.epsilon_spent, x.delta_spent);
+            Ok(Released {
+                table: x.table,
+                epsilon: x.epsilon_spent,
+                delta: x.delta_spent,
+                proof: serde_json::json!({
+                    "organization": dataset.organization,
+                    "node_compute_ms": x.compute_ms,
+                    "release": x.proof,
+                }),
+            })
+        }
+        Ok(Response::Refused(e)) => {
+            state.metrics.refusal(query.backend, &e.code);
+            Err(RunFailure {
+                code: e.code,
+                message: e.message,
+                refused: true,
+                details: e.details.map(|d| serde_json::json!({"refusal": d})),
+            })
+        }
+        Ok(other) => Err(RunFailure::new(
+            "protocol_error",
+            format!("unexpected answer from the node: {other:?}"),
+        )),
+        Err(e) => Err(RunFailure::new(e.code(), e.to_string())),
+    }
+}

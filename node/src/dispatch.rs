@@ -1,0 +1,147 @@
+//! Every request from the coordinator, in one place: a stream's first frame names the request;
+//! HE streams are handed to the HE executor (they carry blobs after the frame), everything
+//! else is answered here with one match and one answer frame.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prism_common::backend::BackendId;
+use prism_common::wire::{self, Request, Response};
+use tracing::warn;
+
+use crate::NodeState;
+use crate::policy::refuse;
+
+/// Reads one request from a stream the coordinator opened, answers it and closes the stream.
+pub async fn serve_stream(
+    state: Arc<NodeState>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let resp = match wire::read_msg::<_, Request>(&mut recv, state.config.max_frame).await {
+        // HE streams carry blobs after the frame: the HE executor owns the whole stream.
+        Ok(Request::He(req)) => return crate::he::serve(state, req, send, recv).await,
+        Ok(req) => handle(&state, req).await,
+        Err(e) => {
+            warn!(error = %e, "bad request frame from the coordinator");
+            Response::Refused(wire::ErrorBody::new("bad_frame", e.to_string()))
+        }
+    };
+    if let Err(e) = wire::write_msg(&mut send, &resp).await {
+        warn!(error = %e, "could not answer the coordinator");
+    }
+    let _ = send.finish();
+    // Let the coordinator read the answer before the stream is dropped.
+    let _ = send.stopped().await;
+}
+
+/// Answers one request (every kind but HE, whose stream [`serve_stream`] hands over).
+async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
+    match req {
+        Request::Ping => Response::Pong,
+        Request::He(_) => Response::Refused(refuse(
+            "bad_request",
+            "he requests are served on their own stream",
+        )),
+        Request::Mpc(prism_common::wire::MpcRequest::Invite { manifest }) => {
+            let s = state.clone();
+            match tokio::task::spawn_blocking(move || crate::mpc::invitations::invite(&s, manifest))
+                .await
+            {
+                Ok(Ok(r)) => Response::Mpc(r),
+                Ok(Err(e)) => Response::Refused(e),
+                Err(e) => Response::Refused(refuse("node_internal_error", e.to_string())),
+            }
+        }
+        Request::Mpc(prism_common::wire::MpcRequest::Execute {
+            manifest,
+            attestations,
+            peers,
+            execution_id,
+        }) => {
+            let room = manifest.room_id.clone();
+            let backend = manifest.backend;
+            let started = Instant::now();
+            let r =
+                crate::mpc::execute::execute(state, manifest, attestations, peers, &execution_id)
+                    .await;
+            let outcome = state.count(backend, r.as_ref().err());
+            state
+                .metrics
+                .room_executed(outcome, started.elapsed().as_secs_f64());
+            match r {
+                Ok(r) => Response::Mpc(r),
+                Err(e) => {
+                    state
+                        .audit_committed(
+                            "coordinator",
+                            "room_refused",
+                            &room,
+                            serde_json::json!({"code": e.code, "message": e.message}),
+                        )
+                        .await;
+                    Response::Refused(e)
+                }
+            }
+        }
+        Request::Estimate {
+            backend: BackendId::HeBackend,
+            dataset,
+            plan,
+            params,
+        } => {
+            if plan.dataset != dataset {
+                return Response::Refused(refuse("bad_request", "plan and dataset differ"));
+            }
+            match crate::he::estimate(state, &plan, Some(&params)) {
+                Ok((mode, epsilon)) => Response::Estimated {
+                    epsilon,
+                    delta: 0.0,
+                    release: Some(mode),
+                },
+                Err(e) => Response::Refused(e),
+            }
+        }
+        Request::Estimate {
+            backend,
+            dataset,
+            plan,
+            params,
+        } => match crate::dp::estimate(state, backend, &dataset, &plan, params) {
+            Ok(c) => Response::Estimated {
+                epsilon: c.epsilon,
+                delta: c.delta,
+                release: Some(prism_common::release::ReleaseMode::Dp),
+            },
+            Err(e) => Response::Refused(e),
+        },
+        Request::Execute {
+            run_id,
+            backend,
+            dataset,
+            plan,
+            params,
+        } => match crate::dp::execute(state, &run_id, backend, &dataset, plan, params).await {
+            Ok(x) => {
+                state.count(backend, None);
+                state
+                    .metrics
+                    .budget_spent(&dataset, x.epsilon_spent, x.delta_spent);
+                Response::Executed(x)
+            }
+            Err(e) => {
+                state.count(backend, Some(&e));
+                // Committed before the refusal leaves, like a charge.
+                state
+                    .audit_committed(
+                        "coordinator",
+                        "query_refused",
+                        &dataset,
+                        serde_json::json!({"run_id": run_id, "backend": backend, "code": e.code, "message": e.message}),
+                    )
+                    .await;
+                Response::Refused(e)
+            }
+        },
+    }
+}

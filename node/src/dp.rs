@@ -1,0 +1,112 @@
+//! The DP executor: admit the plan, reserve its estimated cost in the ledger, compute the
+//! release with OpenDP on a blocking thread, commit the actual charge (with its audit entry),
+//! and only then let the answer leave. A failure releases the reservation.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prism_common::backend::BackendId;
+use prism_common::dp::{self, Cost, DpParams};
+use prism_common::plan::Plan;
+use prism_common::wire::{ErrorBody, Execution, PrivacyParams};
+
+use crate::NodeState;
+use crate::policy::{admit, refuse, store_refusal};
+
+fn dp_params(p: PrivacyParams) -> DpParams {
+    DpParams {
+        epsilon: p.epsilon,
+        delta: p.delta,
+    }
+}
+
+pub(crate) fn dp_refusal(e: dp::DpError) -> ErrorBody {
+    refuse(e.code(), e.to_string())
+}
+
+/// The cost the node will charge for `plan` over `dataset` (what `Estimate` answers).
+pub fn estimate(
+    state: &NodeState,
+    backend: BackendId,
+    dataset: &str,
+    plan: &Plan,
+    params: PrivacyParams,
+) -> Result<Cost, ErrorBody> {
+    let ds = admit(state, backend, dataset, plan)?;
+    dp::estimate(
+        plan,
+        &ds.schema,
+        &dp_params(params),
+        &state.config.policy.dp(),
+    )
+    .map_err(dp_refusal)
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ErrorBody> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))
+}
+
+/// Executes a DP release for run `run_id` and charges it.
+pub async fn execute(
+    state: &Arc<NodeState>,
+    run_id: &str,
+    backend: BackendId,
+    dataset: &str,
+    plan: Plan,
+    params: PrivacyParams,
+) -> Result<Execution, ErrorBody> {
+    let ds = admit(state, backend, dataset, &plan)?;
+    let policy = state.config.policy.dp();
+    let dparams = dp_params(params);
+    let cost = dp::estimate(&plan, &ds.schema, &dparams, &policy).map_err(dp_refusal)?;
+
+    let store = state.store.clone();
+    let (name, rid) = (dataset.to_string(), run_id.to_string());
+    let reservation = blocking(move || store.reserve(&name, cost.epsilon, cost.delta, &rid))
+        .await?
+        .map_err(store_refusal)?;
+
+    let started = Instant::now();
+    let outcome = blocking(move || dp::release(&plan, &ds, &dparams, &policy)).await;
+    let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let store = state.store.clone();
+    let rid = reservation.id.clone();
+    match outcome {
+        Ok(Ok(release)) => {
+            let charge = (release.cost.epsilon, release.cost.delta);
+            // Commit the charge before the answer leaves the node (see Store::open). The same
+            // transaction writes the audit entry that records the answer.
+            let extra = serde_json::json!({"backend": backend, "answered": true});
+            blocking(move || store.settle(&rid, Some(charge), "released", extra))
+                .await?
+                .map_err(store_refusal)?;
+            let proof = serde_json::to_value(&release.proof).unwrap_or(serde_json::Value::Null);
+            Ok(Execution {
+                table: release.table,
+                proof,
+                epsilon_spent: charge.0,
+                delta_spent: charge.1,
+                compute_ms,
+            })
+        }
+        Ok(Err(e)) => {
+            let _ = blocking(move || {
+                store.settle(&rid, None, "release refused", serde_json::Value::Null)
+            })
+            .await;
+            Err(dp_refusal(e))
+        }
+        Err(e) => {
+            let _ = blocking(move || {
+                store.settle(&rid, None, "release failed", serde_json::Value::Null)
+            })
+            .await;
+            Err(e)
+        }
+    }
+}

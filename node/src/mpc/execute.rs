@@ -1,0 +1,353 @@
+//! One execution of an attested room: re-check everything, compute this party's (noised)
+//! vector, split it into additive shares, send one to each verified peer, wait for theirs,
+//! and answer the coordinator with the partial sum only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prism_common::identity::OrgId;
+use prism_common::refusal::RefusalCode;
+use prism_common::room::Manifest;
+use prism_common::wire::{
+    Attestation, ErrorBody, MpcResponse, PeerAddr, PeerRequest, PeerResponse,
+};
+use prism_common::{mpc, shares};
+use tracing::info;
+
+use super::invitations::{admissible, load};
+use super::peers::{dial_verified, peer_connection, send_share};
+use crate::NodeState;
+use crate::policy::refuse;
+use crate::store::InvitationStatus;
+
+/// Shares received per room, from which organization.
+#[derive(Default)]
+pub struct Mailbox {
+    shares: std::sync::Mutex<HashMap<String, HashMap<OrgId, Vec<u64>>>>,
+    arrived: tokio::sync::Notify,
+}
+
+/// A refusal caused by another party; counted per peer on `/metrics`.
+fn peer_failed(state: &NodeState, org: &OrgId, code: &str, message: String) -> ErrorBody {
+    state.metrics.peer_failure(org.as_str());
+    refuse(code, message)
+}
+
+fn internal(e: impl std::fmt::Display) -> ErrorBody {
+    refuse("node_store_error", e.to_string())
+}
+
+/// Accepts a share from a peer (called by the peer endpoint with the TLS-verified sender).
+pub fn accept_share(
+    state: &NodeState,
+    from: &OrgId,
+    room_id: &str,
+    execution_id: &str,
+    manifest_hash: &str,
+    share: Vec<u64>,
+) -> PeerResponse {
+    let inv = match load(state, room_id) {
+        Ok(Some(inv)) => inv,
+        Ok(None) => {
+            return PeerResponse::Refused(refuse(
+                "unknown_room",
+                format!("{} has no room {room_id}", state.org),
+            ));
+        }
+        Err(e) => return PeerResponse::Refused(e),
+    };
+    if !inv.manifest.participants.contains(from) || from == &state.org {
+        return PeerResponse::Refused(refuse(
+            "not_a_participant",
+            format!("organization {from} is not a participant of room {room_id}"),
+        ));
+    }
+    if inv.status != InvitationStatus::Attested || inv.manifest_hash != manifest_hash {
+        return PeerResponse::Refused(refuse(
+            "manifest_mismatch",
+            format!(
+                "{} has not attested manifest {manifest_hash} of room {room_id}",
+                state.org
+            ),
+        ));
+    }
+    let expected = state
+        .dataset(&inv.manifest.plan.dataset)
+        .and_then(|d| mpc::layout(&inv.manifest.plan, &d.schema, &inv.manifest.params).ok())
+        .map(|l| l.len());
+    if expected != Some(share.len()) {
+        return PeerResponse::Refused(refuse(
+            "bad_share",
+            format!(
+                "share of {} elements does not fit room {room_id}",
+                share.len()
+            ),
+        ));
+    }
+    if let Ok(mut m) = state.mailbox.shares.lock() {
+        m.entry(format!("{room_id}/{execution_id}"))
+            .or_default()
+            .insert(from.clone(), share);
+    }
+    state.mailbox.arrived.notify_waiters();
+    PeerResponse::ShareAccepted
+}
+
+/// Executes an attested room and returns this party's partial sum.
+pub async fn execute(
+    state: &Arc<NodeState>,
+    manifest: Manifest,
+    attestations: Vec<Attestation>,
+    peers: Vec<PeerAddr>,
+    execution_id: &str,
+) -> Result<MpcResponse, ErrorBody> {
+    let room_id = manifest.room_id.clone();
+    let hash_hex = manifest.hash_hex();
+    let inv = load(state, &room_id)?.ok_or_else(|| {
+        refuse(
+            "unknown_room",
+            format!("{} was never invited to room {room_id}", state.org),
+        )
+    })?;
+    if inv.manifest_hash != hash_hex {
+        return Err(refuse(
+            "manifest_changed",
+            format!(
+                "the manifest of room {room_id} differs from the one {} attested (attested {}, asked {}); refusing",
+                state.org, inv.manifest_hash, hash_hex
+            ),
+        ));
+    }
+    if inv.status != InvitationStatus::Attested {
+        return Err(refuse(
+            "not_attested",
+            format!(
+                "{} has not attested room {room_id} (status {:?})",
+                state.org, inv.status
+            ),
+        ));
+    }
+    admissible(state, &manifest)?;
+    for o in &manifest.participants {
+        if !attestations
+            .iter()
+            .any(|a| &a.org == o && a.manifest_hash == hash_hex)
+        {
+            return Err(refuse(
+                "missing_attestation",
+                format!("no attestation of room {room_id} from {o}"),
+            ));
+        }
+    }
+
+    let started = Instant::now();
+    let ds = state
+        .dataset(&manifest.plan.dataset)
+        .ok_or_else(|| refuse("unknown_dataset", "dataset vanished"))?;
+    // In a dp room this reserves the ε (before any share leaves) and adds this party's noise.
+    let (s, m, eid) = (state.clone(), manifest.clone(), execution_id.to_string());
+    let (local, charge) =
+        tokio::task::spawn_blocking(move || super::release::local_vector(&s, &m, &ds, &eid))
+            .await
+            .map_err(internal)??;
+    let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let exchanged = exchange(state, &manifest, &attestations, &peers, execution_id, local).await;
+    let failure = exchanged.as_ref().err().map(|e| e.message.clone());
+    let (s, m) = (state.clone(), manifest.clone());
+    let settled = tokio::task::spawn_blocking(move || match (failure, charge) {
+        // From here on a release is possible: the charge is committed before the partial sum
+        // leaves, and the partial sum is not sent if it cannot be.
+        (None, Some(c)) => super::release::commit(&s, &c, &m).map(|()| Some(c)),
+        (Some(why), Some(c)) => {
+            super::release::rollback(&s, &c, &m, &why);
+            Ok(None)
+        }
+        (_, None) => Ok(None),
+    })
+    .await
+    .map_err(internal)?;
+    let (partial, exchange_ms) = exchanged?;
+    let charge = settled?;
+    info!(
+        room_id,
+        parties = manifest.participants.len(),
+        compute_ms,
+        exchange_ms,
+        release = %manifest.params.release,
+        "room executed"
+    );
+    state.audit_async(
+        "coordinator",
+        "room_executed",
+        &room_id,
+        serde_json::json!({"manifest_hash": hash_hex, "sent": "partial sum only",
+                           "release": manifest.params.release,
+                           "epsilon": charge.as_ref().map(|c| c.epsilon)}),
+    );
+    Ok(MpcResponse::Partial {
+        room_id,
+        partial,
+        compute_ms,
+        exchange_ms,
+        noise: charge.map(|c| c.report),
+    })
+}
+
+/// Sends this party's shares of `local` to every other participant (each verified first),
+/// waits for theirs, and returns the partial sum with the exchange time in ms.
+async fn exchange(
+    state: &Arc<NodeState>,
+    manifest: &Manifest,
+    attestations: &[Attestation],
+    peers: &[PeerAddr],
+    execution_id: &str,
+    local: Vec<u64>,
+) -> Result<(Vec<u64>, f64), ErrorBody> {
+    let room_id = manifest.room_id.clone();
+    let mailbox_key = format!("{room_id}/{execution_id}");
+    let hash = manifest.hash();
+    let hash_hex = hex::encode(hash);
+    let others: Vec<OrgId> = manifest
+        .participants
+        .iter()
+        .filter(|o| **o != state.org)
+        .cloned()
+        .collect();
+
+    #[cfg(feature = "test-util")]
+    if state.seams.fault() == Some(crate::testing::Fault::StallBeforeShares) {
+        state.shutdown.cancelled().await;
+        return Err(refuse(
+            "node_stopping",
+            format!("{} is shutting down", state.org),
+        ));
+    }
+
+    // Connect to every other participant (concurrently; connections are kept between
+    // executions) and verify its attestation with the key its certificate carries, before a
+    // single share leaves this node.
+    let exchange = Instant::now();
+    let dials = others.iter().map(|org| {
+        let addr = peers
+            .iter()
+            .find(|p| &p.org == org)
+            .map(|p| p.addr.as_str());
+        let hash = &hash;
+        async move {
+            let r = dial_verified(state, org, addr, hash, attestations).await;
+            if let Err(e) = &r
+                && e.refusal() == RefusalCode::PartyUnreachable
+            {
+                state.metrics.peer_failure(org.as_str());
+            }
+            r
+        }
+    });
+    let conns = futures::future::try_join_all(dials).await?;
+
+    let mut rng = shares::os_seeded();
+    let mut split = shares::split(&local, manifest.participants.len(), &mut rng);
+    let own = split.pop().unwrap_or_default();
+    let sends = conns
+        .into_iter()
+        .zip(split)
+        .map(|((org, sock, conn, cached), share)| {
+            let req = PeerRequest::Share {
+                room_id: room_id.clone(),
+                execution_id: execution_id.to_string(),
+                manifest_hash: hash_hex.clone(),
+                share,
+            };
+            let max = state.config.max_frame;
+            let state = state.clone();
+            async move {
+                let mut r = send_share(&conn, &req, max).await;
+                if r.is_err() && cached {
+                    // The kept connection went stale (the peer restarted): dial afresh, once. The
+                    // new connection is the same organization, checked at its handshake.
+                    r = match peer_connection(&state, &org, sock, true).await {
+                        Ok((conn, _)) => send_share(&conn, &req, max).await,
+                        Err(e) => Err(e.message),
+                    };
+                }
+                (org, r)
+            }
+        });
+    let deadline = Duration::from_millis(manifest.params.deadline_ms);
+    let results = tokio::time::timeout(deadline, futures::future::join_all(sends))
+        .await
+        .map_err(|_| {
+            refuse(
+                RefusalCode::PartyTimeout.as_str(),
+                format!("sending shares of room {room_id} missed the deadline"),
+            )
+        })?;
+    for (org, r) in results {
+        match r {
+            Ok(PeerResponse::ShareAccepted) => {}
+            Ok(PeerResponse::Refused(e)) => {
+                return Err(refuse(
+                    "share_refused",
+                    format!("{org} refused the share: {}", e.message),
+                ));
+            }
+            Ok(other) => return Err(refuse("share_refused", format!("{org} answered {other:?}"))),
+            Err(e) => {
+                return Err(peer_failed(
+                    state,
+                    &org,
+                    RefusalCode::PartyUnreachable.as_str(),
+                    format!("party {org} dropped during the share exchange: {e}"),
+                ));
+            }
+        }
+    }
+
+    // Wait for every other party's share.
+    let received = tokio::time::timeout(deadline, async {
+        loop {
+            let notified = state.mailbox.arrived.notified();
+            if let Ok(m) = state.mailbox.shares.lock()
+                && let Some(got) = m.get(&mailbox_key)
+                && others.iter().all(|o| got.contains_key(o))
+            {
+                break;
+            }
+            notified.await;
+        }
+    })
+    .await;
+    let got = state
+        .mailbox
+        .shares
+        .lock()
+        .ok()
+        .and_then(|mut m| m.remove(&mailbox_key))
+        .unwrap_or_default();
+    if received.is_err() {
+        let missing: Vec<String> = others
+            .iter()
+            .filter(|o| !got.contains_key(*o))
+            .map(|o| {
+                state.metrics.peer_failure(o.as_str());
+                o.to_string()
+            })
+            .collect();
+        return Err(refuse(
+            RefusalCode::PartyTimeout.as_str(),
+            format!(
+                "no share from {} within the room's {} ms deadline",
+                missing.join(", "),
+                manifest.params.deadline_ms
+            ),
+        ));
+    }
+    let mut partial = own;
+    for o in &others {
+        if let Some(s) = got.get(o) {
+            shares::add_into(&mut partial, s);
+        }
+    }
+    Ok((partial, exchange.elapsed().as_secs_f64() * 1000.0))
+}

@@ -1,0 +1,17 @@
+//! The end-to-end suite, as one test binary (one link step): every module starts real daemons
+//! (in-process, or as processes where a test says so) on loopback and drives them through
+//! their public interfaces.
+
+mod configs;
+mod console;
+mod dp;
+mod faults;
+mod foundation;
+mod he;
+mod hostile;
+mod lifecycle;
+mod mpc;
+mod mpc_release;
+mod observability;
+mod privacy;
+mod transport;
