@@ -1,0 +1,124 @@
+use super::*;
+use prism_common::schema::{ColumnSpec, ColumnType};
+
+fn dataset() -> Dataset {
+    Dataset {
+        schema: DatasetSchema {
+            name: "patients".into(),
+            columns: vec![ColumnSpec {
+                name: "age".into(),
+                ty: ColumnType::Integer,
+                bounds: None,
+                public_keys: None,
+            }],
+        },
+        columns: vec![ColumnData::Integer(vec![Some(1), Some(2)])],
+        rows: 2,
+    }
+}
+
+#[test]
+fn concurrent_reservations_never_overspend() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, _) = Store::open(&dir.path().join("n.redb")).expect("open");
+    store
+        .put_dataset(&dataset(), Budget::new(5.0, 1e-5), false, "t")
+        .expect("put");
+    let store = std::sync::Arc::new(store);
+    let handles: Vec<_> = (0..200)
+        .map(|i| {
+            let s = store.clone();
+            std::thread::spawn(
+                move || match s.reserve("patients", 0.1, 0.0, &format!("run{i}")) {
+                    Ok(r) => {
+                        s.settle(&r.id, Some((0.1, 0.0)), "released", serde_json::Value::Null)
+                            .expect("settle");
+                        true
+                    }
+                    Err(StoreError::BudgetExhausted { .. }) => false,
+                    Err(e) => panic!("unexpected {e}"),
+                },
+            )
+        })
+        .collect();
+    let granted = handles
+        .into_iter()
+        .map(|h| h.join().expect("join"))
+        .filter(|&g| g)
+        .count();
+    let b = store.budget("patients").expect("budget");
+    // Exact: 50 × 0.1 fit in 5.0, the 51st does not.
+    assert_eq!(
+        granted, 50,
+        "granted {granted} × 0.1 against a total of 5.0"
+    );
+    assert_eq!(b.spent_epsilon, b.total_epsilon);
+    assert_eq!(b.reserved_epsilon, 0);
+    assert!(matches!(
+        store.reserve("patients", 0.1, 0.0, "late"),
+        Err(StoreError::BudgetExhausted { .. })
+    ));
+}
+
+#[test]
+fn crash_with_open_reservation_and_committed_charges_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("n.redb");
+    {
+        let (store, _) = Store::open(&path).expect("open");
+        store
+            .put_dataset(&dataset(), Budget::new(1.0, 0.0), false, "t")
+            .expect("put");
+        let r = store
+            .reserve("patients", 0.3, 0.0, "done")
+            .expect("reserve");
+        store
+            .settle(&r.id, Some((0.3, 0.0)), "released", serde_json::Value::Null)
+            .expect("settle");
+        // Reserved, computing, then the process dies: no settle.
+        store
+            .reserve("patients", 0.5, 0.0, "in-flight")
+            .expect("reserve");
+        assert!((store.budget("patients").expect("b").remaining_epsilon() - 0.2).abs() < 1e-12);
+    }
+    let (store, settled) = Store::open(&path).expect("reopen");
+    assert_eq!(settled.len(), 1);
+    assert_eq!(settled[0].run_id, "in-flight");
+    let b = store.budget("patients").expect("budget");
+    // The committed charge stays; the open reservation (whose answer never left) is released.
+    assert_eq!(b.spent_epsilon, units_up(0.3));
+    assert_eq!(b.reserved_epsilon, 0);
+    assert!(store.open_reservations().expect("open").is_empty());
+    // imported, charged, released-after-restart.
+    assert_eq!(
+        prism_common::audit::store::verify(store.db()).expect("chain"),
+        3
+    );
+}
+
+#[test]
+fn settle_never_charges_more_than_reserved_and_budget_cannot_drop_below_spent() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (store, _) = Store::open(&dir.path().join("n.redb")).expect("open");
+    store
+        .put_dataset(&dataset(), Budget::new(1.0, 0.0), false, "t")
+        .expect("put");
+    let r = store.reserve("patients", 0.2, 0.0, "r").expect("reserve");
+    let b = store
+        .settle(&r.id, Some((0.9, 0.0)), "released", serde_json::Value::Null)
+        .expect("settle");
+    assert_eq!(b.spent_epsilon, units_up(0.2));
+    assert!(matches!(
+        store.set_budget("patients", 0.1, 0.0, "owner"),
+        Err(StoreError::InvalidBudget(_))
+    ));
+    assert!(matches!(
+        store.set_budget("patients", f64::NAN, 0.0, "owner"),
+        Err(StoreError::InvalidBudget(_))
+    ));
+    assert!(store.set_budget("patients", 2.0, 0.0, "owner").is_ok());
+    assert!(matches!(
+        store.reserve("nope", 0.1, 0.0, "r"),
+        Err(StoreError::UnknownDataset(_))
+    ));
+}
