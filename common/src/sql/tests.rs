@@ -1,7 +1,7 @@
 use super::*;
 use crate::plan::{AggFunc, Aggregate, Output, Predicate};
-use crate::schema::{ColumnSpec, ColumnType};
 use crate::schema::Bounds;
+use crate::schema::{ColumnSpec, ColumnType};
 
 fn schema() -> DatasetSchema {
     let col = |name: &str, ty, bounds: Option<(f64, f64)>| ColumnSpec {

@@ -7,18 +7,24 @@
 //! operation, so the axum router and the OpenAPI document at `/api/v1/openapi.json` cannot
 //! drift apart.
 
+mod audit;
+mod auth;
+mod error;
 mod queries;
 mod rooms;
+mod system;
+
+pub use auth::{Caller, SKIPPED_HEADER, SKIPPED_IDS_HEADER, skipped_headers};
+pub use error::{ApiError, ApiResult, ErrorDetail, ErrorResponse};
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use prism_common::backend;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -26,159 +32,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::CoordState;
-use crate::model::{DatasetRecord, Role, User};
-use crate::store::{DATASETS, StoreError};
-
-/// An API error: HTTP status, stable code, message, optional structured details.
-#[derive(Debug)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable code.
-    pub code: String,
-    /// What happened and what to do.
-    pub message: String,
-    /// Structured detail.
-    pub details: Option<Value>,
-}
-
-impl ApiError {
-    /// A new error.
-    pub fn new(status: StatusCode, code: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code: code.into(),
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    /// Adds details.
-    pub fn with_details(mut self, d: Value) -> Self {
-        self.details = Some(d);
-        self
-    }
-}
-
-/// The body of every error response.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorResponse {
-    /// The error.
-    pub error: ErrorDetail,
-}
-
-/// What went wrong, in words meant for the user.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorDetail {
-    /// Stable machine-readable code (`unauthorized`, `invalid_sql`, `budget_exhausted`, ...).
-    pub code: String,
-    /// What happened, why, and what to do next.
-    pub message: String,
-    /// Structured detail, when there is some.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<Value>,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorResponse {
-            error: ErrorDetail {
-                code: self.code,
-                message: self.message,
-                details: self.details,
-            },
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        tracing::error!(error = %e, "store error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_error",
-            format!("the coordinator store failed: {e}"),
-        )
-    }
-}
-
-/// Result of a handler.
-pub type ApiResult<T> = Result<T, ApiError>;
-
-/// The authenticated caller.
-pub struct Caller(pub User);
-
-impl FromRequestParts<Arc<CoordState>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<CoordState>,
-    ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let token = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing bearer token: send Authorization: Bearer <api token>",
-                )
-            })?;
-        let store = state.store.clone();
-        let token = token.trim().to_string();
-        let user = blocking(move || store.user_by_token(&token)).await??;
-        user.map(Caller).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "invalid API token",
-            )
-        })
-    }
-}
-
-impl Caller {
-    /// Refuses non-admins.
-    pub fn require_admin(&self) -> ApiResult<()> {
-        if self.0.role == Role::Admin {
-            Ok(())
-        } else {
-            Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "user {} is an analyst; this route needs the admin role",
-                    self.0.name
-                ),
-            ))
-        }
-    }
-}
-
-/// The header on a listing that skipped records which do not decode: how many.
-pub const SKIPPED_HEADER: &str = "x-prism-skipped-records";
-/// The header naming the skipped records' ids (admins only; they can delete them).
-pub const SKIPPED_IDS_HEADER: &str = "x-prism-skipped-ids";
-
-/// Headers reporting the records a listing skipped because they do not decode.
-pub fn skipped_headers(user: &User, corrupt: &[String]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    if corrupt.is_empty() {
-        return h;
-    }
-    h.insert(SKIPPED_HEADER, HeaderValue::from(corrupt.len()));
-    if user.role == Role::Admin
-        && let Ok(v) = HeaderValue::from_str(&corrupt.join(","))
-    {
-        h.insert(SKIPPED_IDS_HEADER, v);
-    }
-    h
-}
+use crate::model::{DatasetRecord, Role};
+use crate::store::DATASETS;
 
 /// Runs blocking store work off the async runtime.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
@@ -249,9 +104,9 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
         .routes(routes!(rooms::execute))
         .routes(routes!(rooms::cancel))
         .routes(routes!(create_user))
-        .routes(routes!(audit))
-        .routes(routes!(verify_audit))
-        .routes(routes!(openapi_json))
+        .routes(routes!(audit::audit))
+        .routes(routes!(audit::verify_audit))
+        .routes(routes!(system::openapi_json))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -260,9 +115,9 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
             )
         });
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(health))
-        .routes(routes!(ready))
-        .routes(routes!(metrics))
+        .routes(routes!(system::health))
+        .routes(routes!(system::ready))
+        .routes(routes!(system::metrics))
         .nest("/api/v1", api)
         .merge(crate::console::routes())
 }
@@ -340,95 +195,6 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
 }
 
 /// The OpenAPI 3.1 document of this API.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "operations",
-    security(()),
-    responses((status = 200, description = "The OpenAPI document", body = Object))
-)]
-async fn openapi_json(
-    Extension(doc): Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> Json<utoipa::openapi::OpenApi> {
-    Json(doc.as_ref().clone())
-}
-
-/// Counters in the Prometheus (OpenMetrics) text format: runs by backend and outcome,
-/// refusals, budget spent, data-room latencies, failed calls to nodes.
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "operations",
-    responses(
-        (status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text"),
-        (status = 401, description = "Missing or invalid API token", body = ErrorResponse),
-    )
-)]
-async fn metrics(State(s): State<Arc<CoordState>>, _c: Caller) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            prism_common::metrics::CONTENT_TYPE,
-        )],
-        s.metrics.encode(),
-    )
-        .into_response()
-}
-
-/// Liveness (the process answers) and the number of connected nodes; readiness is `/readyz`.
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    tag = "operations",
-    security(()),
-    responses((status = 200, description = "`{status, nodes_connected, version}`", body = Object))
-)]
-async fn health(State(s): State<Arc<CoordState>>) -> Json<Value> {
-    let connected = s
-        .nodes
-        .members()
-        .iter()
-        .filter(|o| s.nodes.info(o).is_some())
-        .count();
-    Json(
-        json!({"status": "ok", "nodes_connected": connected, "version": env!("CARGO_PKG_VERSION")}),
-    )
-}
-
-/// Readiness: 200 once the store answers and the node endpoint accepts connections; 503
-/// before that and while the coordinator stops. `/healthz` stays liveness only.
-#[utoipa::path(
-    get,
-    path = "/readyz",
-    tag = "operations",
-    security(()),
-    responses(
-        (status = 200, description = "`{ready: true, checks: {store, quic_listening, stopping}}`", body = Object),
-        (status = 503, description = "`{ready: false, checks}`: which check failed", body = Object),
-    )
-)]
-async fn ready(State(s): State<Arc<CoordState>>) -> (StatusCode, Json<Value>) {
-    let store = s.store.clone();
-    let store_ok = tokio::task::spawn_blocking(move || store.readable())
-        .await
-        .unwrap_or(false);
-    let listening = s.listening.load(std::sync::atomic::Ordering::SeqCst);
-    let stopping = s.shutdown.is_cancelled();
-    let ready = store_ok && listening && !stopping;
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({
-            "ready": ready,
-            "checks": {"store": store_ok, "quic_listening": listening, "stopping": stopping},
-        })),
-    )
-}
-
 /// The backend registry: each backend's status, supported SQL, performance and guarantee.
 #[utoipa::path(get, path = "/backends", tag = "catalog", responses(
     (status = 200, description = "The registry", body = Vec<Value>),
@@ -599,62 +365,6 @@ pub async fn wait_done<F, Fut>(
         _ = tokio::time::timeout(deadline, wait) => {}
         _ = stopping => {}
     }
-}
-
-/// A page of the audit log.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-struct Page {
-    /// Entries after this sequence number.
-    #[serde(default)]
-    after: u64,
-    /// At most this many (default 200, at most 1000).
-    #[serde(default = "default_limit")]
-    limit: usize,
-}
-fn default_limit() -> usize {
-    200
-}
-
-/// The coordinator's hash-chained audit log.
-#[utoipa::path(get, path = "/audit", tag = "admin", params(Page), responses(
-    (status = 200, description = "Entries in sequence order", body = Vec<Value>),
-    (status = 403, description = "Not an admin", body = ErrorResponse),
-))]
-async fn audit(
-    State(s): State<Arc<CoordState>>,
-    c: Caller,
-    Query(p): Query<Page>,
-) -> ApiResult<Json<Value>> {
-    c.require_admin()?;
-    let store = s.store.clone();
-    let entries =
-        blocking(move || prism_common::audit::store::list(store.db(), p.after, p.limit.min(1000)))
-            .await?
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_error",
-                    e.to_string(),
-                )
-            })?;
-    Ok(Json(json!(entries)))
-}
-
-/// Re-checks the audit log's hash chain.
-#[utoipa::path(get, path = "/audit/verify", tag = "admin", responses(
-    (status = 200, description = "`{valid, entries}` or `{valid: false, error}`", body = Object),
-    (status = 403, description = "Not an admin", body = ErrorResponse),
-))]
-async fn verify_audit(State(s): State<Arc<CoordState>>, c: Caller) -> ApiResult<Json<Value>> {
-    c.require_admin()?;
-    let store = s.store.clone();
-    Ok(Json(
-        match blocking(move || prism_common::audit::store::verify(store.db())).await? {
-            Ok(n) => json!({"valid": true, "entries": n}),
-            Err(e) => json!({"valid": false, "error": e.to_string()}),
-        },
-    ))
 }
 
 #[cfg(test)]
