@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::federation::Federation;
@@ -51,38 +52,7 @@ fn short(v: &Value, n: usize) -> String {
 }
 
 fn result_text(run: &Value) -> String {
-    let Some(rows) = run["result"]["rows"].as_array() else {
-        return String::new();
-    };
-    let cols = run["result"]["columns"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let fmt = |v: &Value| match v.as_f64() {
-        Some(x) if v.is_f64() => format!("{x:.2}"),
-        _ => short(v, 20),
-    };
-    if rows.len() == 1 {
-        cols.iter()
-            .zip(rows[0].as_array().into_iter().flatten())
-            .map(|(c, v)| format!("{}={}", short(c, 20), fmt(v)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    } else {
-        let first: Vec<String> = rows
-            .iter()
-            .take(3)
-            .map(|r| {
-                r.as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(fmt)
-                    .collect::<Vec<_>>()
-                    .join("/")
-            })
-            .collect();
-        format!("{} groups: {} …", rows.len(), first.join(", "))
-    }
+    crate::scenario::report::table_text(&run["result"])
 }
 
 /// Runs one query step.
@@ -133,7 +103,8 @@ pub async fn step(
 
 /// The demo's steps.
 pub async fn run(f: &Federation) -> anyhow::Result<Vec<Step>> {
-    let ds = "hospital-a.patients";
+    let first = f.orgs().first().cloned().context("no organizations")?;
+    let ds = &format!("{first}.patients");
     let mut steps = Vec::new();
     steps.push(
         step(
@@ -191,7 +162,8 @@ pub async fn run(f: &Federation) -> anyhow::Result<Vec<Step>> {
         Expect::Completed,
     )
     .await?;
-    let want: i64 = crate::data::patients(f.seed, 0, f.rows_per_org)
+    let want: i64 = f
+        .patients_of(&first)
         .into_iter()
         .filter(|p| p.diagnosis == "diabetes")
         .map(|p| p.age)
@@ -241,12 +213,13 @@ pub async fn run(f: &Federation) -> anyhow::Result<Vec<Step>> {
 /// The SQL of the demo's data room.
 pub const ROOM_SQL: &str = "SELECT state, COUNT(*), AVG(treatment_cost) FROM patients WHERE diagnosis = 'diabetes' GROUP BY state";
 
-/// The ε each hospital of the demo's room spends on its own dataset (0.3, 0.4, 0.5, …).
+/// The ε each hospital of the demo's room spends on its own dataset (0.3, 0.4, 0.5, 0.6, 0.7,
+/// then 0.3 again, in the order the organizations were created).
 pub fn room_epsilon(f: &Federation) -> Vec<(String, f64)> {
-    f.nodes
-        .keys()
+    f.orgs()
+        .iter()
         .enumerate()
-        .map(|(i, o)| (o.to_string(), 0.3 + 0.1 * i as f64))
+        .map(|(i, o)| (o.to_string(), 0.3 + 0.1 * (i % 5) as f64))
         .collect()
 }
 
@@ -256,7 +229,7 @@ pub fn room_epsilon(f: &Federation) -> Vec<(String, f64)> {
 pub async fn room_step(f: &Federation) -> anyhow::Result<Step> {
     let api = f.analyst();
     let t = Instant::now();
-    let orgs: Vec<String> = f.nodes.keys().map(|o| o.to_string()).collect();
+    let orgs: Vec<String> = f.orgs().iter().map(|o| o.to_string()).collect();
     let epsilon = room_epsilon(f);
     let per_party: serde_json::Map<String, Value> =
         epsilon.iter().map(|(o, e)| (o.clone(), json!(e))).collect();
@@ -380,8 +353,8 @@ pub fn within_interval(room: &Value, truth: &Value) -> bool {
 pub fn expected_room_result(f: &Federation) -> Value {
     use std::collections::BTreeMap;
     let mut by_state: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for (i, _) in f.nodes.keys().enumerate() {
-        for p in crate::data::patients(f.seed, i, f.rows_per_org) {
+    for org in f.orgs() {
+        for p in f.patients_of(&org) {
             if p.diagnosis == "diabetes" {
                 let e = by_state.entry(p.state).or_default();
                 e.0 += 1;

@@ -19,17 +19,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::data;
 
+pub use crate::api::Api;
+
+mod saved;
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct FederationSpec {
     /// Organization ids.
     pub orgs: Vec<String>,
-    /// Patients per organization (0: import nothing).
+    /// Patients per organization (0: import nothing), unless `rows` names it.
     pub rows_per_org: usize,
+    /// Patients of particular organizations (overrides `rows_per_org`).
+    pub rows: BTreeMap<String, usize>,
     /// Data seed.
     pub seed: u64,
-    /// Node policy for every node.
+    /// Node policy for every node, unless `policies` names it.
     pub policy: Policy,
+    /// Node policy of particular organizations (overrides `policy`).
+    pub policies: BTreeMap<String, Policy>,
 }
 
 impl Default for FederationSpec {
@@ -41,148 +49,18 @@ impl Default for FederationSpec {
                 "hospital-c".into(),
             ],
             rows_per_org: 10_000,
+            rows: BTreeMap::new(),
             seed: 7,
             policy: Policy::default(),
+            policies: BTreeMap::new(),
         }
     }
 }
 
-/// A small HTTP client for one API and token.
-#[derive(Clone)]
-pub struct Api {
-    /// Base URL.
-    pub url: String,
-    /// Bearer token.
-    pub token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    /// A client.
-    pub fn new(url: impl Into<String>, token: impl Into<String>) -> Self {
-        Api {
-            url: url.into(),
-            token: token.into(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn send(&self, rb: reqwest::RequestBuilder) -> anyhow::Result<(u16, Value)> {
-        let (status, _, body) = self.send_full(rb).await?;
-        Ok((status, body))
-    }
-
-    async fn send_full(
-        &self,
-        rb: reqwest::RequestBuilder,
-    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
-        let resp = rb.bearer_auth(&self.token).send().await?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await?;
-        Ok((
-            status,
-            headers,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
-    }
-
-    /// GET a path, with the response headers.
-    pub async fn get_full(
-        &self,
-        path: &str,
-    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
-        self.send_full(self.http.get(format!("{}{path}", self.url)))
-            .await
-    }
-
-    /// DELETE a path.
-    pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.delete(format!("{}{path}", self.url)))
-            .await
-    }
-
-    /// Sends any request to a path: a raw body with the given content type (none if `None`).
-    pub async fn raw(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        content_type: Option<&str>,
-        body: Vec<u8>,
-    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Value)> {
-        let mut rb = self
-            .http
-            .request(method, format!("{}{path}", self.url))
-            .body(body);
-        if let Some(ct) = content_type {
-            rb = rb.header(reqwest::header::CONTENT_TYPE, ct);
-        }
-        self.send_full(rb).await
-    }
-
-    /// GET a path.
-    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.get(format!("{}{path}", self.url)))
-            .await
-    }
-
-    /// POST JSON to a path.
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.post(format!("{}{path}", self.url)).json(body))
-            .await
-    }
-
-    /// PUT JSON to a path.
-    pub async fn put(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.put(format!("{}{path}", self.url)).json(body))
-            .await
-    }
-
-    /// PATCH with a JSON body.
-    pub async fn send_patch(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        self.send(self.http.patch(format!("{}{path}", self.url)).json(body))
-            .await
-    }
-
-    /// Creates a query and executes it, waiting for the run. Returns (query, run-or-error, status).
-    pub async fn run_query(
-        &self,
-        dataset_id: &str,
-        sql: &str,
-        backend: &str,
-        epsilon: Option<f64>,
-    ) -> anyhow::Result<(Value, u16, Value)> {
-        let mut body = json!({"dataset_id": dataset_id, "sql": sql, "backend": backend});
-        if let Some(e) = epsilon {
-            body["epsilon"] = json!(e);
-        }
-        let (status, query) = self.post("/api/v1/queries", &body).await?;
-        if status != 201 {
-            return Ok((Value::Null, status, query));
-        }
-        let id = query["id"].as_str().context("query id")?;
-        let (mut status, mut run) = self
-            .post(
-                &format!("/api/v1/queries/{id}/execute?wait=true"),
-                &json!({}),
-            )
-            .await?;
-        // The API's wait is bounded (a first HE run generates keys, which on a loaded machine can
-        // outlast it): follow the run until it ends.
-        let started = std::time::Instant::now();
-        while status == 202 && started.elapsed() < std::time::Duration::from_secs(600) {
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            let run_id = run["id"].as_str().context("run id")?.to_string();
-            let (s, r) = self.get(&format!("/api/v1/runs/{run_id}")).await?;
-            if s != 200 {
-                return Ok((query, s, r));
-            }
-            run = r;
-            if run["status"] != "running" && run["status"] != "pending" {
-                status = 200;
-            }
-        }
-        Ok((query, status, run))
+impl FederationSpec {
+    /// Patients imported into an organization's node.
+    pub fn rows_of(&self, org: &str) -> usize {
+        self.rows.get(org).copied().unwrap_or(self.rows_per_org)
     }
 }
 
@@ -224,8 +102,12 @@ pub struct Federation {
     pub analyst_token: String,
     /// The data seed.
     pub seed: u64,
-    /// Patients per organization.
+    /// Patients per organization (the default; `rows` has each organization's own).
     pub rows_per_org: usize,
+    /// Patients imported per organization.
+    pub rows: BTreeMap<OrgId, usize>,
+    /// Each organization's position in the spec (the synthetic generator's organization index).
+    pub org_index: BTreeMap<OrgId, usize>,
 }
 
 fn tls_files(dir: &Path, stem: &str) -> TlsFiles {
@@ -254,15 +136,63 @@ impl Federation {
         Ok(f)
     }
 
-    /// Starts a federation in `dir` (kept afterwards).
+    /// Starts a federation in `dir` (kept afterwards; [`Federation::resume`] starts it again).
     pub async fn start_in(dir: &Path, spec: FederationSpec) -> anyhow::Result<Self> {
         let orgs = spec
             .orgs
             .iter()
             .map(OrgId::new)
             .collect::<Result<Vec<_>, _>>()?;
+        if orgs.is_empty() {
+            bail!("a federation needs at least one organization");
+        }
+        for name in spec.rows.keys().chain(spec.policies.keys()) {
+            if !spec.orgs.contains(name) {
+                bail!(
+                    "{name} is not one of the organizations ({})",
+                    spec.orgs.join(", ")
+                );
+            }
+        }
         let certs = dir.join("certs");
         prism_coordinator::certs_cmd::init(&certs, &orgs, 30)?;
+        let saved = saved::Saved {
+            seed: spec.seed,
+            organizations: orgs
+                .iter()
+                .map(|o| saved::SavedOrg {
+                    id: o.clone(),
+                    rows: spec.rows_of(o.as_str()),
+                    policy: spec
+                        .policies
+                        .get(o.as_str())
+                        .unwrap_or(&spec.policy)
+                        .clone(),
+                    node_admin_token: random_token(),
+                })
+                .collect(),
+            admin_token: String::new(),
+            analyst_token: String::new(),
+            rows_per_org: spec.rows_per_org,
+        };
+        let f = Self::launch(dir, saved, true).await?;
+        for (org, &rows) in &f.rows {
+            if rows > 0 {
+                let csv = data::to_csv(&f.patients_of(org));
+                f.import(org, "patients", &csv).await?;
+            }
+        }
+        f.wait_for_datasets(f.rows.values().filter(|&&r| r > 0).count())
+            .await?;
+        f.wait_connected().await?;
+        f.save()?;
+        Ok(f)
+    }
+
+    /// Starts the coordinator and the nodes of `saved` in `dir`; `fresh`: create the users.
+    async fn launch(dir: &Path, mut saved: saved::Saved, fresh: bool) -> anyhow::Result<Self> {
+        let certs = dir.join("certs");
+        let orgs: Vec<OrgId> = saved.organizations.iter().map(|o| o.id.clone()).collect();
         let coordinator_config = CoordinatorConfig {
             data_path: dir.join("coordinator.redb"),
             quic_listen: "127.0.0.1:0".parse()?,
@@ -277,62 +207,83 @@ impl Federation {
         let coordinator =
             prism_coordinator::start(coordinator_config.clone(), coordinator_shutdown.clone())
                 .await?;
-        let store = coordinator.state.store.clone();
-        let (_, admin_token) = store.create_user("admin", Role::Admin, None)?;
-        let (_, analyst_token) = store.create_user("analyst", Role::Analyst, None)?;
+        if fresh {
+            let store = coordinator.state.store.clone();
+            (_, saved.admin_token) = store.create_user("admin", Role::Admin, None)?;
+            (_, saved.analyst_token) = store.create_user("analyst", Role::Analyst, None)?;
+        }
         let quic = coordinator.quic_addr;
 
         let mut nodes = BTreeMap::new();
-        for org in &orgs {
-            let admin_token = random_token();
+        for org in &saved.organizations {
             let config = NodeConfig {
-                org: org.clone(),
-                data_path: dir.join(format!("{org}.redb")),
+                org: org.id.clone(),
+                data_path: dir.join(format!("{}.redb", org.id)),
                 coordinator_addr: quic,
                 coordinator_name: prism_common::identity::COORDINATOR_NAME.into(),
                 peer_listen: "127.0.0.1:0".parse()?,
                 peer_advertise: None,
                 admin_listen: "127.0.0.1:0".parse()?,
                 admin_token_file: None,
-                admin_token: Some(admin_token.clone()),
-                tls: tls_files(&certs, org.as_str()),
-                policy: spec.policy.clone(),
+                admin_token: Some(org.node_admin_token.clone()),
+                tls: tls_files(&certs, org.id.as_str()),
+                policy: org.policy.clone(),
                 max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
                 max_import_mib: 512,
             };
             let shutdown = CancellationToken::new();
             let handle = prism_node::start(config.clone(), shutdown.clone()).await?;
             nodes.insert(
-                org.clone(),
+                org.id.clone(),
                 NodeSlot {
                     handle: Some(handle),
                     config,
-                    admin_token,
+                    admin_token: org.node_admin_token.clone(),
                     shutdown,
                 },
             );
         }
-        let f = Federation {
+        Ok(Federation {
             dir: dir.to_path_buf(),
             _tmp: None,
             coordinator: Some(coordinator),
             coordinator_config,
             coordinator_shutdown,
             nodes,
-            admin_token,
-            analyst_token,
-            seed: spec.seed,
-            rows_per_org: spec.rows_per_org,
-        };
-        if spec.rows_per_org > 0 {
-            for (i, org) in orgs.iter().enumerate() {
-                let csv = data::to_csv(&data::patients(spec.seed, i, spec.rows_per_org));
-                f.import(org, "patients", &csv).await?;
-            }
-            f.wait_for_datasets(orgs.len()).await?;
+            admin_token: saved.admin_token.clone(),
+            analyst_token: saved.analyst_token.clone(),
+            seed: saved.seed,
+            rows_per_org: saved.rows_per_org,
+            rows: saved
+                .organizations
+                .iter()
+                .map(|o| (o.id.clone(), o.rows))
+                .collect(),
+            org_index: orgs
+                .iter()
+                .enumerate()
+                .map(|(i, o)| (o.clone(), i))
+                .collect(),
+        })
+    }
+
+    /// Organization ids in the order they were created.
+    pub fn orgs(&self) -> Vec<OrgId> {
+        let mut orgs: Vec<(usize, OrgId)> = self
+            .org_index
+            .iter()
+            .map(|(o, &i)| (i, o.clone()))
+            .collect();
+        orgs.sort();
+        orgs.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// The synthetic patients an organization's node was given (regenerated from the seed).
+    pub fn patients_of(&self, org: &OrgId) -> Vec<data::Patient> {
+        match (self.org_index.get(org), self.rows.get(org)) {
+            (Some(&i), Some(&rows)) => data::patients(self.seed, i, rows),
+            _ => Vec::new(),
         }
-        f.wait_connected().await?;
-        Ok(f)
     }
 
     /// The coordinator's API URL.
@@ -509,7 +460,11 @@ impl Federation {
                 "node_admin_url": n.handle.as_ref().map(|h| h.admin_url()),
                 "node_admin_token": n.admin_token,
                 "peer_addr": n.handle.as_ref().map(|h| h.peer_addr.to_string()),
-                "datasets": [format!("{org}.patients")],
+                "datasets": if self.rows.get(org).is_some_and(|&r| r > 0) {
+                    vec![format!("{org}.patients")]
+                } else {
+                    Vec::new()
+                },
             })).collect::<Vec<_>>(),
             "certs_dir": self.dir.join("certs"),
         })

@@ -1,12 +1,13 @@
-//! `prism-sim`: a local federation — certificates, a coordinator and three hospitals — either
-//! walked through the demo (`demo`) or kept up for exploring (`serve`).
+//! `prism-sim`: a local federation — certificates, a coordinator and any number of
+//! organizations — walked through the demo (`demo`), kept up for exploring (`serve`), or
+//! driven through a scenario file (`run`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use prism_tests::demo;
-use prism_tests::{Federation, FederationSpec};
+use prism_tests::scenario::{self, Scenario};
+use prism_tests::{Federation, FederationSpec, cli, demo};
 
 #[derive(Parser)]
 #[command(name = "prism-sim", version, about = "Prism local federation")]
@@ -15,22 +16,60 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct OrgArgs {
+    /// Organizations: a count (`10`: hospital-a … hospital-j) or ids (`bank-a,bank-b`).
+    #[arg(long, default_value = "3")]
+    orgs: String,
+    /// Patients per organization: `10000`, or per organization `hospital-a=5000,…`
+    /// (with an optional default first: `1000,hospital-a=5000`).
+    #[arg(long, default_value = "10000")]
+    rows: String,
+}
+
+impl OrgArgs {
+    fn spec(&self) -> anyhow::Result<FederationSpec> {
+        let orgs = cli::parse_orgs(&self.orgs)?;
+        let rows = cli::parse_rows(&self.rows, &orgs, 10_000)?;
+        Ok(FederationSpec {
+            orgs,
+            rows_per_org: rows.default,
+            rows: rows.per_org,
+            ..Default::default()
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start a temporary federation, walk the demo flow, print the results.
     Demo {
-        /// Patients per organization.
-        #[arg(long, default_value_t = 10_000)]
-        rows: usize,
+        #[command(flatten)]
+        orgs: OrgArgs,
     },
     /// Start a federation in DIR and keep it up until Ctrl-C; writes DIR/federation.json.
+    /// A DIR used before is started again as it was left (same CA, stores and budgets).
     Serve {
         /// Working directory (certificates, stores, federation.json).
         #[arg(long)]
         dir: PathBuf,
-        /// Patients per organization.
-        #[arg(long, default_value_t = 10_000)]
-        rows: usize,
+        #[command(flatten)]
+        orgs: OrgArgs,
+    },
+    /// Run a scenario file (the demo scenario if none is given) and report each step;
+    /// exits non-zero if a step misses its expected outcome.
+    Run {
+        /// The scenario (TOML); see docs/SIMULATION.md.
+        scenario: Option<PathBuf>,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Write the report as a self-contained HTML page here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+        /// Give every synthetic dataset this many rows (a quick run of a large scenario).
+        #[arg(long)]
+        rows: Option<usize>,
     },
 }
 
@@ -47,51 +86,114 @@ async fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Demo { rows } => {
-            println!(
-                "Starting a local federation: CA + coordinator + hospital-a, hospital-b, hospital-c ({rows} patients each)…"
-            );
-            let f = Federation::start(FederationSpec {
-                rows_per_org: rows,
-                ..Default::default()
-            })
-            .await?;
-            println!("Coordinator API at {}\n", f.api_url());
-            let steps = demo::run(&f).await;
-            f.shutdown().await;
-            let steps = steps?;
-            demo::print(&steps);
-            let bad = steps.iter().filter(|s| !s.ok).count();
-            if bad > 0 {
-                bail!("{bad} demo step(s) did not have the expected outcome");
-            }
-            println!("\nAll {} steps had the expected outcome.", steps.len());
-            Ok(())
-        }
-        Command::Serve { dir, rows } => {
-            std::fs::create_dir_all(&dir)?;
-            let f = Federation::start_in(
-                &dir,
-                FederationSpec {
-                    rows_per_org: rows,
-                    ..Default::default()
-                },
-            )
-            .await?;
-            let path = dir.join("federation.json");
-            std::fs::write(&path, serde_json::to_string_pretty(&f.describe())?)
-                .with_context(|| format!("writing {}", path.display()))?;
-            println!(
-                "Federation up. API: {}  (details in {})\nCtrl-C (or SIGTERM) to stop.",
-                f.api_url(),
-                path.display()
-            );
-            let signal = prism_common::process::stop_signal().await?;
-            eprintln!("{signal}: stopping the federation");
-            prism_common::process::exit_on_second_signal();
-            f.shutdown().await;
-            eprintln!("stopped");
-            Ok(())
-        }
+        Command::Demo { orgs } => demo_cmd(orgs.spec()?).await,
+        Command::Serve { dir, orgs } => serve(dir, orgs).await,
+        Command::Run {
+            scenario,
+            report,
+            html,
+            rows,
+        } => run_scenario(scenario, report, html, rows).await,
     }
+}
+
+async fn demo_cmd(spec: FederationSpec) -> anyhow::Result<()> {
+    let rows = if spec.rows.is_empty() {
+        format!("{} patients each", spec.rows_per_org)
+    } else {
+        spec.orgs
+            .iter()
+            .map(|o| format!("{o}: {}", spec.rows_of(o)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "Starting a local federation: CA + coordinator + {} ({rows})…",
+        spec.orgs.join(", ")
+    );
+    let f = Federation::start(spec).await?;
+    println!("Coordinator API at {}\n", f.api_url());
+    let steps = demo::run(&f).await;
+    f.shutdown().await;
+    let steps = steps?;
+    demo::print(&steps);
+    let bad = steps.iter().filter(|s| !s.ok).count();
+    if bad > 0 {
+        bail!("{bad} demo step(s) did not have the expected outcome");
+    }
+    println!("\nAll {} steps had the expected outcome.", steps.len());
+    Ok(())
+}
+
+async fn serve(dir: PathBuf, orgs: OrgArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&dir)?;
+    let f = if Federation::exists_in(&dir) {
+        println!(
+            "Starting again the federation in {} (its organizations, data and budgets as left; --orgs and --rows apply to a new directory only)",
+            dir.display()
+        );
+        Federation::resume(&dir).await?
+    } else {
+        Federation::start_in(&dir, orgs.spec()?).await?
+    };
+    let path = dir.join("federation.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&f.describe())?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "Federation up: {} organizations. API: {}  (details in {})\nCtrl-C (or SIGTERM) to stop.",
+        f.nodes.len(),
+        f.api_url(),
+        path.display()
+    );
+    let signal = prism_common::process::stop_signal().await?;
+    eprintln!("{signal}: stopping the federation");
+    prism_common::process::exit_on_second_signal();
+    f.shutdown().await;
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn run_scenario(
+    file: Option<PathBuf>,
+    json_out: Option<PathBuf>,
+    html_out: Option<PathBuf>,
+    rows: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut s = match &file {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::parse(scenario::DEMO, std::path::Path::new("."))
+            .context("the default scenario")?,
+    };
+    if let Some(r) = rows {
+        s.override_rows(r);
+    }
+    println!(
+        "Running scenario {} ({} organizations, {} steps)…",
+        s.name,
+        s.organizations.len(),
+        s.steps.len()
+    );
+    let report = scenario::run::run(&s).await?;
+    print!("{}", report.text());
+    if let Some(p) = json_out {
+        std::fs::write(&p, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("report: {}", p.display());
+    }
+    if let Some(p) = html_out {
+        std::fs::write(&p, report.html()).with_context(|| format!("writing {}", p.display()))?;
+        println!("html report: {}", p.display());
+    }
+    if report.unexpected > 0 {
+        bail!(
+            "{} of {} steps missed their expected outcome",
+            report.unexpected,
+            report.steps.len()
+        );
+    }
+    println!(
+        "\nAll {} steps had the expected outcome.",
+        report.steps.len()
+    );
+    Ok(())
 }

@@ -1,22 +1,74 @@
-//! A UDP relay between a node and the coordinator that a test can cut: a network partition
-//! (or a party that dies without a word) on loopback, with no privileges needed.
+//! A UDP relay between a node and the coordinator that a test can cut or slow down: a network
+//! partition (or a party that dies without a word) or a WAN link on loopback, with no
+//! privileges needed (there is no netem here).
 //!
 //! Every client address gets its own upstream socket, so the coordinator sees one remote per
 //! node, as it would through NAT. While cut, packets in both directions are dropped silently.
+//! With a delay set, every datagram is held that long (plus a uniform jitter) in each
+//! direction; datagrams keep their order.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use rand::Rng;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How the link behaves, shared by the relay's tasks.
+#[derive(Default)]
+struct Link {
+    cut: AtomicBool,
+    delay_ms: AtomicU64,
+    jitter_ms: AtomicU64,
+}
+
+impl Link {
+    /// When a datagram received now leaves, never before the one before it (`last`).
+    fn deadline(&self, last: Instant) -> Instant {
+        let (d, j) = (
+            self.delay_ms.load(Ordering::Relaxed),
+            self.jitter_ms.load(Ordering::Relaxed),
+        );
+        let extra = if j > 0 {
+            rand::rng().random_range(0..=j)
+        } else {
+            0
+        };
+        (Instant::now() + Duration::from_millis(d + extra)).max(last)
+    }
+}
+
+/// Where a delayed datagram goes.
+enum Out {
+    Up(Arc<UdpSocket>),
+    Down(Arc<UdpSocket>, SocketAddr),
+}
+
+/// One direction of one client: datagrams leave in order, each at its deadline.
+fn delayed(tasks: &mut JoinSet<()>, out: Out) -> mpsc::UnboundedSender<(Instant, Vec<u8>)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    tasks.spawn(async move {
+        while let Some((at, buf)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            let _ = match &out {
+                Out::Up(u) => u.send(&buf).await,
+                Out::Down(f, client) => f.send_to(&buf, *client).await,
+            };
+        }
+    });
+    tx
+}
 
 /// A running relay; stops when dropped.
 pub struct Relay {
     /// Where clients send (what a node is configured to dial).
     pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
+    link: Arc<Link>,
     _tasks: JoinSet<()>,
 }
 
@@ -25,52 +77,66 @@ impl Relay {
     pub async fn start(target: SocketAddr) -> std::io::Result<Relay> {
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = front.local_addr()?;
-        let cut = Arc::new(AtomicBool::new(false));
+        let link = Arc::new(Link::default());
         let mut tasks = JoinSet::new();
-        let (f, c) = (front.clone(), cut.clone());
+        let (f, l) = (front.clone(), link.clone());
         tasks.spawn(async move {
-            let mut upstream: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-            let mut back_tasks = JoinSet::new();
+            let mut upstream = HashMap::new();
+            let mut side_tasks = JoinSet::new();
             let mut buf = vec![0u8; 65_536];
+            let mut last_up = Instant::now();
             while let Ok((n, client)) = f.recv_from(&mut buf).await {
-                if c.load(Ordering::SeqCst) {
+                if l.cut.load(Ordering::SeqCst) {
                     continue;
                 }
-                let up = match upstream.get(&client) {
-                    Some(u) => u.clone(),
-                    None => {
-                        let Ok(u) = UdpSocket::bind("127.0.0.1:0").await else {
-                            continue;
-                        };
-                        if u.connect(target).await.is_err() {
-                            continue;
-                        }
-                        let u = Arc::new(u);
-                        let (u2, f2, c2) = (u.clone(), f.clone(), c.clone());
-                        back_tasks.spawn(async move {
-                            let mut buf = vec![0u8; 65_536];
-                            while let Ok(n) = u2.recv(&mut buf).await {
-                                if !c2.load(Ordering::SeqCst) {
-                                    let _ = f2.send_to(&buf[..n], client).await;
-                                }
-                            }
-                        });
-                        upstream.insert(client, u.clone());
-                        u
+                if !upstream.contains_key(&client) {
+                    let Ok(u) = UdpSocket::bind("127.0.0.1:0").await else {
+                        continue;
+                    };
+                    if u.connect(target).await.is_err() {
+                        continue;
                     }
-                };
-                let _ = up.send(&buf[..n]).await;
+                    let u = Arc::new(u);
+                    let down = delayed(&mut side_tasks, Out::Down(f.clone(), client));
+                    let (u2, l2) = (u.clone(), l.clone());
+                    side_tasks.spawn(async move {
+                        let mut buf = vec![0u8; 65_536];
+                        let mut last = Instant::now();
+                        while let Ok(n) = u2.recv(&mut buf).await {
+                            if !l2.cut.load(Ordering::SeqCst) {
+                                last = l2.deadline(last);
+                                let _ = down.send((last, buf[..n].to_vec()));
+                            }
+                        }
+                    });
+                    upstream.insert(client, delayed(&mut side_tasks, Out::Up(u)));
+                }
+                if let Some(up) = upstream.get(&client) {
+                    last_up = l.deadline(last_up);
+                    let _ = up.send((last_up, buf[..n].to_vec()));
+                }
             }
         });
         Ok(Relay {
             addr,
-            cut,
+            link,
             _tasks: tasks,
         })
     }
 
     /// Cuts (`true`) or heals (`false`) the link: while cut, nothing gets through either way.
     pub fn cut(&self, cut: bool) {
-        self.cut.store(cut, Ordering::SeqCst);
+        self.link.cut.store(cut, Ordering::SeqCst);
+    }
+
+    /// Holds every datagram `delay` (plus up to `jitter`, uniformly) in each direction, from
+    /// now on; zero for both relays without delay.
+    pub fn set_delay(&self, delay: Duration, jitter: Duration) {
+        self.link
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+        self.link
+            .jitter_ms
+            .store(jitter.as_millis() as u64, Ordering::Relaxed);
     }
 }

@@ -14,4 +14,5 @@ mod mpc;
 mod mpc_release;
 mod observability;
 mod privacy;
+mod simulation;
 mod transport;
