@@ -367,7 +367,8 @@ impl<'a> Sim<'a> {
                 .context("node")?;
             if let Some(h) = &slot.handle {
                 h.state
-                    .inject_fault(Some(prism_node::rooms::Fault::StallBeforeShares));
+                    .seams
+                    .inject_fault(Some(prism_node::testing::Fault::StallBeforeShares));
             }
             faults.push(format!("{org} killed mid-room"));
         }
