@@ -177,6 +177,10 @@ pub struct Step {
     /// room: share-exchange deadline, ms (the coordinator's default otherwise).
     #[serde(default)]
     pub deadline_ms: Option<u64>,
+    /// room: groups below this row count are suppressed (default 10; a party's policy may
+    /// ask for more).
+    #[serde(default)]
+    pub min_group_size: Option<u64>,
     /// room: participants whose admin declines the invitation.
     #[serde(default)]
     pub decline: Vec<String>,
@@ -420,6 +424,7 @@ impl Scenario {
             forbid(!s.participant_epsilon.is_empty(), "participant_epsilon")?;
             forbid(s.release.is_some(), "release")?;
             forbid(s.deadline_ms.is_some(), "deadline_ms")?;
+            forbid(s.min_group_size.is_some(), "min_group_size")?;
             forbid(!s.decline.is_empty(), "decline")?;
             forbid(!s.kill.is_empty(), "kill")
         };

@@ -323,6 +323,9 @@ impl<'a> Sim<'a> {
         if let Some(e) = step.epsilon {
             body["epsilon"] = json!(e);
         }
+        if let Some(k) = step.min_group_size {
+            body["min_group_size"] = json!(k);
+        }
         if let Some(d) = step.deadline_ms {
             body["deadline_ms"] = json!(d);
         }
