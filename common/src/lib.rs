@@ -21,6 +21,7 @@ pub mod room;
 pub mod schema;
 pub mod shares;
 pub mod sql;
+pub mod text;
 pub mod tls;
 pub mod wire;
 

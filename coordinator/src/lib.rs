@@ -9,11 +9,13 @@ pub mod certs_cmd;
 pub mod config;
 pub mod console;
 pub mod he;
+pub mod intervals;
 pub mod model;
 pub mod nodes;
 pub mod rooms;
 pub mod runs;
 pub mod store;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

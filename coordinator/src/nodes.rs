@@ -442,20 +442,27 @@ async fn handle(
             Ok(NodeEvent::Attested(a)) => {
                 crate::rooms::on_attested(&state, &org, cert_key, a).await
             }
-            Ok(NodeEvent::Declined { room_id, reason }) => crate::rooms::on_declined(
-                &state,
-                &org,
-                &room_id,
-                crate::rooms::ParticipantStatus::Declined,
-                Some(reason),
-            ),
-            Ok(NodeEvent::Withdrawn { room_id }) => crate::rooms::on_declined(
-                &state,
-                &org,
-                &room_id,
-                crate::rooms::ParticipantStatus::Withdrawn,
-                None,
-            ),
+            Ok(NodeEvent::Declined { room_id, reason }) => {
+                let declined = crate::rooms::on_declined(
+                    &state,
+                    &org,
+                    &room_id,
+                    crate::rooms::ParticipantStatus::Declined,
+                    Some(reason),
+                );
+                if let Some(room) = declined {
+                    crate::rooms::settled(&state, &room).await;
+                }
+            }
+            Ok(NodeEvent::Withdrawn { room_id }) => {
+                crate::rooms::on_declined(
+                    &state,
+                    &org,
+                    &room_id,
+                    crate::rooms::ParticipantStatus::Withdrawn,
+                    None,
+                );
+            }
             Err(WireError::Closed) => break,
             Err(_) if matches!(conn.close_reason(), Some(quinn::ConnectionError::ApplicationClosed(ref c)) if c.error_code == quinn::VarInt::from_u32(wire::close::NORMAL)) =>
             {

@@ -2,7 +2,8 @@
 //!
 //! A room is a persisted state machine: `pending` (invitations out) → `ready` (every
 //! participant's signature over the manifest hash verified) → `executing` → `completed` |
-//! `failed` (retryable); `cancelled` before execution. For `mpc_backend` the coordinator sends
+//! `failed` (retryable); `cancelled` before execution; `declined` (terminal) when a participant
+//! declines its invitation. For `mpc_backend` the coordinator sends
 //! each participant the manifest and everyone's attestations, the nodes exchange shares among
 //! themselves, and the coordinator receives only partial sums, whose total it decodes.
 
@@ -45,6 +46,9 @@ pub enum RoomStatus {
     Failed,
     /// Cancelled before execution.
     Cancelled,
+    /// A participant declined: the room can never become ready; `error_message` names who
+    /// and why.
+    Declined,
 }
 
 /// A participant's standing.
@@ -312,15 +316,16 @@ pub async fn on_attested(
     }
 }
 
-/// Records a decline or a withdrawal.
+/// Records a decline or a withdrawal. A decline ends the room (`declined`, terminal): it is
+/// returned so the caller can end what waits for it ([`settled`]).
 pub fn on_declined(
     state: &CoordState,
     org: &OrgId,
     room_id: &str,
     status: ParticipantStatus,
     reason: Option<String>,
-) {
-    let _ = update(state, room_id, |r| {
+) -> Option<Room> {
+    let updated = update(state, room_id, |r| {
         if !matches!(
             r.status,
             RoomStatus::Pending | RoomStatus::Ready | RoomStatus::Failed
@@ -331,7 +336,18 @@ pub fn on_declined(
         p.status = status;
         p.signature = None;
         p.reason = reason.clone();
-        if r.status == RoomStatus::Ready {
+        if status == ParticipantStatus::Declined {
+            r.status = RoomStatus::Declined;
+            r.error_code = Some("room_declined".into());
+            r.error_message = Some(match reason.as_deref().map(str::trim) {
+                Some(why) if !why.is_empty() => format!(
+                    "organization {org} declined the room: {why}; create a new room to ask again"
+                ),
+                _ => {
+                    format!("organization {org} declined the room; create a new room to ask again")
+                }
+            });
+        } else if r.status == RoomStatus::Ready {
             r.status = RoomStatus::Pending;
         }
         let action = if status == ParticipantStatus::Declined {
@@ -345,6 +361,19 @@ pub fn on_declined(
             serde_json::json!({"organization": org, "reason": reason}),
         ))
     });
+    match updated {
+        Ok(Some((room, ()))) if room.status == RoomStatus::Declined => Some(room),
+        _ => None,
+    }
+}
+
+/// A room reached an end without executing (declined, cancelled): ends the run that opened it,
+/// if any, and wakes those waiting for it.
+pub async fn settled(state: &Arc<CoordState>, room: &Room) {
+    if let Some(run_id) = &room.origin_run {
+        crate::runs::finish_from_room(state, run_id, room).await;
+    }
+    let _ = state.room_done.send(room.id.clone());
 }
 
 /// Why a room cannot execute now.
@@ -651,11 +680,16 @@ pub fn cancel(state: &CoordState, room_id: &str, actor: &str) -> Result<Option<R
     Ok(update(state, room_id, |r| {
         if matches!(
             r.status,
-            RoomStatus::Executing | RoomStatus::Completed | RoomStatus::Cancelled
+            RoomStatus::Executing
+                | RoomStatus::Completed
+                | RoomStatus::Cancelled
+                | RoomStatus::Declined
         ) {
             return None;
         }
         r.status = RoomStatus::Cancelled;
+        r.error_code = Some("room_cancelled".into());
+        r.error_message = Some(format!("the room was cancelled by {actor}"));
         Some(((), "room_cancelled", serde_json::json!({"by": actor})))
     })?
     .map(|(r, _)| r))

@@ -203,7 +203,25 @@ async fn drive_generic(
         Err(_) if refused => Outcome::Refused,
         Err(_) => Outcome::Failed,
     };
-    finish_as(&state, run, outcome, kind).await;
+    finish_as(&state, run, name_owner(outcome, &org), kind).await;
+}
+
+/// A budget refusal says whose owner to ask: the node's words name the dataset, not its
+/// organization.
+pub fn name_owner(
+    outcome: Result<(), (String, String)>,
+    org: &prism_common::identity::OrgId,
+) -> Result<(), (String, String)> {
+    outcome.map_err(|(code, message)| {
+        if code == "budget_exhausted" && !message.contains(org.as_str()) {
+            let message = format!(
+                "{message} (the dataset belongs to organization {org}: its data owner decides)"
+            );
+            (code, message)
+        } else {
+            (code, message)
+        }
+    })
 }
 
 /// Ends a run: records its outcome (completed, or failed with a code and message) and announces it.

@@ -381,9 +381,11 @@ impl Store {
                         && !entries.iter().any(|e| format!("{prefix}{}", e.name) == *k)
                 })
                 .collect();
+            let removed_any = !stale.is_empty();
             for k in stale {
                 t.remove(k.as_str())?;
             }
+            let mut changed = false;
             for e in entries {
                 let rec = DatasetRecord {
                     id: format!("{org}.{}", e.name),
@@ -392,18 +394,30 @@ impl Store {
                     columns: e.columns.clone(),
                     row_count: e.row_count,
                     release: e.release,
+                    budget: e.budget,
                     updated_at: now(),
                 };
+                // A republished budget alone (after every charge) is not a catalog change.
+                let before: Option<DatasetRecord> = t
+                    .get(rec.id.as_str())?
+                    .and_then(|v| serde_json::from_str(v.value()).ok());
+                changed |= before.is_none_or(|b| {
+                    (&b.columns, b.row_count, b.release)
+                        != (&rec.columns, rec.row_count, rec.release)
+                });
                 t.insert(rec.id.as_str(), encode(&rec.id, &rec)?.as_str())?;
                 out.push(rec);
             }
-            audit::append(
-                &txn,
-                org.as_str(),
-                "catalog_published",
-                org.as_str(),
-                serde_json::json!({"datasets": entries.iter().map(|e| &e.name).collect::<Vec<_>>()}),
-            )?;
+            changed |= removed_any;
+            if changed {
+                audit::append(
+                    &txn,
+                    org.as_str(),
+                    "catalog_published",
+                    org.as_str(),
+                    serde_json::json!({"datasets": entries.iter().map(|e| &e.name).collect::<Vec<_>>()}),
+                )?;
+            }
         }
         txn.commit()?;
         Ok(out)

@@ -9,6 +9,7 @@
 
 mod queries;
 mod rooms;
+mod users;
 
 use std::sync::Arc;
 
@@ -248,7 +249,9 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
         .routes(routes!(rooms::show, rooms::delete))
         .routes(routes!(rooms::execute))
         .routes(routes!(rooms::cancel))
-        .routes(routes!(create_user))
+        .routes(routes!(users::list, create_user))
+        .routes(routes!(users::revoke))
+        .routes(routes!(users::me))
         .routes(routes!(audit))
         .routes(routes!(verify_audit))
         .routes(routes!(openapi_json))

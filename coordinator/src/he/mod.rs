@@ -77,6 +77,7 @@ pub async fn drive(
         warn!(run_id = %run.id, error = %e, "he run failed");
         (e.code(), e.to_string())
     });
+    let outcome = crate::runs::name_owner(outcome, &dataset.organization);
     crate::runs::finish(&state, run, outcome).await
 }
 
