@@ -114,16 +114,6 @@ def test_the_enclave_backend_is_refused_with_its_code(prism: PrismClient) -> Non
     assert refused.value.status == 501
 
 
-def test_an_he_run_answers_exactly_what_the_holder_decrypts(prism: PrismClient) -> None:
-    result = prism.run(DATASET, "SELECT COUNT(*) FROM patients WHERE age >= 50", backend="he_backend", timeout=600)
-    assert result.status == "completed"
-    df = result.frame
-    col = result.record["result"]["columns"][0]
-    assert df[col][0] == result.record["result"]["rows"][0][0]
-    # Released under DP by default: the interval is in the frame.
-    assert df[f"{col}_ci95"][0] == pytest.approx(result.record["ci95_half_width"][0])
-
-
 def test_a_data_room_is_created_followed_and_executed(prism: PrismClient) -> None:
     room = prism.create_room("Diabetes in A and B", "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'",
                              ["hospital-a", "hospital-b"], epsilon=0.5, participant_epsilon={"hospital-b": 0.4})

@@ -213,7 +213,12 @@ class PrismClient:
             r = self.run_record(run_id)
             room_id = (r.get("proof_artifacts") or {}).get("room_id")
             if room_id:
-                return self.room(room_id)
+                try:
+                    return self.room(room_id)
+                except PrismError as e:
+                    # The run names its room a moment before the room is stored.
+                    if e.code != "unknown_room" or time.monotonic() > deadline:
+                        raise
             if r.get("status") in RUN_FINAL or time.monotonic() > deadline:
                 raise PrismError(409, "no_room", f"run {run_id} opened no data room ({r.get('status')})", r)
             time.sleep(0.2)
