@@ -24,6 +24,7 @@ pub mod schema;
 pub mod shares;
 pub mod sql;
 pub mod support;
+pub mod text;
 pub mod tls;
 pub mod wire;
 

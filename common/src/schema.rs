@@ -186,4 +186,26 @@ pub struct CatalogEntry {
     /// How each backend's answers may leave the holding node (its owner's decision).
     #[serde(default)]
     pub release: crate::release::ReleaseModes,
+    /// The dataset's privacy budget, when its owner publishes it (`publish_budget` in the
+    /// node policy, on by default); `None` when the owner keeps it private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<PublishedBudget>,
+}
+
+/// A dataset's privacy budget as its node publishes it to the catalog: what an analyst needs
+/// to know before asking, in ε and δ.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct PublishedBudget {
+    /// Total ε the owner allows.
+    pub total_epsilon: f64,
+    /// Total δ the owner allows.
+    pub total_delta: f64,
+    /// ε charged by released answers.
+    pub spent_epsilon: f64,
+    /// δ charged by released answers.
+    pub spent_delta: f64,
+    /// ε still available (total − spent − held by runs in flight).
+    pub remaining_epsilon: f64,
+    /// δ still available.
+    pub remaining_delta: f64,
 }

@@ -69,7 +69,7 @@ async fn apply(state: &Arc<CoordState>, ev: Inbound) {
             }
         }
         LinkEvent::Node(NodeEvent::Declined { room_id, reason }) => {
-            let _ = tokio::task::spawn_blocking(move || {
+            let declined = tokio::task::spawn_blocking(move || {
                 crate::rooms::on_declined(
                     &s,
                     &org,
@@ -78,7 +78,12 @@ async fn apply(state: &Arc<CoordState>, ev: Inbound) {
                     Some(reason),
                 )
             })
-            .await;
+            .await
+            .ok()
+            .flatten();
+            if let Some(room) = declined {
+                crate::runs::room_settled(state, &room).await;
+            }
         }
         LinkEvent::Node(NodeEvent::Withdrawn { room_id }) => {
             let _ = tokio::task::spawn_blocking(move || {

@@ -22,12 +22,14 @@ pub mod console;
 pub mod dp;
 pub mod events;
 pub mod he;
+pub mod intervals;
 pub mod model;
 pub mod mpc;
 pub mod nodes;
 pub mod rooms;
 pub mod runs;
 pub mod store;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

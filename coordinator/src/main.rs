@@ -41,8 +41,8 @@ enum CertsAction {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
-        /// Comma-separated organization ids.
-        #[arg(long, value_delimiter = ',')]
+        /// Comma-separated organization ids (at least one).
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         orgs: Vec<OrgId>,
         /// Validity in days.
         #[arg(long, default_value_t = 365)]
@@ -53,8 +53,8 @@ enum CertsAction {
         /// Directory holding ca.pem and ca.key.pem.
         #[arg(long)]
         dir: PathBuf,
-        /// Comma-separated organization ids.
-        #[arg(long, value_delimiter = ',')]
+        /// Comma-separated organization ids (at least one).
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         orgs: Vec<OrgId>,
         /// Validity in days.
         #[arg(long, default_value_t = 365)]
@@ -65,8 +65,8 @@ enum CertsAction {
         /// Directory holding the CA and the certificates.
         #[arg(long)]
         dir: PathBuf,
-        /// Comma-separated organization ids.
-        #[arg(long, value_delimiter = ',')]
+        /// Comma-separated organization ids (at least one).
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         orgs: Vec<OrgId>,
         /// Days until the CRL's next update.
         #[arg(long, default_value_t = 30)]
@@ -90,6 +90,29 @@ enum UsersAction {
         /// The user's organization.
         #[arg(long)]
         organization: Option<OrgId>,
+        /// Print `{user, token}` as JSON instead of words.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users (never their tokens).
+    List {
+        /// Configuration file (for the store path).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a user's API token (it stops working at once).
+    Revoke {
+        /// Configuration file (for the store path).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The user's id (from `users list`).
+        id: String,
+        /// Print the revoked user as JSON instead of words.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -134,22 +157,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
         Command::Users {
+            action: UsersAction::List { config, json },
+        } => {
+            let (_, store) = open_store(&config)?;
+            let users = prism_coordinator::users::list(&store)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else if users.is_empty() {
+                println!("no users yet: create one with `prism-coordinator users create`");
+            } else {
+                print!("{}", prism_coordinator::users::table(&users));
+            }
+        }
+        Command::Users {
+            action: UsersAction::Revoke { config, id, json },
+        } => {
+            let (_, store) = open_store(&config)?;
+            let Some(user) = prism_coordinator::users::revoke(&store, &id, "cli")? else {
+                bail!("no user has id {id}; `prism-coordinator users list` shows the ids");
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&user)?);
+            } else {
+                println!(
+                    "revoked {} ({}): its API token no longer works",
+                    user.name, user.id
+                );
+            }
+        }
+        Command::Users {
             action:
                 UsersAction::Create {
                     config,
                     name,
                     role,
                     organization,
+                    json,
                 },
         } => {
-            let config = prism_coordinator::CoordinatorConfig::from_file(&config)?;
-            let (store, _) = prism_coordinator::store::Store::open(&config.data_path)
-                .with_context(|| {
-                    format!(
-                        "opening {} (is the coordinator running?)",
-                        config.data_path.display()
-                    )
-                })?;
+            let (config, store) = open_store(&config)?;
             let name = prism_coordinator::model::user_name(&name).map_err(anyhow::Error::msg)?;
             if let Some(o) = organization
                 .as_ref()
@@ -160,13 +206,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let (user, token) = store.create_user(&name, role, organization)?;
-            println!(
-                "created {} ({:?}); API token (shown once):\n{token}",
-                user.name, user.role
-            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"user": user, "token": token})
+                    )?
+                );
+            } else {
+                println!(
+                    "created {} ({:?}); API token (shown once):\n{token}",
+                    user.name, user.role
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// The configuration and the store it names (the coordinator must be stopped: redb allows one
+/// process).
+fn open_store(
+    config: &std::path::Path,
+) -> anyhow::Result<(
+    prism_coordinator::CoordinatorConfig,
+    prism_coordinator::store::Store,
+)> {
+    let config = prism_coordinator::CoordinatorConfig::from_file(config)?;
+    let (store, _) =
+        prism_coordinator::store::Store::open(&config.data_path).with_context(|| {
+            format!(
+                "opening {} (is the coordinator running?)",
+                config.data_path.display()
+            )
+        })?;
+    Ok((config, store))
 }
 
 fn join(orgs: &[OrgId]) -> String {
@@ -174,4 +248,71 @@ fn join(orgs: &[OrgId]) -> String {
         .map(|o| o.as_str())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn certificates_need_organizations() {
+        for args in [
+            &["prism-coordinator", "certs", "init", "--out", "certs"][..],
+            &["prism-coordinator", "certs", "issue", "--dir", "certs"][..],
+            &[
+                "prism-coordinator",
+                "certs",
+                "init",
+                "--out",
+                "certs",
+                "--orgs",
+            ][..],
+        ] {
+            let err = Cli::try_parse_from(args).err().map(|e| e.to_string());
+            assert!(
+                err.as_deref().is_some_and(|e| e.contains("--orgs")),
+                "{args:?}: {err:?}"
+            );
+        }
+        assert!(
+            Cli::try_parse_from([
+                "prism-coordinator",
+                "certs",
+                "init",
+                "--out",
+                "certs",
+                "--orgs",
+                "hospital-a,hospital-b"
+            ])
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn users_list_and_revoke_take_json() {
+        assert!(
+            Cli::try_parse_from([
+                "prism-coordinator",
+                "users",
+                "list",
+                "-c",
+                "c.toml",
+                "--json"
+            ])
+            .is_ok()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "prism-coordinator",
+                "users",
+                "revoke",
+                "-c",
+                "c.toml",
+                "u-1"
+            ])
+            .is_ok()
+        );
+    }
 }

@@ -164,15 +164,16 @@ pub fn on_attested(
     }
 }
 
-/// Records a decline or a withdrawal.
+/// Records a decline or a withdrawal. A decline ends the room (`declined`, terminal): the room
+/// is returned so the caller can end what waits for it (`crate::runs::room_settled`).
 pub fn on_declined(
     state: &CoordState,
     org: &OrgId,
     room_id: &str,
     status: ParticipantStatus,
     reason: Option<String>,
-) {
-    let _ = update(state, room_id, |r| {
+) -> Option<Room> {
+    let updated = update(state, room_id, |r| {
         if !r.decline(org, status, reason.clone()) {
             return None;
         }
@@ -187,6 +188,10 @@ pub fn on_declined(
             serde_json::json!({"organization": org, "reason": reason}),
         ))
     });
+    match updated {
+        Ok(Some((room, ()))) if room.status == RoomStatus::Declined => Some(room),
+        _ => None,
+    }
 }
 
 /// Why a room cannot execute now.
@@ -253,7 +258,7 @@ pub async fn execute(state: &Arc<CoordState>, room_id: &str) -> Option<Room> {
 /// Cancels a room that has not executed.
 pub fn cancel(state: &CoordState, room_id: &str, actor: &str) -> Result<Option<Room>, StoreError> {
     Ok(update(state, room_id, |r| {
-        r.cancel()
+        r.cancel(actor)
             .then(|| ((), "room_cancelled", serde_json::json!({"by": actor})))
     })?
     .map(|(r, _)| r))

@@ -149,7 +149,21 @@ async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
         _ => crate::dp::execute(&state, &query, &dataset, &run.id).await,
     };
     run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-    finish(&state, run, outcome).await;
+    finish(&state, run, name_owner(outcome, &dataset.organization)).await;
+}
+
+/// A budget refusal says whose owner to ask: the node's words name the dataset, not its
+/// organization.
+fn name_owner(outcome: RunOutcome, org: &prism_common::identity::OrgId) -> RunOutcome {
+    outcome.map_err(|mut f| {
+        if f.code == "budget_exhausted" && !f.message.contains(org.as_str()) {
+            f.message = format!(
+                "{} (the dataset belongs to organization {org}: its data owner decides)",
+                f.message
+            );
+        }
+        f
+    })
 }
 
 /// Ends a run with its backend's outcome: `completed` with the answer, its cost and proof, or
@@ -269,6 +283,15 @@ pub fn execute_room(
         let _ = s.room_done.send(id);
     });
     Ok(room)
+}
+
+/// A room reached an end without executing (declined, cancelled): ends the run that opened it, if any,
+/// and wakes those waiting for it.
+pub async fn room_settled(state: &Arc<CoordState>, room: &Room) {
+    if let Some(run_id) = &room.origin_run {
+        finish_from_room(state, run_id, room).await;
+    }
+    let _ = state.room_done.send(room.id.clone());
 }
 
 /// Ends a run opened by an `mpc_backend` query with its room's outcome.

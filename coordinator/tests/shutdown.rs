@@ -173,6 +173,7 @@ async fn silent_node(dir: &Path, quic: SocketAddr) -> SilentNode {
             columns: vec![age],
             row_count: 1000,
             release: Default::default(),
+            budget: None,
         }],
     };
     wire::write_msg(&mut send, &catalog).await.expect("catalog");

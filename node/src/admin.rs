@@ -351,6 +351,7 @@ async fn set_budget(
     let store = a.state.store.clone();
     let b =
         blocking(move || store.set_budget(&name, body.epsilon, body.delta, "node-admin")).await??;
+    a.state.budget_changed();
     Ok(Json(budget_json(&b)))
 }
 

@@ -132,6 +132,14 @@ pub struct Policy {
     /// mpc_backend in `exact` mode: most GROUP BY keys a room may declare.
     #[serde(default = "default_max_group_keys")]
     pub max_group_keys: usize,
+    /// Whether each dataset's budget (total, spent, remaining ε and δ) is published with the
+    /// catalog, so analysts see what is left before they ask. On by default.
+    #[serde(default = "yes")]
+    pub publish_budget: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_backends() -> Vec<BackendId> {
@@ -186,6 +194,7 @@ impl Default for Policy {
             release: ReleaseModes::default(),
             identifying_columns: Vec::new(),
             max_group_keys: default_max_group_keys(),
+            publish_budget: true,
         }
     }
 }

@@ -85,6 +85,7 @@ pub async fn execute(
             blocking(move || store.settle(&rid, Some(charge), "released", extra))
                 .await?
                 .map_err(store_refusal)?;
+            state.budget_changed();
             let proof = serde_json::to_value(&release.proof).unwrap_or(serde_json::Value::Null);
             Ok(Execution {
                 table: release.table,

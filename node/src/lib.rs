@@ -111,10 +111,25 @@ impl NodeState {
                 columns: d.schema.columns.clone(),
                 row_count: d.rows as u64,
                 release: policy::modes(self, &d.schema.name),
+                budget: self
+                    .config
+                    .policy
+                    .publish_budget
+                    .then(|| self.store.budget(&d.schema.name).ok())
+                    .flatten()
+                    .map(|b| b.published()),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// A dataset's ledger changed (a charge, a new total): republishes the catalog when the
+    /// policy publishes budgets, so the coordinator's catalog shows what is left.
+    pub fn budget_changed(&self) {
+        if self.config.policy.publish_budget {
+            self.catalog_changed.notify_one();
+        }
     }
 
     /// Queues an event for the coordinator (sent when the link is up).

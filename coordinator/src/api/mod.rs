@@ -13,6 +13,7 @@ mod error;
 mod queries;
 mod rooms;
 mod system;
+mod users;
 
 pub use auth::{Caller, SKIPPED_HEADER, SKIPPED_IDS_HEADER, skipped_headers};
 pub use error::{ApiError, ApiResult, ErrorDetail, ErrorResponse};
@@ -103,7 +104,9 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
         .routes(routes!(rooms::show, rooms::delete))
         .routes(routes!(rooms::execute))
         .routes(routes!(rooms::cancel))
-        .routes(routes!(create_user))
+        .routes(routes!(users::list, create_user))
+        .routes(routes!(users::revoke))
+        .routes(routes!(users::me))
         .routes(routes!(audit::audit))
         .routes(routes!(audit::verify_audit))
         .routes(routes!(system::openapi_json))

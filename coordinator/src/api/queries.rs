@@ -120,6 +120,10 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
     if backend == BackendId::HeBackend {
         prism_common::he::encode::check_weights(&plan, &schema, dataset.row_count)
             .map_err(|e| unprocessable("backend_unsupported", e.to_string()))?;
+        // What the node would refuse at run time (AVG of a float column, a column without
+        // bounds), said now, whether or not the node is online.
+        prism_common::he::encode::values_for(&plan, &schema)
+            .map_err(|e| unprocessable(e.code(), e.to_string()))?;
     }
     let mut v = Validated {
         dataset,
@@ -190,6 +194,29 @@ async fn check(state: &Arc<CoordState>, input: &QueryInput) -> ApiResult<Validat
     Ok(v)
 }
 
+/// Why a query would exceed the budget its dataset's owner publishes, naming the organization
+/// whose owner can raise it; `None` when it fits or the budget is not published.
+fn over_budget(v: &Validated) -> Option<String> {
+    let b = v.dataset.budget?;
+    // The ledger counts in pico-units; allow for the rounding of the published numbers.
+    const SLACK: f64 = 1e-9;
+    let short_e = v.estimated_epsilon > b.remaining_epsilon + SLACK;
+    let short_d = v.estimated_delta > b.remaining_delta + SLACK * 1e-6;
+    (short_e || short_d).then(|| {
+        format!(
+            "dataset {}: this query needs ε={} δ={}, but {} ε and {} δ remain of {} ε; ask the \
+             data owner of organization {} to raise the budget",
+            v.dataset.id,
+            v.estimated_epsilon,
+            v.estimated_delta,
+            b.remaining_epsilon,
+            b.remaining_delta,
+            b.total_epsilon,
+            v.dataset.organization
+        )
+    })
+}
+
 fn query_json(q: &QueryRecord) -> Value {
     json!(q)
 }
@@ -217,11 +244,17 @@ pub async fn validate(
             "errors": [{"code": "backend_not_implemented", "message": backend::ENCLAVE_MESSAGE, "details": backend::enclave_refusal()}],
             "estimated_epsilon": 0.0, "plan": v.plan, "backend": backend_json,
         }))),
-        Ok(v) => Ok(Json(json!({
-            "valid": true, "errors": [], "estimated_epsilon": v.estimated_epsilon, "estimated_delta": v.estimated_delta,
-            "estimate_source": v.estimate_source, "plan": v.plan, "backend": backend_json,
-            "organization": v.dataset.organization, "release_mode": v.release_mode,
-        }))),
+        Ok(v) => {
+            let over = over_budget(&v);
+            Ok(Json(json!({
+                "valid": over.is_none(),
+                "errors": over.map(|m| vec![json!({"code": "budget_exhausted", "message": m})]).unwrap_or_default(),
+                "estimated_epsilon": v.estimated_epsilon, "estimated_delta": v.estimated_delta,
+                "estimate_source": v.estimate_source, "plan": v.plan, "backend": backend_json,
+                "organization": v.dataset.organization, "release_mode": v.release_mode,
+                "budget": v.dataset.budget,
+            })))
+        }
         Err(e)
             if e.status == StatusCode::UNPROCESSABLE_ENTITY
                 || e.status == StatusCode::NOT_FOUND =>
@@ -428,7 +461,7 @@ pub async fn execute(
         .with_details(json!({"run_id": run.id, "refusal": backend::enclave_refusal()})));
     }
     if !p.wait {
-        return Ok((StatusCode::ACCEPTED, Json(json!(run))));
+        return Ok((StatusCode::ACCEPTED, Json(run_json(&run))));
     }
     let deadline = Duration::from_secs(s.config.run_timeout_secs + 5);
     let finished = || async {
@@ -443,7 +476,17 @@ pub async fn execute(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(json!(run))))
+    Ok((status, Json(run_json(&run))))
+}
+
+/// A run as the API shows it: the record plus `ci95_half_width`, one entry per result column.
+fn run_json(r: &RunRecord) -> Value {
+    let mut v = json!(r);
+    v["ci95_half_width"] = json!(crate::intervals::ci95(
+        r.result.as_ref(),
+        &r.proof_artifacts
+    ));
+    v
 }
 
 /// A run the caller may see; another organization's answers 404 like a missing one.
@@ -477,7 +520,7 @@ pub async fn show_run(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(load_run(&s, &user, id).await?)))
+    Ok(Json(run_json(&load_run(&s, &user, id).await?)))
 }
 
 /// Runs, newest first.
@@ -494,5 +537,6 @@ pub async fn list_runs(
     let mut all = l.records;
     all.retain(|r| visible_to(&user, &r.created_by, r.organization.as_ref()));
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let all: Vec<Value> = all.iter().map(run_json).collect();
     Ok((skipped_headers(&user, &l.corrupt), Json(json!(all))))
 }

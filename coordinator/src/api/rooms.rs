@@ -42,6 +42,10 @@ fn visible(user: &User, room: &Room) -> bool {
 fn room_json(room: &Room) -> Value {
     let mut v = json!(room);
     v["waiting_for"] = json!(room.waiting_for());
+    v["ci95_half_width"] = json!(crate::intervals::ci95(
+        room.result.as_ref(),
+        &room.proof_artifacts
+    ));
     v
 }
 
@@ -195,13 +199,22 @@ pub async fn execute(
     let deadline =
         Duration::from_millis(room.manifest.params.deadline_ms) + Duration::from_secs(15);
     let finished = || async {
-        load(&s, &user, id.clone())
-            .await
-            .is_ok_and(|r| matches!(r.status, RoomStatus::Completed | RoomStatus::Failed))
+        load(&s, &user, id.clone()).await.is_ok_and(|r| {
+            matches!(
+                r.status,
+                RoomStatus::Completed
+                    | RoomStatus::Failed
+                    | RoomStatus::Declined
+                    | RoomStatus::Cancelled
+            )
+        })
     };
     super::wait_done(&s, done, &id, deadline, finished).await;
     let room = load(&s, &user, id).await?;
-    let status = if matches!(room.status, RoomStatus::Completed | RoomStatus::Failed) {
+    let status = if matches!(
+        room.status,
+        RoomStatus::Completed | RoomStatus::Failed | RoomStatus::Declined | RoomStatus::Cancelled
+    ) {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
@@ -235,7 +248,10 @@ pub async fn cancel(
     }
     let (s2, name) = (s.clone(), user.name.clone());
     match blocking(move || rooms::cancel(&s2, &id, &name)).await?? {
-        Some(r) => Ok(Json(room_json(&r))),
+        Some(r) => {
+            crate::runs::room_settled(&s, &r).await;
+            Ok(Json(room_json(&r)))
+        }
         None => Err(ApiError::new(
             StatusCode::CONFLICT,
             "room_not_cancellable",

@@ -83,6 +83,9 @@ pub struct DatasetRecord {
     /// How each backend's answers may leave the holding node (published by its owner).
     #[serde(default)]
     pub release: prism_common::release::ReleaseModes,
+    /// Its budget, as its owner publishes it (`null`: the owner keeps it private).
+    #[serde(default)]
+    pub budget: Option<prism_common::schema::PublishedBudget>,
     /// When the node last published it.
     pub updated_at: String,
 }

@@ -3,8 +3,9 @@
 //! without a store or a network. `crate::rooms` persists the transitions.
 //!
 //! `pending` (invitations out) → `ready` (every participant's signature verified) →
-//! `executing` → `completed` | `failed` (retryable); `cancelled` before execution. A decline or
-//! a withdrawal sends a ready room back to `pending`.
+//! `executing` → `completed` | `failed` (retryable); `cancelled` before execution; `declined`
+//! (terminal) when a participant declines its invitation. A withdrawal sends a ready room back
+//! to `pending`.
 
 use prism_common::identity::OrgId;
 use prism_common::plan::Table;
@@ -27,6 +28,9 @@ pub enum RoomStatus {
     Failed,
     /// Cancelled before execution.
     Cancelled,
+    /// A participant declined: the room can never become ready; `error_message` names who
+    /// and why.
+    Declined,
 }
 
 /// A participant's standing.
@@ -152,8 +156,9 @@ impl Room {
         Some(ready)
     }
 
-    /// Records a decline or a withdrawal by `org`; `false` when nothing changed. A withdrawal
-    /// sends a ready room back to `pending`.
+    /// Records a decline or a withdrawal by `org`; `false` when nothing changed. A decline ends
+    /// the room (`declined`, terminal, naming who and why); a withdrawal sends a ready room
+    /// back to `pending`.
     pub fn decline(
         &mut self,
         org: &OrgId,
@@ -175,8 +180,19 @@ impl Room {
         };
         p.status = status;
         p.signature = None;
-        p.reason = reason;
-        if self.status == RoomStatus::Ready {
+        p.reason = reason.clone();
+        if status == ParticipantStatus::Declined {
+            self.status = RoomStatus::Declined;
+            self.error_code = Some("room_declined".into());
+            self.error_message = Some(match reason.as_deref().map(str::trim) {
+                Some(why) if !why.is_empty() => format!(
+                    "organization {org} declined the room: {why}; create a new room to ask again"
+                ),
+                _ => {
+                    format!("organization {org} declined the room; create a new room to ask again")
+                }
+            });
+        } else if self.status == RoomStatus::Ready {
             self.status = RoomStatus::Pending;
         }
         true
@@ -222,14 +238,19 @@ impl Room {
     }
 
     /// Cancels a room that has not executed; `false` when it is executing or over.
-    pub fn cancel(&mut self) -> bool {
+    pub fn cancel(&mut self, actor: &str) -> bool {
         if matches!(
             self.status,
-            RoomStatus::Executing | RoomStatus::Completed | RoomStatus::Cancelled
+            RoomStatus::Executing
+                | RoomStatus::Completed
+                | RoomStatus::Cancelled
+                | RoomStatus::Declined
         ) {
             return false;
         }
         self.status = RoomStatus::Cancelled;
+        self.error_code = Some("room_cancelled".into());
+        self.error_message = Some(format!("the room was cancelled by {actor}"));
         true
     }
 }

@@ -226,6 +226,23 @@ impl Store {
         Ok(self.listing(table)?.records)
     }
 
+    /// Every record of a table that decodes, with its key, in key order.
+    pub fn keyed<T: DeserializeOwned>(
+        &self,
+        table: Table<T>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            if let Ok(r) = decode(k.value(), v.value()) {
+                out.push((k.value().to_string(), r));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every record of a table that decodes, and the keys of those that do not (logged).
     pub fn listing<T: DeserializeOwned>(&self, table: Table<T>) -> Result<Listing<T>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -339,9 +356,11 @@ impl Store {
                         && !entries.iter().any(|e| format!("{prefix}{}", e.name) == *k)
                 })
                 .collect();
+            let removed_any = !stale.is_empty();
             for k in stale {
                 t.remove(k.as_str())?;
             }
+            let mut changed = false;
             for e in entries {
                 let rec = DatasetRecord {
                     id: format!("{org}.{}", e.name),
@@ -350,18 +369,30 @@ impl Store {
                     columns: e.columns.clone(),
                     row_count: e.row_count,
                     release: e.release,
+                    budget: e.budget,
                     updated_at: now(),
                 };
+                // A republished budget alone (after every charge) is not a catalog change.
+                let before: Option<DatasetRecord> = t
+                    .get(rec.id.as_str())?
+                    .and_then(|v| serde_json::from_str(v.value()).ok());
+                changed |= before.is_none_or(|b| {
+                    (&b.columns, b.row_count, b.release)
+                        != (&rec.columns, rec.row_count, rec.release)
+                });
                 t.insert(rec.id.as_str(), encode(&rec.id, &rec)?.as_str())?;
                 out.push(rec);
             }
-            audit::append(
-                &txn,
-                org.as_str(),
-                "catalog_published",
-                org.as_str(),
-                serde_json::json!({"datasets": entries.iter().map(|e| &e.name).collect::<Vec<_>>()}),
-            )?;
+            changed |= removed_any;
+            if changed {
+                audit::append(
+                    &txn,
+                    org.as_str(),
+                    "catalog_published",
+                    org.as_str(),
+                    serde_json::json!({"datasets": entries.iter().map(|e| &e.name).collect::<Vec<_>>()}),
+                )?;
+            }
         }
         txn.commit()?;
         Ok(out)

@@ -290,6 +290,7 @@ async fn evaluate_query(
         .map_err(|e| refuse("node_internal_error", format!("worker failed: {e}")))?;
         settled.map_err(crate::policy::store_refusal)?;
         if ok {
+            state.budget_changed();
             state.metrics.budget_spent(&query.dataset, spent, 0.0);
         }
     }

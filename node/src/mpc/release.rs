@@ -192,6 +192,7 @@ pub fn commit(state: &NodeState, c: &Charge, m: &Manifest) -> Result<(), ErrorBo
         )
         .map_err(crate::policy::store_refusal)?;
     state.metrics.budget_spent(&m.plan.dataset, c.epsilon, 0.0);
+    state.budget_changed();
     Ok(())
 }
 

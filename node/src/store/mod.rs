@@ -164,6 +164,18 @@ impl Budget {
         real(self.remaining_delta_units())
     }
 
+    /// The ledger as the catalog publishes it.
+    pub fn published(&self) -> prism_common::schema::PublishedBudget {
+        prism_common::schema::PublishedBudget {
+            total_epsilon: real(self.total_epsilon),
+            total_delta: real(self.total_delta),
+            spent_epsilon: real(self.spent_epsilon),
+            spent_delta: real(self.spent_delta),
+            remaining_epsilon: self.remaining_epsilon(),
+            remaining_delta: self.remaining_delta(),
+        }
+    }
+
     /// The ledger as numbers, for APIs.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -251,8 +251,36 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
     assert_eq!(page.visible_text("#app").await?, None, "signed in anyway");
     page.shot("01-bad-token").await;
 
-    // The analyst signs in and sees every backend with the registry's status and words.
+    // The analyst signs in; the header names them and their role as the API knows them.
     page.sign_in(&f.analyst_token).await?;
+    let (_, me) = analyst.get("/api/v1/me").await?;
+    page.wait_text("#session-user", "the user's name", |t| {
+        Some(t) == me["name"].as_str()
+    })
+    .await?;
+    assert_eq!(
+        page.visible_text("#session-role").await?.as_deref(),
+        me["role"].as_str()
+    );
+    assert_eq!(me["role"], "analyst", "{me}");
+
+    // Tabs follow the arrow keys.
+    page.c
+        .find(Locator::Css("#tab-query"))
+        .await?
+        .send_keys(&fantoccini::key::Key::Right.to_string())
+        .await?;
+    page.wait_count("#tab-runs[aria-selected='true']", 1)
+        .await?;
+    page.c
+        .find(Locator::Css("#tab-runs"))
+        .await?
+        .send_keys(&fantoccini::key::Key::Left.to_string())
+        .await?;
+    page.wait_count("#tab-query[aria-selected='true']", 1)
+        .await?;
+
+    // Every backend with the registry's status and words.
     let (_, backends) = analyst.get("/api/v1/backends").await?;
     let backends = backends.as_array().context("backends")?.clone();
     assert_eq!(backends.len(), 4);
@@ -295,6 +323,29 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
         .await?;
     page.click("#backends .backend-card[data-backend='dp_sandbox']")
         .await?;
+
+    // The schema shows the allowed values of public-key columns, and the budget the owner
+    // publishes, as the catalog says.
+    let (_, ds) = analyst.get("/api/v1/datasets/hospital-a.patients").await?;
+    let keys = ds["columns"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "diagnosis"))
+        .and_then(|c| c["public_keys"].as_array())
+        .context("diagnosis keys")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    page.wait_text(
+        "#dataset-columns tr[data-column='diagnosis'] .domain",
+        "the diagnosis values",
+        |t| t == format!("values: {keys}"),
+    )
+    .await?;
+    let before = ds["budget"]["remaining_epsilon"]
+        .as_f64()
+        .context("the catalog publishes the budget")?;
+    assert_eq!(shown_budget(page).await?, Some(before));
 
     // Invalid SQL: the API's message, word for word.
     let bad_sql = "SELECT COUNT(*) FROM patients WHERE";
@@ -361,7 +412,7 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
         "the console shows the API's run"
     );
     let count: f64 = page
-        .visible_text(&format!("{card} table.result tbody td"))
+        .visible_text(&format!("{card} table.result tbody td .value"))
         .await?
         .context("result cell")?
         .parse()
@@ -391,6 +442,9 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
         run["proof_artifacts"]
     );
     page.shot("03-completed-run").await;
+    dp_result_details(f, page, &run, &card, before).await?;
+
+    refusals_at_validation(f, page).await?;
 
     // The enclave backend: refused at validation and at execution, with the API's message.
     let enclave = prism_common::backend::ENCLAVE_MESSAGE;
@@ -426,24 +480,90 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
         |t| t == enclave,
     )
     .await?;
+    // Filtered by status, as the API's runs say.
+    page.c
+        .find(Locator::Css("#runs-filter-status"))
+        .await?
+        .select_by_value("failed")
+        .await?;
+    page.wait_text("#runs-summary", "the filtered summary", |t| {
+        t.starts_with("1 of 2 runs")
+    })
+    .await?;
+    assert_eq!(page.count("#runs-list .run").await?, 1);
+    assert_eq!(
+        page.count("#runs-list .run[data-status='failed']").await?,
+        1
+    );
+    page.c
+        .find(Locator::Css("#runs-filter-status"))
+        .await?
+        .select_by_value("")
+        .await?;
     page.shot("05-runs").await;
 
     // Data rooms with every participant's standing.
     rooms_in_console(f, page).await?;
+    rooms_that_end_without_running(f, page).await?;
+    mpc_query_opens_a_room(f, page).await?;
+    narrow_screen(page).await?;
 
-    // The audit log is admin-only: the analyst sees the API's 403 message.
+    // The audit log is admin-only: the API refuses the analyst, and the console offers no tab.
     let (status, denied) = analyst.get("/api/v1/audit").await?;
     assert_eq!(status, 403, "{denied}");
-    let denied = denied["error"]["message"].as_str().context("403 message")?;
-    page.click("#tab-audit").await?;
-    page.wait_text("#audit-error", "the audit 403", |t| t == denied)
-        .await?;
-    page.shot("08-audit-denied").await;
+    assert_eq!(
+        page.visible_text("#tab-audit").await?,
+        None,
+        "analysts see no audit tab"
+    );
+    page.shot("08-no-audit-tab").await;
 
-    // An admin sees the log and can verify its chain.
+    // Signing out clears the token from the tab's session storage.
     page.click("#signout").await?;
+    let kept = page
+        .c
+        .execute(
+            "return sessionStorage.getItem('prism.console.token');",
+            vec![],
+        )
+        .await?;
+    assert_eq!(kept, Value::Null, "the token outlived the sign-out");
+
+    // An admin sees the log, newest first, filters it and can verify its chain.
     page.sign_in(&f.admin_token).await?;
-    page.wait_count("#audit-list tbody tr", 1).await?;
+    page.wait_text("#session-role", "the admin role", |t| t == "admin")
+        .await?;
+    page.click("#tab-audit").await?;
+    page.wait_count("#audit-list tbody tr", 2).await?;
+    let seqs = page
+        .c
+        .execute(
+            "return [...document.querySelectorAll('#audit-list tbody tr')].map(r => Number(r.dataset.seq));",
+            vec![],
+        )
+        .await?;
+    let seqs: Vec<u64> = serde_json::from_value(seqs)?;
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "the audit log is not newest first: {seqs:?}"
+    );
+    let (_, log) = f.admin().get("/api/v1/audit?limit=1000").await?;
+    let declined = log
+        .as_array()
+        .context("audit")?
+        .iter()
+        .filter(|e| e["action"] == "room_declined")
+        .count();
+    assert!(declined >= 1, "no room_declined entry in {log}");
+    page.type_into("#audit-filter", "room_declined").await?;
+    let deadline = Instant::now() + WAIT;
+    while page.count("#audit-list tbody tr").await? != declined {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the audit filter did not narrow to {declined} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     page.click("#verify-audit").await?;
     page.wait_text("#audit-verify", "the chain check", |t| {
         t.starts_with("Hash chain verified")
@@ -459,33 +579,381 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The data-rooms tab: a room created through the API, shown pending with each participant's
-/// standing and no Execute button, then — once both nodes attested — ready with one, and
-/// executed from the console.
+/// The remaining ε the console shows for the selected dataset, if it shows one.
+async fn shown_budget(page: &Page) -> anyhow::Result<Option<f64>> {
+    let v = page
+        .c
+        .execute(
+            "const e = document.querySelector('#dataset-budget');
+             return e && !e.hidden ? e.dataset.remainingEpsilon || null : null;",
+            vec![],
+        )
+        .await?;
+    Ok(v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// The DP run's card: the result shows `value ± half-width (95 %)` as the API computes it, the
+/// proof panel lists the statistics, the CSV download holds the API's result, and the budget
+/// shown drops by what the run charged.
+async fn dp_result_details(
+    f: &Federation,
+    page: &Page,
+    run: &Value,
+    card: &str,
+    before: f64,
+) -> anyhow::Result<()> {
+    let analyst = f.analyst();
+    let hw = run["ci95_half_width"][0]
+        .as_f64()
+        .context("the API gives the count's interval")?;
+    assert!(hw > 0.0, "{run}");
+    let cell = format!("{card} table.result tbody td[data-ci95]");
+    let shown: f64 = page
+        .c
+        .execute(
+            "return document.querySelector(arguments[0]).dataset.ci95;",
+            vec![json!(cell)],
+        )
+        .await?
+        .as_str()
+        .context("ci attribute")?
+        .parse()?;
+    assert!((shown - hw).abs() < 1e-9, "{shown} vs {hw}");
+    let text = page
+        .visible_text(&format!("{cell} .ci"))
+        .await?
+        .context("ci text")?;
+    assert!(text.starts_with('±') && text.ends_with("(95 %)"), "{text}");
+    let stats = run["proof_artifacts"]["release"]["statistics"]
+        .as_array()
+        .context("statistics")?
+        .iter()
+        .filter(|s| s["hidden"] != true)
+        .count();
+    assert_eq!(
+        page.count(&format!("{card} .proof-panel table.proof-stats tbody tr"))
+            .await?,
+        stats
+    );
+    // The CSV download: the API's columns and values, with the interval column.
+    let csv = page
+        .c
+        .execute(
+            "const a = document.querySelector(arguments[0]);
+             return decodeURIComponent(a.getAttribute('href').split(',').slice(1).join(','));",
+            vec![json!(format!("{card} a.download-csv"))],
+        )
+        .await?;
+    let csv = csv.as_str().context("csv href")?;
+    let lines: Vec<&str> = csv.lines().collect();
+    let col = run["result"]["columns"][0].as_str().context("column")?;
+    assert_eq!(lines[0], format!("{col},{col}_ci95_half_width"), "{csv}");
+    let cells: Vec<f64> = lines[1]
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("numeric CSV row")?;
+    assert_eq!(Some(cells[0]), run["result"]["rows"][0][0].as_f64());
+    assert!((cells[1] - hw).abs() < 1e-9, "{csv}");
+    assert_eq!(lines.len(), 2, "{csv}");
+    // The budget shown drops by what the run charged, as the catalog says.
+    let spent = run["epsilon_consumed"].as_f64().context("ε")?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, ds) = analyst.get("/api/v1/datasets/hospital-a.patients").await?;
+        let api = ds["budget"]["remaining_epsilon"].as_f64();
+        let shown = shown_budget(page).await?;
+        if api.is_some_and(|a| (a - (before - spent)).abs() < 1e-6) && shown == api {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the budget did not drop by {spent} from {before}: API {api:?}, console {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// What the backend would refuse is refused at validation, in the API's words: a query over the
+/// budget the owner publishes (naming the organization to ask) and AVG of a float column
+/// under HE.
+async fn refusals_at_validation(f: &Federation, page: &Page) -> anyhow::Result<()> {
+    let analyst = f.analyst();
+    let node = f.node_admin("hospital-a")?;
+    let (_, ds) = analyst.get("/api/v1/datasets/hospital-a.patients").await?;
+    let spent = ds["budget"]["spent_epsilon"].as_f64().context("spent")?;
+    let (s, b) = node
+        .put(
+            "/v1/datasets/patients/budget",
+            &json!({"epsilon": spent + 0.2, "delta": 1e-5}),
+        )
+        .await?;
+    anyhow::ensure!(s == 200, "setting the budget: {s} {b}");
+    let sql = "SELECT COUNT(*) FROM patients WHERE age < 30";
+    let body = json!({"dataset_id": "hospital-a.patients", "sql": sql, "backend": "dp_sandbox", "epsilon": 0.5});
+    let deadline = Instant::now() + WAIT;
+    let v = loop {
+        let v = api_validation(&analyst, &body).await?;
+        if v["valid"] == false {
+            break v;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "validation still passes: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(v["errors"][0]["code"], "budget_exhausted", "{v}");
+    let message = v["errors"][0]["message"].as_str().context("message")?;
+    assert!(message.contains("organization hospital-a"), "{message}");
+    page.click("#backends .backend-card[data-backend='dp_sandbox']")
+        .await?;
+    page.type_into("#sql", sql).await?;
+    page.wait_text(
+        "#validation[data-state='invalid'] .message[data-code='budget_exhausted']",
+        "the budget refusal",
+        |t| t == message,
+    )
+    .await?;
+    page.shot("03b-over-budget").await;
+    let (s, b) = node
+        .put(
+            "/v1/datasets/patients/budget",
+            &json!({"epsilon": 10.0, "delta": 1e-5}),
+        )
+        .await?;
+    anyhow::ensure!(s == 200, "restoring the budget: {s} {b}");
+
+    let sql = "SELECT AVG(treatment_cost) FROM patients";
+    let v = api_validation(
+        &analyst,
+        &json!({"dataset_id": "hospital-a.patients", "sql": sql, "backend": "he_backend"}),
+    )
+    .await?;
+    assert_eq!(v["valid"], false, "{v}");
+    let message = v["errors"][0]["message"].as_str().context("message")?;
+    assert!(message.contains("treatment_cost"), "{message}");
+    page.click("#backends .backend-card[data-backend='he_backend']")
+        .await?;
+    page.type_into("#sql", sql).await?;
+    page.wait_text(
+        "#validation[data-state='invalid'] .message",
+        "the HE refusal",
+        |t| t == message,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until the API shows room `id` in `status`; returns the room.
+async fn wait_room(api: &Api, id: &str, status: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, r) = api.get(&format!("/api/v1/data_rooms/{id}")).await?;
+        if r["status"] == status {
+            return Ok(r);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "room {id} did not become {status}: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A room a participant declines ends `declined` with its reason; a room cancelled from the
+/// console ends `cancelled`.
+async fn rooms_that_end_without_running(f: &Federation, page: &Page) -> anyhow::Result<()> {
+    let analyst = f.analyst();
+    let mut ids = Vec::new();
+    for name in ["Declined by B", "Cancelled"] {
+        let (status, room) = analyst
+            .post(
+                "/api/v1/data_rooms",
+                &json!({"name": name, "query_text": "SELECT COUNT(*) FROM patients",
+                        "participants": ["hospital-a", "hospital-b"], "epsilon": 0.5}),
+            )
+            .await?;
+        anyhow::ensure!(status == 201, "{status} {room}");
+        ids.push(room["id"].as_str().context("id")?.to_string());
+    }
+    let reason = "our ethics board has not approved this study";
+    let node = f.node_admin("hospital-b")?;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (s, body) = node
+            .post(
+                &format!("/v1/invitations/{}/decline", ids[0]),
+                &json!({"reason": reason}),
+            )
+            .await?;
+        if s == 200 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "decline: {s} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let declined = wait_room(&analyst, &ids[0], "declined").await?;
+    let message = declined["error_message"].as_str().context("message")?;
+    assert!(
+        message.contains("hospital-b") && message.contains(reason),
+        "{message}"
+    );
+    page.click("#refresh-rooms").await?;
+    let card = format!("#rooms-list .room[data-room-id='{}']", ids[0]);
+    page.wait_text(&format!("{card} .head .badge"), "the declined badge", |t| {
+        t == "declined"
+    })
+    .await?;
+    assert_eq!(
+        page.visible_text(&format!("{card} .room-error-message"))
+            .await?
+            .as_deref(),
+        Some(message)
+    );
+    assert_eq!(page.count(&format!("{card} .cancel-room")).await?, 0);
+    page.shot("07b-room-declined").await;
+
+    let card = format!("#rooms-list .room[data-room-id='{}']", ids[1]);
+    page.click(&format!("{card} .cancel-room")).await?;
+    page.wait_count(&format!("{card}[data-status='cancelled']"), 1)
+        .await?;
+    wait_room(&analyst, &ids[1], "cancelled").await?;
+    Ok(())
+}
+
+/// An `mpc_backend` query from the query form says it opened a room, who must attest, and
+/// links to the room.
+async fn mpc_query_opens_a_room(f: &Federation, page: &Page) -> anyhow::Result<()> {
+    let analyst = f.analyst();
+    page.click("#tab-query").await?;
+    page.click("#backends .backend-card[data-backend='mpc_backend']")
+        .await?;
+    page.type_into("#sql", "SELECT COUNT(*) FROM patients WHERE age >= 40")
+        .await?;
+    page.wait_count("#validation[data-state='valid']", 1)
+        .await?;
+    page.click("#run-query").await?;
+    let waiting = page
+        .wait_text(
+            "#last-run .room-opened .waiting-for",
+            "who must attest",
+            |_| true,
+        )
+        .await?;
+    let room_id = page
+        .c
+        .execute(
+            "return document.querySelector('#last-run .room-opened .room-link').dataset.roomId;",
+            vec![],
+        )
+        .await?;
+    let room_id = room_id.as_str().context("room link")?.to_string();
+    let (_, room) = analyst
+        .get(&format!("/api/v1/data_rooms/{room_id}"))
+        .await?;
+    let expected = room["waiting_for"]
+        .as_array()
+        .context("waiting_for")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(waiting, expected, "{room}");
+    page.shot("07c-mpc-query-room").await;
+    page.click("#last-run .room-opened .room-link").await?;
+    page.wait_count(
+        &format!("#rooms-list .room.highlight[data-room-id='{room_id}']"),
+        1,
+    )
+    .await?;
+    assert_eq!(
+        page.visible_text("#panel-rooms h2").await?.as_deref(),
+        Some("Data rooms")
+    );
+    Ok(())
+}
+
+/// At 390 px (a phone) no tab scrolls sideways.
+async fn narrow_screen(page: &Page) -> anyhow::Result<()> {
+    page.c.set_window_size(390, 900).await?;
+    for tab in ["query", "runs", "rooms"] {
+        page.click(&format!("#tab-{tab}")).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let v = page
+            .c
+            .execute(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
+                vec![],
+            )
+            .await?;
+        let (scroll, width): (u64, u64) = serde_json::from_value(v)?;
+        assert!(
+            width <= 400,
+            "the window is {width} px wide, not a phone's 390"
+        );
+        page.shot(&format!("10-narrow-{tab}")).await;
+        assert!(
+            scroll <= width,
+            "at {width} px the {tab} tab scrolls sideways ({scroll} px of content)"
+        );
+    }
+    page.c.set_window_size(1280, 1500).await?;
+    Ok(())
+}
+
+/// The data-rooms tab: a room created in the console's form (participants, query, per-party
+/// ε), shown pending with each participant's standing and no Execute button, then — once both
+/// nodes attested — ready with one, and executed from the console.
 async fn rooms_in_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
     let analyst = f.analyst();
     page.click("#tab-rooms").await?;
-    let (status, room) = analyst
-        .post(
-            "/api/v1/data_rooms",
-            &json!({
-                "name": "Diabetes across hospitals",
-                "description": "How many patients have diabetes, across two hospitals",
-                "query_text": "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'",
-                "backend": "mpc_backend",
-                "participants": ["hospital-a", "hospital-b"],
-                "epsilon": 0.5,
-            }),
-        )
+    let name = "Diabetes across hospitals";
+    page.click("#new-room summary").await?;
+    page.wait_count("#room-participants .room-participant", 3)
         .await?;
-    anyhow::ensure!(
-        status == 201,
-        "creating a data room answered {status}: {room}"
+    page.type_into("#room-name", name).await?;
+    page.type_into(
+        "#room-description",
+        "How many patients have diabetes, across two hospitals",
+    )
+    .await?;
+    page.type_into(
+        "#room-sql",
+        "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'",
+    )
+    .await?;
+    for org in ["hospital-a", "hospital-b"] {
+        page.click(&format!(".room-participant[value='{org}']"))
+            .await?;
+    }
+    page.type_into(".room-party-epsilon[data-org='hospital-b']", "0.4")
+        .await?;
+    page.click("#create-room").await?;
+    page.wait_count("#rooms-list .room.highlight", 1).await?;
+    let (_, rooms) = analyst.get("/api/v1/data_rooms").await?;
+    let room = rooms
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == name))
+        .context("the API lists the room created in the console")?
+        .clone();
+    let eps: Vec<(String, f64)> = room["manifest"]["params"]["epsilon"]
+        .as_array()
+        .context("per-party ε")?
+        .iter()
+        .map(|p| {
+            (
+                p["org"].as_str().unwrap_or_default().to_string(),
+                p["epsilon"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        eps,
+        vec![("hospital-a".into(), 0.5), ("hospital-b".into(), 0.4)],
+        "{room}"
     );
     let id = room["id"].as_str().context("room id")?.to_string();
     let card = format!("#rooms-list .room[data-room-id='{id}']");
-    page.click("#refresh-rooms").await?;
-    page.wait_count(&card, 1).await?;
+    page.wait_count(&format!("{card}.highlight"), 1).await?;
     let shown = page.visible_text(&format!("{card} .head .badge")).await?;
     assert_eq!(shown.as_deref(), room["status"].as_str());
     for p in room["participants"].as_array().context("participants")? {
@@ -557,11 +1025,25 @@ async fn rooms_in_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
     assert_eq!(Some(status.as_str()), r["status"].as_str(), "{r}");
     assert_eq!(status, "completed", "{r}");
     let count: f64 = page
-        .visible_text(&format!("{card} table.result tbody td"))
+        .visible_text(&format!("{card} table.result tbody td .value"))
         .await?
         .context("room result")?
         .parse()?;
     assert_eq!(Some(count), r["result"]["rows"][0][0].as_f64());
+    // The room's answer carries its interval, as the API computes it.
+    let hw = r["ci95_half_width"][0].as_f64().context("room interval")?;
+    let shown: f64 = page
+        .c
+        .execute(
+            "return document.querySelector(arguments[0]).dataset.ci95;",
+            vec![json!(format!("{card} table.result tbody td[data-ci95]"))],
+        )
+        .await?
+        .as_str()
+        .context("room ci attribute")?
+        .parse()?;
+    assert!((shown - hw).abs() < 1e-9, "{shown} vs {hw}");
+    assert_eq!(page.count(&format!("{card} a.download-csv")).await?, 1);
     page.shot("07-room-completed").await;
     Ok(())
 }

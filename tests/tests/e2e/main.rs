@@ -2,6 +2,7 @@
 //! (in-process, or as processes where a test says so) on loopback and drives them through
 //! their public interfaces.
 
+mod analyst;
 mod configs;
 mod console;
 mod dp;
@@ -14,5 +15,6 @@ mod mpc;
 mod mpc_release;
 mod observability;
 mod privacy;
+mod python_client;
 mod simulation;
 mod transport;

@@ -115,7 +115,7 @@ fn execution_runs_once_and_a_failure_can_be_retried() {
     assert!(r.begin_execution("t2".into()).is_err());
     assert_eq!(attest(&mut r, "hospital-a"), None);
     assert!(!r.decline(&org("hospital-a"), ParticipantStatus::Declined, None));
-    assert!(!r.cancel());
+    assert!(!r.cancel("admin"));
     let failed: RoomOutcome = Err(("party_offline".into(), "gone".into()));
     assert_eq!(r.finish(&failed, 5.0), "room_failed");
     assert_eq!(r.status, RoomStatus::Failed);
@@ -133,15 +133,37 @@ fn execution_runs_once_and_a_failure_can_be_retried() {
     assert_eq!(r.status, RoomStatus::Completed);
     assert_eq!(r.result, Some(table));
     assert_eq!(r.execution_time_ms, Some(7.0));
-    assert!(!r.cancel());
+    assert!(!r.cancel("admin"));
     assert!(r.begin_execution("t4".into()).is_err());
 }
 
 #[test]
 fn only_a_room_that_has_not_executed_can_be_cancelled() {
     let mut r = room(&["hospital-a", "hospital-b"]);
-    assert!(r.cancel());
+    assert!(r.cancel("admin"));
     assert_eq!(r.status, RoomStatus::Cancelled);
-    assert!(!r.cancel());
+    assert!(!r.cancel("admin"));
     assert_eq!(attest(&mut r, "hospital-a"), None);
+}
+
+#[test]
+fn a_decline_ends_the_room_naming_who_and_why() {
+    let mut r = room(&["hospital-a", "hospital-b"]);
+    attest(&mut r, "hospital-a");
+    assert!(r.decline(
+        &org("hospital-b"),
+        ParticipantStatus::Declined,
+        Some("not this quarter".into())
+    ));
+    assert_eq!(r.status, RoomStatus::Declined);
+    assert_eq!(r.error_code.as_deref(), Some("room_declined"));
+    let msg = r.error_message.clone().unwrap_or_default();
+    assert!(
+        msg.contains("hospital-b") && msg.contains("not this quarter"),
+        "{msg}"
+    );
+    // Terminal: nothing moves it again.
+    assert_eq!(attest(&mut r, "hospital-b"), None);
+    assert!(r.begin_execution("t".into()).is_err());
+    assert!(!r.cancel("admin"));
 }
