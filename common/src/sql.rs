@@ -1445,6 +1445,7 @@ mod tests {
                 epsilon: 0.5,
                 delta: 0.0,
             },
+            requester: None,
         };
         let bytes = serde_json::to_vec(&msg).expect("json");
         let back: crate::wire::Request = crate::wire::decode(&bytes).expect("decodes");

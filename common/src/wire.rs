@@ -222,6 +222,22 @@ pub struct PeerAddr {
     pub addr: String,
 }
 
+/// Who asked for a release, as the coordinator forwards it with a request. The node records it
+/// in its audit log next to what it charged and checks nothing on it: it is the coordinator's
+/// word, and it decides nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requester {
+    /// The requesting user's name.
+    pub user: String,
+    /// The user's organization, if the user belongs to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<OrgId>,
+    /// The SQL as the analyst wrote it. Absent where the text would tell the node what it must
+    /// not learn (an HE query's constants travel encrypted); the node records its plan then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
 /// Data-room requests from the coordinator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -230,6 +246,9 @@ pub enum MpcRequest {
     Invite {
         /// The manifest.
         manifest: crate::room::Manifest,
+        /// Who created the room (recorded, never checked; absent from older coordinators).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<Requester>,
     },
     /// Execute an attested room: compute, share, sum, answer with the partial sum.
     Execute {
@@ -311,6 +330,9 @@ pub enum Request {
         plan: Plan,
         /// Requested privacy parameters.
         params: PrivacyParams,
+        /// Who asked (recorded, never checked; absent from older coordinators).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<Requester>,
     },
 }
 
@@ -451,6 +473,11 @@ mod tests {
             dataset: "p".into(),
             plan: plan(),
             params,
+            requester: Some(Requester {
+                user: "ana".into(),
+                organization: Some(OrgId::new("research-lab").expect("org")),
+                query: Some("SELECT COUNT(*) FROM p".into()),
+            }),
         })
         .await;
         roundtrip(Response::Pong).await;
@@ -502,6 +529,44 @@ mod tests {
             org: OrgId::new("bank").expect("org"),
         })
         .await;
+    }
+
+    #[test]
+    fn a_request_without_a_requester_still_decodes() {
+        // What a coordinator built before the field existed sends.
+        let old = serde_json::json!({"execute": {"run_id": "r", "backend": "dp_sandbox",
+            "dataset": "p", "plan": plan(), "params": {"epsilon": 0.5, "delta": 0.0}}});
+        let bytes = serde_json::to_vec(&old).expect("json");
+        let req: Request = decode(&bytes).expect("decodes");
+        assert!(
+            matches!(
+                req,
+                Request::Execute {
+                    requester: None,
+                    ..
+                }
+            ),
+            "{req:?}"
+        );
+        // And a node built before it ignores the field (serde skips unknown fields here).
+        let new = Request::Execute {
+            run_id: "r".into(),
+            backend: BackendId::DpSandbox,
+            dataset: "p".into(),
+            plan: plan(),
+            params: PrivacyParams {
+                epsilon: 0.5,
+                delta: 0.0,
+            },
+            requester: Some(Requester {
+                user: "ana".into(),
+                organization: None,
+                query: None,
+            }),
+        };
+        let v = serde_json::to_value(&new).expect("json");
+        assert_eq!(v["execute"]["requester"]["user"], "ana");
+        assert!(v["execute"]["requester"].get("query").is_none());
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub mod console;
 pub mod he;
 pub mod model;
 pub mod nodes;
+pub mod requester;
 pub mod rooms;
 pub mod runs;
 pub mod store;

@@ -163,6 +163,7 @@ async fn drive_generic(
             epsilon: query.epsilon,
             delta: query.delta,
         },
+        requester: Some(crate::requester::of_run(&state, &query, &run, true)),
     };
     let started = Instant::now();
     let mut refused = false;

@@ -163,9 +163,14 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             "bad_request",
             "he requests are served on their own stream",
         )),
-        Request::Mpc(prism_common::wire::MpcRequest::Invite { manifest }) => {
+        Request::Mpc(prism_common::wire::MpcRequest::Invite {
+            manifest,
+            requester,
+        }) => {
             let s = state.clone();
-            match tokio::task::spawn_blocking(move || crate::rooms::invite(&s, manifest)).await {
+            match tokio::task::spawn_blocking(move || crate::rooms::invite(&s, manifest, requester))
+                .await
+            {
                 Ok(Ok(r)) => Response::Mpc(r),
                 Ok(Err(e)) => Response::Refused(e),
                 Err(e) => Response::Refused(refuse("node_internal_error", e.to_string())),
@@ -249,7 +254,8 @@ pub async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             dataset,
             plan,
             params,
-        } => match execute(state, &run_id, backend, &dataset, plan, params).await {
+            requester,
+        } => match execute(state, &run_id, backend, &dataset, plan, params, requester).await {
             Ok(x) => {
                 count(state, backend, None);
                 state
@@ -304,8 +310,10 @@ async fn execute(
     dataset: &str,
     plan: Plan,
     params: PrivacyParams,
+    requester: Option<prism_common::wire::Requester>,
 ) -> Result<Execution, ErrorBody> {
     let ds = admit(state, backend, dataset, &plan)?;
+    let asked = crate::provenance::asked(requester.as_ref(), &plan);
     let policy = state.config.policy.dp();
     let dparams = dp_params(params);
     let cost = dp::estimate(&plan, &ds.schema, &dparams, &policy).map_err(dp_refusal)?;
@@ -327,7 +335,11 @@ async fn execute(
             let charge = (release.cost.epsilon, release.cost.delta);
             // Commit the charge before the answer leaves the node (see Store::open). The same
             // transaction writes the audit entry that records the answer.
-            let extra = serde_json::json!({"backend": backend, "answered": true});
+            let extra = crate::provenance::merged(
+                asked,
+                serde_json::json!({"backend": backend, "answered": true,
+                                   "result": crate::provenance::table_shape(&release.table)}),
+            );
             blocking(move || store.settle(&rid, Some(charge), "released", extra))
                 .await?
                 .map_err(store_err)?;

@@ -8,12 +8,18 @@
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod exec;
 pub mod he;
 pub mod import;
+pub mod ledger_view;
 pub mod link;
+pub mod owner_api;
+pub mod owner_text;
 pub mod peer;
 pub mod policy;
+pub mod provenance;
+pub mod request_view;
 pub mod room_release;
 pub mod rooms;
 pub mod store;

@@ -59,6 +59,26 @@ pub struct Invitation {
     pub signature: Option<String>,
     /// Why it was declined.
     pub reason: Option<String>,
+    /// Who created the room, as the coordinator says (recorded, never checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<wire::Requester>,
+    /// The manifest this one replaced, if the room was re-sent changed (what changed is shown
+    /// to the owner; its signature, if any, no longer applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<Superseded>>,
+}
+
+/// A manifest a newer one replaced, with where it stood then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Superseded {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Its hash.
+    pub manifest_hash: String,
+    /// Its status when it was replaced.
+    pub status: InvitationStatus,
+    /// When it had arrived.
+    pub received_at: String,
 }
 
 /// A fault a test injects into execution (test doubles only; never set in production).
@@ -168,9 +188,14 @@ fn admissible(state: &NodeState, m: &Manifest) -> Result<(), ErrorBody> {
 }
 
 /// Stores an invitation; attests at once when the policy says so.
-pub fn invite(state: &NodeState, manifest: Manifest) -> Result<MpcResponse, ErrorBody> {
+pub fn invite(
+    state: &NodeState,
+    manifest: Manifest,
+    requester: Option<wire::Requester>,
+) -> Result<MpcResponse, ErrorBody> {
     let hash = manifest.hash_hex();
-    if let Some(old) = load(state, &manifest.room_id)?
+    let old = load(state, &manifest.room_id)?;
+    if let Some(old) = &old
         && old.manifest_hash == hash
     {
         return Ok(MpcResponse::Invited {
@@ -186,6 +211,15 @@ pub fn invite(state: &NodeState, manifest: Manifest) -> Result<MpcResponse, Erro
         decided_at: None,
         signature: None,
         reason: None,
+        requester,
+        previous: old.map(|o| {
+            Box::new(Superseded {
+                manifest: o.manifest,
+                manifest_hash: o.manifest_hash,
+                status: o.status,
+                received_at: o.received_at,
+            })
+        }),
     };
     save(state, &inv, "room_invited", "coordinator")?;
     // An exact room always waits for the owner's own decision.

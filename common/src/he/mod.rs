@@ -75,6 +75,9 @@ pub enum HeRequest {
         /// What the analyst allows the release to cost, for a dp-mode release.
         #[serde(default)]
         privacy: Option<crate::wire::PrivacyParams>,
+        /// Who asked, without the SQL (its constants are what the encryption hides).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<crate::wire::Requester>,
     },
 }
 

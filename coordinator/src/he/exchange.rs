@@ -8,7 +8,7 @@ use prism_common::he::{
     HeEvaluation, HeQuery, HeRequest, HeResponse, MAX_RESULT_BYTES, TextDomain,
 };
 use prism_common::identity::OrgId;
-use prism_common::wire::{self, ErrorBody, PrivacyParams, Request, Response};
+use prism_common::wire::{self, ErrorBody, PrivacyParams, Request, Requester, Response};
 
 use crate::CoordState;
 use crate::nodes::CallError;
@@ -178,6 +178,7 @@ pub async fn evaluate(
     key_id: &str,
     query: &HeQuery,
     privacy: PrivacyParams,
+    requester: &Requester,
     constants: &[Vec<u8>],
     timeout: Duration,
 ) -> Result<Answer, ExchangeError> {
@@ -187,6 +188,7 @@ pub async fn evaluate(
         key_id: key_id.to_string(),
         query: query.clone(),
         privacy: Some(privacy),
+        requester: Some(requester.clone()),
     };
     let blobs: Vec<&[u8]> = constants.iter().map(Vec::as_slice).collect();
     let fut = async {

@@ -119,6 +119,8 @@ async fn run_he(
     let (constants, encrypt_ms) = blocking(move || encrypt_constants(&k, &e)).await?;
 
     let key_id = held.keys.key_id.clone();
+    // No SQL: its constants are what the encryption keeps from the node.
+    let requester = crate::requester::of_run(state, query, run, false);
     let send = || {
         exchange::evaluate(
             state,
@@ -130,6 +132,7 @@ async fn run_he(
                 epsilon: query.epsilon,
                 delta: query.delta,
             },
+            &requester,
             &constants,
             timeout,
         )
