@@ -15,6 +15,7 @@ pub async fn execute(
     query: &QueryRecord,
     dataset: &DatasetRecord,
     run_id: &str,
+    requester: prism_common::wire::Requester,
 ) -> RunOutcome {
     let req = Request::Execute {
         run_id: run_id.to_string(),
@@ -25,6 +26,7 @@ pub async fn execute(
             epsilon: query.epsilon,
             delta: query.delta,
         },
+        requester: Some(requester),
     };
     let timeout = Duration::from_secs(state.config.run_timeout_secs);
     match state.nodes.call(&dataset.organization, &req, timeout).await {

@@ -26,6 +26,7 @@ pub mod intervals;
 pub mod model;
 pub mod mpc;
 pub mod nodes;
+pub mod requester;
 pub mod rooms;
 pub mod runs;
 pub mod store;

@@ -68,6 +68,7 @@ pub async fn deliver_invitations(state: &Arc<CoordState>, room_id: &str) {
     for p in room.participants.iter().filter(|p| !p.invitation_delivered) {
         let req = Request::Mpc(MpcRequest::Invite {
             manifest: room.manifest.clone(),
+            requester: Some(crate::requester::of_room(state, &room)),
         });
         match state
             .nodes

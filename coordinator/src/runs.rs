@@ -144,9 +144,14 @@ async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
     }
     mark_running(&state, &mut run, details).await;
     let started = Instant::now();
-    let outcome = match query.backend {
-        BackendId::HeBackend => crate::he::execute(&state, &query, &dataset, &run.id).await,
-        _ => crate::dp::execute(&state, &query, &dataset, &run.id).await,
+    // The holding node records who asked; an HE request carries no SQL (its constants are what
+    // the encryption keeps from the node).
+    let he = query.backend == BackendId::HeBackend;
+    let requester = crate::requester::of_run(&state, &query, &run, !he);
+    let outcome = if he {
+        crate::he::execute(&state, &query, &dataset, &run.id, &requester).await
+    } else {
+        crate::dp::execute(&state, &query, &dataset, &run.id, requester).await
     };
     run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
     finish(&state, run, name_owner(outcome, &dataset.organization)).await;

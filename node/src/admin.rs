@@ -23,7 +23,11 @@ use crate::store::{Budget, StoreError};
 
 /// An admin API error: status, stable code, message.
 #[derive(Debug)]
-pub struct AdminError(StatusCode, &'static str, String);
+pub struct AdminError(
+    pub(crate) StatusCode,
+    pub(crate) &'static str,
+    pub(crate) String,
+);
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
@@ -68,14 +72,14 @@ impl From<ImportError> for AdminError {
     }
 }
 
-type Result<T> = std::result::Result<T, AdminError>;
+pub(crate) type Result<T> = std::result::Result<T, AdminError>;
 
-struct Admin {
-    state: Arc<NodeState>,
+pub(crate) struct Admin {
+    pub(crate) state: Arc<NodeState>,
     token_hash: [u8; 32],
 }
 
-fn check_token(admin: &Admin, headers: &HeaderMap) -> Result<()> {
+pub(crate) fn check_token(admin: &Admin, headers: &HeaderMap) -> Result<()> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -98,7 +102,9 @@ fn check_token(admin: &Admin, headers: &HeaderMap) -> Result<()> {
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
@@ -147,6 +153,8 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/metrics", get(metrics))
+        .merge(crate::owner_api::routes())
+        .merge(crate::console::routes())
         .with_state(admin)
 }
 
@@ -538,16 +546,21 @@ async fn invitation(
     Path(room): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
+    let inv = load_invitation(&a, room).await?;
+    Ok(Json(invitation_json(&a.state, &inv)))
+}
+
+/// A room's invitation, or 404 `unknown_room`.
+pub(crate) async fn load_invitation(a: &Admin, room: String) -> Result<crate::store::Invitation> {
     let r = room.clone();
-    let inv = room_call(&a, move |s| crate::mpc::invitations::load(s, &r)).await?;
-    let inv = inv.ok_or_else(|| {
+    let inv = room_call(a, move |s| crate::mpc::invitations::load(s, &r)).await?;
+    inv.ok_or_else(|| {
         AdminError(
             StatusCode::NOT_FOUND,
             "unknown_room",
             format!("no invitation for room {room}"),
         )
-    })?;
-    Ok(Json(invitation_json(&a.state, &inv)))
+    })
 }
 
 async fn attest(

@@ -43,10 +43,15 @@ async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             "bad_request",
             "he requests are served on their own stream",
         )),
-        Request::Mpc(prism_common::wire::MpcRequest::Invite { manifest }) => {
+        Request::Mpc(prism_common::wire::MpcRequest::Invite {
+            manifest,
+            requester,
+        }) => {
             let s = state.clone();
-            match tokio::task::spawn_blocking(move || crate::mpc::invitations::invite(&s, manifest))
-                .await
+            match tokio::task::spawn_blocking(move || {
+                crate::mpc::invitations::invite(&s, manifest, requester)
+            })
+            .await
             {
                 Ok(Ok(r)) => Response::Mpc(r),
                 Ok(Err(e)) => Response::Refused(e),
@@ -121,7 +126,10 @@ async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             dataset,
             plan,
             params,
-        } => match crate::dp::execute(state, &run_id, backend, &dataset, plan, params).await {
+            requester,
+        } => match crate::dp::execute(state, &run_id, backend, &dataset, plan, params, requester)
+            .await
+        {
             Ok(x) => {
                 state.count(backend, None);
                 state

@@ -58,8 +58,10 @@ pub async fn execute(
     dataset: &str,
     plan: Plan,
     params: PrivacyParams,
+    requester: Option<prism_common::wire::Requester>,
 ) -> Result<Execution, ErrorBody> {
     let ds = admit(state, backend, dataset, &plan)?;
+    let asked = crate::provenance::asked(requester.as_ref(), &plan);
     let policy = state.config.policy.dp();
     let dparams = dp_params(params);
     let cost = dp::estimate(&plan, &ds.schema, &dparams, &policy).map_err(dp_refusal)?;
@@ -81,7 +83,11 @@ pub async fn execute(
             let charge = (release.cost.epsilon, release.cost.delta);
             // Commit the charge before the answer leaves the node (see Store::open). The same
             // transaction writes the audit entry that records the answer.
-            let extra = serde_json::json!({"backend": backend, "answered": true});
+            let extra = crate::provenance::merged(
+                asked,
+                serde_json::json!({"backend": backend, "answered": true,
+                                   "result": crate::provenance::table_shape(&release.table)}),
+            );
             blocking(move || store.settle(&rid, Some(charge), "released", extra))
                 .await?
                 .map_err(store_refusal)?;

@@ -15,14 +15,20 @@
 
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod dispatch;
 pub mod dp;
 pub mod he;
 pub mod import;
+pub mod ledger_view;
 pub mod link;
 pub mod mpc;
+pub mod owner_api;
+pub mod owner_text;
 pub mod peer;
 pub mod policy;
+pub mod provenance;
+pub mod request_view;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -90,12 +90,19 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         identifying: Option<Vec<String>>,
     },
-    /// List data-room invitations.
-    Invitations,
+    /// List data-room invitations: what each asks and what would leave this node.
+    Invitations {
+        /// Print the raw invitations (with their manifests) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Attest to a data room's manifest (signs its hash with this organization's key).
     Attest {
         /// Room id.
         room: String,
+        /// Print the invitation as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
     /// Decline a data room.
     Decline {
@@ -109,6 +116,20 @@ enum Command {
     Withdraw {
         /// Room id.
         room: String,
+    },
+    /// Show the node: organization, coordinator link, policy, pending rooms.
+    Status {
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show privacy budgets: total, spent, reserved and remaining ε and δ per dataset.
+    BudgetShow {
+        /// Only this dataset.
+        dataset: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the audit log.
     Audit {
@@ -249,13 +270,30 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
                     .await?
             }
         }
-        Command::Invitations => {
-            http.get(format!("{url}/v1/invitations"))
+        Command::Invitations { json } => {
+            let path = if *json {
+                "/v1/invitations"
+            } else {
+                "/v1/requests"
+            };
+            http.get(format!("{url}{path}"))
                 .header("authorization", &auth)
                 .send()
                 .await?
         }
-        Command::Attest { room } => {
+        Command::Status { .. } => {
+            http.get(format!("{url}/v1/status"))
+                .header("authorization", &auth)
+                .send()
+                .await?
+        }
+        Command::BudgetShow { .. } => {
+            http.get(format!("{url}/v1/datasets"))
+                .header("authorization", &auth)
+                .send()
+                .await?
+        }
+        Command::Attest { room, .. } => {
             http.post(format!("{url}/v1/invitations/{room}/attest"))
                 .header("authorization", &auth)
                 .send()
@@ -288,9 +326,51 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
     };
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-    println!("{}", serde_json::to_string_pretty(&body)?);
     if !status.is_success() {
+        println!("{}", serde_json::to_string_pretty(&body)?);
         bail!("the node answered {status}");
+    }
+    let get = |path: String| {
+        let (http, auth, base) = (http.clone(), auth.clone(), url.clone());
+        async move {
+            let r = http
+                .get(format!("{base}{path}"))
+                .header("authorization", auth)
+                .send()
+                .await?;
+            anyhow::Ok(r.json::<serde_json::Value>().await?)
+        }
+    };
+    use prism_node::owner_text;
+    match cmd {
+        Command::Invitations { json: false } => print!("{}", owner_text::requests(&body)),
+        Command::Attest { room, json: false } => {
+            print!(
+                "Attested.\n{}",
+                owner_text::request(&get(format!("/v1/requests/{room}")).await?)
+            )
+        }
+        Command::Status { json: false } => {
+            let pending = get("/v1/requests".into()).await?["pending"].as_u64();
+            print!("{}", owner_text::status(&body, pending))
+        }
+        Command::BudgetShow { dataset, json } => {
+            let text =
+                owner_text::budgets(&body, dataset.as_deref()).map_err(anyhow::Error::msg)?;
+            if *json {
+                let only: Vec<serde_json::Value> = body
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|d| dataset.as_deref().is_none_or(|n| d["name"] == n))
+                    .map(|d| serde_json::json!({"dataset": d["name"], "budget": d["budget"]}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&only)?);
+            } else {
+                print!("{text}");
+            }
+        }
+        _ => println!("{}", serde_json::to_string_pretty(&body)?),
     }
     // A verification that did not find the chain valid is a failure, whatever the status.
     if matches!(cmd, Command::Audit { verify: true }) && body["valid"] != true {

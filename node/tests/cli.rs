@@ -1,5 +1,6 @@
 //! The `prism-node` CLI against a real node: `audit --verify` must fail (exit non-zero) when the
-//! node's audit chain is broken, so scripts and cron jobs notice.
+//! node's audit chain is broken, so scripts and cron jobs notice; the owner's views print tables
+//! by default and the admin API's JSON with `--json`.
 
 use std::process::Command;
 
@@ -11,25 +12,33 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// Runs `prism-node audit --verify` against `url`; (exit success, stdout).
-fn verify(url: &str, token: &str) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_prism-node"))
-        .args(["audit", "--verify", "--admin-url", url, "--token", token])
-        .output()
+/// Runs `prism-node ARGS` against `url`; (exit success, stdout, stderr).
+async fn cli(url: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prism-node"));
+    cmd.args(args).args(["--admin-url", url, "--token", token]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
         .expect("run prism-node");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_verify_exits_non_zero_on_a_broken_chain() {
-    let dir = tempfile::tempdir().expect("dir");
+/// Runs `prism-node audit --verify` against `url`; (exit success, stdout).
+async fn verify(url: &str, token: &str) -> (bool, String) {
+    let (ok, out, _) = cli(url, token, &["audit", "--verify"]).await;
+    (ok, out)
+}
+
+/// A node (with no coordinator) holding `patients` with a budget of ε = 2; (node, its token,
+/// its stop signal).
+async fn node_with_patients(
+    dir: &std::path::Path,
+) -> (prism_node::NodeHandle, String, CancellationToken) {
     let org = OrgId::new("hospital-a").expect("org");
     let ca = FederationCa::generate("test ca", 1).expect("ca");
     let leaf = ca.issue_org(&org, 1).expect("cert");
-    let path = |f: &str| dir.path().join(f);
+    let path = |f: &str| dir.join(f);
     std::fs::write(path("ca.pem"), &ca.pem.cert_pem).expect("write");
     std::fs::write(path("node.pem"), &leaf.cert_pem).expect("write");
     std::fs::write(path("node.key.pem"), &leaf.key_pem).expect("write");
@@ -79,13 +88,15 @@ async fn audit_verify_exits_non_zero_on_a_broken_chain() {
         .await
         .expect("budget");
     assert!(resp.status().is_success(), "{:?}", resp.text().await);
+    (node, token, shutdown)
+}
 
-    let (ok, out) = tokio::task::spawn_blocking({
-        let (url, token) = (url.clone(), token.clone());
-        move || verify(&url, &token)
-    })
-    .await
-    .expect("join");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_exits_non_zero_on_a_broken_chain() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (node, token, shutdown) = node_with_patients(dir.path()).await;
+    let url = node.admin_url();
+    let (ok, out) = verify(&url, &token).await;
     assert!(ok, "an intact chain verifies: {out}");
 
     // Edit the first entry in place, as someone with the file could.
@@ -105,14 +116,77 @@ async fn audit_verify_exits_non_zero_on_a_broken_chain() {
         }
         txn.commit().expect("commit");
     }
-    let (ok, out) = tokio::task::spawn_blocking({
-        let (url, token) = (url.clone(), token.clone());
-        move || verify(&url, &token)
-    })
-    .await
-    .expect("join");
+    let (ok, out) = verify(&url, &token).await;
     assert!(!ok, "a broken chain must fail the command: {out}");
     assert!(out.contains("\"valid\": false"), "{out}");
+    shutdown.cancel();
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_views_print_tables_by_default_and_json_on_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (node, token, shutdown) = node_with_patients(dir.path()).await;
+    let url = node.admin_url();
+
+    let (ok, out, err) = cli(&url, &token, &["budget-show"]).await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one dataset:\n{out}");
+    let head: Vec<&str> = lines[0]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(head.len(), row.len(), "{out}");
+    let cell = |name: &str| row[head.iter().position(|h| *h == name).expect(name)];
+    assert_eq!(
+        (
+            cell("dataset"),
+            cell("ε total"),
+            cell("ε spent"),
+            cell("ε left")
+        ),
+        ("patients", "2", "0", "2")
+    );
+
+    let (ok, out, err) = cli(&url, &token, &["budget-show", "patients", "--json"]).await;
+    assert!(ok, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let api: serde_json::Value = reqwest::Client::new()
+        .get(format!("{url}/v1/datasets/patients/budget"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("budget")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown, json!([{"dataset": "patients", "budget": api}]));
+    let (ok, _, err) = cli(&url, &token, &["budget-show", "nope"]).await;
+    assert!(!ok && err.contains("dataset nope does not exist"), "{err}");
+
+    let (ok, out, err) = cli(&url, &token, &["status"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("Organization    hospital-a"), "{out}");
+    assert!(
+        out.contains("(not connected)") && out.contains("Pending rooms   0"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(&url, &token, &["status", "--json"]).await;
+    assert!(ok, "{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(
+        (&st["org"], &st["connected"]),
+        (&json!("hospital-a"), &json!(false))
+    );
+
+    let (ok, out, err) = cli(&url, &token, &["invitations"]).await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "0 invitation(s), 0 pending");
+    let (ok, out, _) = cli(&url, &token, &["invitations", "--json"]).await;
+    assert!(ok && serde_json::from_str::<serde_json::Value>(&out).expect("JSON") == json!([]));
     shutdown.cancel();
     node.shutdown().await;
 }

@@ -466,6 +466,7 @@ fn the_deepest_accepted_plan_fits_the_wire() {
             epsilon: 0.5,
             delta: 0.0,
         },
+        requester: None,
     };
     let bytes = serde_json::to_vec(&msg).expect("json");
     let back: crate::wire::Request = crate::wire::decode(&bytes).expect("decodes");

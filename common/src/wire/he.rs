@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::shared::PrivacyParams;
+use super::shared::{PrivacyParams, Requester};
 use crate::he::release::HeRelease;
 use crate::he::{HeQuery, OpCounts, ResultCell, TextDomain};
 
@@ -38,6 +38,9 @@ pub enum HeRequest {
         /// What the analyst allows the release to cost, for a dp-mode release.
         #[serde(default)]
         privacy: Option<PrivacyParams>,
+        /// Who asked, without the SQL (its constants are what the encryption hides).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<Requester>,
     },
 }
 

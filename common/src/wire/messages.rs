@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::he::{HeRequest, HeResponse};
 use super::mpc::{Attestation, MpcRequest, MpcResponse};
-use super::shared::{ErrorBody, PrivacyParams};
+use super::shared::{ErrorBody, PrivacyParams, Requester};
 use crate::backend::BackendId;
 use crate::identity::OrgId;
 use crate::plan::{Plan, Table};
@@ -97,6 +97,9 @@ pub enum Request {
         plan: Plan,
         /// Requested privacy parameters.
         params: PrivacyParams,
+        /// Who asked (recorded, never checked; absent from older coordinators).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<Requester>,
     },
 }
 

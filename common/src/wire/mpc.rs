@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::shared::ErrorBody;
+use super::shared::{ErrorBody, Requester};
 use crate::identity::OrgId;
 
 /// A participant's signature over a room manifest's hash.
@@ -36,6 +36,9 @@ pub enum MpcRequest {
     Invite {
         /// The manifest.
         manifest: crate::room::Manifest,
+        /// Who created the room (recorded, never checked; absent from older coordinators).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requester: Option<Requester>,
     },
     /// Execute an attested room: compute, share, sum, answer with the partial sum.
     Execute {

@@ -1,6 +1,9 @@
-//! What every message family shares: the refusal body and the parameters of a DP release.
+//! What every message family shares: the refusal body, the parameters of a DP release, and
+//! who asked.
 
 use serde::{Deserialize, Serialize};
+
+use crate::identity::OrgId;
 
 /// A stable error code and a human message, as carried in refusals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,4 +40,20 @@ pub struct PrivacyParams {
     pub epsilon: f64,
     /// δ the analyst allows.
     pub delta: f64,
+}
+
+/// Who asked for a release, as the coordinator forwards it with a request. The node records it
+/// in its audit log next to what it charged and checks nothing on it: it is the coordinator's
+/// word, and it decides nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requester {
+    /// The requesting user's name.
+    pub user: String,
+    /// The user's organization, if the user belongs to one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<OrgId>,
+    /// The SQL as the analyst wrote it. Absent where the text would tell the node what it must
+    /// not learn (an HE query's constants travel encrypted); the node records its plan then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
 }

@@ -64,6 +64,11 @@ async fn every_message_roundtrips() {
         dataset: "p".into(),
         plan: plan(),
         params,
+        requester: Some(Requester {
+            user: "ana".into(),
+            organization: Some(OrgId::new("research-lab").expect("org")),
+            query: Some("SELECT COUNT(*) FROM p".into()),
+        }),
     })
     .await;
     roundtrip(Response::Pong).await;
@@ -147,4 +152,42 @@ async fn garbage_is_a_decode_error_and_eof_is_closed() {
         read_msg::<_, Request>(&mut b, 1024).await,
         Err(WireError::Closed)
     ));
+}
+
+#[test]
+fn a_request_without_a_requester_still_decodes() {
+    // What a coordinator built before the field existed sends.
+    let old = serde_json::json!({"execute": {"run_id": "r", "backend": "dp_sandbox",
+        "dataset": "p", "plan": plan(), "params": {"epsilon": 0.5, "delta": 0.0}}});
+    let bytes = serde_json::to_vec(&old).expect("json");
+    let req: Request = decode(&bytes).expect("decodes");
+    assert!(
+        matches!(
+            req,
+            Request::Execute {
+                requester: None,
+                ..
+            }
+        ),
+        "{req:?}"
+    );
+    // And a node built before it ignores the field (serde skips unknown fields here).
+    let new = Request::Execute {
+        run_id: "r".into(),
+        backend: BackendId::DpSandbox,
+        dataset: "p".into(),
+        plan: plan(),
+        params: PrivacyParams {
+            epsilon: 0.5,
+            delta: 0.0,
+        },
+        requester: Some(Requester {
+            user: "ana".into(),
+            organization: None,
+            query: None,
+        }),
+    };
+    let v = serde_json::to_value(&new).expect("json");
+    assert_eq!(v["execute"]["requester"]["user"], "ana");
+    assert!(v["execute"]["requester"].get("query").is_none());
 }

@@ -7,7 +7,8 @@ use prism_common::he::keys::KeySet;
 use prism_common::he::{HeQuery, MAX_RESULT_BYTES, TextDomain};
 use prism_common::identity::OrgId;
 use prism_common::wire::{
-    self, ErrorBody, HeEvaluation, HeRequest, HeResponse, PrivacyParams, Request, Response,
+    self, ErrorBody, HeEvaluation, HeRequest, HeResponse, PrivacyParams, Request, Requester,
+    Response,
 };
 
 use crate::CoordState;
@@ -178,6 +179,7 @@ pub async fn evaluate(
     key_id: &str,
     query: &HeQuery,
     privacy: PrivacyParams,
+    requester: &Requester,
     constants: &[Vec<u8>],
     timeout: Duration,
 ) -> Result<Answer, ExchangeError> {
@@ -187,6 +189,7 @@ pub async fn evaluate(
         key_id: key_id.to_string(),
         query: query.clone(),
         privacy: Some(privacy),
+        requester: Some(requester.clone()),
     };
     let blobs: Vec<&[u8]> = constants.iter().map(Vec::as_slice).collect();
     let fut = async {

@@ -62,11 +62,14 @@ pub async fn execute(
     query: &QueryRecord,
     dataset: &DatasetRecord,
     run_id: &str,
+    requester: &prism_common::wire::Requester,
 ) -> RunOutcome {
-    run_he(state, query, dataset, run_id).await.map_err(|e| {
-        warn!(run_id, error = %e, "he run failed");
-        RunFailure::new(e.code(), e.to_string())
-    })
+    run_he(state, query, dataset, run_id, requester)
+        .await
+        .map_err(|e| {
+            warn!(run_id, error = %e, "he run failed");
+            RunFailure::new(e.code(), e.to_string())
+        })
 }
 
 async fn blocking<T: Send + 'static>(
@@ -84,6 +87,7 @@ async fn run_he(
     query: &QueryRecord,
     dataset: &DatasetRecord,
     run_id: &str,
+    requester: &prism_common::wire::Requester,
 ) -> Result<Released, HeRunError> {
     let schema = dataset.schema();
     let plan = &query.plan;
@@ -116,6 +120,7 @@ async fn run_he(
                 epsilon: query.epsilon,
                 delta: query.delta,
             },
+            requester,
             &constants,
             timeout,
         )

@@ -96,14 +96,18 @@ pub async fn serve(
             key_id,
             query,
             privacy,
+            requester,
         } => {
             let dataset = query.dataset.clone();
+            // The shape is the plan the node sees: no constant appears in it.
+            let asked = crate::provenance::asked(requester.as_ref(), &query);
             let out = evaluate_query(
                 &state,
                 &run_id,
                 &key_id,
                 query,
                 privacy,
+                asked,
                 &mut recv,
                 &mut record,
             )
@@ -155,12 +159,14 @@ fn cells_of(query: &HeQuery) -> Vec<prism_common::he::ResultCell> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn evaluate_query(
     state: &Arc<NodeState>,
     run_id: &str,
     key_id: &str,
     query: HeQuery,
     privacy: Option<PrivacyParams>,
+    asked: serde_json::Value,
     recv: &mut quinn::RecvStream,
     record: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(HeResponse, Vec<u8>), ErrorBody> {
@@ -278,7 +284,11 @@ async fn evaluate_query(
     if let Some((r, spent)) = reservation {
         let store = state.store.clone();
         let ok = out.is_ok();
-        let extra = serde_json::json!({"backend": "he_backend", "answered": ok});
+        let extra = crate::provenance::merged(
+            asked.clone(),
+            serde_json::json!({"backend": "he_backend", "answered": ok,
+                               "result": {"cells": prep.cells.len(), "groups": prep.groups.len()}}),
+        );
         let settled = tokio::task::spawn_blocking(move || {
             if ok {
                 store.settle(&r.id, Some((spent, 0.0)), "released", extra)
@@ -323,12 +333,15 @@ async fn evaluate_query(
         "coordinator",
         "query_answered",
         &query.dataset,
-        serde_json::json!({
-            "run_id": run_id, "backend": "he_backend", "key_id": key_id,
-            "shape": {"values": query.values, "filter": query.filter},
-            "release": he_release,
-            "encrypted_operations": evaluation.ops.total(), "groups": evaluation.groups,
-        }),
+        crate::provenance::merged(
+            serde_json::json!({
+                "run_id": run_id, "backend": "he_backend", "key_id": key_id,
+                "shape": {"values": query.values, "filter": query.filter},
+                "release": he_release,
+                "encrypted_operations": evaluation.ops.total(), "groups": evaluation.groups,
+            }),
+            asked,
+        ),
     );
     Ok((HeResponse::Evaluated(evaluation), out.blob))
 }

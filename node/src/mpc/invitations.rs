@@ -11,7 +11,7 @@ use prism_common::clock::now;
 
 use crate::NodeState;
 use crate::policy::{refuse, store_refusal};
-use crate::store::{Invitation, InvitationStatus};
+use crate::store::{Invitation, InvitationStatus, Superseded};
 
 /// Loads an invitation.
 pub fn load(state: &NodeState, room_id: &str) -> Result<Option<Invitation>, ErrorBody> {
@@ -60,9 +60,14 @@ pub(crate) fn admissible(state: &NodeState, m: &Manifest) -> Result<(), ErrorBod
 }
 
 /// Stores an invitation; attests at once when the policy says so.
-pub fn invite(state: &NodeState, manifest: Manifest) -> Result<MpcResponse, ErrorBody> {
+pub fn invite(
+    state: &NodeState,
+    manifest: Manifest,
+    requester: Option<prism_common::wire::Requester>,
+) -> Result<MpcResponse, ErrorBody> {
     let hash = manifest.hash_hex();
-    if let Some(old) = load(state, &manifest.room_id)?
+    let old = load(state, &manifest.room_id)?;
+    if let Some(old) = &old
         && old.manifest_hash == hash
     {
         return Ok(MpcResponse::Invited {
@@ -78,6 +83,15 @@ pub fn invite(state: &NodeState, manifest: Manifest) -> Result<MpcResponse, Erro
         decided_at: None,
         signature: None,
         reason: None,
+        requester,
+        previous: old.map(|o| {
+            Box::new(Superseded {
+                manifest: o.manifest,
+                manifest_hash: o.manifest_hash,
+                status: o.status,
+                received_at: o.received_at,
+            })
+        }),
     };
     save(state, &inv, "room_invited", "coordinator")?;
     // An exact room always waits for the owner's own decision.

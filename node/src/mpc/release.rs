@@ -187,8 +187,12 @@ pub fn commit(state: &NodeState, c: &Charge, m: &Manifest) -> Result<(), ErrorBo
             &c.reservation,
             Some((c.epsilon, 0.0)),
             "room partial sum sent",
-            serde_json::json!({"backend": "mpc_backend", "room_id": m.room_id,
-                               "release": "dp", "scales": c.report.scales}),
+            crate::provenance::merged(
+                serde_json::json!({"backend": "mpc_backend", "room_id": m.room_id,
+                                   "release": "dp", "scales": c.report.scales,
+                                   "result": {"group_keys": m.params.key_count()}}),
+                crate::provenance::of_room(state, m),
+            ),
         )
         .map_err(crate::policy::store_refusal)?;
     state.metrics.budget_spent(&m.plan.dataset, c.epsilon, 0.0);

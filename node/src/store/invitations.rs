@@ -41,6 +41,26 @@ pub struct Invitation {
     pub signature: Option<String>,
     /// Why it was declined.
     pub reason: Option<String>,
+    /// Who created the room, as the coordinator says (recorded, never checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<prism_common::wire::Requester>,
+    /// The manifest this one replaced, if the room was re-sent changed (what changed is shown
+    /// to the owner; its signature, if any, no longer applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<Superseded>>,
+}
+
+/// A manifest a newer one replaced, with where it stood then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Superseded {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Its hash.
+    pub manifest_hash: String,
+    /// Its status when it was replaced.
+    pub status: InvitationStatus,
+    /// When it had arrived.
+    pub received_at: String,
 }
 
 impl Store {

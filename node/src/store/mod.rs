@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 mod invitations;
 
-pub use invitations::{Invitation, InvitationStatus};
+pub use invitations::{Invitation, InvitationStatus, Superseded};
 
 /// name → JSON [`DatasetMeta`].
 const DATASETS: TableDefinition<&str, &str> = TableDefinition::new("datasets");

@@ -1,212 +1,23 @@
 //! The web console end to end: a real headless Chromium (driven over WebDriver by fantoccini
 //! through chromedriver) against an in-process federation.
 //!
-//! The browser is Debian's `chromium` + `chromium-driver`. If either is missing the test
-//! installs them with apt-get (we run as root on the project's machines) and fails with a clear
-//! message if that is impossible: a browser test that silently skips would pass for nothing.
+//! The browser is Debian's `chromium` + `chromium-driver` (see `support/browser.rs`: installed
+//! with apt-get when missing, else a clear failure).
 //!
 //! Every expectation compares what the page shows with what the API itself answers for the same
 //! request, so the test checks that the console shows the API's words, not strings of its own.
 //! Set `PRISM_CONSOLE_SCREENSHOTS=<dir>` to keep PNG screenshots of each screen.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use fantoccini::{Client, ClientBuilder, Locator};
+use anyhow::Context;
+use fantoccini::Locator;
 use prism_common::backend::BackendId;
 use prism_node::Policy;
 use prism_tests::{Api, Federation, FederationSpec};
 use serde_json::{Value, json};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const WAIT: Duration = Duration::from_secs(20);
-
-/// Installs Chromium and chromedriver from Debian if they are not there yet.
-fn ensure_browser() {
-    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
-        return;
-    }
-    eprintln!("console test: installing chromium and chromium-driver with apt-get…");
-    let run = |args: &[&str]| {
-        std::process::Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-    };
-    let ok = matches!(run(&["update"]), Ok(s) if s.success())
-        && matches!(run(&["install", "-y", "chromium", "chromium-driver"]), Ok(s) if s.success());
-    assert!(
-        ok && Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists(),
-        "the console test needs {CHROMIUM} and {CHROMEDRIVER}; installing them with \
-         `apt-get update && apt-get install -y chromium chromium-driver` failed (run it as root, \
-         with access to Debian's package mirror)"
-    );
-}
-
-/// chromedriver on a free loopback port, killed when dropped.
-struct Driver {
-    child: tokio::process::Child,
-    url: String,
-}
-
-async fn start_driver(log: &Path) -> anyhow::Result<Driver> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log_file = std::fs::File::create(log)?;
-    let child = tokio::process::Command::new(CHROMEDRIVER)
-        .arg(format!("--port={port}"))
-        .arg("--allowed-ips=127.0.0.1")
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting chromedriver")?;
-    let deadline = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            bail!("chromedriver did not listen on 127.0.0.1:{port}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(Driver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    })
-}
-
-async fn start_browser(driver: &Driver, profile: &Path) -> anyhow::Result<Client> {
-    let args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,1500",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([format!("--user-data-dir={}", profile.display())])
-    .collect::<Vec<_>>();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({"binary": CHROMIUM, "args": args}),
-    );
-    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    Ok(ClientBuilder::new(connector)
-        .capabilities(caps)
-        .connect(&driver.url)
-        .await?)
-}
-
-/// Small page-reading helpers on top of the WebDriver session.
-struct Page {
-    c: Client,
-    shots: Option<PathBuf>,
-}
-
-impl Page {
-    /// The text of the first element matching `css` if it is rendered (not inside `[hidden]`).
-    async fn visible_text(&self, css: &str) -> anyhow::Result<Option<String>> {
-        let v = self
-            .c
-            .execute(
-                "const e = document.querySelector(arguments[0]);
-                 return e && !e.closest('[hidden]') ? e.textContent : null;",
-                vec![json!(css)],
-            )
-            .await?;
-        Ok(v.as_str().map(|s| s.trim().to_string()))
-    }
-
-    /// Number of elements matching `css`.
-    async fn count(&self, css: &str) -> anyhow::Result<usize> {
-        let v = self
-            .c
-            .execute(
-                "return document.querySelectorAll(arguments[0]).length;",
-                vec![json!(css)],
-            )
-            .await?;
-        Ok(v.as_u64().unwrap_or(0) as usize)
-    }
-
-    /// Waits until `css` is rendered with a text that satisfies `ok`; returns that text.
-    async fn wait_text(
-        &self,
-        css: &str,
-        what: &str,
-        ok: impl Fn(&str) -> bool,
-    ) -> anyhow::Result<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = self.visible_text(css).await?;
-            if let Some(t) = &text
-                && ok(t)
-            {
-                return Ok(t.clone());
-            }
-            if Instant::now() > deadline {
-                self.shot("timeout").await;
-                bail!("waiting for {what}: {css} shows {text:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until at least `n` elements match `css`.
-    async fn wait_count(&self, css: &str, n: usize) -> anyhow::Result<usize> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let k = self.count(css).await?;
-            if k >= n {
-                return Ok(k);
-            }
-            if Instant::now() > deadline {
-                self.shot("timeout").await;
-                bail!("waiting for {n} × {css}, found {k}");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn click(&self, css: &str) -> anyhow::Result<()> {
-        self.c.find(Locator::Css(css)).await?.click().await?;
-        Ok(())
-    }
-
-    async fn type_into(&self, css: &str, text: &str) -> anyhow::Result<()> {
-        let e = self.c.find(Locator::Css(css)).await?;
-        e.clear().await?;
-        e.send_keys(text).await?;
-        Ok(())
-    }
-
-    async fn sign_in(&self, token: &str) -> anyhow::Result<()> {
-        self.type_into("#token", token).await?;
-        self.click("#signin").await
-    }
-
-    /// Saves a screenshot when `PRISM_CONSOLE_SCREENSHOTS` names a directory.
-    async fn shot(&self, name: &str) {
-        if let Some(dir) = &self.shots
-            && let Ok(png) = self.c.screenshot().await
-        {
-            let _ = std::fs::write(dir.join(format!("{name}.png")), png);
-        }
-    }
-}
+use crate::browser::{Page, Session, WAIT};
 
 /// JSON equality as a browser sees it: numbers by value (JavaScript writes `0.0` as `0`).
 fn same_json(a: &Value, b: &Value) -> bool {
@@ -1050,7 +861,6 @@ async fn rooms_in_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_a_real_browser_shows_what_the_api_answers() {
-    ensure_browser();
     let policy = Policy {
         backends: vec![
             BackendId::DpSandbox,
@@ -1066,28 +876,10 @@ async fn console_in_a_real_browser_shows_what_the_api_answers() {
     })
     .await
     .expect("federation");
-    let tmp = tempfile::tempdir().expect("temp dir");
-    let driver = start_driver(&tmp.path().join("chromedriver.log"))
-        .await
-        .expect("chromedriver");
-    let client = start_browser(&driver, &tmp.path().join("profile"))
-        .await
-        .expect("a Chromium session");
-    let shots = std::env::var_os("PRISM_CONSOLE_SCREENSHOTS").map(PathBuf::from);
-    if let Some(d) = &shots {
-        std::fs::create_dir_all(d).expect("screenshot dir");
-    }
-    let page = Page { c: client, shots };
-    let outcome = walk_console(&f, &page).await;
-    let _ = page.c.close().await;
-    let mut driver = driver;
-    let _ = driver.child.kill().await;
+    let session = Session::start(None).await.expect("a browser");
+    let outcome = walk_console(&f, &session.page).await;
     f.shutdown().await;
-    if let Err(e) = outcome {
-        let log = std::fs::read_to_string(tmp.path().join("chromedriver.log")).unwrap_or_default();
-        let tail: String = log.lines().rev().take(20).collect::<Vec<_>>().join("\n");
-        panic!("{e:#}\nchromedriver log (last lines, newest first):\n{tail}");
-    }
+    session.finish(outcome).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

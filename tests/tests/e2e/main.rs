@@ -3,6 +3,7 @@
 //! their public interfaces.
 
 mod analyst;
+mod browser;
 mod configs;
 mod console;
 mod dp;
@@ -13,6 +14,7 @@ mod hostile;
 mod lifecycle;
 mod mpc;
 mod mpc_release;
+mod node_console;
 mod observability;
 mod privacy;
 mod python_client;
