@@ -7,6 +7,7 @@
 //! operation, so the axum router and the OpenAPI document at `/api/v1/openapi.json` cannot
 //! drift apart.
 
+mod errors_doc;
 mod queries;
 mod rooms;
 
@@ -269,12 +270,13 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
 
 /// The OpenAPI document of every route the coordinator serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    errors_doc::document(routes().into_openapi())
 }
 
 /// The coordinator's HTTP router: `/api/v1`, `/healthz`, `/metrics` and the console.
 pub fn router(state: Arc<CoordState>) -> Router {
     let (router, doc) = routes().split_for_parts();
+    let doc = errors_doc::document(doc);
     router
         .layer(Extension(Arc::new(doc)))
         .layer(axum::middleware::from_fn(json_errors))
