@@ -206,13 +206,18 @@ impl TlsMaterial {
         self.roots.clone()
     }
 
-    fn transport() -> Arc<quinn::TransportConfig> {
+    /// The transport every endpoint starts from: keep-alive and idle timeout.
+    pub fn transport_config() -> quinn::TransportConfig {
         let mut t = quinn::TransportConfig::default();
         t.keep_alive_interval(Some(KEEP_ALIVE));
         let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
             .unwrap_or_else(|_| quinn::VarInt::from_u32(1500).into());
         t.max_idle_timeout(Some(idle));
-        Arc::new(t)
+        t
+    }
+
+    fn transport() -> Arc<quinn::TransportConfig> {
+        Arc::new(Self::transport_config())
     }
 
     /// A QUIC server configuration that requires a client certificate from the federation CA.

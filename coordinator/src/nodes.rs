@@ -25,6 +25,9 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::store::Audit;
 
+/// How long a node has to deliver its whole Hello once its control stream is open.
+const HELLO_DEADLINE: Duration = Duration::from_secs(10);
+
 /// A connected node.
 #[derive(Clone)]
 struct Link {
@@ -391,11 +394,20 @@ async fn handle(
         )
         .await;
     };
-    let hello: Hello = match wire::read_msg(&mut recv, registry.max_frame).await {
-        Ok(h) => h,
-        Err(e) => {
+    // A Hello that never completes (a stalled or 1 byte/s sender) must not hold the connection.
+    let hello = tokio::time::timeout(
+        HELLO_DEADLINE,
+        wire::read_msg(&mut recv, registry.max_frame),
+    );
+    let hello: Hello = match hello.await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
             warn!(%org, error = %e, "bad hello");
             return close_for(&conn, &e);
+        }
+        Err(_) => {
+            let msg = format!("no complete Hello within {} s", HELLO_DEADLINE.as_secs());
+            return refuse(&conn, None, "no_hello", msg).await;
         }
     };
     if hello.version != PROTOCOL_VERSION {

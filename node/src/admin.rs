@@ -495,9 +495,16 @@ async fn verify_audit(
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
     let store = a.state.store.clone();
-    match blocking(move || prism_common::audit::store::verify(store.db())).await? {
-        Ok(n) => Ok(Json(json!({"valid": true, "entries": n}))),
-        Err(e) => Ok(Json(json!({"valid": false, "error": e.to_string()}))),
+    let verified = blocking(move || {
+        let n = prism_common::audit::store::verify(store.db()).map_err(|e| e.to_string())?;
+        let budgets = crate::ledger::check(store.db()).map_err(|e| e.to_string())?;
+        Ok::<_, String>((n, budgets))
+    });
+    match verified.await? {
+        Ok((n, budgets)) => Ok(Json(
+            json!({"valid": true, "entries": n, "budgets_checked": budgets}),
+        )),
+        Err(e) => Ok(Json(json!({"valid": false, "error": e}))),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod dp;
 pub mod he;
 pub mod import;
+pub mod ledger;
 pub mod ledger_view;
 pub mod link;
 pub mod mpc;
@@ -290,7 +291,9 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
     let s2 = store.clone();
     let datasets = tokio::task::spawn_blocking(move || s2.load_all()).await??;
 
-    let mut endpoint = quinn::Endpoint::server(tls.server_config()?, config.peer_listen)
+    let mut peer_server = tls.server_config()?;
+    peer_server.transport_config(Arc::new(peer::transport(config.max_frame)));
+    let mut endpoint = quinn::Endpoint::server(peer_server, config.peer_listen)
         .with_context(|| format!("binding the peer endpoint on {}", config.peer_listen))?;
     let client = tls.client_config()?;
     endpoint.set_default_client_config(client.clone());

@@ -133,9 +133,13 @@ enum Command {
     },
     /// Print the audit log.
     Audit {
-        /// Verify the hash chain instead.
+        /// Verify the hash chain (and the budget ledger against it) instead.
         #[arg(long)]
         verify: bool,
+        /// With --verify: check a stopped node's store file directly instead of asking the
+        /// running node (exits non-zero on a broken chain or an edited ledger).
+        #[arg(long, requires = "verify")]
+        store: Option<PathBuf>,
     },
 }
 
@@ -169,7 +173,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             node.shutdown().await;
             Ok(())
         }
+        Command::Audit {
+            verify: true,
+            store: Some(path),
+        } => verify_store_file(path),
         cmd => admin_command(&cli, cmd).await,
+    }
+}
+
+/// `audit --verify --store <file>`: the chain and the ledger binding of a stopped node's store.
+fn verify_store_file(path: &std::path::Path) -> anyhow::Result<()> {
+    match prism_node::ledger::verify_file(path) {
+        Ok((entries, budgets)) => {
+            let body =
+                serde_json::json!({"valid": true, "entries": entries, "budgets_checked": budgets});
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(())
+        }
+        Err(e) => {
+            let body = serde_json::json!({"valid": false, "error": e.to_string()});
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            bail!("{}: {e}", path.display())
+        }
     }
 }
 
@@ -312,7 +337,7 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
                 .send()
                 .await?
         }
-        Command::Audit { verify } => {
+        Command::Audit { verify, .. } => {
             let path = if *verify {
                 "/v1/audit/verify"
             } else {
@@ -373,7 +398,7 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
         _ => println!("{}", serde_json::to_string_pretty(&body)?),
     }
     // A verification that did not find the chain valid is a failure, whatever the status.
-    if matches!(cmd, Command::Audit { verify: true }) && body["valid"] != true {
+    if matches!(cmd, Command::Audit { verify: true, .. }) && body["valid"] != true {
         bail!(
             "the audit chain is broken: {}",
             body["error"]

@@ -3,8 +3,14 @@
 //! A connection is accepted only from a certificate of the federation CA that names an
 //! organization; the organization is read once, at accept time, and travels with every
 //! stream of that connection.
+//!
+//! What one connection can hold is bounded: a few concurrent streams, receive windows sized to
+//! one request frame, no unidirectional streams, and a deadline on every request frame. A
+//! frame that is too large, does not decode or does not arrive in time closes the connection
+//! with the code docs/PROTOCOL.md gives (`FRAME_TOO_LARGE` or `PROTOCOL`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prism_common::identity::{PeerIdentity, peer_identity};
 use prism_common::wire::{self, ErrorBody, PeerRequest, PeerResponse};
@@ -12,6 +18,34 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::NodeState;
+
+/// Concurrent request streams one peer connection may have open (a room's share exchange
+/// needs one per execution).
+pub const MAX_STREAMS: u32 = 8;
+/// How long a peer has to deliver a whole request frame once its stream is open.
+pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The transport for connections to the peer endpoint: the usual keep-alive and idle timeout,
+/// at most [`MAX_STREAMS`] bidirectional streams, none unidirectional, and flow-control windows
+/// of one `max_frame` per stream and two per connection, so a peer can make the node buffer at
+/// most about `2 × max_frame` however many streams it opens.
+pub fn transport(max_frame: usize) -> quinn::TransportConfig {
+    let frame = u32::try_from(max_frame.saturating_add(8)).unwrap_or(u32::MAX);
+    let mut t = prism_common::tls::TlsMaterial::transport_config();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .stream_receive_window(quinn::VarInt::from_u32(frame))
+        .receive_window(quinn::VarInt::from_u32(frame.saturating_mul(2)));
+    t
+}
+
+/// The close code and reason for a request frame that could not be read.
+fn close_for(e: &wire::WireError) -> (u32, String) {
+    match e {
+        wire::WireError::FrameTooLarge { .. } => (wire::close::FRAME_TOO_LARGE, e.to_string()),
+        _ => (wire::close::PROTOCOL, format!("bad request frame: {e}")),
+    }
+}
 
 /// Accepts peer connections until `shutdown`.
 pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
@@ -55,19 +89,41 @@ async fn serve(
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
         let state = state.clone();
         let from = from.clone();
+        let conn = conn.clone();
         tokio::spawn(async move {
-            let resp = match wire::read_msg::<_, PeerRequest>(&mut recv, state.config.max_frame)
-                .await
-            {
-                Ok(PeerRequest::Ping) => PeerResponse::Pong {
+            let read = tokio::time::timeout(
+                FRAME_DEADLINE,
+                wire::read_msg::<_, PeerRequest>(&mut recv, state.config.max_frame),
+            );
+            let req = match read.await {
+                Ok(Ok(req)) => req,
+                Ok(Err(wire::WireError::Closed)) => return,
+                Ok(Err(e)) => {
+                    let (code, reason) = close_for(&e);
+                    debug!(error = %e, "closing a peer connection: bad request frame");
+                    conn.close(code.into(), reason.as_bytes());
+                    return;
+                }
+                Err(_) => {
+                    debug!("closing a peer connection: request frame deadline passed");
+                    let reason = format!(
+                        "no complete request frame within {}s",
+                        FRAME_DEADLINE.as_secs()
+                    );
+                    conn.close(wire::close::PROTOCOL.into(), reason.as_bytes());
+                    return;
+                }
+            };
+            let resp = match req {
+                PeerRequest::Ping => PeerResponse::Pong {
                     org: state.org.clone(),
                 },
-                Ok(PeerRequest::Share {
+                PeerRequest::Share {
                     room_id,
                     execution_id,
                     manifest_hash,
                     share,
-                }) => {
+                } => {
                     let s = state.clone();
                     tokio::task::spawn_blocking(move || {
                         crate::mpc::execute::accept_share(
@@ -84,7 +140,6 @@ async fn serve(
                         PeerResponse::Refused(ErrorBody::new("node_internal_error", e.to_string()))
                     })
                 }
-                Err(e) => PeerResponse::Refused(ErrorBody::new("bad_frame", e.to_string())),
             };
             if let Err(e) = wire::write_msg(&mut send, &resp).await {
                 warn!(error = %e, "could not answer a peer");

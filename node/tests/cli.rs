@@ -1,6 +1,6 @@
 //! The `prism-node` CLI against a real node: `audit --verify` must fail (exit non-zero) when the
-//! node's audit chain is broken, so scripts and cron jobs notice; the owner's views print tables
-//! by default and the admin API's JSON with `--json`.
+//! node's audit chain is broken or its budget ledger was edited, so scripts and cron jobs
+//! notice; a node whose ledger was edited while it was stopped refuses to start.
 
 use std::process::Command;
 
@@ -12,29 +12,25 @@ use redb::{ReadableTable, ReadableTableMetadata};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-/// Runs `prism-node ARGS` against `url`; (exit success, stdout, stderr).
-async fn cli(url: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prism-node"));
-    cmd.args(args).args(["--admin-url", url, "--token", token]);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("run prism-node");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.success(), text(&out.stdout), text(&out.stderr))
-}
-
 /// Runs `prism-node audit --verify` against `url`; (exit success, stdout).
-async fn verify(url: &str, token: &str) -> (bool, String) {
-    let (ok, out, _) = cli(url, token, &["audit", "--verify"]).await;
-    (ok, out)
+fn verify(url: &str, token: &str) -> (bool, String) {
+    prism_node(&["audit", "--verify", "--admin-url", url, "--token", token])
 }
 
-/// A node (with no coordinator) holding `patients` with a budget of ε = 2; (node, its token,
-/// its stop signal).
-async fn node_with_patients(
-    dir: &std::path::Path,
-) -> (prism_node::NodeHandle, String, CancellationToken) {
+/// Runs `prism-node` with `args`; (exit success, stdout and stderr).
+fn prism_node(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_prism-node"))
+        .args(args)
+        .output()
+        .expect("run prism-node");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A node configuration in `dir` with fresh certificates and the admin token `token`.
+fn node_config(dir: &std::path::Path, token: &str) -> prism_node::NodeConfig {
     let org = OrgId::new("hospital-a").expect("org");
     let ca = FederationCa::generate("test ca", 1).expect("ca");
     let leaf = ca.issue_org(&org, 1).expect("cert");
@@ -42,8 +38,7 @@ async fn node_with_patients(
     std::fs::write(path("ca.pem"), &ca.pem.cert_pem).expect("write");
     std::fs::write(path("node.pem"), &leaf.cert_pem).expect("write");
     std::fs::write(path("node.key.pem"), &leaf.key_pem).expect("write");
-    let token = "cli-test-token".to_string();
-    let config = prism_node::NodeConfig {
+    prism_node::NodeConfig {
         org,
         data_path: path("node.redb"),
         // Nobody listens there: the node keeps retrying in the background, which is fine.
@@ -53,7 +48,7 @@ async fn node_with_patients(
         peer_advertise: None,
         admin_listen: "127.0.0.1:0".parse().expect("addr"),
         admin_token_file: None,
-        admin_token: Some(token.clone()),
+        admin_token: Some(token.to_string()),
         tls: TlsFiles {
             ca_cert: path("ca.pem"),
             cert: path("node.pem"),
@@ -63,13 +58,11 @@ async fn node_with_patients(
         policy: prism_node::Policy::default(),
         max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
         max_import_mib: 8,
-    };
-    let shutdown = CancellationToken::new();
-    let node = prism_node::start(config, shutdown.clone())
-        .await
-        .expect("node");
-    let url = node.admin_url();
-    // Audited changes: an import and a budget.
+    }
+}
+
+/// Audited changes through the admin API: an import of `patients` and a budget of 2 ε.
+async fn import_with_budget(url: &str, token: &str) {
     let http = reqwest::Client::new();
     let columns = json!([{"name": "age", "type": "integer", "bounds": {"min": 0, "max": 100}}]);
     let resp = http
@@ -88,15 +81,26 @@ async fn node_with_patients(
         .await
         .expect("budget");
     assert!(resp.status().is_success(), "{:?}", resp.text().await);
-    (node, token, shutdown)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_exits_non_zero_on_a_broken_chain() {
     let dir = tempfile::tempdir().expect("dir");
-    let (node, token, shutdown) = node_with_patients(dir.path()).await;
+    let token = "cli-test-token".to_string();
+    let config = node_config(dir.path(), &token);
+    let shutdown = CancellationToken::new();
+    let node = prism_node::start(config, shutdown.clone())
+        .await
+        .expect("node");
     let url = node.admin_url();
-    let (ok, out) = verify(&url, &token).await;
+    import_with_budget(&url, &token).await;
+
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || verify(&url, &token)
+    })
+    .await
+    .expect("join");
     assert!(ok, "an intact chain verifies: {out}");
 
     // Edit the first entry in place, as someone with the file could.
@@ -116,7 +120,12 @@ async fn audit_verify_exits_non_zero_on_a_broken_chain() {
         }
         txn.commit().expect("commit");
     }
-    let (ok, out) = verify(&url, &token).await;
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || verify(&url, &token)
+    })
+    .await
+    .expect("join");
     assert!(!ok, "a broken chain must fail the command: {out}");
     assert!(out.contains("\"valid\": false"), "{out}");
     shutdown.cancel();
@@ -124,69 +133,75 @@ async fn audit_verify_exits_non_zero_on_a_broken_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn owner_views_print_tables_by_default_and_json_on_request() {
+async fn a_ledger_edited_while_stopped_is_refused_at_start_and_by_verify() {
     let dir = tempfile::tempdir().expect("dir");
-    let (node, token, shutdown) = node_with_patients(dir.path()).await;
+    let token = "cli-test-token".to_string();
+    let config = node_config(dir.path(), &token);
+    let file = config.data_path.clone();
+    let shutdown = CancellationToken::new();
+    let node = prism_node::start(config.clone(), shutdown.clone())
+        .await
+        .expect("node");
     let url = node.admin_url();
-
-    let (ok, out, err) = cli(&url, &token, &["budget-show"]).await;
-    assert!(ok, "{err}");
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "a header and one dataset:\n{out}");
-    let head: Vec<&str> = lines[0]
-        .split("  ")
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect();
-    let row: Vec<&str> = lines[1].split_whitespace().collect();
-    assert_eq!(head.len(), row.len(), "{out}");
-    let cell = |name: &str| row[head.iter().position(|h| *h == name).expect(name)];
-    assert_eq!(
-        (
-            cell("dataset"),
-            cell("ε total"),
-            cell("ε spent"),
-            cell("ε left")
-        ),
-        ("patients", "2", "0", "2")
-    );
-
-    let (ok, out, err) = cli(&url, &token, &["budget-show", "patients", "--json"]).await;
-    assert!(ok, "{err}");
-    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    let api: serde_json::Value = reqwest::Client::new()
-        .get(format!("{url}/v1/datasets/patients/budget"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("budget")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(shown, json!([{"dataset": "patients", "budget": api}]));
-    let (ok, _, err) = cli(&url, &token, &["budget-show", "nope"]).await;
-    assert!(!ok && err.contains("dataset nope does not exist"), "{err}");
-
-    let (ok, out, err) = cli(&url, &token, &["status"]).await;
-    assert!(ok, "{err}");
-    assert!(out.contains("Organization    hospital-a"), "{out}");
-    assert!(
-        out.contains("(not connected)") && out.contains("Pending rooms   0"),
-        "{out}"
-    );
-    let (ok, out, err) = cli(&url, &token, &["status", "--json"]).await;
-    assert!(ok, "{err}");
-    let st: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-    assert_eq!(
-        (&st["org"], &st["connected"]),
-        (&json!("hospital-a"), &json!(false))
-    );
-
-    let (ok, out, err) = cli(&url, &token, &["invitations"]).await;
-    assert!(ok, "{err}");
-    assert_eq!(out.trim(), "0 invitation(s), 0 pending");
-    let (ok, out, _) = cli(&url, &token, &["invitations", "--json"]).await;
-    assert!(ok && serde_json::from_str::<serde_json::Value>(&out).expect("JSON") == json!([]));
+    import_with_budget(&url, &token).await;
+    // Spend the whole 2 ε, as a release would.
+    let store = node.state.store.clone();
+    let r = store
+        .reserve("patients", 2.0, 0.0, "run-1")
+        .expect("reserve");
+    store
+        .settle(&r.id, Some((2.0, 0.0)), "released", serde_json::Value::Null)
+        .expect("charge");
+    drop(store);
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        move || verify(&url, &token)
+    })
+    .await
+    .expect("join");
+    assert!(ok && out.contains("\"budgets_checked\": 1"), "{out}");
     shutdown.cancel();
     node.shutdown().await;
+
+    // The stopped node's file verifies as it is.
+    let file_arg = file.to_str().expect("utf-8 path").to_string();
+    let (ok, out) = prism_node(&["audit", "--verify", "--store", &file_arg]);
+    assert!(ok, "an untouched store verifies: {out}");
+
+    // Spent 2.0 → 1.0 ε in the budget record, as someone with the file could.
+    {
+        let db = redb::Database::open(&file).expect("open");
+        let txn = db.begin_write().expect("txn");
+        {
+            let budgets: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("budgets");
+            let mut t = txn.open_table(budgets).expect("table");
+            let text = t
+                .get("patients")
+                .expect("get")
+                .expect("budget")
+                .value()
+                .to_string();
+            let mut b: serde_json::Value = serde_json::from_str(&text).expect("budget");
+            assert_eq!(b["spent_epsilon"], json!(2_000_000_000_000u64), "{text}");
+            b["spent_epsilon"] = json!(1_000_000_000_000u64);
+            t.insert("patients", b.to_string().as_str())
+                .expect("tamper");
+        }
+        txn.commit().expect("commit");
+    }
+    let (ok, out) = prism_node(&["audit", "--verify", "--store", &file_arg]);
+    assert!(!ok, "an edited ledger must fail the command: {out}");
+    assert!(
+        out.contains("\"valid\": false") && out.contains("does not match"),
+        "{out}"
+    );
+
+    let err = match prism_node::start(config, CancellationToken::new()).await {
+        Ok(_) => panic!("a node with an edited ledger must refuse to start"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("dataset patients") && err.contains("refuses to serve"),
+        "{err}"
+    );
 }

@@ -304,6 +304,19 @@ impl Federation {
         Api::new(self.api_url(), self.analyst_token.clone())
     }
 
+    /// A QUIC client configuration presenting `org`'s certificate from this federation's CA
+    /// (as an attacker holding a member's certificate would).
+    pub fn org_client_config(&self, org: &str) -> anyhow::Result<quinn::ClientConfig> {
+        let read = |name: String| std::fs::read(self.dir.join("certs").join(name));
+        let tls = prism_common::tls::TlsMaterial::from_pem(
+            &read("ca.pem".into())?,
+            &read(format!("{org}.pem"))?,
+            &read(format!("{org}.key.pem"))?,
+            None,
+        )?;
+        Ok(tls.client_config()?)
+    }
+
     /// The admin API client of an organization's node.
     pub fn node_admin(&self, org: &str) -> anyhow::Result<Api> {
         let org = OrgId::new(org)?;

@@ -1,7 +1,7 @@
 //! Framing: every message is one frame, a 4-byte big-endian length and then that many bytes of
 //! JSON; blobs (keys, ciphertexts) are length-prefixed raw bytes. A reader refuses a length
 //! over its maximum before reading the body, so a peer cannot make it buffer more than the
-//! limit. See docs/PROTOCOL.md.
+//! limit, and it buffers only the bytes that actually arrived. See docs/PROTOCOL.md.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -80,9 +80,19 @@ where
     if len > max {
         return Err(WireError::FrameTooLarge { len, max });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    decode(&body)
+    decode(&read_body(r, len).await?)
+}
+
+/// Reads exactly `len` bytes, growing the buffer only as bytes arrive: a peer that announces a
+/// large frame and sends nothing pins no memory for it.
+async fn read_body<R: AsyncRead + Unpin>(r: &mut R, len: usize) -> Result<Vec<u8>, WireError> {
+    const FIRST: usize = 64 << 10;
+    let mut body = Vec::with_capacity(len.min(FIRST));
+    let got = r.take(len as u64).read_to_end(&mut body).await?;
+    if got < len {
+        return Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(body)
 }
 
 /// Writes raw bytes as one length-prefixed blob (keys, ciphertexts: no JSON).
@@ -108,9 +118,7 @@ pub async fn read_bytes<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<V
     if len > max {
         return Err(WireError::FrameTooLarge { len, max });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await?;
-    Ok(body)
+    read_body(r, len).await
 }
 
 /// Decodes a frame body.

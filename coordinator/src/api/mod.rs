@@ -10,6 +10,7 @@
 mod audit;
 mod auth;
 mod error;
+mod errors_doc;
 mod queries;
 mod rooms;
 mod system;
@@ -127,12 +128,13 @@ fn routes() -> OpenApiRouter<Arc<CoordState>> {
 
 /// The OpenAPI document of every route the coordinator serves.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    errors_doc::document(routes().into_openapi())
 }
 
 /// The coordinator's HTTP router: `/api/v1`, `/healthz`, `/metrics` and the console.
 pub fn router(state: Arc<CoordState>) -> Router {
     let (router, doc) = routes().split_for_parts();
+    let doc = errors_doc::document(doc);
     router
         .layer(Extension(Arc::new(doc)))
         .layer(axum::middleware::from_fn(json_errors))

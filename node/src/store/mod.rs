@@ -22,7 +22,7 @@ const DATASETS: TableDefinition<&str, &str> = TableDefinition::new("datasets");
 /// name → postcard-encoded `Vec<ColumnData>`.
 const COLUMNS: TableDefinition<&str, &[u8]> = TableDefinition::new("columns");
 /// name → JSON [`Budget`].
-const BUDGETS: TableDefinition<&str, &str> = TableDefinition::new("budgets");
+pub(crate) const BUDGETS: TableDefinition<&str, &str> = TableDefinition::new("budgets");
 /// name → JSON [`DatasetRelease`]: the owner's per-dataset release settings.
 const RELEASE: TableDefinition<&str, &str> = TableDefinition::new("dataset_release");
 /// reservation id → JSON [`Reservation`].
@@ -73,6 +73,22 @@ pub enum StoreError {
     /// No such open reservation.
     #[error("reservation {0} is not open")]
     UnknownReservation(String),
+    /// A budget record differs from the ledger its last audit entry recorded (`ledger.rs`).
+    #[error(
+        "dataset {dataset}: the budget ledger {stored} does not match {recorded}, recorded by audit entry {seq}; \
+         the store was changed outside the node, so it refuses to serve: restore the file from a backup \
+         (`prism-node audit --verify --store <file>` checks one)"
+    )]
+    LedgerMismatch {
+        /// Dataset.
+        dataset: String,
+        /// The audit entry's sequence number.
+        seq: u64,
+        /// The ledger the entry recorded.
+        recorded: String,
+        /// The ledger in the budget record.
+        stored: String,
+    },
 }
 
 prism_common::from_redb_errors!(StoreError, StoreError::Db);
@@ -263,6 +279,9 @@ impl Store {
         }
         txn.commit()?;
         let store = Store { db };
+        // Before anything new is audited: a record edited while the node was stopped is
+        // refused, not carried into a fresh entry.
+        crate::ledger::check(&store.db)?;
         let open = store.open_reservations()?;
         for r in &open {
             store.settle(
@@ -333,9 +352,11 @@ impl Store {
             datasets.insert(name, json(&meta).as_str())?;
             txn.open_table(COLUMNS)?.insert(name, blob.as_slice())?;
             let mut budgets = txn.open_table(BUDGETS)?;
-            if budgets.get(name)?.is_none() {
-                budgets.insert(name, json(&budget).as_str())?;
-            }
+            let ledger = match budgets.get(name)? {
+                Some(v) => parse(name, v.value())?,
+                None => budget,
+            };
+            budgets.insert(name, json(&ledger).as_str())?;
             audit::append(
                 &txn,
                 actor,
@@ -345,7 +366,10 @@ impl Store {
                     "dataset_imported"
                 },
                 name,
-                serde_json::json!({"rows": ds.rows, "columns": ds.schema.columns}),
+                crate::ledger::bind(
+                    serde_json::json!({"rows": ds.rows, "columns": ds.schema.columns}),
+                    &ledger,
+                ),
             )?;
         }
         txn.commit()?;
@@ -503,7 +527,10 @@ impl Store {
                 actor,
                 "budget_set",
                 name,
-                serde_json::json!({"before": before, "after": b.to_json()}),
+                crate::ledger::bind(
+                    serde_json::json!({"before": before, "after": b.to_json()}),
+                    &b,
+                ),
             )?;
             b
         };
@@ -610,7 +637,7 @@ impl Store {
                     {
                         d.extend(x);
                     }
-                    details
+                    crate::ledger::bind(details, &b)
                 },
             )?;
             b
@@ -635,4 +662,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

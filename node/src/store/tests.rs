@@ -1,7 +1,8 @@
 use super::*;
 use prism_common::schema::{ColumnSpec, ColumnType};
 
-fn dataset() -> Dataset {
+/// A two-row `patients` dataset.
+pub(crate) fn dataset() -> Dataset {
     Dataset {
         schema: DatasetSchema {
             name: "patients".into(),

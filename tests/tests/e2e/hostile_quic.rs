@@ -1,0 +1,196 @@
+//! Hostile QUIC clients holding a CA-issued certificate: what one connection can pin on a node's
+//! peer endpoint is bounded, a sender that trickles a frame is closed at the deadline, and a bad
+//! frame closes the connection with the code docs/PROTOCOL.md gives.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use prism_common::identity::{COORDINATOR_NAME, OrgId};
+use prism_common::wire;
+use prism_tests::{Federation, FederationSpec};
+
+fn spec() -> FederationSpec {
+    FederationSpec {
+        orgs: vec!["hospital-a".into(), "hospital-b".into()],
+        rows_per_org: 0,
+        ..Default::default()
+    }
+}
+
+fn peer_addr(f: &Federation) -> SocketAddr {
+    f.nodes
+        .get(&OrgId::new("hospital-a").expect("org"))
+        .and_then(|n| n.handle.as_ref())
+        .expect("running")
+        .peer_addr
+}
+
+/// Connects to hospital-a's peer endpoint (or, with `coordinator`, to the coordinator) with
+/// hospital-b's certificate, a member's, issued by the federation CA.
+async fn connect(f: &Federation, coordinator: bool) -> (quinn::Endpoint, quinn::Connection) {
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let (addr, name) = if coordinator {
+        let c = f.coordinator.as_ref().expect("coordinator");
+        (c.quic_addr, COORDINATOR_NAME)
+    } else {
+        (peer_addr(f), "hospital-a.org.prism")
+    };
+    let conn = ep
+        .connect_with(f.org_client_config("hospital-b").expect("tls"), addr, name)
+        .expect("connect")
+        .await
+        .expect("handshake");
+    (ep, conn)
+}
+
+/// Waits (at most `within`) for the server to close `conn`; returns its code and reason.
+async fn closed(conn: &quinn::Connection, within: Duration) -> (u32, String) {
+    match tokio::time::timeout(within, conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => (
+            u32::try_from(c.error_code.into_inner()).expect("code"),
+            String::from_utf8_lossy(&c.reason).into_owned(),
+        ),
+        Ok(other) => panic!("expected an application close, got {other:?}"),
+        Err(_) => panic!("the connection was still open after {within:?}"),
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_frame_closes_the_peer_connection_with_the_promised_code() {
+    let f = Federation::start(spec()).await.expect("federation");
+    // A frame that is not a request.
+    let (_ep, conn) = connect(&f, false).await;
+    let (mut send, _recv) = conn.open_bi().await.expect("stream");
+    let body = b"{\"not\":\"a request\"}";
+    send.write_all(&(body.len() as u32).to_be_bytes())
+        .await
+        .expect("write");
+    send.write_all(body).await.expect("write");
+    let (code, reason) = closed(&conn, Duration::from_secs(5)).await;
+    assert_eq!(code, wire::close::PROTOCOL, "{reason}");
+    assert!(reason.contains("bad request frame"), "{reason}");
+    // A frame over the maximum, announced and never sent.
+    let (_ep, conn) = connect(&f, false).await;
+    let (mut send, _recv) = conn.open_bi().await.expect("stream");
+    send.write_all(&u32::MAX.to_be_bytes())
+        .await
+        .expect("write");
+    let (code, reason) = closed(&conn, Duration::from_secs(5)).await;
+    assert_eq!(code, wire::close::FRAME_TOO_LARGE, "{reason}");
+    assert!(reason.contains("exceeds"), "{reason}");
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_frame_is_closed_at_the_deadline_on_both_endpoints() {
+    let f = Federation::start(spec()).await.expect("federation");
+    for (coordinator, deadline) in [
+        (false, prism_node::peer::FRAME_DEADLINE),
+        (true, Duration::from_secs(10)),
+    ] {
+        let (_ep, conn) = connect(&f, coordinator).await;
+        let (mut send, _recv) = conn.open_bi().await.expect("stream");
+        let started = Instant::now();
+        // Announce 200 bytes, then send one byte a second.
+        send.write_all(&200u32.to_be_bytes()).await.expect("write");
+        let trickle = tokio::spawn(async move {
+            loop {
+                if send.write_all(b" ").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let (code, reason) = closed(&conn, deadline + Duration::from_secs(5)).await;
+        let took = started.elapsed();
+        trickle.abort();
+        println!("coordinator={coordinator}: closed after {took:?}: {code} {reason}");
+        assert!(
+            took >= deadline - Duration::from_secs(1),
+            "closed too early: {took:?}"
+        );
+        if coordinator {
+            assert_eq!(code, wire::close::REFUSED, "{reason}");
+            assert!(reason.contains("Hello"), "{reason}");
+        } else {
+            assert_eq!(code, wire::close::PROTOCOL, "{reason}");
+            assert!(reason.contains("no complete request frame"), "{reason}");
+        }
+    }
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_announcing_large_frames_pin_a_bounded_amount_of_memory() {
+    let f = Federation::start(spec()).await.expect("federation");
+    let before = rss_bytes();
+    let (_ep, conn) = connect(&f, false).await;
+    // 24 streams, each announcing a 16 MiB frame (the maximum) and sending as much of it as
+    // flow control lets through, never finishing it.
+    let frame = wire::DEFAULT_MAX_FRAME;
+    let mut writers = Vec::new();
+    let mut opened = 0;
+    for _ in 0..24 {
+        // Beyond the stream limit, opening waits for the server to allow more.
+        let Ok(Ok((mut send, _recv))) =
+            tokio::time::timeout(Duration::from_millis(500), conn.open_bi()).await
+        else {
+            continue;
+        };
+        opened += 1;
+        writers.push(tokio::spawn(async move {
+            let _keep = _recv;
+            let _ = send.write_all(&(frame as u32).to_be_bytes()).await;
+            let chunk = vec![b' '; 1 << 20];
+            for _ in 0..16 {
+                if send.write_all(&chunk).await.is_err() {
+                    return;
+                }
+            }
+            // Hold the stream open without the last byte.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pinned = rss_bytes().saturating_sub(before);
+    println!(
+        "{opened} streams opened of 24; the process grew by {} MiB",
+        pinned >> 20
+    );
+    assert!(
+        opened <= prism_node::peer::MAX_STREAMS as usize,
+        "{opened} streams were allowed"
+    );
+    // Two receive windows of one frame each on the node, plus what the attacker (in this same
+    // process) still holds unsent: far below 24 × 16 MiB.
+    assert!(pinned < 160 << 20, "pinned {} MiB", pinned >> 20);
+    // The frame deadline then closes the connection, and the node still answers.
+    let (code, _) = closed(
+        &conn,
+        prism_node::peer::FRAME_DEADLINE + Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(code, wire::close::PROTOCOL);
+    for w in writers {
+        w.abort();
+    }
+    let (_ep, conn) = connect(&f, false).await;
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    wire::write_msg(&mut send, &wire::PeerRequest::Ping)
+        .await
+        .expect("ping");
+    send.finish().expect("finish");
+    let pong: wire::PeerResponse = wire::read_msg(&mut recv, 1 << 20).await.expect("pong");
+    assert!(matches!(pong, wire::PeerResponse::Pong { .. }), "{pong:?}");
+    f.shutdown().await;
+}
