@@ -985,6 +985,8 @@ mod tests {
             ty,
             bounds: bounds.map(|(min, max)| Bounds { min, max }),
             public_keys: None,
+            not_null: false,
+            privacy_unit: None,
         };
         let columns = vec![
             col("id", ColumnType::Integer, Some((0.0, 1e6))),

@@ -636,6 +636,8 @@ mod tests {
                     ty: ColumnType::Integer,
                     bounds: None,
                     public_keys: None,
+                    not_null: false,
+                    privacy_unit: None,
                 }],
             },
             columns: vec![ColumnData::Integer(vec![Some(1), Some(2)])],
