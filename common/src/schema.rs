@@ -63,6 +63,66 @@ pub struct ColumnSpec {
     /// noisy threshold (text / boolean / integer columns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_keys: Option<Vec<String>>,
+    /// Declared `NOT NULL`: import refuses a null cell in this column. DP then knows, without
+    /// looking at the data, that the column's non-null count is the dataset's public row count
+    /// (or the noisy `COUNT(*)` of a group), so SUM and AVG need no noisy count of their own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_null: bool,
+    /// Declares this column the dataset's privacy unit (e.g. `patient_id`): DP releases protect
+    /// everything one unit contributes, after bounding each unit's contribution. At most one
+    /// column per dataset; its values must not be null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy_unit: Option<ContributionBounds>,
+}
+
+/// How much one privacy unit may contribute to a DP release; rows beyond the bounds are left
+/// out of the aggregation (each unit keeps its first rows in dataset order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContributionBounds {
+    /// Most rows of one unit a release uses (>= 1).
+    pub max_rows: u32,
+    /// Most GROUP BY groups one unit contributes to (>= 1).
+    #[serde(default = "one")]
+    pub max_groups: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Checks the privacy-unit declarations of a dataset's columns: at most one, on an integer,
+/// text or boolean column, with bounds of at least 1.
+pub fn check_privacy_unit(columns: &[ColumnSpec]) -> Result<(), String> {
+    let units: Vec<&ColumnSpec> = columns
+        .iter()
+        .filter(|c| c.privacy_unit.is_some())
+        .collect();
+    if units.len() > 1 {
+        let names: Vec<&str> = units.iter().map(|c| c.name.as_str()).collect();
+        return Err(format!(
+            "columns {} all declare privacy_unit; a dataset has at most one privacy-unit column",
+            names.join(", ")
+        ));
+    }
+    if let Some(c) = units.first() {
+        if c.ty == ColumnType::Float {
+            return Err(format!(
+                "column {}: a privacy unit identifies a person or entity; use an integer or text column",
+                c.name
+            ));
+        }
+        if let Some(b) = c
+            .privacy_unit
+            .filter(|b| b.max_rows == 0 || b.max_groups == 0)
+        {
+            return Err(format!(
+                "column {}: privacy_unit bounds must be at least 1 (got max_rows {}, max_groups {})",
+                c.name, b.max_rows, b.max_groups
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A dataset's schema.
@@ -80,6 +140,14 @@ impl DatasetSchema {
         self.columns
             .iter()
             .find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The privacy-unit column, if the owner declared one: (schema index, bounds).
+    pub fn privacy_unit(&self) -> Option<(usize, ContributionBounds)> {
+        self.columns
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| c.privacy_unit.map(|b| (i, b)))
     }
 
     /// Index of a column by name (case-insensitive).

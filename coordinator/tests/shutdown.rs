@@ -166,6 +166,8 @@ async fn silent_node(dir: &Path, quic: SocketAddr) -> SilentNode {
             max: 110.0,
         }),
         public_keys: None,
+        not_null: false,
+        privacy_unit: None,
     };
     let catalog = NodeEvent::Catalog {
         datasets: vec![CatalogEntry {

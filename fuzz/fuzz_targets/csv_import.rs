@@ -13,7 +13,7 @@ fn sample() -> Vec<ColumnSpec> {
         ty,
         bounds: bounds.map(|(min, max)| Bounds { min, max }),
         public_keys: None,
-    };
+     not_null: false, privacy_unit: None, };
     vec![
         col("age", ColumnType::Integer, Some((0.0, 120.0))),
         col("cost", ColumnType::Float, Some((0.0, 1e5))),

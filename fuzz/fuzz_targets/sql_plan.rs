@@ -14,7 +14,7 @@ fn schema() -> DatasetSchema {
         ty,
         bounds: bounds.map(|(min, max)| Bounds { min, max }),
         public_keys: keys.map(|k| k.iter().map(|s| s.to_string()).collect()),
-    };
+     not_null: false, privacy_unit: None, };
     DatasetSchema {
         name: "patients".into(),
         columns: vec![

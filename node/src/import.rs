@@ -1,7 +1,7 @@
 //! CSV import: typed columns as the owner declared them, all or nothing.
 //!
 //! The header must name exactly the declared columns (any order). Every cell is parsed to its
-//! column's type; an empty cell or `NULL` is null. The first bad cell refuses the whole file
+//! column's type; an empty cell or `NULL` is null (refused in a column declared `not_null`). The first bad cell refuses the whole file
 //! with its line number, so a partial dataset is never stored.
 
 use prism_common::schema::{ColumnData, ColumnSpec, ColumnType, Dataset, DatasetSchema};
@@ -37,6 +37,7 @@ fn check_schema(columns: &[ColumnSpec]) -> Result<(), ImportError> {
     if columns.is_empty() {
         return Err(ImportError::BadSchema("declare at least one column".into()));
     }
+    prism_common::schema::check_privacy_unit(columns).map_err(ImportError::BadSchema)?;
     let mut seen = std::collections::HashSet::new();
     for c in columns {
         if !crate::store::valid_dataset_name(&c.name) {
@@ -144,6 +145,12 @@ pub fn parse_csv(
         for (ci, (spec, &pos)) in columns.iter().zip(&positions).enumerate() {
             let cell = record.get(pos).unwrap_or("");
             let null = is_null(cell);
+            if null && (spec.not_null || spec.privacy_unit.is_some()) {
+                return Err(bad(format!(
+                    "column {} is declared not_null (or is the privacy unit) but the cell is empty or NULL",
+                    spec.name
+                )));
+            }
             let type_err = || {
                 bad(format!(
                     "column {}: {cell:?} is not {}",
@@ -234,24 +241,32 @@ mod tests {
                     max: 120.0,
                 }),
                 public_keys: None,
+                not_null: false,
+                privacy_unit: None,
             },
             ColumnSpec {
                 name: "state".into(),
                 ty: ColumnType::Text,
                 bounds: None,
                 public_keys: None,
+                not_null: false,
+                privacy_unit: None,
             },
             ColumnSpec {
                 name: "cost".into(),
                 ty: ColumnType::Float,
                 bounds: None,
                 public_keys: None,
+                not_null: false,
+                privacy_unit: None,
             },
             ColumnSpec {
                 name: "smoker".into(),
                 ty: ColumnType::Boolean,
                 bounds: None,
                 public_keys: None,
+                not_null: false,
+                privacy_unit: None,
             },
         ]
     }
@@ -303,6 +318,12 @@ mod tests {
         );
         let err = parse_csv("p", cols(), "age,state,cost,smoker\n1,CA,1\n").expect_err("short");
         assert!(matches!(err, ImportError::Row { line: 2, .. }), "{err}");
+        let mut strict = cols();
+        strict[0].not_null = true;
+        let err = parse_csv("p", strict, "age,state,cost,smoker\n1,CA,1,t\n,NY,2,f\n")
+            .expect_err("null in a not_null column");
+        assert!(matches!(err, ImportError::Row { line: 3, .. }), "{err}");
+        assert!(err.to_string().contains("not_null"), "{err}");
     }
 
     #[test]

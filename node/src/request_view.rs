@@ -142,6 +142,8 @@ mod tests {
                 ty: ColumnType::Text,
                 bounds: None,
                 public_keys: None,
+                not_null: false,
+                privacy_unit: None,
             }],
         };
         Manifest {

@@ -30,6 +30,8 @@ pub fn patient_columns() -> Vec<ColumnSpec> {
             ty: ColumnType::Integer,
             bounds: None,
             public_keys: None,
+            not_null: false,
+            privacy_unit: None,
         },
         ColumnSpec {
             name: "age".into(),
@@ -39,12 +41,16 @@ pub fn patient_columns() -> Vec<ColumnSpec> {
                 max: 110.0,
             }),
             public_keys: None,
+            not_null: true,
+            privacy_unit: None,
         },
         ColumnSpec {
             name: "diagnosis".into(),
             ty: ColumnType::Text,
             bounds: None,
             public_keys: keys(&DIAGNOSES),
+            not_null: false,
+            privacy_unit: None,
         },
         ColumnSpec {
             name: "treatment_cost".into(),
@@ -54,12 +60,16 @@ pub fn patient_columns() -> Vec<ColumnSpec> {
                 max: 50_000.0,
             }),
             public_keys: None,
+            not_null: true,
+            privacy_unit: None,
         },
         ColumnSpec {
             name: "state".into(),
             ty: ColumnType::Text,
             bounds: None,
             public_keys: keys(&STATES),
+            not_null: false,
+            privacy_unit: None,
         },
     ]
 }

@@ -9,7 +9,12 @@
 //!
 //! # Privacy unit
 //!
-//! Neighbouring datasets differ by adding or removing one row ("unbounded" DP). `params.epsilon`
+//! Neighbouring datasets differ by adding or removing one row ("unbounded" DP), or, when the
+//! schema declares a privacy-unit column (`ColumnSpec::privacy_unit`, bounds `max_rows = k` and
+//! `max_groups = g`), all rows of one unit: each unit's selected rows are then bounded to its
+//! first `k` in its first `g` groups before aggregation (see `units`), and every sensitivity
+//! below is `k ×` the row-level one (the key threshold uses `(l0, l1, l∞) = (g, k, k)`). The
+//! proof's `privacy_unit` says which applies. `params.epsilon`
 //! and `params.delta` are the total the analyst spends on the whole query. They are refused
 //! unless `0 < epsilon <= policy.max_epsilon_per_query` and `0 <= delta <= policy.max_delta_per_query`
 //! (both finite; delta < 1).
@@ -17,20 +22,24 @@
 //! # Budget rules
 //!
 //! * **Statistics.** Every distinct aggregate of the SELECT list is one statistic (the same
-//!   aggregate written twice is released once and copied). AVG is one statistic that spends half
-//!   of its share on a noisy clamped sum and half on a noisy count; MIN and MAX are one each.
-//! * **The gate count.** Small groups are suppressed: a group is released only if its noisy
-//!   `COUNT(*)` is at least `max(k of HAVING COUNT(*) >= k, policy.min_group_size)`. When the plan
-//!   itself selects `COUNT(*)`, that statistic's noisy value is the gate (it is used for the
-//!   output column, for HAVING, for the policy floor and for the key threshold below, at no
-//!   extra cost: filtering on an already released noisy value is post-processing). Otherwise a
-//!   hidden noisy `COUNT(*)` is added as one more statistic, whenever a gate is needed (a HAVING,
-//!   a non-zero `min_group_size`, or threshold key release).
-//! * **Split.** ε is split evenly over the statistics (hidden gate included). Each statistic's
-//!   noise scale is the smallest one for which the OpenDP measurement's privacy map, evaluated at
-//!   the sensitivity derived below, is at most its share (found with OpenDP's
-//!   `fallible_binary_search`). The ε actually used by each statistic is read back from the map and
-//!   their sum is the reported `cost.epsilon` (<= `params.epsilon`): sequential composition.
+//!   aggregate written twice is released once and copied). AVG is one statistic (a noisy
+//!   clamped sum over a count, see below); MIN and MAX are one each.
+//! * **The gate.** Small groups are suppressed: a group is released only if its `COUNT(*)` is at
+//!   least `max(k of HAVING COUNT(*) >= k, policy.min_group_size)`. An ungrouped, unfiltered
+//!   query has one group holding every row, and the dataset's row count is public (the catalog
+//!   shows it), so the gate compares that exact count with the floor: no noisy count, no ε.
+//!   Otherwise the gate is a noisy `COUNT(*)`. When the plan itself selects `COUNT(*)`, that
+//!   statistic's noisy value is the gate (used for the output column, for HAVING, for the policy
+//!   floor and for the key threshold below, at no extra cost: filtering on an already released
+//!   noisy value is post-processing). Otherwise a hidden noisy `COUNT(*)` is added, whenever a
+//!   gate is needed (a HAVING, a non-zero `min_group_size`, or threshold key release).
+//! * **Split.** A hidden gate only decides which groups appear, so it gets
+//!   `min(1/4, 1/(statistics + 1))` of ε; the released statistics split the rest evenly (all of
+//!   ε when there is no hidden gate). The gate's share is in the proof (`gate.epsilon`). Each
+//!   statistic's noise scale is the smallest one for which the OpenDP measurement's privacy map,
+//!   evaluated at the sensitivity derived below, is at most its share (found with OpenDP's
+//!   `fallible_binary_search`). The ε actually used by each statistic is read back from the map
+//!   and their sum is the reported `cost.epsilon` (<= `params.epsilon`): sequential composition.
 //! * **Groups.** GROUP BY groups partition the rows, so one row changes the data of one group
 //!   only: per-group releases compose in parallel and a grouped query costs what one group costs.
 //! * **Keys.** If every GROUP BY column has `public_keys` declared by the owner, exactly the cross
@@ -61,11 +70,21 @@
 //! * **COUNT(\*) and COUNT(col)**: sensitivity 1 (one row changes one count by one). Released
 //!   counts are clamped at 0 (post-processing).
 //! * **SUM(col)**: the sum of values clamped to `[L, U]` changes by at most `max(|L|, |U|)` when a
-//!   row is added or removed. `SUM(col * k)` is `k ×` the noisy sum (post-processing; the proof
-//!   lists the unweighted sum's scale and half-width, which scale by `|k|`).
-//! * **AVG(col)**: `center + noisy Σ(x - center) / noisy count`, with `center` the midpoint of the
-//!   bounds, so the sum's sensitivity is `max(U - center, center - L)` ≈ `(U - L) / 2`. The result
-//!   is clamped into the bounds; when the noisy count is <= 0 the average is reported as null.
+//!   row is added or removed. When the column is declared `not_null` and the query is ungrouped
+//!   and unfiltered, the number of values is the public row count `n`, and the sum is released
+//!   as `center · n + noisy Σ(x - center)` with `center` the midpoint of the bounds: sensitivity
+//!   `max(U - center, center - L)` ≈ `(U - L) / 2`, half of `max(|L|, |U|)` for `L = 0`.
+//!   `SUM(col * k)` is `k ×` the noisy sum (post-processing; the proof lists the unweighted
+//!   sum's scale and half-width, which scale by `|k|`).
+//! * **AVG(col)**: `center + noisy Σ(x - center) / count`, sensitivity of the sum
+//!   `max(U - center, center - L)`. The count is, in order of preference: the public row count
+//!   (ungrouped, unfiltered, `not_null` column: the count-free mean, all of the statistic's ε on
+//!   the sum); the group's noisy gate `COUNT(*)` (`not_null` column: it counts the same rows, at
+//!   no extra ε); otherwise the average's own noisy `COUNT(col)`, which gets 1/4 of the
+//!   statistic's share (the count's noise enters the average scaled by `|avg - center| / n`, the
+//!   sum's by `(U - L) / 2n`; for a ratio `r` of the two the error-minimising count share is
+//!   `√r / (1 + √r)`, and 1/4 is optimal at `r = 1/9`). The result is clamped into the bounds;
+//!   when the count is <= 0 the average is reported as null.
 //! * **MIN / MAX**: report-noisy-min (OpenDP `make_noisy_max`, permute-and-flip) over 128
 //!   candidates evenly spaced across the bounds (integer-rounded and deduplicated for integer
 //!   columns). It is OpenDP's quantile scoring at α = 0 (MIN: score = #(x < c)) and α = 1 (MAX:
@@ -102,7 +121,12 @@ mod release;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_accuracy;
+#[cfg(test)]
 mod tests_release;
+#[cfg(test)]
+mod tests_units;
+mod units;
 mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -111,7 +135,7 @@ use crate::eval::EvalError;
 use crate::plan::{Plan, Table};
 use crate::schema::{Dataset, DatasetSchema};
 
-pub use proof::{DpProof, KeyRelease, NoiseComponent, StatisticProof};
+pub use proof::{DpProof, GateProof, KeyRelease, NoiseComponent, StatisticProof};
 
 /// What the analyst asks to spend on one query, in total.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

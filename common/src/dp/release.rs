@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::calibrate::{Calibration, Noise, Scalar, Stat};
+use super::calibrate::{Calibration, Denominator, Noise, Scalar, Stat};
 use super::grouping::{NONE, data_groups, public_groups};
 use super::validate::{KeyMode, Kind, NumCol, Slot};
 use super::{DpError, DpParams, DpRelease, proof};
@@ -108,11 +108,13 @@ fn noisy(s: &Scalar, exact: i64, ds: &str) -> Result<i64, DpError> {
 }
 
 /// Exact clamped aggregates of one statistic over the released groups, then noise.
+/// `gate_counts` are the released groups' noisy gate counts, if there is a gate count.
 fn release_stat(
     st: &Stat,
     ds: &Dataset,
     gid: &[u32],
     n: usize,
+    gate_counts: Option<&[i64]>,
     dataset: &str,
 ) -> Result<Vec<Val>, DpError> {
     let column = |c: Option<usize>| {
@@ -148,6 +150,22 @@ fn release_stat(
                 .map(|&x| Ok(to_val(noisy(s, saturate(x), dataset)?)))
                 .collect()
         }
+        (Noise::CenteredSum { sum, center }, Some(num)) => {
+            let mut sums = vec![0i128; n];
+            if !for_each_value(column(st.col)?, num, gid, |g, x| {
+                sums[g] += i128::from(x - center)
+            }) {
+                return Err(not_numeric());
+            }
+            // Public: every row has a value (not_null) and every row is selected (unfiltered).
+            let offset = i128::from(*center) * ds.rows as i128;
+            sums.iter()
+                .map(|&x| {
+                    let s = noisy(sum, saturate(x), dataset)?;
+                    Ok(to_val(saturate(i128::from(s) + offset)))
+                })
+                .collect()
+        }
         (Noise::Avg { sum, count, center }, Some(num)) => {
             let (mut sums, mut counts) = (vec![0i128; n], vec![0i64; n]);
             let ok = for_each_value(column(st.col)?, num, gid, |g, x| {
@@ -160,7 +178,14 @@ fn release_stat(
             (0..n)
                 .map(|g| {
                     let s = noisy(sum, saturate(sums[g]), dataset)?;
-                    let c = noisy(count, counts[g], dataset)?;
+                    let c = match count {
+                        Denominator::Own(count) => noisy(count, counts[g], dataset)?,
+                        Denominator::PublicRows => i64::try_from(ds.rows).unwrap_or(i64::MAX),
+                        Denominator::Gate => gate_counts
+                            .and_then(|v| v.get(g))
+                            .copied()
+                            .ok_or_else(|| internal(dataset, "the gate count is missing"))?,
+                    };
                     if c <= 0 {
                         return Ok(Val::Null);
                     }
@@ -279,6 +304,11 @@ fn gate(
     n: usize,
 ) -> Result<(Vec<usize>, Option<Vec<i64>>), DpError> {
     let ds = cal.dataset.as_str();
+    if cal.public_rows {
+        // The one group holds every row; their number is public, so this costs nothing.
+        let open = (gid.len() as u64) >= cal.min_count;
+        return Ok((if open { (0..n).collect() } else { Vec::new() }, None));
+    }
     let Some(gi) = cal.gate else {
         return Ok(((0..n).collect(), None));
     };
@@ -330,12 +360,19 @@ pub(crate) fn run(
         return Err(internal(dataset, "column data does not match the schema"));
     }
     let mask = filter_mask(plan.filter.as_ref(), ds).map_err(eval)?;
-    let groups = match &cal.keys {
+    let mut groups = match &cal.keys {
         KeyMode::Public(domains) => public_groups(ds, &cal.group_cols, domains, &mask),
         KeyMode::Ungrouped | KeyMode::Threshold => {
             data_groups(ds, &plan.group_by, &cal.group_cols, &mask).map_err(eval)?
         }
     };
+    if let Some((ci, bounds)) = cal.unit {
+        let unit = ds
+            .columns
+            .get(ci)
+            .ok_or_else(|| internal(dataset, "the privacy unit has no column data"))?;
+        super::units::bound(&mut groups.gid, unit, bounds);
+    }
     let (released, gate_values) = gate(cal, &groups.gid, groups.keys.len())?;
     let n = released.len();
 
@@ -356,7 +393,7 @@ pub(crate) fn run(
             // The gate count is released as it is (clamped at 0): no second noise draw.
             (Some(g), true) => g.iter().map(|&c| Val::Int(c.max(0))).collect(),
             _ if st.outputs.is_empty() => Vec::new(),
-            _ => release_stat(st, ds, &gid, n, dataset)?,
+            _ => release_stat(st, ds, &gid, n, gate_values.as_deref(), dataset)?,
         });
     }
 

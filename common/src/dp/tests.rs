@@ -20,6 +20,8 @@ pub(super) fn spec(
         ty,
         bounds: bounds.map(|(min, max)| Bounds { min, max }),
         public_keys: keys.map(|k| k.iter().map(|s| s.to_string()).collect()),
+        not_null: false,
+        privacy_unit: None,
     }
 }
 
@@ -142,7 +144,7 @@ pub(super) fn num(v: &Value) -> f64 {
     v.as_f64().expect("a number")
 }
 
-fn mean_sd(xs: &[f64]) -> (f64, f64) {
+pub(super) fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
@@ -150,13 +152,13 @@ fn mean_sd(xs: &[f64]) -> (f64, f64) {
 }
 
 /// Standard deviation of discrete Laplace noise of scale `s`.
-fn discrete_laplace_sd(s: f64) -> f64 {
+pub(super) fn discrete_laplace_sd(s: f64) -> f64 {
     let q = (-1.0 / s).exp();
     (2.0 * q / (1.0 - q).powi(2)).sqrt()
 }
 
 /// Releases `plan` `runs` times and checks the empirical noise against the calibrated scale.
-fn check_noise(plan: &Plan, ds: &Dataset, eps: f64, truth: f64, expected_scale: f64) {
+pub(super) fn check_noise(plan: &Plan, ds: &Dataset, eps: f64, truth: f64, expected_scale: f64) {
     let runs = 1500;
     let mut xs = Vec::with_capacity(runs);
     let mut scale = 0.0;

@@ -34,6 +34,8 @@ pub(crate) struct NumCol {
     pub hi: i64,
     /// The bounds as declared by the owner.
     pub declared: Bounds,
+    /// Declared `not_null`: every row has a value.
+    pub not_null: bool,
 }
 
 /// Where each output column comes from.
@@ -170,6 +172,7 @@ fn numeric(schema: &DatasetSchema, idx: usize, func: &str) -> Result<NumCol, DpE
         lo: lo as i64,
         hi: hi as i64,
         declared: b,
+        not_null: spec.not_null,
     })
 }
 

@@ -10,6 +10,8 @@
 //!   a wrap beyond it (probability below 10⁻¹⁸) is post-processing of the noisy value, so the
 //!   guarantee holds whatever happens. MIN / MAX are refused: no vetted mechanism for them
 //!   works under encryption here.
+//!   A dataset with a declared privacy unit is refused: this noise protects one row, and
+//!   bounding a unit's contributions under encryption is not implemented.
 //! - **exact** (owner opt-in): the node compares the encrypted row count with `k` (its
 //!   `min_group_size`) under encryption and multiplies every cell by that encrypted bit. It
 //!   learns nothing about whether the query passed; the key holder sees all-zero cells, a count
@@ -117,6 +119,13 @@ pub fn calibrate_noise(
 ) -> Result<Vec<IntegerNoise>, HeError> {
     if cells.is_empty() {
         return Err(HeError::Mismatch("no result cells".into()));
+    }
+    if let Some((i, _)) = ds.schema.privacy_unit() {
+        // Noise calibrated to one row would protect less than the owner declared.
+        return Err(HeError::Policy(format!(
+            "dataset {} declares the privacy unit {}; he dp releases are calibrated to one row and do not bound a unit's contributions, so they are refused; use the dp_sandbox backend",
+            ds.schema.name, ds.schema.columns[i].name
+        )));
     }
     let share = epsilon / cells.len() as f64;
     let rows = ds.rows as u64;

@@ -25,6 +25,8 @@ fn spec(name: &str, ty: ColumnType, bounds: Option<(f64, f64)>) -> ColumnSpec {
         ty,
         bounds: bounds.map(|(min, max)| Bounds { min, max }),
         public_keys: None,
+        not_null: false,
+        privacy_unit: None,
     }
 }
 

@@ -184,6 +184,8 @@ mod tests {
                         max: 50.0,
                     }),
                     public_keys: None,
+                    not_null: false,
+                    privacy_unit: None,
                 }],
             },
             columns: vec![ColumnData::Float(costs.iter().map(|&c| Some(c)).collect())],

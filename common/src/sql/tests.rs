@@ -9,6 +9,8 @@ fn schema() -> DatasetSchema {
         ty,
         bounds: bounds.map(|(min, max)| Bounds { min, max }),
         public_keys: None,
+        not_null: false,
+        privacy_unit: None,
     };
     let columns = vec![
         col("id", ColumnType::Integer, Some((0.0, 1e6))),

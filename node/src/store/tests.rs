@@ -11,6 +11,8 @@ pub(crate) fn dataset() -> Dataset {
                 ty: ColumnType::Integer,
                 bounds: None,
                 public_keys: None,
+                not_null: false,
+                privacy_unit: None,
             }],
         },
         columns: vec![ColumnData::Integer(vec![Some(1), Some(2)])],

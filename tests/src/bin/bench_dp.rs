@@ -13,6 +13,11 @@
 //!
 //! Medians and 95th percentiles (nearest rank) over `--runs` runs after `--warmup` runs,
 //! printed as a markdown table.
+//!
+//! With `--accuracy` (and `--releases N`, default 201) it measures accuracy instead: the median
+//! absolute error of each shape's released values against the exact answer over N node-side
+//! releases at ε = 1, next to SmartNoise SQL 1.0.10's figures for the same shapes on the same
+//! 1M-row data (measured once, recorded in `docs/PERFORMANCE.md`).
 
 use std::time::Instant;
 
@@ -21,6 +26,9 @@ use prism_common::dp::{self, DpParams};
 use prism_common::{eval, sql};
 use prism_node::Policy;
 use prism_tests::{Api, Federation, FederationSpec, data};
+
+#[path = "bench_dp/accuracy.rs"]
+mod accuracy;
 use serde_json::{Value, json};
 
 /// The measured query shapes: (label, SQL).
@@ -46,6 +54,8 @@ struct Options {
     rows: usize,
     runs: usize,
     warmup: usize,
+    accuracy: bool,
+    releases: usize,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -53,6 +63,8 @@ fn options() -> anyhow::Result<Options> {
         rows: 1_000_000,
         runs: 30,
         warmup: 5,
+        accuracy: false,
+        releases: 201,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -64,8 +76,12 @@ fn options() -> anyhow::Result<Options> {
             "--rows" => o.rows = value()?,
             "--runs" => o.runs = value()?.max(1),
             "--warmup" => o.warmup = value()?,
+            "--accuracy" => o.accuracy = true,
+            "--releases" => o.releases = value()?.max(1),
             "-h" | "--help" => {
-                println!("bench_dp [--rows N (1000000)] [--runs N (30)] [--warmup N (5)]");
+                println!(
+                    "bench_dp [--rows N (1000000)] [--runs N (30)] [--warmup N (5)] [--accuracy [--releases N (201)]]"
+                );
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}; see --help"),
@@ -323,6 +339,10 @@ async fn main() -> anyhow::Result<()> {
         max_epsilon_per_query: 10.0,
         ..Default::default()
     };
+    if o.accuracy {
+        let patients = data::patients(7, 0, o.rows);
+        return accuracy::run(&o, &ds, &patients, &policy.dp());
+    }
 
     let mut rows = node_side(&o, &ds, &policy)?;
 

@@ -69,6 +69,8 @@ fn schema() -> DatasetSchema {
         ty,
         bounds: bounds.map(|(min, max)| Bounds { min, max }),
         public_keys: None,
+        not_null: false,
+        privacy_unit: None,
     };
     let mut category = col("category", ColumnType::Text, None);
     category.public_keys = Some(CATEGORIES.iter().map(|s| s.to_string()).collect());

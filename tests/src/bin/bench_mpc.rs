@@ -40,6 +40,8 @@ async fn bench(
             ty: ColumnType::Integer,
             bounds: None,
             public_keys: None,
+            not_null: false,
+            privacy_unit: None,
         },
         ColumnSpec {
             name: "amount".into(),
@@ -50,6 +52,8 @@ async fn bench(
                 max: 100.0,
             }),
             public_keys: None,
+            not_null: false,
+            privacy_unit: None,
         },
     ];
     for (p, org) in orgs.iter().enumerate() {
