@@ -67,7 +67,7 @@ async fn import_with_budget(url: &str, token: &str) {
     let columns = json!([{"name": "age", "type": "integer", "bounds": {"min": 0, "max": 100}}]);
     let resp = http
         .post(format!("{url}/v1/datasets"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"name": "patients", "columns": columns, "csv": "age\n30\n40\n"}))
         .send()
         .await
@@ -75,7 +75,7 @@ async fn import_with_budget(url: &str, token: &str) {
     assert!(resp.status().is_success(), "{:?}", resp.text().await);
     let resp = http
         .put(format!("{url}/v1/datasets/patients/budget"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"epsilon": 2.0, "delta": 1e-5}))
         .send()
         .await

@@ -88,12 +88,15 @@ mod tests {
     #[test]
     fn orgs_by_count_or_by_name() {
         assert_eq!(
-            parse_orgs("3").unwrap(),
+            parse_orgs("3").expect("parses"),
             ["hospital-a", "hospital-b", "hospital-c"]
         );
-        let many = parse_orgs("30").unwrap();
+        let many = parse_orgs("30").expect("parses");
         assert_eq!((many.len(), many[0].as_str()), (30, "hospital-001"));
-        assert_eq!(parse_orgs("bank-a, bank-b").unwrap(), ["bank-a", "bank-b"]);
+        assert_eq!(
+            parse_orgs("bank-a, bank-b").expect("parses"),
+            ["bank-a", "bank-b"]
+        );
         assert!(parse_orgs("0").is_err());
         assert!(parse_orgs("Bank A").is_err());
         assert!(parse_orgs("a,a").is_err());
@@ -101,13 +104,13 @@ mod tests {
 
     #[test]
     fn rows_default_and_per_org() {
-        let orgs = parse_orgs("2").unwrap();
-        let r = parse_rows("500,hospital-b=20", &orgs, 10_000).unwrap();
+        let orgs = parse_orgs("2").expect("parses");
+        let r = parse_rows("500,hospital-b=20", &orgs, 10_000).expect("parses");
         assert_eq!(r.default, 500);
         assert_eq!(r.per_org.get("hospital-b"), Some(&20));
-        assert_eq!(parse_rows("", &orgs, 7).unwrap().default, 7);
+        assert_eq!(parse_rows("", &orgs, 7).expect("parses").default, 7);
         let e = parse_rows("hospital-z=5", &orgs, 1)
-            .unwrap_err()
+            .expect_err("refused")
             .to_string();
         assert!(e.contains("hospital-z"), "{e}");
         assert!(parse_rows("many", &orgs, 1).is_err());

@@ -89,7 +89,7 @@ impl Relay {
                 if l.cut.load(Ordering::SeqCst) {
                     continue;
                 }
-                if !upstream.contains_key(&client) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = upstream.entry(client) {
                     let Ok(u) = UdpSocket::bind("127.0.0.1:0").await else {
                         continue;
                     };
@@ -109,7 +109,7 @@ impl Relay {
                             }
                         }
                     });
-                    upstream.insert(client, delayed(&mut side_tasks, Out::Up(u)));
+                    slot.insert(delayed(&mut side_tasks, Out::Up(u)));
                 }
                 if let Some(up) = upstream.get(&client) {
                     last_up = l.deadline(last_up);
