@@ -15,6 +15,7 @@ use std::time::Duration;
 use prism_common::identity::{PeerIdentity, peer_identity};
 use prism_common::wire::{self, ErrorBody, PeerRequest, PeerResponse};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::NodeState;
@@ -47,15 +48,17 @@ fn close_for(e: &wire::WireError) -> (u32, String) {
     }
 }
 
-/// Accepts peer connections until `shutdown`.
+/// Accepts peer connections until `shutdown`. Every connection and every stream runs on one
+/// task tracker; when the node stops, those still running get [`STOP_GRACE`] to finish.
 pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
+    let tasks = TaskTracker::new();
     loop {
         let incoming = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            i = endpoint.accept() => match i { Some(i) => i, None => return },
+            _ = shutdown.cancelled() => break,
+            i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
-        let state = state.clone();
-        tokio::spawn(async move {
+        let (state, streams, stop) = (state.clone(), tasks.clone(), shutdown.clone());
+        tasks.spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -74,23 +77,35 @@ pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: Can
                     return;
                 }
             };
-            serve(state, conn, org.clone())
+            serve(state, conn, org.clone(), streams, stop)
                 .instrument(info_span!("peer", %remote, %org))
                 .await;
         });
     }
+    tasks.close();
+    let _ = tokio::time::timeout(STOP_GRACE, tasks.wait()).await;
 }
+
+/// How long a stopping node lets peer streams in flight finish.
+pub const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve(
     state: Arc<NodeState>,
     conn: quinn::Connection,
     from: prism_common::identity::OrgId,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 ) {
-    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+    loop {
+        // A stopping node takes no new streams; those in flight finish (see `run`).
+        let (mut send, mut recv) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
+        };
         let state = state.clone();
         let from = from.clone();
         let conn = conn.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let read = tokio::time::timeout(
                 FRAME_DEADLINE,
                 wire::read_msg::<_, PeerRequest>(&mut recv, state.config.max_frame),
