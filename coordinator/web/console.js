@@ -195,7 +195,11 @@
     if (resp.ok) return { status: resp.status, data };
     const err = data && data.error;
     if (err && typeof err.message === "string") {
-      if (resp.status === 401 && path !== "/backends") signedOut(err.message);
+      // Only the session that sent the request is signed out: a late answer to a request of a
+      // session already closed (or sent without a token) must not clear the next sign-in.
+      if (resp.status === 401 && path !== "/backends" && token && token === sessionStorage.getItem(TOKEN_KEY)) {
+        signedOut(err.message);
+      }
       throw new ApiError(resp.status, err.code, err.message, err.details);
     }
     // Not an API error body (e.g. a proxy in between): say what came back.
@@ -265,6 +269,7 @@
     state.organizations = [];
     state.runs = [];
     state.audit = [];
+    $("token").value = "";
     $("session-user").textContent = "";
     $("session-role").textContent = "";
     $("session-org").textContent = "";
