@@ -20,20 +20,11 @@ fn user(state: &CoordState, user_id: &str) -> Option<User> {
         .find(|u| u.id == user_id)
 }
 
-/// A user's display name by id (the id itself when the user is gone or the store fails).
-fn name(state: &CoordState, user_id: &str) -> String {
-    user(state, user_id).map_or_else(|| user_id.to_string(), |u| u.name)
-}
-
-/// The requester of a run, with its SQL unless `with_sql` is false.
-pub fn of_run(
-    state: &CoordState,
-    query: &QueryRecord,
-    run: &RunRecord,
-    with_sql: bool,
-) -> Requester {
+/// The requester of a run started by the user named `user`, with its SQL unless `with_sql`
+/// is false.
+pub fn of_run(user: &str, query: &QueryRecord, run: &RunRecord, with_sql: bool) -> Requester {
     Requester {
-        user: name(state, &run.created_by),
+        user: user.to_string(),
         organization: run.organization.clone(),
         query: with_sql.then(|| query.sql.clone()),
     }
@@ -41,10 +32,14 @@ pub fn of_run(
 
 /// The requester of a data room: its creator (the manifest carries the SQL).
 pub fn of_room(state: &CoordState, room: &crate::model::Room) -> Requester {
-    let creator = user(state, &room.created_by);
+    // One lookup; the creator's id stands in when the user is gone or the store fails.
+    let (user, organization) = match user(state, &room.created_by) {
+        Some(u) => (u.name, u.organization),
+        None => (room.created_by.clone(), None),
+    };
     Requester {
-        user: name(state, &room.created_by),
-        organization: creator.and_then(|u| u.organization),
+        user,
+        organization,
         query: Some(room.query_text.clone()),
     }
 }

@@ -65,10 +65,11 @@ pub async fn deliver_invitations(state: &Arc<CoordState>, room_id: &str) {
     if !matches!(room.status, RoomStatus::Pending | RoomStatus::Ready) {
         return;
     }
+    let requester = crate::requester::of_room(state, &room);
     for p in room.participants.iter().filter(|p| !p.invitation_delivered) {
         let req = Request::Mpc(MpcRequest::Invite {
             manifest: room.manifest.clone(),
-            requester: Some(crate::requester::of_room(state, &room)),
+            requester: Some(requester.clone()),
         });
         match state
             .nodes

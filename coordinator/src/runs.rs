@@ -120,14 +120,14 @@ pub fn start(
         &user.name,
         serde_json::json!({"query_id": query.id, "backend": query.backend, "dataset_id": query.dataset_id}),
     )?;
-    let (state2, run2) = (state.clone(), run.clone());
+    let (state2, run2, user_name) = (state.clone(), run.clone(), user.name.clone());
     state
         .tasks
-        .spawn(async move { drive(state2, query, run2).await });
+        .spawn(async move { drive(state2, query, run2, user_name).await });
     Ok(run)
 }
 
-async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
+async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord, user: String) {
     let Some(dataset) = state.dataset(&query.dataset_id) else {
         let why = RunFailure::new(
             "unknown_dataset",
@@ -147,7 +147,7 @@ async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord) {
     // The holding node records who asked; an HE request carries no SQL (its constants are what
     // the encryption keeps from the node).
     let he = query.backend == BackendId::HeBackend;
-    let requester = crate::requester::of_run(&state, &query, &run, !he);
+    let requester = crate::requester::of_run(&user, &query, &run, !he);
     let outcome = if he {
         crate::he::execute(&state, &query, &dataset, &run.id, &requester).await
     } else {
