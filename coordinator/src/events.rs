@@ -40,10 +40,19 @@ async fn apply(state: &Arc<CoordState>, ev: Inbound) {
     let s = state.clone();
     match event {
         LinkEvent::Connected => {
+            let (s, o) = (state.clone(), org.clone());
+            state
+                .tasks
+                .spawn(async move { crate::collect::on_connected(s, o).await });
             let s = state.clone();
             state
                 .tasks
                 .spawn(async move { crate::rooms::on_node_connected(s, org).await });
+        }
+        LinkEvent::Node(NodeEvent::Held { run_ids }) => {
+            state
+                .tasks
+                .spawn(async move { crate::collect::on_held(s, org, run_ids).await });
         }
         LinkEvent::Node(NodeEvent::Catalog { datasets }) => {
             let o = org.clone();

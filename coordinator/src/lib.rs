@@ -17,6 +17,7 @@
 
 pub mod api;
 pub mod certs_cmd;
+pub mod collect;
 pub mod config;
 pub mod console;
 pub mod dp;
@@ -71,6 +72,8 @@ pub struct CoordState {
     pub shutdown: CancellationToken,
     /// Whether the node endpoint is accepting connections (for `/readyz`).
     pub listening: std::sync::atomic::AtomicBool,
+    /// Runs whose answers are collected from their nodes after a restart.
+    pub collections: collect::Collections,
 }
 
 impl CoordState {
@@ -125,8 +128,8 @@ impl CoordinatorHandle {
             // Runs still open (an mpc_backend run waiting for attestations) end here, with a reason.
             let failed = store.fail_unfinished_runs(
                 "coordinator_stopped",
-                "the coordinator was stopped before this run finished; no result was released; \
-                 execute the query again",
+                "the coordinator was stopped before this run finished; no result was released (a DP \
+                 answer its node charged is collected when the coordinator is back); execute the query again",
             )?;
             store.flush().map(|()| failed)
         })
@@ -160,11 +163,12 @@ pub async fn start(
                 config.data_path.display()
             )
         })?;
-    if !recovered.runs.is_empty() || !recovered.rooms.is_empty() {
+    if !recovered.runs.is_empty() || !recovered.rooms.is_empty() || !recovered.awaiting.is_empty() {
         info!(
             runs = recovered.runs.len(),
             rooms = recovered.rooms.len(),
-            "failed runs and rooms left in flight by a previous run"
+            awaiting_collection = recovered.awaiting.len(),
+            "ended runs and rooms left in flight by a previous run; DP runs await their nodes' held answers"
         );
     }
     let pruned = store
@@ -205,6 +209,7 @@ pub async fn start(
         he_keys: he::keys::KeySlot::default(),
         shutdown: shutdown.clone(),
         listening: std::sync::atomic::AtomicBool::new(false),
+        collections: collect::Collections::new(recovered.awaiting),
     });
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -133,7 +133,8 @@ async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord, u
             "unknown_dataset",
             format!("dataset {} is no longer in the catalog", query.dataset_id),
         );
-        return finish(&state, run, Err(why)).await;
+        finish(&state, run, Err(why)).await;
+        return;
     };
     if query.backend == BackendId::MpcBackend {
         return open_room(state, query, dataset, run).await;
@@ -154,7 +155,12 @@ async fn drive(state: Arc<CoordState>, query: QueryRecord, mut run: RunRecord, u
         crate::dp::execute(&state, &query, &dataset, &run.id, requester).await
     };
     run.execution_time_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-    finish(&state, run, name_owner(outcome, &dataset.organization)).await;
+    let delivered = (!he && outcome.is_ok()).then(|| run.id.clone());
+    let recorded = finish(&state, run, name_owner(outcome, &dataset.organization)).await;
+    // The node holds a charged answer until it hears the run is recorded (`crate::collect`).
+    if let (Some(id), true) = (delivered, recorded) {
+        crate::dp::acknowledge(&state, &dataset.organization, vec![id]);
+    }
 }
 
 /// A budget refusal says whose owner to ask: the node's words name the dataset, not its
@@ -172,8 +178,9 @@ fn name_owner(outcome: RunOutcome, org: &prism_common::identity::OrgId) -> RunOu
 }
 
 /// Ends a run with its backend's outcome: `completed` with the answer, its cost and proof, or
-/// `failed` with a code and message; persists it and announces it to waiters.
-pub async fn finish(state: &Arc<CoordState>, mut run: RunRecord, outcome: RunOutcome) {
+/// `failed` with a code and message; persists it and announces it to waiters. Returns whether
+/// the run was persisted.
+pub async fn finish(state: &Arc<CoordState>, mut run: RunRecord, outcome: RunOutcome) -> bool {
     let kind = match &outcome {
         Ok(_) => Outcome::Completed,
         Err(f) if f.refused => Outcome::Refused,
@@ -207,12 +214,21 @@ pub async fn finish(state: &Arc<CoordState>, mut run: RunRecord, outcome: RunOut
     });
     let s = state.clone();
     let id = run.id.clone();
-    match tokio::task::spawn_blocking(move || save(&s, &run, action, "system", details)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => warn!(error = %e, "could not persist run result"),
-        Err(e) => warn!(error = %e, "could not persist run result"),
-    }
+    let saved = match tokio::task::spawn_blocking(move || save(&s, &run, action, "system", details))
+        .await
+    {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            warn!(error = %e, "could not persist run result");
+            false
+        }
+        Err(e) => {
+            warn!(error = %e, "could not persist run result");
+            false
+        }
+    };
     let _ = state.run_done.send(id);
+    saved
 }
 
 /// The seed's flow: an `mpc_backend` query opens a room over every organization holding a
@@ -254,7 +270,8 @@ async fn open_room(
     let room = match crate::mpc::build(&state, input, &run.created_by, Some(run.id.clone())) {
         Ok(r) => r,
         Err((code, message)) => {
-            return finish(&state, run, Err(RunFailure::new(code, message))).await;
+            finish(&state, run, Err(RunFailure::new(code, message))).await;
+            return;
         }
     };
     run.proof_artifacts = serde_json::json!({

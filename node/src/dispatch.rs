@@ -27,18 +27,37 @@ pub async fn serve_stream(
             Response::Refused(wire::ErrorBody::new("bad_frame", e.to_string()))
         }
     };
-    if let Err(e) = wire::write_msg(&mut send, &resp).await {
-        warn!(error = %e, "could not answer the coordinator");
-    }
+    let charged = matches!(resp, Response::Executed(_));
+    let mut delivered = match wire::write_msg(&mut send, &resp).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "could not answer the coordinator");
+            false
+        }
+    };
     let _ = send.finish();
     // Let the coordinator read the answer before the stream is dropped.
-    let _ = send.stopped().await;
+    delivered &= matches!(send.stopped().await, Ok(None));
+    if charged && !delivered {
+        // The answer stays held (it was stored with its charge); the link announces it so the
+        // coordinator can collect it.
+        state.held_changed.notify_one();
+    }
 }
 
 /// Answers one request (every kind but HE, whose stream [`serve_stream`] hands over).
 async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
     match req {
         Request::Ping => Response::Pong,
+        Request::Collect { run_ids } => collect(state, run_ids).await,
+        Request::Acknowledge { run_ids } => {
+            let store = state.store.clone();
+            match tokio::task::spawn_blocking(move || store.acknowledge(&run_ids)).await {
+                Ok(Ok(count)) => Response::Acknowledged { count },
+                Ok(Err(e)) => Response::Refused(refuse("node_internal_error", e.to_string())),
+                Err(e) => Response::Refused(refuse("node_internal_error", e.to_string())),
+            }
+        }
         Request::He(_) => Response::Refused(refuse(
             "bad_request",
             "he requests are served on their own stream",
@@ -151,5 +170,24 @@ async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
                 Response::Refused(e)
             }
         },
+    }
+}
+
+/// Most run ids one `Collect` or `Acknowledge` may name.
+pub const MAX_COLLECT: usize = 1024;
+
+/// The held answers of `run_ids`, and which of them are still being computed.
+async fn collect(state: &Arc<NodeState>, mut run_ids: Vec<String>) -> Response {
+    run_ids.truncate(MAX_COLLECT);
+    let answering: Vec<String> = state
+        .answering
+        .lock()
+        .map(|a| run_ids.iter().filter(|r| a.contains(*r)).cloned().collect())
+        .unwrap_or_default();
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.held_answers(&run_ids)).await {
+        Ok(Ok(held)) => Response::Collected { held, answering },
+        Ok(Err(e)) => Response::Refused(refuse("node_internal_error", e.to_string())),
+        Err(e) => Response::Refused(refuse("node_internal_error", e.to_string())),
     }
 }

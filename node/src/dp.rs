@@ -61,6 +61,7 @@ pub async fn execute(
     requester: Option<prism_common::wire::Requester>,
 ) -> Result<Execution, ErrorBody> {
     let ds = admit(state, backend, dataset, &plan)?;
+    let _answering = Answering::start(state, run_id);
     let asked = crate::provenance::asked(requester.as_ref(), &plan);
     let policy = state.config.policy.dp();
     let dparams = dp_params(params);
@@ -88,18 +89,33 @@ pub async fn execute(
                 serde_json::json!({"backend": backend, "answered": true,
                                    "result": crate::provenance::table_shape(&release.table)}),
             );
-            blocking(move || store.settle(&rid, Some(charge), "released", extra))
-                .await?
-                .map_err(store_refusal)?;
-            state.budget_changed();
             let proof = serde_json::to_value(&release.proof).unwrap_or(serde_json::Value::Null);
-            Ok(Execution {
+            let execution = Execution {
                 table: release.table,
                 proof,
                 epsilon_spent: charge.0,
                 delta_spent: charge.1,
                 compute_ms,
+            };
+            // The charge and a copy of the answer commit together: held until the coordinator
+            // acknowledges the run, so a lost answer can be collected again (`store/held.rs`).
+            let held = prism_common::wire::HeldAnswer {
+                run_id: run_id.to_string(),
+                execution: execution.clone(),
+            };
+            blocking(move || {
+                store.settle_holding(&rid, Some(charge), "released", extra, Some(held))
             })
+            .await?
+            .map_err(store_refusal)?;
+            state.budget_changed();
+            #[cfg(feature = "test-util")]
+            while state.seams.fault() == Some(crate::testing::Fault::StallAfterCharge)
+                && !state.shutdown.is_cancelled()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Ok(execution)
         }
         Ok(Err(e)) => {
             let _ = blocking(move || {
@@ -114,6 +130,33 @@ pub async fn execute(
             })
             .await;
             Err(e)
+        }
+    }
+}
+
+/// Marks a run as being answered for as long as it lives (what `Request::Collect` reports as
+/// `answering`).
+struct Answering<'a> {
+    state: &'a NodeState,
+    run_id: String,
+}
+
+impl<'a> Answering<'a> {
+    fn start(state: &'a NodeState, run_id: &str) -> Self {
+        if let Ok(mut a) = state.answering.lock() {
+            a.insert(run_id.to_string());
+        }
+        Answering {
+            state,
+            run_id: run_id.to_string(),
+        }
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.state.answering.lock() {
+            a.remove(&self.run_id);
         }
     }
 }

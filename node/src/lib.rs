@@ -89,6 +89,11 @@ pub struct NodeState {
     pub shutdown: CancellationToken,
     /// Counters served on the admin API's `/metrics`.
     pub metrics: Metrics,
+    /// Runs whose DP answer is being computed (what `Request::Collect` calls `answering`).
+    pub answering: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Signalled when a charged answer could not be delivered, so the link announces what it
+    /// holds (`store/held.rs`).
+    pub held_changed: tokio::sync::Notify,
 }
 
 impl NodeState {
@@ -333,6 +338,8 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         seams: testing::Seams::default(),
         shutdown: shutdown.clone(),
         metrics: Metrics::new("prism_node"),
+        answering: std::sync::Mutex::new(Default::default()),
+        held_changed: tokio::sync::Notify::new(),
     });
     info!(org = %state.org, %peer_addr, %admin_addr, config = ?state.config, "prism-node {} starting", env!("CARGO_PKG_VERSION"));
 

@@ -150,11 +150,18 @@ async fn session(
     }
     state.connected.store(true, Ordering::SeqCst);
     send_catalog(state, &mut ctl_send).await?;
+    // Answers charged but never acknowledged (a coordinator that crashed, a link that dropped)
+    // are announced at once, then again while any stays unacknowledged.
+    announce_held(state, &mut ctl_send, Duration::ZERO).await?;
+    let mut reannounce = tokio::time::interval(HELD_REANNOUNCE);
+    reannounce.tick().await;
     let mut events = state.events_rx.lock().await;
     let in_flight = TaskTracker::new();
     loop {
         tokio::select! {
             Some(ev) = events.recv() => wire::write_msg(&mut ctl_send, &ev).await?,
+            _ = state.held_changed.notified() => announce_held(state, &mut ctl_send, Duration::ZERO).await?,
+            _ = reannounce.tick() => announce_held(state, &mut ctl_send, HELD_REANNOUNCE).await?,
             _ = shutdown.cancelled() => {
                 // No new requests; those being answered get a moment to deliver their answer
                 // (a DP answer is charged before it is sent).
@@ -196,6 +203,47 @@ fn lost(e: &quinn::ConnectionError) -> anyhow::Error {
         ),
         other => anyhow::anyhow!("coordinator connection closed: {other}"),
     }
+}
+
+/// How often answers still unacknowledged are announced again.
+pub const HELD_REANNOUNCE: Duration = Duration::from_secs(5);
+
+/// Announces the answers held for longer than `older_than` (none: nothing is sent), after
+/// dropping those held past `store::HOLD_FOR`.
+async fn announce_held(
+    state: &NodeState,
+    ctl: &mut quinn::SendStream,
+    older_than: Duration,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        let now = crate::store::held_now_ms();
+        let _ = store.expire_held(now);
+        store.held().map(|h| (now, h))
+    })
+    .await?;
+    let (now, held) = match held {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(error = %e, "could not read the held answers");
+            return Ok(());
+        }
+    };
+    let cutoff = now.saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(0));
+    let run_ids: Vec<String> = held
+        .into_iter()
+        .filter(|h| h.held_at_ms <= cutoff)
+        .map(|h| h.answer.run_id)
+        .take(crate::dispatch::MAX_COLLECT)
+        .collect();
+    if !run_ids.is_empty() {
+        info!(
+            count = run_ids.len(),
+            "announcing answers the coordinator has not acknowledged"
+        );
+        wire::write_msg(ctl, &NodeEvent::Held { run_ids }).await?;
+    }
+    Ok(())
 }
 
 async fn send_catalog(state: &NodeState, ctl: &mut quinn::SendStream) -> anyhow::Result<()> {

@@ -9,6 +9,9 @@ use std::sync::Mutex;
 pub enum Fault {
     /// Stop after computing the local vector, before sending any share, until shut down.
     StallBeforeShares,
+    /// Hold every DP answer after charging it, without sending it, until the fault is cleared
+    /// or the node stops (what a coordinator that crashes mid-run sees).
+    StallAfterCharge,
 }
 
 /// What a node's HE handler received on one stream: the request frame and every blob after it.

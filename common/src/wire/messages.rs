@@ -62,6 +62,13 @@ pub enum NodeEvent {
         /// Room.
         room_id: String,
     },
+    /// Charged answers the node holds because the coordinator has not acknowledged them (sent
+    /// after every connect and again while any stays unacknowledged); the coordinator collects
+    /// those it has not recorded ([`Request::Collect`]) and acknowledges the rest.
+    Held {
+        /// The runs whose answers the node holds.
+        run_ids: Vec<String>,
+    },
 }
 
 /// Work the coordinator sends a node on a stream it opens.
@@ -101,6 +108,16 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         requester: Option<Requester>,
     },
+    /// Send again the charged answers of these runs that the node still holds.
+    Collect {
+        /// Runs the coordinator has not recorded an answer for.
+        run_ids: Vec<String>,
+    },
+    /// The coordinator has recorded these runs' answers: the node may forget them.
+    Acknowledge {
+        /// Runs recorded.
+        run_ids: Vec<String>,
+    },
 }
 
 /// A node's answer to a [`Request`].
@@ -125,6 +142,19 @@ pub enum Response {
     He(HeResponse),
     /// Answer to [`Request::Mpc`].
     Mpc(MpcResponse),
+    /// Answer to [`Request::Collect`]. A run in neither list has no charged answer on the node
+    /// (never charged, or held past the node's hold time: its audit log says which).
+    Collected {
+        /// The answers held, each exactly as first sent.
+        held: Vec<HeldAnswer>,
+        /// Runs the node is still computing: their answers are announced when charged.
+        answering: Vec<String>,
+    },
+    /// Answer to [`Request::Acknowledge`]: how many held answers the node forgot.
+    Acknowledged {
+        /// Answers dropped.
+        count: usize,
+    },
     /// The node refused or failed; nothing was charged unless `details` says otherwise.
     Refused(ErrorBody),
 }
@@ -142,4 +172,13 @@ pub struct Execution {
     pub delta_spent: f64,
     /// Time the node spent computing, in milliseconds.
     pub compute_ms: f64,
+}
+
+/// A charged answer a node keeps until the coordinator acknowledges it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldAnswer {
+    /// The coordinator's run id.
+    pub run_id: String,
+    /// The answer, as charged.
+    pub execution: Execution,
 }

@@ -90,6 +90,36 @@ async fn every_message_roundtrips() {
     }))
     .await;
     roundtrip(Response::Refused(ErrorBody::new("budget_exhausted", "no"))).await;
+    roundtrip(NodeEvent::Held {
+        run_ids: vec!["r1".into(), "r2".into()],
+    })
+    .await;
+    roundtrip(Request::Collect {
+        run_ids: vec!["r1".into()],
+    })
+    .await;
+    roundtrip(Request::Acknowledge {
+        run_ids: vec!["r1".into()],
+    })
+    .await;
+    roundtrip(Response::Collected {
+        held: vec![HeldAnswer {
+            run_id: "r1".into(),
+            execution: Execution {
+                table: Table {
+                    columns: vec!["count".into()],
+                    rows: vec![vec![serde_json::json!(3)]],
+                },
+                proof: serde_json::json!({"mechanism": "discrete_laplace"}),
+                epsilon_spent: 0.1,
+                delta_spent: 0.0,
+                compute_ms: 0.1 + 0.2,
+            },
+        }],
+        answering: vec!["r2".into()],
+    })
+    .await;
+    roundtrip(Response::Acknowledged { count: 1 }).await;
     roundtrip(PeerRequest::Ping).await;
     roundtrip(PeerRequest::Share {
         room_id: "r".into(),

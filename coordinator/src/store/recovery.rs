@@ -2,8 +2,12 @@
 //! reason, before the coordinator serves anything.
 //!
 //! A run is committed before it is acknowledged, and its answer only after the node charged
-//! it, so a run left `pending` or `running` lost its answer: it is failed, never resumed. A
-//! room left `executing` failed the same way and can be executed again.
+//! it. A DP run left `pending` or `running` may have been charged by its node, which holds the
+//! answer until the coordinator acknowledges it: the run stays `running`, awaiting collection
+//! (`crate::collect`), and ends when its node reconnects. Other runs left in flight are failed,
+//! never resumed. A room left `executing` failed the same way and can be executed again.
+
+use prism_common::backend::BackendId;
 
 use super::{Audit, ROOMS, RUNS, Store, StoreError};
 use crate::model::{Room, RoomStatus, RunRecord, RunStatus, now};
@@ -15,18 +19,57 @@ pub struct Recovered {
     pub runs: Vec<String>,
     /// Rooms failed as `coordinator_restarted`.
     pub rooms: Vec<String>,
+    /// DP runs left in flight: their answers are collected from their nodes.
+    pub awaiting: Vec<String>,
 }
+
+/// What an awaiting run's record says while its node has not been asked yet.
+pub const AWAITING_NOTE: &str = "the coordinator restarted while this run was in flight; its answer is collected \
+     from the holding node when it reconnects (the node keeps every charged answer until the coordinator has recorded it)";
 
 impl Store {
     /// Fails every run and room a previous process left in flight.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
+        let awaiting = self.await_collection()?;
         let runs = self.fail_unfinished_runs(
             "coordinator_restarted",
-            "the coordinator stopped while this run was in flight, so its answer was lost; the holding node \
-             may have charged its budget (see the node's audit log); execute the query again to retry",
+            "the coordinator stopped while this run was in flight, so its answer was lost; no node holds \
+             a charged answer for it; execute the query again to retry",
         )?;
         let rooms = self.fail_interrupted_rooms()?;
-        Ok(Recovered { runs, rooms })
+        Ok(Recovered {
+            runs,
+            rooms,
+            awaiting,
+        })
+    }
+
+    /// Marks every unfinished DP run `running`, awaiting collection; returns their ids.
+    fn await_collection(&self) -> Result<Vec<String>, StoreError> {
+        let stale: Vec<RunRecord> = self
+            .list(RUNS)?
+            .into_iter()
+            .filter(|r| !r.status.is_final() && r.backend_used == BackendId::DpSandbox)
+            .collect();
+        let mut ids = Vec::new();
+        for mut run in stale {
+            run.status = RunStatus::Running;
+            run.proof_artifacts = serde_json::json!({"awaiting_collection": AWAITING_NOTE});
+            let id = run.id.clone();
+            self.put(
+                RUNS,
+                &id,
+                &run,
+                Some(Audit {
+                    actor: "system",
+                    action: "run_awaiting_collection",
+                    target: &id,
+                    details: serde_json::json!({"reason": "coordinator_restarted"}),
+                }),
+            )?;
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// Fails every run that is not final with `code` and `message`; returns their ids.
@@ -38,7 +81,7 @@ impl Store {
         let stale: Vec<RunRecord> = self
             .list(RUNS)?
             .into_iter()
-            .filter(|r| !r.status.is_final())
+            .filter(|r| !r.status.is_final() && !awaiting_collection(r))
             .collect();
         let mut ids = Vec::new();
         for mut run in stale {
@@ -90,4 +133,9 @@ impl Store {
         }
         Ok(ids)
     }
+}
+
+/// Whether a run is awaiting collection after a restart.
+pub fn awaiting_collection(run: &RunRecord) -> bool {
+    run.status == RunStatus::Running && run.proof_artifacts.get("awaiting_collection").is_some()
 }

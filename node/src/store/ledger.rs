@@ -264,6 +264,19 @@ impl Store {
         note: &str,
         extra: serde_json::Value,
     ) -> Result<Budget, StoreError> {
+        self.settle_holding(id, charge, note, extra, None)
+    }
+
+    /// [`Store::settle`], and in the same transaction keeps `answer` until the coordinator
+    /// acknowledges it (`store/held.rs`): a charge is never committed without its answer.
+    pub fn settle_holding(
+        &self,
+        id: &str,
+        charge: Option<(f64, f64)>,
+        note: &str,
+        extra: serde_json::Value,
+        answer: Option<prism_common::wire::HeldAnswer>,
+    ) -> Result<Budget, StoreError> {
         let txn = self.db.begin_write()?;
         let budget = {
             let mut rt = txn.open_table(RESERVATIONS)?;
@@ -308,6 +321,16 @@ impl Store {
                     crate::ledger::bind(details, &b)
                 },
             )?;
+            if let Some(answer) = answer {
+                super::held::insert(
+                    &txn,
+                    &super::Held {
+                        answer,
+                        dataset: res.dataset.clone(),
+                        held_at_ms: super::held::now_ms(),
+                    },
+                )?;
+            }
             b
         };
         txn.commit()?;

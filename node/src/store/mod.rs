@@ -13,9 +13,11 @@ use prism_common::schema::{ColumnData, Dataset, DatasetSchema};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+mod held;
 mod invitations;
 mod ledger;
 
+pub use held::{HOLD_FOR, Held, MAX_HELD, now_ms as held_now_ms};
 pub use invitations::{Invitation, InvitationStatus, Superseded};
 pub use ledger::{
     Budget, MAX_TOTAL, Reservation, UNITS_PER_ONE, check_total, real, units_down, units_up,
@@ -151,6 +153,7 @@ impl Store {
             txn.open_table(RELEASE)?;
             txn.open_table(audit::AUDIT)?;
             txn.open_table(invitations::INVITATIONS)?;
+            txn.open_table(held::HELD)?;
         }
         txn.commit()?;
         let store = Store { db };

@@ -125,3 +125,78 @@ fn settle_never_charges_more_than_reserved_and_budget_cannot_drop_below_spent() 
         Err(StoreError::UnknownDataset(_))
     ));
 }
+
+fn answer(run_id: &str) -> prism_common::wire::HeldAnswer {
+    prism_common::wire::HeldAnswer {
+        run_id: run_id.into(),
+        execution: prism_common::wire::Execution {
+            table: prism_common::plan::Table {
+                columns: vec!["count".into()],
+                rows: vec![vec![serde_json::json!(2)]],
+            },
+            proof: serde_json::json!({}),
+            epsilon_spent: 0.1,
+            delta_spent: 0.0,
+            compute_ms: 1.0,
+        },
+    }
+}
+
+#[test]
+fn a_charged_answer_is_held_with_its_charge_until_acknowledged_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("n.redb");
+    {
+        let (store, _) = Store::open(&path).expect("open");
+        store
+            .put_dataset(&dataset(), Budget::new(5.0, 1e-5), false, "t")
+            .expect("put");
+        for id in ["r1", "r2"] {
+            let r = store.reserve("patients", 0.1, 0.0, id).expect("reserve");
+            store
+                .settle_holding(
+                    &r.id,
+                    Some((0.1, 0.0)),
+                    "released",
+                    serde_json::Value::Null,
+                    Some(answer(id)),
+                )
+                .expect("settle");
+        }
+        // A released (uncharged) reservation holds nothing.
+        let r = store.reserve("patients", 0.1, 0.0, "r3").expect("reserve");
+        store
+            .settle(&r.id, None, "refused", serde_json::Value::Null)
+            .expect("release");
+    }
+    let (store, _) = Store::open(&path).expect("reopen");
+    let held: Vec<String> = store
+        .held()
+        .expect("held")
+        .into_iter()
+        .map(|h| h.answer.run_id)
+        .collect();
+    assert_eq!(held, ["r1", "r2"]);
+    let got = store
+        .held_answers(&["r2".into(), "r3".into()])
+        .expect("answers");
+    assert_eq!(got, vec![answer("r2")]);
+    assert_eq!(
+        store
+            .acknowledge(&["r1".into(), "nope".into()])
+            .expect("ack"),
+        1
+    );
+    assert_eq!(store.held().expect("held").len(), 1);
+    // Held past HOLD_FOR: dropped, and the drop is audited.
+    let later = super::held::now_ms() + u64::try_from(HOLD_FOR.as_millis()).expect("ms") + 1000;
+    assert_eq!(store.expire_held(later).expect("expire"), 1);
+    assert!(store.held().expect("held").is_empty());
+    let entries = audit::list(&store.db, 0, 100).expect("audit");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == "held_answer_dropped" && e.details["run_id"] == "r2"),
+        "the drop is audited"
+    );
+}

@@ -4,6 +4,7 @@
 
 mod analyst;
 mod browser;
+mod collect;
 mod configs;
 mod console;
 mod contract;

@@ -253,7 +253,8 @@ async fn an_oversized_frame_closes_the_connection_before_it_is_buffered() {
     send.write_all(&(1u32 << 30).to_be_bytes())
         .await
         .expect("write");
-    send.write_all(&[b'{'; 1024]).await.expect("write");
+    // The coordinator may close on the length prefix alone, before these bytes are written.
+    let _ = send.write_all(&[b'{'; 1024]).await;
     let reason = tokio::time::timeout(Duration::from_secs(10), conn.closed())
         .await
         .expect("closed in time");

@@ -1,0 +1,234 @@
+//! Answers a node charged that the coordinator did not record: collected, never lost.
+//!
+//! A node commits a DP charge together with a copy of its answer and holds the copy until the
+//! coordinator acknowledges the run (node `store/held.rs`). Here the coordinator
+//! - acknowledges each answer once its run is recorded `completed` ([`crate::dp::acknowledge`]);
+//! - after a restart, asks each reconnecting node for the runs it left in flight
+//!   ([`on_connected`]): a held answer completes its run, a run the node is still computing
+//!   waits for the node's announcement, and a run the node holds nothing for fails
+//!   `coordinator_restarted` (nothing was charged);
+//! - on a node's announcement of held answers ([`on_held`]): completes the runs that failed
+//!   only because the node or the coordinator went away (`COLLECTIBLE`), and acknowledges the
+//!   runs already recorded.
+//!
+//! So the ε a node charged is the ε of the answers the coordinator delivered, apart from
+//! answers still held for collection. A node only ever completes runs on its own datasets.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prism_common::identity::OrgId;
+use prism_common::wire::{Request, Response};
+use tracing::{info, warn};
+
+use crate::CoordState;
+use crate::model::{DatasetRecord, QueryRecord, RunFailure, RunRecord, RunStatus};
+use crate::store::{QUERIES, RUNS};
+
+/// Failures after which a node may still hold the run's charged answer: the node was lost, or
+/// the coordinator stopped, after the request may have reached it.
+pub const COLLECTIBLE: &[&str] = &[
+    "node_unavailable",
+    "coordinator_stopped",
+    "coordinator_restarted",
+];
+
+/// How long a collection or acknowledgement call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs awaiting collection after a restart, and runs being collected now.
+#[derive(Default)]
+pub struct Collections {
+    awaiting: std::sync::Mutex<HashSet<String>>,
+    busy: std::sync::Mutex<HashSet<String>>,
+}
+
+impl Collections {
+    /// Collections for the runs a restart left awaiting.
+    pub fn new(awaiting: Vec<String>) -> Self {
+        Collections {
+            awaiting: std::sync::Mutex::new(awaiting.into_iter().collect()),
+            busy: Default::default(),
+        }
+    }
+
+    fn awaiting(&self) -> Vec<String> {
+        self.awaiting
+            .lock()
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn is_awaiting(&self, id: &str) -> bool {
+        self.awaiting.lock().is_ok_and(|a| a.contains(id))
+    }
+
+    fn settled(&self, id: &str) {
+        if let Ok(mut a) = self.awaiting.lock() {
+            a.remove(id);
+        }
+    }
+
+    /// Claims `ids` for one collection; returns those no other collection holds.
+    fn claim(&self, ids: Vec<String>) -> Vec<String> {
+        match self.busy.lock() {
+            Ok(mut b) => ids.into_iter().filter(|i| b.insert(i.clone())).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn release(&self, ids: &[String]) {
+        if let Ok(mut b) = self.busy.lock() {
+            for i in ids {
+                b.remove(i);
+            }
+        }
+    }
+}
+
+/// The run, its query and dataset, when the dataset is `org`'s.
+fn run_of(
+    state: &CoordState,
+    org: &OrgId,
+    run_id: &str,
+) -> Option<(RunRecord, QueryRecord, DatasetRecord)> {
+    let run: RunRecord = state.store.get(RUNS, run_id).ok().flatten()?;
+    let query: QueryRecord = state.store.get(QUERIES, &run.query_id).ok().flatten()?;
+    let dataset = state.dataset(&query.dataset_id)?;
+    (dataset.organization == *org).then_some((run, query, dataset))
+}
+
+/// A node connected: collect the runs a restart left awaiting on its datasets.
+pub async fn on_connected(state: Arc<CoordState>, org: OrgId) {
+    let ids = state.collections.awaiting();
+    if ids.is_empty() {
+        return;
+    }
+    let s = state.clone();
+    let o = org.clone();
+    let mine = tokio::task::spawn_blocking(move || {
+        ids.into_iter()
+            .filter(|id| run_of(&s, &o, id).is_some())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    collect(&state, &org, mine).await;
+}
+
+/// `org`'s node announced held answers.
+pub async fn on_held(state: Arc<CoordState>, org: OrgId, run_ids: Vec<String>) {
+    let s = state.clone();
+    let o = org.clone();
+    let (done, wanted) = tokio::task::spawn_blocking(move || {
+        let (mut done, mut wanted) = (Vec::new(), Vec::new());
+        for id in run_ids {
+            let Some((run, ..)) = run_of(&s, &o, &id) else {
+                continue;
+            };
+            match run.status {
+                RunStatus::Completed => done.push(id),
+                RunStatus::Failed
+                    if run
+                        .error_code
+                        .as_deref()
+                        .is_some_and(|c| COLLECTIBLE.contains(&c)) =>
+                {
+                    wanted.push(id)
+                }
+                _ if s.collections.is_awaiting(&id) => wanted.push(id),
+                // Still being answered on its own stream, or refused: nothing to do.
+                _ => {}
+            }
+        }
+        (done, wanted)
+    })
+    .await
+    .unwrap_or_default();
+    crate::dp::acknowledge(&state, &org, done);
+    collect(&state, &org, wanted).await;
+}
+
+/// Asks `org`'s node for the answers of `run_ids` and ends each run with what it holds.
+async fn collect(state: &Arc<CoordState>, org: &OrgId, run_ids: Vec<String>) {
+    let run_ids = state.collections.claim(run_ids);
+    if run_ids.is_empty() {
+        return;
+    }
+    let req = Request::Collect {
+        run_ids: run_ids.clone(),
+    };
+    let answer = state.nodes.call(org, &req, CALL_TIMEOUT).await;
+    match answer {
+        Ok(Response::Collected { held, answering }) => {
+            let mut recorded = Vec::new();
+            for h in held {
+                let id = h.run_id.clone();
+                if complete(state, org, h).await {
+                    recorded.push(id);
+                }
+            }
+            for id in &run_ids {
+                if recorded.contains(id) || answering.contains(id) {
+                    continue;
+                }
+                // Awaiting since a restart, and the node holds nothing: it never charged it.
+                if state.collections.is_awaiting(id) {
+                    fail_uncharged(state, org, id).await;
+                }
+            }
+            info!(%org, collected = recorded.len(), answering = answering.len(), "collected held answers");
+            crate::dp::acknowledge(state, org, recorded);
+        }
+        Ok(other) => warn!(%org, "unexpected answer to a collection: {other:?}"),
+        Err(e) => {
+            warn!(%org, error = %e, "could not collect held answers; retried when the node announces them")
+        }
+    }
+    state.collections.release(&run_ids);
+}
+
+/// Ends a run with its collected answer; returns whether it is recorded.
+async fn complete(state: &Arc<CoordState>, org: &OrgId, h: prism_common::wire::HeldAnswer) -> bool {
+    let (s, o, id) = (state.clone(), org.clone(), h.run_id.clone());
+    let Ok(Some((mut run, query, dataset))) =
+        tokio::task::spawn_blocking(move || run_of(&s, &o, &id)).await
+    else {
+        return false;
+    };
+    if run.status == RunStatus::Completed {
+        return true;
+    }
+    let before = run
+        .error_code
+        .take()
+        .unwrap_or_else(|| "coordinator_restarted".into());
+    run.error_message = None;
+    let mut released = crate::dp::released(state, &query, &dataset, h.execution);
+    released.proof["collected"] = serde_json::json!({
+        "after": before,
+        "note": "this answer was charged by the node before the coordinator could record it; \
+                 the node held it until the coordinator collected it",
+    });
+    state.collections.settled(&run.id);
+    crate::runs::finish(state, run, Ok(released)).await
+}
+
+async fn fail_uncharged(state: &Arc<CoordState>, org: &OrgId, run_id: &str) {
+    let (s, o, id) = (state.clone(), org.clone(), run_id.to_string());
+    let Ok(Some((mut run, ..))) = tokio::task::spawn_blocking(move || run_of(&s, &o, &id)).await
+    else {
+        return;
+    };
+    state.collections.settled(run_id);
+    run.proof_artifacts = serde_json::json!({});
+    let why = RunFailure::new(
+        "coordinator_restarted",
+        format!(
+            "the coordinator stopped while this run was in flight; the node of {org} holds no answer for it, \
+             so nothing was charged; execute the query again"
+        ),
+    );
+    crate::runs::finish(state, run, Err(why)).await;
+}

@@ -1,0 +1,267 @@
+//! No ε spent without an answer: a DP answer the node charged but the coordinator never
+//! recorded — the coordinator stopped, or was killed with `kill -9`, while the answer was on
+//! its way — is held by the node and collected when the coordinator is back, so the run
+//! completes with it. Invariant checked after every fault: the ε the node charged equals the ε
+//! of the runs the coordinator completed, and the node holds nothing more once acknowledged.
+//!
+//! The node is held between its charge and its answer by the `StallAfterCharge` test seam; the
+//! crash is a real `kill -9` of the real `prism-coordinator` binary on the federation's store.
+
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prism_common::identity::OrgId;
+use prism_node::testing::Fault;
+use prism_tests::{Api, Federation, FederationSpec};
+use serde_json::{Value, json};
+
+const ORG: &str = "hospital-a";
+const DATASET: &str = "hospital-a.patients";
+const EPSILON: f64 = 0.1;
+
+fn coordinator_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_prism-sim")).with_file_name("prism-coordinator");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the suite with `cargo test --workspace`, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+fn org() -> OrgId {
+    OrgId::new(ORG).expect("org")
+}
+
+fn set_fault(f: &Federation, fault: Option<Fault>) {
+    let node = f.nodes[&org()].handle.as_ref().expect("node running");
+    node.state.seams.inject_fault(fault);
+}
+
+/// ε the node has charged to its dataset.
+fn node_spent(f: &Federation) -> f64 {
+    let node = f.nodes[&org()].handle.as_ref().expect("node running");
+    let b = node.state.store.budget("patients").expect("budget");
+    prism_node::store::real(b.spent_epsilon)
+}
+
+fn node_held(f: &Federation) -> usize {
+    let node = f.nodes[&org()].handle.as_ref().expect("node running");
+    node.state.store.held().expect("held").len()
+}
+
+/// Creates a DP query and starts a run without waiting for it; returns the run id.
+async fn start_run(api: &Api) -> String {
+    let (s, q) = api
+        .post(
+            "/api/v1/queries",
+            &json!({"dataset_id": DATASET, "sql": "SELECT COUNT(*) FROM patients",
+                    "backend": "dp_sandbox", "epsilon": EPSILON}),
+        )
+        .await
+        .expect("create query");
+    assert_eq!(s, 201, "{q}");
+    let qid = q["id"].as_str().expect("query id");
+    let (s, run) = api
+        .post(&format!("/api/v1/queries/{qid}/execute"), &json!({}))
+        .await
+        .expect("execute");
+    assert!(s == 201 || s == 202, "{s} {run}");
+    run["id"].as_str().expect("run id").to_string()
+}
+
+async fn wait_until(what: &str, within: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !ok().await {
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run(api: &Api, id: &str) -> Value {
+    let (s, r) = api.get(&format!("/api/v1/runs/{id}")).await.expect("run");
+    assert_eq!(s, 200, "{r}");
+    r
+}
+
+/// ε of the completed runs, as the coordinator reports them.
+async fn delivered_epsilon(api: &Api) -> f64 {
+    let (s, runs) = api.get("/api/v1/runs").await.expect("runs");
+    assert_eq!(s, 200, "{runs}");
+    let list = runs
+        .as_array()
+        .or_else(|| runs["items"].as_array())
+        .expect("run list")
+        .clone();
+    list.iter()
+        .filter(|r| r["status"] == "completed")
+        .map(|r| r["epsilon_consumed"].as_f64().unwrap_or(0.0))
+        .sum()
+}
+
+async fn assert_reconciled(f: &Federation, api: &Api) {
+    let spent = node_spent(f);
+    let delivered = delivered_epsilon(api).await;
+    assert!(
+        (spent - delivered).abs() < 1e-9,
+        "the node charged ε {spent}, the coordinator delivered answers worth ε {delivered}"
+    );
+    // Acknowledged: the node forgets what it held.
+    wait_until(
+        "the node forgets acknowledged answers",
+        Duration::from_secs(10),
+        async || node_held(f) == 0,
+    )
+    .await;
+}
+
+/// Waits for run `id` to complete with a collected answer after `after`.
+async fn collected(api: &Api, id: &str, after: &str) -> Value {
+    let mut last = Value::Null;
+    wait_until(
+        "the held answer is collected",
+        Duration::from_secs(30),
+        async || {
+            last = run(api, id).await;
+            last["status"] == "completed"
+        },
+    )
+    .await;
+    assert_eq!(
+        last["proof_artifacts"]["collected"]["after"], after,
+        "{last}"
+    );
+    assert!(last["result"]["rows"][0][0].is_number(), "{last}");
+    assert_eq!(last["epsilon_consumed"], EPSILON, "{last}");
+    last
+}
+
+struct Daemon {
+    child: Child,
+    http: SocketAddr,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The real coordinator binary on the federation's store and QUIC port.
+fn serve_binary(f: &Federation) -> Daemon {
+    let mut cfg = f.coordinator_config.clone();
+    cfg.quic_listen = f.nodes[&org()].config.coordinator_addr;
+    cfg.http_listen = "127.0.0.1:0".parse().expect("addr");
+    let path = f.dir.join("coordinator-binary.toml");
+    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("config");
+    let mut child = Command::new(coordinator_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the coordinator");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if let Some(h) = v["fields"]["http_addr"].as_str() {
+                let _ = tx.send(h.parse::<SocketAddr>().expect("http addr"));
+            }
+        }
+    });
+    let http = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the coordinator did not log its addresses");
+    Daemon { child, http }
+}
+
+async fn connected(api: &Api) -> bool {
+    match api.get("/api/v1/organizations").await {
+        Ok((200, v)) => v
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o["id"] == ORG && o["connected"] == true)),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charged_answer_is_collected_after_the_coordinator_stops_or_crashes() {
+    let mut f = Federation::start(FederationSpec {
+        orgs: vec![ORG.into()],
+        rows_per_org: 100,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+
+    // An ordinary run: delivered, acknowledged, nothing held.
+    let api = f.analyst();
+    let (_, s, r) = api
+        .run_query(
+            DATASET,
+            "SELECT COUNT(*) FROM patients",
+            "dp_sandbox",
+            Some(EPSILON),
+        )
+        .await
+        .expect("run");
+    assert_eq!(s, 200, "{r}");
+    assert_reconciled(&f, &api).await;
+
+    // 1. A clean stop while the node holds a charged answer: the run fails
+    //    `coordinator_stopped`, and completes with the answer after the restart.
+    set_fault(&f, Some(Fault::StallAfterCharge));
+    let id = start_run(&api).await;
+    wait_until(
+        "the node charges the run",
+        Duration::from_secs(20),
+        async || node_spent(&f) > 1.5 * EPSILON,
+    )
+    .await;
+    f.stop_coordinator().await;
+    set_fault(&f, None);
+    f.restart_coordinator().await.expect("restart");
+    let api = f.analyst();
+    collected(&api, &id, "coordinator_stopped").await;
+    assert_reconciled(&f, &api).await;
+
+    // 2. `kill -9` of the real coordinator binary with the answer in flight: the restarted
+    //    coordinator keeps the run awaiting collection and completes it when the node is back.
+    f.stop_coordinator().await;
+    let daemon = serve_binary(&f);
+    let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
+    wait_until(
+        "the node connects to the binary",
+        Duration::from_secs(20),
+        async || connected(&api).await,
+    )
+    .await;
+    set_fault(&f, Some(Fault::StallAfterCharge));
+    let before = node_spent(&f);
+    let id = start_run(&api).await;
+    wait_until(
+        "the node charges the run",
+        Duration::from_secs(20),
+        async || node_spent(&f) > before + 0.5 * EPSILON,
+    )
+    .await;
+    drop(daemon); // SIGKILL
+    set_fault(&f, None);
+    let daemon = serve_binary(&f);
+    let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
+    collected(&api, &id, "coordinator_restarted").await;
+    assert_reconciled(&f, &api).await;
+
+    drop(daemon);
+    f.shutdown().await;
+}
