@@ -183,7 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `audit --verify --store <file>`: the chain and the ledger binding of a stopped node's store.
 fn verify_store_file(path: &std::path::Path) -> anyhow::Result<()> {
-    match prism_node::ledger::verify_file(path) {
+    match prism_node::store::chain::verify_file(path) {
         Ok((entries, budgets)) => {
             let body =
                 serde_json::json!({"valid": true, "entries": entries, "budgets_checked": budgets});

@@ -29,7 +29,9 @@ pub fn asked(requester: Option<&Requester>, plan: &impl Serialize) -> Value {
 /// The query and requester of a room: the manifest's SQL and the creator its invitation named.
 /// Blocking (store).
 pub fn of_room(state: &crate::NodeState, m: &prism_common::room::Manifest) -> Value {
-    let creator = crate::mpc::invitations::load(state, &m.room_id)
+    let creator = state
+        .store
+        .invitation(&m.room_id)
         .ok()
         .flatten()
         .and_then(|i| i.requester);

@@ -2,7 +2,7 @@
 //! and what changed from the manifest the same room sent before.
 //!
 //! Pure functions of the stored invitation (and the dataset's schema, when the node holds it),
-//! shared by the console's JSON (`owner_api`) and the CLI's text (`owner_text`).
+//! shared by the console's JSON (`admin/owner.rs`) and the CLI's text (`owner_text`).
 
 use prism_common::identity::OrgId;
 use prism_common::release::ReleaseMode;

@@ -21,6 +21,7 @@ use crate::NodeState;
 use crate::import::{ImportError, parse_csv};
 use crate::store::{Budget, StoreError};
 
+mod owner;
 mod rooms;
 
 pub(crate) use rooms::load_invitation;
@@ -158,7 +159,7 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/metrics", get(metrics))
-        .merge(crate::owner_api::routes())
+        .merge(owner::routes())
         .merge(crate::console::routes())
         .with_state(admin)
 }
@@ -502,7 +503,7 @@ async fn verify_audit(
     let store = a.state.store.clone();
     let verified = blocking(move || {
         let n = prism_common::audit::store::verify(store.db()).map_err(|e| e.to_string())?;
-        let budgets = crate::ledger::check(store.db()).map_err(|e| e.to_string())?;
+        let budgets = crate::store::chain::check(store.db()).map_err(|e| e.to_string())?;
         Ok::<_, String>((n, budgets))
     });
     match verified.await? {

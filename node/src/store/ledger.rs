@@ -195,7 +195,7 @@ impl Store {
                 actor,
                 "budget_set",
                 name,
-                crate::ledger::bind(
+                bind(
                     serde_json::json!({"before": before, "after": b.to_json()}),
                     &b,
                 ),
@@ -318,7 +318,7 @@ impl Store {
                     {
                         d.extend(x);
                     }
-                    crate::ledger::bind(details, &b)
+                    bind(details, &b)
                 },
             )?;
             if let Some(answer) = answer {
@@ -335,5 +335,27 @@ impl Store {
         };
         txn.commit()?;
         Ok(budget)
+    }
+}
+
+/// The key under an audit entry's `details` that holds the resulting ledger.
+pub const LEDGER_KEY: &str = "ledger";
+
+/// The part of a budget the chain binds, in units: totals and committed spend.
+pub fn snapshot(b: &Budget) -> serde_json::Value {
+    serde_json::json!({
+        "total_epsilon": b.total_epsilon, "total_delta": b.total_delta,
+        "spent_epsilon": b.spent_epsilon, "spent_delta": b.spent_delta,
+    })
+}
+
+/// `details` with the resulting ledger added (for the audit entry of a budget change).
+pub fn bind(mut details: serde_json::Value, b: &Budget) -> serde_json::Value {
+    match details.as_object_mut() {
+        Some(d) => {
+            d.insert(LEDGER_KEY.into(), snapshot(b));
+            details
+        }
+        None => serde_json::json!({"details": details, LEDGER_KEY: snapshot(b)}),
     }
 }

@@ -13,6 +13,7 @@ use prism_common::schema::{ColumnData, Dataset, DatasetSchema};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+pub mod chain;
 mod held;
 mod invitations;
 mod ledger;
@@ -159,7 +160,7 @@ impl Store {
         let store = Store { db };
         // Before anything new is audited: a record edited while the node was stopped is
         // refused, not carried into a fresh entry.
-        crate::ledger::check(&store.db)?;
+        chain::check(&store.db)?;
         let open = store.open_reservations()?;
         for r in &open {
             store.settle(
@@ -232,7 +233,7 @@ impl Store {
                     "dataset_imported"
                 },
                 name,
-                crate::ledger::bind(
+                ledger::bind(
                     serde_json::json!({"rows": ds.rows, "columns": ds.schema.columns}),
                     &ledger,
                 ),

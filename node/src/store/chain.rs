@@ -17,31 +17,9 @@ use std::collections::BTreeMap;
 use prism_common::audit::store::AUDIT;
 use prism_common::audit::{check_stored, decode_stored};
 use redb::{Database, ReadableDatabase, ReadableTable};
-use serde_json::{Value, json};
 
-use crate::store::{BUDGETS, Budget, StoreError};
-
-/// The key under an audit entry's `details` that holds the resulting ledger.
-pub const LEDGER_KEY: &str = "ledger";
-
-/// The part of a budget the chain binds, in units: totals and committed spend.
-pub fn snapshot(b: &Budget) -> Value {
-    json!({
-        "total_epsilon": b.total_epsilon, "total_delta": b.total_delta,
-        "spent_epsilon": b.spent_epsilon, "spent_delta": b.spent_delta,
-    })
-}
-
-/// `details` with the resulting ledger added (for the audit entry of a budget change).
-pub fn bind(mut details: Value, b: &Budget) -> Value {
-    match details.as_object_mut() {
-        Some(d) => {
-            d.insert(LEDGER_KEY.into(), snapshot(b));
-            details
-        }
-        None => json!({"details": details, LEDGER_KEY: snapshot(b)}),
-    }
-}
+use super::ledger::{LEDGER_KEY, snapshot};
+use super::{BUDGETS, Budget, StoreError};
 
 /// Checks every dataset's budget record against the last audit entry that records its ledger.
 /// Returns how many budgets were checked. A dataset with no such entry (written before entries
@@ -105,6 +83,7 @@ mod tests {
     use super::*;
     use crate::store::Store;
     use crate::store::tests::dataset;
+    use serde_json::Value;
 
     /// A store at `path` holding `patients` with a budget of 3 ε.
     fn store_with_patients(path: &std::path::Path) -> Store {

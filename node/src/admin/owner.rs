@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::admin::{Admin, AdminError, Result, blocking, check_token, load_invitation};
+use super::{Admin, AdminError, Result, blocking, check_token, load_invitation};
 use crate::ledger_view::{self, Filter};
 use crate::mpc::invitations as rooms;
 use crate::{NodeState, request_view};
