@@ -182,6 +182,7 @@ fn per_value(
     let sel = selection(query, prep, constants, key, ops)?;
     let mut results = Vec::with_capacity(prep.cells.len());
     for (i, cell) in prep.cells.iter().enumerate() {
+        super::control::check()?;
         let r = match cell.value {
             HeValue::Min { .. } => first_selected(key, prep, &sel, i, cell.bits, false, ops)?,
             HeValue::Max { .. } => first_selected(key, prep, &sel, i, cell.bits, true, ops)?,
@@ -297,10 +298,17 @@ fn par_map<T: Sync, R: Send>(
         .map_or(1, |n| n.get())
         .min(items.len());
     if threads <= 1 {
-        return items.iter().map(|x| f(x, ops)).collect();
+        return items
+            .iter()
+            .map(|x| {
+                super::control::check()?;
+                f(x, ops)
+            })
+            .collect();
     }
     let chunk = items.len().div_ceil(threads);
     let f = &f;
+    let control = super::control::current();
     let parts: Vec<Result<(Vec<R>, OpCounts), HeError>> = std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(chunk)
@@ -308,14 +316,21 @@ fn par_map<T: Sync, R: Send>(
                 std::thread::Builder::new()
                     .name("prism-he".into())
                     .stack_size(WORKER_STACK)
-                    .spawn_scoped(s, move || {
-                        let _key = ServerKeyGuard::set(key);
-                        let mut ops = OpCounts::default();
-                        let out = part
-                            .iter()
-                            .map(|x| f(x, &mut ops))
-                            .collect::<Result<Vec<R>, HeError>>()?;
-                        Ok((out, ops))
+                    .spawn_scoped(s, {
+                        let control = control.clone();
+                        move || {
+                            let _key = ServerKeyGuard::set(key);
+                            let _control = super::control::ControlGuard::set(control);
+                            let mut ops = OpCounts::default();
+                            let out = part
+                                .iter()
+                                .map(|x| {
+                                    super::control::check()?;
+                                    f(x, &mut ops)
+                                })
+                                .collect::<Result<Vec<R>, HeError>>()?;
+                            Ok((out, ops))
+                        }
                     })
             })
             .collect();

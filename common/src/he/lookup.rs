@@ -176,6 +176,7 @@ pub(super) fn evaluate(
                     .collect(),
             )
             .map_err(|e| HeError::Tfhe(e.to_string()))?;
+            super::control::check()?;
             ops.table_lookups += 1;
             split(c.lookup(&table, out_bits)?, &pack, &bits)
         };

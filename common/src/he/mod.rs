@@ -17,6 +17,7 @@
 //! - [`holder`]: the key holder's encryption of constants, decryption, and the answer table.
 
 pub mod cipher;
+pub mod control;
 pub mod encode;
 pub mod eval;
 pub mod groups;
@@ -134,6 +135,20 @@ pub enum HeError {
     /// TFHE failed while computing.
     #[error("tfhe: {0}")]
     Tfhe(String),
+    /// The evaluation was stopped: its deadline passed, or the node is stopping.
+    #[error(
+        "the encrypted evaluation was stopped after {:.1} s and {steps} steps: {}",
+        after.as_secs_f64(),
+        if *cancelled { "the node is stopping" } else { "its deadline passed" }
+    )]
+    Stopped {
+        /// How long it ran.
+        after: std::time::Duration,
+        /// Steps done.
+        steps: u64,
+        /// Cancelled (the node is stopping) rather than past its deadline.
+        cancelled: bool,
+    },
 }
 
 impl HeError {
@@ -146,6 +161,10 @@ impl HeError {
             HeError::Mismatch(_) => "he_mismatch",
             HeError::Blob { .. } => "he_malformed_blob",
             HeError::Tfhe(_) => "he_failed",
+            HeError::Stopped {
+                cancelled: true, ..
+            } => "node_stopping",
+            HeError::Stopped { .. } => "deadline_exceeded",
         }
     }
 

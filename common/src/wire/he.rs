@@ -41,6 +41,11 @@ pub enum HeRequest {
         /// Who asked, without the SQL (its constants are what the encryption hides).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         requester: Option<Requester>,
+        /// Milliseconds the node has from receipt to answer; past it the node stops the
+        /// evaluation, releases what it reserved and answers `deadline_exceeded`. The node's
+        /// own limit applies when absent or longer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
     },
 }
 

@@ -37,7 +37,9 @@ pub enum ExchangeError {
         answer: String,
     },
     /// The node did not answer in time.
-    #[error("the node of {0} did not answer the HE request within {1:?}")]
+    #[error(
+        "the node of {0} did not answer the HE request in time (it had {1:?}, what was left of the run's deadline)"
+    )]
     Timeout(OrgId, Duration),
     /// The node refused.
     #[error("{}", .0.message)]
@@ -49,7 +51,7 @@ impl ExchangeError {
     pub fn code(&self) -> String {
         match self {
             ExchangeError::Call(e) => e.code().into(),
-            ExchangeError::Timeout(..) => "node_unavailable".into(),
+            ExchangeError::Timeout(..) => "deadline_exceeded".into(),
             ExchangeError::Transport { .. } | ExchangeError::Protocol { .. } => {
                 "protocol_error".into()
             }
@@ -170,6 +172,9 @@ pub struct Answer {
     pub round_trip_ms: f64,
 }
 
+/// How much earlier than the run's deadline a node is told to stop evaluating.
+pub const NODE_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
 /// Sends an encrypted query. A refusal (including `unknown_key_id`) is an `Err(Refused)`.
 #[allow(clippy::too_many_arguments)]
 pub async fn evaluate(
@@ -181,15 +186,21 @@ pub async fn evaluate(
     privacy: PrivacyParams,
     requester: &Requester,
     constants: &[Vec<u8>],
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<Answer, ExchangeError> {
     let started = Instant::now();
+    let remaining = deadline.saturating_duration_since(started);
+    // The node stops a little before the coordinator gives up, so its `deadline_exceeded`
+    // (with what it released) arrives rather than a bare timeout.
+    let node_budget = remaining.saturating_sub(NODE_DEADLINE_MARGIN);
+    let timeout = remaining.max(Duration::from_millis(100));
     let req = HeRequest::Evaluate {
         run_id: run_id.to_string(),
         key_id: key_id.to_string(),
         query: query.clone(),
         privacy: Some(privacy),
         requester: Some(requester.clone()),
+        deadline_ms: Some(u64::try_from(node_budget.as_millis()).unwrap_or(u64::MAX)),
     };
     let blobs: Vec<&[u8]> = constants.iter().map(Vec::as_slice).collect();
     let fut = async {

@@ -96,6 +96,7 @@ async fn run_he(
     shape::values_for(plan, &schema)?;
     let org = &dataset.organization;
     let timeout = Duration::from_secs(state.config.run_timeout_secs);
+    let deadline = Instant::now() + timeout;
 
     let held = keys::key_set(state).await?;
     let text = shape::text_filter_columns(plan, &schema);
@@ -122,7 +123,7 @@ async fn run_he(
             },
             requester,
             &constants,
-            timeout,
+            deadline,
         )
     };
     let mut transfer: Option<Transfer> = None;

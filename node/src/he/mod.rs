@@ -30,6 +30,9 @@ use tracing::{info, warn};
 
 use crate::NodeState;
 
+/// Longest an encrypted evaluation may run on this node, whatever the coordinator asks.
+pub const MAX_EVALUATION: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
 }
@@ -97,8 +100,13 @@ pub async fn serve(
             query,
             privacy,
             requester,
+            deadline_ms,
         } => {
             let dataset = query.dataset.clone();
+            let budget = deadline_ms
+                .map(std::time::Duration::from_millis)
+                .unwrap_or(MAX_EVALUATION)
+                .min(MAX_EVALUATION);
             // The shape is the plan the node sees: no constant appears in it.
             let asked = crate::provenance::asked(requester.as_ref(), &query);
             let out = evaluate_query(
@@ -108,6 +116,7 @@ pub async fn serve(
                 query,
                 privacy,
                 asked,
+                budget,
                 &mut recv,
                 &mut record,
             )
@@ -167,9 +176,11 @@ async fn evaluate_query(
     query: HeQuery,
     privacy: Option<PrivacyParams>,
     asked: serde_json::Value,
+    budget: std::time::Duration,
     recv: &mut quinn::RecvStream,
     record: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(HeResponse, Vec<u8>), ErrorBody> {
+    let received = Instant::now();
     let bits = query.constant_bits();
     if bits.len() > MAX_CONSTANTS {
         return Err(refuse(
@@ -262,7 +273,18 @@ async fn evaluate_query(
 
     let q = query.clone();
     let p2 = prep.clone();
+    // The deadline counts from the request's arrival; a stopping node cancels at once.
+    let control =
+        prism_common::he::control::Control::new(budget.saturating_sub(received.elapsed()));
+    let ctl = control.clone();
+    let stop = state.shutdown.clone();
+    let watcher = tokio::spawn(async move {
+        stop.cancelled().await;
+        ctl.cancel();
+    });
+    let ctl = control.clone();
     let work = tokio::task::spawn_blocking(move || {
+        let _control = prism_common::he::control::ControlGuard::set(Some(ctl));
         let constants = {
             let _key = ServerKeyGuard::set(&keys.server_key);
             blobs
@@ -273,7 +295,9 @@ async fn evaluate_query(
         };
         evaluate_released(&q, &p2, &constants, &keys, Path::Auto, &post)
     });
-    let out = match work.await {
+    let out = work.await;
+    watcher.abort();
+    let out = match out {
         Ok(r) => r.map_err(he_refusal),
         Err(e) => Err(refuse(
             "node_internal_error",

@@ -342,3 +342,62 @@ async fn keys_are_sent_once_and_survive_restarts_and_bad_key_blobs_are_refused()
     }
     f.shutdown().await;
 }
+
+/// An HE evaluation that outlasts its run's deadline is stopped on the node, which releases its
+/// reservation and says `deadline_exceeded` (the issue saw `node_unavailable` while the node
+/// computed on for 73 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_he_evaluation_stops_on_the_node_at_its_deadline_and_charges_nothing() {
+    // The default release mode (dp): the evaluation's ε is reserved before any encrypted work.
+    let mut f = Federation::start(FederationSpec {
+        orgs: vec!["hospital-a".into()],
+        rows_per_org: ROWS,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+    // Keys generated and installed under the default deadline.
+    let (_, status, first) = f
+        .analyst()
+        .run_query(
+            DATASET,
+            "SELECT COUNT(*) FROM patients",
+            "he_backend",
+            Some(0.5),
+        )
+        .await
+        .expect("run");
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["status"], "completed", "{first}");
+    let spent = |f: &Federation| {
+        let b = node_state(f).store.budget("patients").expect("budget");
+        (b.spent_epsilon, b.reserved_epsilon)
+    };
+    let before = spent(&f);
+
+    // A 2 s run deadline: the node has 1 s for a two-filter evaluation that takes far longer.
+    f.coordinator_config.run_timeout_secs = 2;
+    f.stop_coordinator().await;
+    f.restart_coordinator().await.expect("restart");
+    let sql =
+        "SELECT COUNT(*) FROM patients WHERE age BETWEEN 30 AND 60 AND diagnosis = 'diabetes'";
+    let started = std::time::Instant::now();
+    let (_, status, run) = f
+        .analyst()
+        .run_query(DATASET, sql, "he_backend", Some(0.5))
+        .await
+        .expect("run");
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["error_code"], "deadline_exceeded", "{run}");
+    // The node's own words: it stopped the work, not the coordinator that gave up waiting.
+    let message = run["error_message"].as_str().unwrap_or_default();
+    assert!(message.contains("was stopped after"), "{run}");
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "failed after {took:?}"
+    );
+    assert_eq!(spent(&f), before, "nothing charged, nothing left reserved");
+    f.shutdown().await;
+}
