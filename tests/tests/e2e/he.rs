@@ -394,8 +394,10 @@ async fn a_long_he_evaluation_stops_on_the_node_at_its_deadline_and_charges_noth
     // The node's own words: it stopped the work, not the coordinator that gave up waiting.
     let message = run["error_message"].as_str().unwrap_or_default();
     assert!(message.contains("was stopped after"), "{run}");
+    // Loose: one encrypted step (a lookup, a comparison) cannot be interrupted and takes
+    // seconds on a loaded 2-core machine; the node's message above is what proves it stopped.
     assert!(
-        took < std::time::Duration::from_secs(8),
+        took < std::time::Duration::from_secs(30),
         "failed after {took:?}"
     );
     assert_eq!(spent(&f), before, "nothing charged, nothing left reserved");
