@@ -151,6 +151,49 @@ impl Drop for Daemon {
     }
 }
 
+fn spawn_logging(mut cmd: Command, field: &str) -> Daemon {
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let field = field.to_string();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if let Some(h) = v["fields"][field.as_str()].as_str() {
+                let _ = tx.send(h.parse::<SocketAddr>().expect("addr"));
+            }
+        }
+    });
+    let http = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the daemon did not log its address");
+    Daemon { child, http }
+}
+
+/// The real node binary on the node's store and configuration.
+fn serve_node_binary(f: &Federation) -> Daemon {
+    let cfg = f.nodes[&org()].config.clone();
+    let path = f.dir.join("node-binary.toml");
+    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("config");
+    let bin = Path::new(env!("CARGO_BIN_EXE_prism-sim")).with_file_name("prism-node");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --workspace`",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config").arg(&path);
+    spawn_logging(cmd, "admin_addr")
+}
+
 /// The real coordinator binary on the federation's store and QUIC port.
 fn serve_binary(f: &Federation) -> Daemon {
     let mut cfg = f.coordinator_config.clone();
@@ -158,31 +201,9 @@ fn serve_binary(f: &Federation) -> Daemon {
     cfg.http_listen = "127.0.0.1:0".parse().expect("addr");
     let path = f.dir.join("coordinator-binary.toml");
     std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("config");
-    let mut child = Command::new(coordinator_bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the coordinator");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-            if let Some(h) = v["fields"]["http_addr"].as_str() {
-                let _ = tx.send(h.parse::<SocketAddr>().expect("http addr"));
-            }
-        }
-    });
-    let http = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the coordinator did not log its addresses");
-    Daemon { child, http }
+    let mut cmd = Command::new(coordinator_bin());
+    cmd.args(["serve", "--config"]).arg(&path);
+    spawn_logging(cmd, "http_addr")
 }
 
 async fn connected(api: &Api) -> bool {
@@ -263,5 +284,131 @@ async fn a_charged_answer_is_collected_after_the_coordinator_stops_or_crashes() 
     assert_reconciled(&f, &api).await;
 
     drop(daemon);
+    f.shutdown().await;
+}
+
+/// `kill -9` of the real node binary while 60 DP queries run against it: its ledger never
+/// under-counts, the reservations open at the kill are released at its restart, and every
+/// answer it charged reaches its run — delivered at once, or collected after the restart from
+/// the runs that failed `node_unavailable`.
+const QUERIES: usize = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_concurrent_queries_never_under_counts_and_delivers_what_it_charged() {
+    let mut f = Federation::start(FederationSpec {
+        orgs: vec![ORG.into()],
+        rows_per_org: 100,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+    f.stop_node(ORG).await.expect("stop the in-process node");
+    let node = serve_node_binary(&f);
+    let api = f.analyst();
+    wait_until(
+        "the node binary connects",
+        Duration::from_secs(20),
+        async || connected(&api).await,
+    )
+    .await;
+
+    // 12 analysts, each sending 5 queries one after another: queries are in flight, and more
+    // keep coming, when the node dies.
+    let queries = (0..12).map(|_| {
+        let api = f.analyst();
+        tokio::spawn(async move {
+            let mut out = Vec::new();
+            for _ in 0..QUERIES / 12 {
+                let r = api
+                    .run_query(
+                        DATASET,
+                        "SELECT COUNT(*) FROM patients",
+                        "dp_sandbox",
+                        Some(EPSILON),
+                    )
+                    .await
+                    .map(|(_, s, r)| (s, r["status"].as_str().unwrap_or("?").to_string()));
+                out.push(r);
+            }
+            out
+        })
+    });
+    let queries: Vec<_> = queries.collect();
+    // Kill it while the queries are in flight.
+    let completed_before = async || delivered_epsilon(&api).await;
+    wait_until(
+        "some queries complete",
+        Duration::from_secs(30),
+        async || completed_before().await >= 3.0 * EPSILON,
+    )
+    .await;
+    drop(node); // SIGKILL
+    let mut outcomes = Vec::new();
+    for q in queries {
+        for r in q.await.expect("task") {
+            outcomes.push(r.expect("api"));
+        }
+    }
+    let failed = outcomes.iter().filter(|(_, s)| s == "failed").count();
+    assert!(
+        failed > 0,
+        "the kill came after every query had completed: {outcomes:?}"
+    );
+
+    let node = serve_node_binary(&f);
+    wait_until(
+        "the node binary reconnects",
+        Duration::from_secs(20),
+        async || connected(&api).await,
+    )
+    .await;
+    // Let collection and acknowledgement settle, then stop the node cleanly and read its store.
+    let node_admin = Api::new(
+        format!("http://{}", node.http),
+        f.nodes[&org()].admin_token.clone(),
+    );
+    let spent_now = async || {
+        let (_, v) = node_admin.get("/v1/datasets").await.expect("datasets");
+        v.as_array()
+            .and_then(|a| a.first())
+            .map(|d| d["budget"]["spent_epsilon"].as_f64().unwrap_or(-1.0))
+            .unwrap_or(-1.0)
+    };
+    wait_until(
+        "every charged answer is delivered",
+        Duration::from_secs(30),
+        async || {
+            let spent = spent_now().await;
+            (spent - delivered_epsilon(&api).await).abs() < 1e-9
+        },
+    )
+    .await;
+    let status = Command::new("kill")
+        .args(["-s", "TERM", &node.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut node = node;
+    let _ = node.child.wait();
+    let (store, released) =
+        prism_node::store::Store::open(&f.nodes[&org()].config.data_path).expect("store");
+    assert!(
+        released.is_empty(),
+        "a clean stop leaves no reservation: {released:?}"
+    );
+    let b = store.budget("patients").expect("budget");
+    assert_eq!(b.reserved_epsilon, 0);
+    let spent = prism_node::store::real(b.spent_epsilon);
+    let delivered = delivered_epsilon(&api).await;
+    assert!(
+        (spent - delivered).abs() < 1e-9,
+        "the node charged ε {spent}, answers worth ε {delivered} were delivered ({failed} of {QUERIES} runs failed)"
+    );
+    assert!(store.held().expect("held").is_empty(), "nothing left held");
+    eprintln!(
+        "node kill -9: {} runs completed at once, {failed} failed, ε charged {spent} = ε delivered {delivered}",
+        QUERIES - failed
+    );
+    drop(store);
     f.shutdown().await;
 }
