@@ -13,6 +13,9 @@ use crate::CoordState;
 use crate::model::ParticipantStatus;
 use crate::nodes::{Inbound, LinkEvent};
 
+/// Most runs whose progress is kept at once.
+pub const MAX_PROGRESS: usize = 1024;
+
 /// How many node events may wait to be applied before the nodes' control streams wait.
 pub const QUEUE: usize = 1024;
 
@@ -48,6 +51,31 @@ async fn apply(state: &Arc<CoordState>, ev: Inbound) {
             state
                 .tasks
                 .spawn(async move { crate::rooms::on_node_connected(s, org).await });
+        }
+        LinkEvent::Node(NodeEvent::Progress(p)) => {
+            // Only the node holding the run's dataset reports on it.
+            let _ = tokio::task::spawn_blocking(move || {
+                let Ok(Some(run)) = s.store.get(crate::store::RUNS, &p.run_id) else {
+                    return;
+                };
+                let run: crate::model::RunRecord = run;
+                let holder = s
+                    .store
+                    .get(crate::store::QUERIES, &run.query_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|q: crate::model::QueryRecord| s.dataset(&q.dataset_id))
+                    .map(|d| d.organization);
+                if run.status.is_final() || holder.as_ref() != Some(&org) {
+                    return;
+                }
+                if let Ok(mut m) = s.progress.lock()
+                    && (m.len() < MAX_PROGRESS || m.contains_key(&p.run_id))
+                {
+                    m.insert(p.run_id.clone(), p);
+                }
+            })
+            .await;
         }
         LinkEvent::Node(NodeEvent::Held { run_ids }) => {
             state

@@ -74,6 +74,8 @@ pub struct CoordState {
     pub listening: std::sync::atomic::AtomicBool,
     /// Runs whose answers are collected from their nodes after a restart.
     pub collections: collect::Collections,
+    /// The last progress report of each HE run being evaluated, by run id.
+    pub progress: std::sync::Mutex<std::collections::HashMap<String, prism_common::wire::Progress>>,
 }
 
 impl CoordState {
@@ -210,6 +212,7 @@ pub async fn start(
         shutdown: shutdown.clone(),
         listening: std::sync::atomic::AtomicBool::new(false),
         collections: collect::Collections::new(recovered.awaiting),
+        progress: Default::default(),
     });
 
     let mut tasks = tokio::task::JoinSet::new();

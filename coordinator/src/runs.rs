@@ -187,6 +187,9 @@ pub async fn finish(state: &Arc<CoordState>, mut run: RunRecord, outcome: RunOut
         Err(_) => Outcome::Failed,
     };
     state.metrics.run(run.backend_used, kind);
+    if let Ok(mut p) = state.progress.lock() {
+        p.remove(&run.id);
+    }
     run.finished_at = Some(now());
     let action = match outcome {
         Ok(released) => {

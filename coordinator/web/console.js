@@ -574,6 +574,9 @@
     for (let i = 0; i < 100 && current && !isFinal(current) && !(current.proof_artifacts || {}).room_id; i++) {
       await new Promise((r) => setTimeout(r, 200));
       current = (await api("GET", "/runs/" + encodeURIComponent(current.id))).data;
+      // Long HE runs: show the node's progress on the run's card while it evaluates.
+      const card = current && $("last-run").querySelector(".run[data-run-id='" + CSS.escape(current.id) + "']");
+      if (card && current.progress) card.replaceWith(renderRun(current));
     }
     return current;
   }
@@ -601,6 +604,9 @@
     for (let i = 0; i < 600 && current && (current.status === "pending" || current.status === "running"); i++) {
       await new Promise((r) => setTimeout(r, 1000));
       current = (await api("GET", "/runs/" + encodeURIComponent(current.id))).data;
+      // Long HE runs: show the node's progress on the run's card while it evaluates.
+      const card = current && $("last-run").querySelector(".run[data-run-id='" + CSS.escape(current.id) + "']");
+      if (card && current.progress) card.replaceWith(renderRun(current));
     }
     return current;
   }
@@ -622,6 +628,12 @@
         el("span", { className: "meta", text: run.created_at })),
       query ? el("div", { className: "sql", text: query.sql + "   -- " + query.dataset_id }) : null,
       el("div", { className: "meta", text: "run " + run.id + " · query " + run.query_id }));
+    if (run.progress && !isFinal(run)) {
+      const p = run.progress;
+      node.append(el("div", { className: "progress meta",
+        text: "Evaluating under encryption on the node: " + p.encrypted_steps + " encrypted steps over " +
+          p.groups + " groups of " + p.rows + " rows, " + fmtMs(p.elapsed_ms) + " so far" }));
+    }
     if (run.error_message) {
       node.append(el("p", { className: "error run-error", text: run.error_message }));
     }

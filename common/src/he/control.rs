@@ -39,6 +39,11 @@ impl Control {
         self.cancelled.store(true, Ordering::SeqCst);
     }
 
+    /// Time since the control was made.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Steps (encrypted operations or groups of them) checked so far.
     pub fn steps(&self) -> u64 {
         self.steps.load(Ordering::Relaxed)

@@ -62,6 +62,8 @@ pub enum NodeEvent {
         /// Room.
         room_id: String,
     },
+    /// How far a long HE evaluation has got (sent every half second while it runs).
+    Progress(Progress),
     /// Charged answers the node holds because the coordinator has not acknowledged them (sent
     /// after every connect and again while any stays unacknowledged); the coordinator collects
     /// those it has not recorded ([`Request::Collect`]) and acknowledges the rest.
@@ -181,4 +183,21 @@ pub struct HeldAnswer {
     pub run_id: String,
     /// The answer, as charged.
     pub execution: Execution,
+}
+
+/// Progress of an encrypted evaluation on a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The coordinator's run id.
+    pub run_id: String,
+    /// Rows of the dataset.
+    pub rows: u64,
+    /// Groups of rows the predicate is evaluated over.
+    pub groups: u64,
+    /// Result cells.
+    pub cells: u64,
+    /// Encrypted steps done so far (distinct values, cells, lookups).
+    pub steps: u64,
+    /// Time spent evaluating so far, in milliseconds.
+    pub elapsed_ms: u64,
 }

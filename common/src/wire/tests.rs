@@ -90,6 +90,15 @@ async fn every_message_roundtrips() {
     }))
     .await;
     roundtrip(Response::Refused(ErrorBody::new("budget_exhausted", "no"))).await;
+    roundtrip(NodeEvent::Progress(Progress {
+        run_id: "r".into(),
+        rows: 1000,
+        groups: 68,
+        cells: 1,
+        steps: 12,
+        elapsed_ms: 500,
+    }))
+    .await;
     roundtrip(NodeEvent::Held {
         run_ids: vec!["r1".into(), "r2".into()],
     })

@@ -461,7 +461,7 @@ pub async fn execute(
         .with_details(json!({"run_id": run.id, "refusal": backend::enclave_refusal()})));
     }
     if !p.wait {
-        return Ok((StatusCode::ACCEPTED, Json(run_json(&run))));
+        return Ok((StatusCode::ACCEPTED, Json(run_json(&s, &run))));
     }
     let deadline = Duration::from_secs(s.config.run_timeout_secs + 5);
     let finished = || async {
@@ -476,12 +476,19 @@ pub async fn execute(
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(run_json(&run))))
+    Ok((status, Json(run_json(&s, &run))))
 }
 
-/// A run as the API shows it: the record plus `ci95_half_width`, one entry per result column.
-fn run_json(r: &RunRecord) -> Value {
+/// A run as the API shows it: the record plus `ci95_half_width`, one entry per result column,
+/// and while an HE run is evaluated, its node's last `progress` report.
+fn run_json(s: &CoordState, r: &RunRecord) -> Value {
     let mut v = json!(r);
+    if !r.status.is_final()
+        && let Some(p) = s.progress.lock().ok().and_then(|m| m.get(&r.id).cloned())
+    {
+        v["progress"] = json!({"rows": p.rows, "groups": p.groups, "cells": p.cells,
+                               "encrypted_steps": p.steps, "elapsed_ms": p.elapsed_ms});
+    }
     v["ci95_half_width"] = json!(crate::intervals::ci95(
         r.result.as_ref(),
         &r.proof_artifacts
@@ -520,7 +527,7 @@ pub async fn show_run(
     Caller(user): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(run_json(&load_run(&s, &user, id).await?)))
+    Ok(Json(run_json(&s, &load_run(&s, &user, id).await?)))
 }
 
 /// Runs, newest first.
@@ -537,6 +544,6 @@ pub async fn list_runs(
     let mut all = l.records;
     all.retain(|r| visible_to(&user, &r.created_by, r.organization.as_ref()));
     all.sort_by(|a, b| b.created_at.cmp(&a.created_at));
-    let all: Vec<Value> = all.iter().map(run_json).collect();
+    let all: Vec<Value> = all.iter().map(|r| run_json(&s, r)).collect();
     Ok((skipped_headers(&user, &l.corrupt), Json(json!(all))))
 }

@@ -30,6 +30,9 @@ use tracing::{info, warn};
 
 use crate::NodeState;
 
+/// How often a running evaluation reports its progress to the coordinator.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Longest an encrypted evaluation may run on this node, whatever the coordinator asks.
 pub const MAX_EVALUATION: std::time::Duration = std::time::Duration::from_secs(600);
 
@@ -277,10 +280,28 @@ async fn evaluate_query(
     let control =
         prism_common::he::control::Control::new(budget.saturating_sub(received.elapsed()));
     let ctl = control.clone();
-    let stop = state.shutdown.clone();
+    let (st, rid) = (state.clone(), run_id.to_string());
+    let (rows, groups, cells) = (prep.rows, prep.groups.len() as u64, prep.cells.len() as u64);
     let watcher = tokio::spawn(async move {
-        stop.cancelled().await;
-        ctl.cancel();
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                _ = st.shutdown.cancelled() => {
+                    ctl.cancel();
+                    return;
+                }
+                _ = tick.tick() => st.send_event(prism_common::wire::NodeEvent::Progress(
+                    prism_common::wire::Progress {
+                        run_id: rid.clone(),
+                        rows,
+                        groups,
+                        cells,
+                        steps: ctl.steps(),
+                        elapsed_ms: u64::try_from(ctl.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    },
+                )),
+            }
+        }
     });
     let ctl = control.clone();
     let work = tokio::task::spawn_blocking(move || {

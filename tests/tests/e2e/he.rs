@@ -375,18 +375,57 @@ async fn a_long_he_evaluation_stops_on_the_node_at_its_deadline_and_charges_noth
     };
     let before = spent(&f);
 
-    // A 2 s run deadline: the node has 1 s for a two-filter evaluation that takes far longer.
-    f.coordinator_config.run_timeout_secs = 2;
+    // An 8 s run deadline: a two-filter evaluation takes far longer. The run is followed while it
+    // runs: the node's progress reports show on it.
+    f.coordinator_config.run_timeout_secs = 8;
     f.stop_coordinator().await;
     f.restart_coordinator().await.expect("restart");
     let sql =
         "SELECT COUNT(*) FROM patients WHERE age BETWEEN 30 AND 60 AND diagnosis = 'diabetes'";
     let started = std::time::Instant::now();
-    let (_, status, run) = f
-        .analyst()
-        .run_query(DATASET, sql, "he_backend", Some(0.5))
+    let api = f.analyst();
+    let (s, q) = api
+        .post(
+            "/api/v1/queries",
+            &json!({"dataset_id": DATASET, "sql": sql, "backend": "he_backend", "epsilon": 0.5}),
+        )
         .await
-        .expect("run");
+        .expect("query");
+    assert_eq!(s, 201, "{q}");
+    let (s, run) = api
+        .post(
+            &format!("/api/v1/queries/{}/execute", q["id"].as_str().expect("id")),
+            &json!({}),
+        )
+        .await
+        .expect("execute");
+    assert!(s == 201 || s == 202, "{run}");
+    let id = run["id"].as_str().expect("run id").to_string();
+    let mut progress = Vec::new();
+    let run = loop {
+        let (_, r) = api.get(&format!("/api/v1/runs/{id}")).await.expect("run");
+        if r["status"] == "completed" || r["status"] == "failed" {
+            break r;
+        }
+        if let Some(steps) = r["progress"]["encrypted_steps"].as_u64() {
+            assert_eq!(r["progress"]["rows"], ROWS as u64, "{r}");
+            progress.push(steps);
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{r}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let status = 200;
+    assert!(
+        !progress.is_empty(),
+        "no progress report while the node evaluated"
+    );
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]),
+        "progress only grows: {progress:?}"
+    );
     let took = started.elapsed();
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "failed", "{run}");
