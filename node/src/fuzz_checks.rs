@@ -181,11 +181,14 @@ pub fn manifest(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    /// A fuzz target's check.
+    type Check = fn(&[u8]);
+
     /// Every target's committed corpus, replayed through its check.
     #[test]
     fn every_committed_corpus_file_passes_its_fuzz_check() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-        let targets: [(&str, fn(&[u8])); 4] = [
+        let targets: [(&str, Check); 4] = [
             ("sql_plan", super::sql_plan),
             ("wire_frame", super::wire_frame),
             ("csv_import", super::csv_import),
