@@ -180,7 +180,9 @@ pub async fn start(
         info!(datasets = ?pruned, "removed the datasets of organizations no longer in `organizations`");
     }
     let store = Arc::new(store);
-    let endpoint = quinn::Endpoint::server(tls.server_config()?, config.quic_listen)
+    let mut server = tls.server_config()?;
+    server.transport_config(Arc::new(nodes::transport(config.max_frame)));
+    let endpoint = quinn::Endpoint::server(server, config.quic_listen)
         .with_context(|| format!("binding QUIC on {}", config.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;
     let listener = tokio::net::TcpListener::bind(config.http_listen)

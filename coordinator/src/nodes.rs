@@ -28,6 +28,46 @@ use crate::store::Audit;
 /// How long a node has to deliver its whole Hello once its control stream is open.
 const HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Live connections one organization may hold at once. A node needs one; the slack lets a node
+/// that reconnects after a drop in while its dead connection waits out the idle timeout.
+pub const MAX_CONNECTIONS_PER_ORG: usize = 4;
+
+/// Bidirectional streams a node may open: its control stream (the coordinator opens the rest).
+pub const MAX_NODE_STREAMS: u32 = 2;
+
+/// The transport of the coordinator's endpoint: the usual keep-alive and idle timeout, at most
+/// [`MAX_NODE_STREAMS`] streams opened by the node, none unidirectional, and flow-control windows
+/// of one `max_frame` per stream and four per connection. Windows bound what is buffered, not
+/// what a stream may carry: HE blobs larger than a window still flow as the coordinator reads.
+pub fn transport(max_frame: usize) -> quinn::TransportConfig {
+    let frame = u32::try_from(max_frame.saturating_add(8)).unwrap_or(u32::MAX);
+    let mut t = tls::TlsMaterial::transport_config();
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_NODE_STREAMS))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
+        .stream_receive_window(quinn::VarInt::from_u32(frame))
+        .receive_window(quinn::VarInt::from_u32(frame.saturating_mul(4)));
+    t
+}
+
+/// One live connection of an organization, counted in [`NodeRegistry`] until dropped.
+struct LiveConnection {
+    registry: Arc<NodeRegistry>,
+    org: OrgId,
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.registry.live.lock()
+            && let Some(n) = live.get_mut(&self.org)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                live.remove(&self.org);
+            }
+        }
+    }
+}
+
 /// A connected node.
 #[derive(Clone)]
 struct Link {
@@ -139,6 +179,8 @@ pub enum LinkEvent {
 pub struct NodeRegistry {
     allowed: HashSet<OrgId>,
     links: Mutex<HashMap<OrgId, Link>>,
+    /// Live connections per organization, registered or still in their handshake.
+    live: Mutex<HashMap<OrgId, usize>>,
     max_frame: usize,
     /// Every answer nodes sent, while a test records (`test-util` builds only).
     #[cfg(feature = "test-util")]
@@ -163,6 +205,7 @@ impl NodeRegistry {
             events,
             allowed: allowed.into_iter().collect(),
             links: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
             max_frame,
             #[cfg(feature = "test-util")]
             tap: Mutex::new(None),
@@ -181,6 +224,21 @@ impl NodeRegistry {
     /// Whether an organization is admitted.
     pub fn is_member(&self, org: &OrgId) -> bool {
         self.allowed.contains(org)
+    }
+
+    /// Counts a new connection of `org`, or `None` when it already holds
+    /// [`MAX_CONNECTIONS_PER_ORG`] live ones.
+    fn admit(self: &Arc<Self>, org: &OrgId) -> Option<LiveConnection> {
+        let mut live = self.live.lock().ok()?;
+        let n = live.entry(org.clone()).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_ORG {
+            return None;
+        }
+        *n += 1;
+        Some(LiveConnection {
+            registry: self.clone(),
+            org: org.clone(),
+        })
     }
 
     /// The connected node of an organization.
@@ -383,6 +441,12 @@ async fn handle(
         )
         .await;
     }
+    let Some(_live) = registry.admit(&org) else {
+        let msg = format!(
+            "organization {org} already holds {MAX_CONNECTIONS_PER_ORG} connections to the coordinator"
+        );
+        return refuse(&conn, None, "too_many_connections", msg).await;
+    };
     let Ok(Ok((mut send, mut recv))) =
         tokio::time::timeout(Duration::from_secs(10), conn.accept_bi()).await
     else {
@@ -433,6 +497,7 @@ async fn handle(
     let welcome = HelloReply::Welcome {
         version: PROTOCOL_VERSION,
         software: format!("prism-coordinator {}", env!("CARGO_PKG_VERSION")),
+        members: registry.members(),
     };
     if wire::write_msg(&mut send, &welcome).await.is_err() {
         return;

@@ -18,6 +18,8 @@ pub mod config;
 pub mod console;
 pub mod dispatch;
 pub mod dp;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fuzz_checks;
 pub mod he;
 pub mod import;
 pub mod ledger_view;
@@ -64,6 +66,9 @@ pub struct NodeState {
     pub catalog_changed: tokio::sync::Notify,
     /// Whether the coordinator link is up.
     pub connected: AtomicBool,
+    /// The federation's members as the coordinator last listed them (`None` until it has):
+    /// the only organizations the peer endpoint accepts.
+    pub members: std::sync::RwLock<Option<std::collections::HashSet<OrgId>>>,
     /// Why the link gave up for good (a refusal only a reconfigured node can overcome).
     pub link_failed: std::sync::Mutex<Option<String>>,
     /// The organization's Ed25519 key (PKCS#8 DER): signs attestations.
@@ -324,6 +329,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         ),
         catalog_changed: tokio::sync::Notify::new(),
         connected: AtomicBool::new(false),
+        members: std::sync::RwLock::new(None),
         link_failed: std::sync::Mutex::new(None),
         signing_key: tls.key_pkcs8_der().to_vec(),
         endpoint: endpoint.clone(),

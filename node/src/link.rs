@@ -143,8 +143,15 @@ async fn session(
         }
     };
     match reply {
-        HelloReply::Welcome { version, software } => {
-            info!(version, %software, "connected to the coordinator")
+        HelloReply::Welcome {
+            version,
+            software,
+            members,
+        } => {
+            info!(version, %software, members = members.len(), "connected to the coordinator");
+            if let Ok(mut m) = state.members.write() {
+                *m = Some(members.into_iter().collect());
+            }
         }
         HelloReply::Refused(e) => return Err(Refused(e).into()),
     }

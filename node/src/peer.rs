@@ -1,18 +1,21 @@
 //! The node's peer endpoint: other nodes connect here with the same mutual TLS.
 //!
 //! A connection is accepted only from a certificate of the federation CA that names an
-//! organization; the organization is read once, at accept time, and travels with every
-//! stream of that connection.
+//! organization the coordinator lists as a member (none before the node has heard the list),
+//! and while that organization holds fewer than [`MAX_CONNECTIONS_PER_ORG`] connections here;
+//! the organization is read once, at accept time, and travels with every stream of that
+//! connection.
 //!
 //! What one connection can hold is bounded: a few concurrent streams, receive windows sized to
 //! one request frame, no unidirectional streams, and a deadline on every request frame. A
 //! frame that is too large, does not decode or does not arrive in time closes the connection
 //! with the code docs/PROTOCOL.md gives (`FRAME_TOO_LARGE` or `PROTOCOL`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prism_common::identity::{PeerIdentity, peer_identity};
+use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
 use prism_common::wire::{self, ErrorBody, PeerRequest, PeerResponse};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,6 +28,60 @@ use crate::NodeState;
 pub const MAX_STREAMS: u32 = 8;
 /// How long a peer has to deliver a whole request frame once its stream is open.
 pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
+/// Live connections one organization may hold to this endpoint at once. A peer keeps one
+/// between executions (`mpc::peers`); the slack covers a reconnect while a dead one times out.
+pub const MAX_CONNECTIONS_PER_ORG: usize = 4;
+
+/// Live connections per organization.
+type Live = Arc<Mutex<HashMap<OrgId, usize>>>;
+
+/// One counted connection, released when dropped.
+struct LiveConnection {
+    live: Live,
+    org: OrgId,
+}
+
+impl LiveConnection {
+    fn admit(live: &Live, org: &OrgId) -> Option<Self> {
+        let mut m = live.lock().ok()?;
+        let n = m.entry(org.clone()).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_ORG {
+            return None;
+        }
+        *n += 1;
+        Some(LiveConnection {
+            live: live.clone(),
+            org: org.clone(),
+        })
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.live.lock()
+            && let Some(n) = m.get_mut(&self.org)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.org);
+            }
+        }
+    }
+}
+
+/// Why `org` may not connect, if it may not: not a member, or members not yet known.
+fn not_admitted(state: &NodeState, org: &OrgId) -> Option<String> {
+    let members = state.members.read().ok()?;
+    match members.as_ref() {
+        None => Some(format!(
+            "organization {org} refused: this node has not yet heard the federation's members from the coordinator"
+        )),
+        Some(m) if !m.contains(org) => Some(format!(
+            "organization {org} is not a member of this federation"
+        )),
+        Some(_) => None,
+    }
+}
 
 /// The transport for connections to the peer endpoint: the usual keep-alive and idle timeout,
 /// at most [`MAX_STREAMS`] bidirectional streams, none unidirectional, and flow-control windows
@@ -52,12 +109,14 @@ fn close_for(e: &wire::WireError) -> (u32, String) {
 /// task tracker; when the node stops, those still running get [`STOP_GRACE`] to finish.
 pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
     let tasks = TaskTracker::new();
+    let live: Live = Arc::default();
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
             i = endpoint.accept() => match i { Some(i) => i, None => break },
         };
         let (state, streams, stop) = (state.clone(), tasks.clone(), shutdown.clone());
+        let live = live.clone();
         tasks.spawn(async move {
             let remote = incoming.remote_address();
             let conn = match incoming.await {
@@ -76,6 +135,19 @@ pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: Can
                     );
                     return;
                 }
+            };
+            if let Some(reason) = not_admitted(&state, &org) {
+                debug!(%remote, %org, %reason, "refusing a peer");
+                conn.close(wire::close::REFUSED.into(), reason.as_bytes());
+                return;
+            }
+            let Some(_live) = LiveConnection::admit(&live, &org) else {
+                let reason = format!(
+                    "organization {org} already holds {MAX_CONNECTIONS_PER_ORG} connections to this peer endpoint"
+                );
+                debug!(%remote, %org, "refusing a peer: too many connections");
+                conn.close(wire::close::REFUSED.into(), reason.as_bytes());
+                return;
             };
             serve(state, conn, org.clone(), streams, stop)
                 .instrument(info_span!("peer", %remote, %org))

@@ -34,6 +34,10 @@ pub enum HelloReply {
         version: u32,
         /// Coordinator software version.
         software: String,
+        /// The federation's member organizations, sorted: the only ones a node's peer
+        /// endpoint accepts. Absent from older coordinators (then the node accepts no peer).
+        #[serde(default)]
+        members: Vec<OrgId>,
     },
     /// Refused; the coordinator closes the connection after this frame.
     Refused(ErrorBody),

@@ -34,7 +34,7 @@ async fn every_message_roundtrips() {
     let org = OrgId::new("hospital-a").expect("org");
     roundtrip(Hello {
         version: 1,
-        org,
+        org: org.clone(),
         software: "x".into(),
         peer_addr: Some("127.0.0.1:1".into()),
     })
@@ -42,6 +42,7 @@ async fn every_message_roundtrips() {
     roundtrip(HelloReply::Welcome {
         version: 1,
         software: "y".into(),
+        members: vec![org.clone()],
     })
     .await;
     roundtrip(HelloReply::Refused(ErrorBody::new("org_mismatch", "no"))).await;
@@ -229,4 +230,20 @@ fn a_request_without_a_requester_still_decodes() {
     let v = serde_json::to_value(&new).expect("json");
     assert_eq!(v["execute"]["requester"]["user"], "ana");
     assert!(v["execute"]["requester"].get("query").is_none());
+}
+
+#[test]
+fn a_welcome_without_members_still_decodes_as_no_members() {
+    // What a coordinator built before the field existed sends: the node then accepts no peer.
+    let old = serde_json::json!({"welcome": {"version": 1, "software": "0.1.0"}});
+    let bytes = serde_json::to_vec(&old).expect("json");
+    let reply: HelloReply = decode(&bytes).expect("decodes");
+    assert_eq!(
+        reply,
+        HelloReply::Welcome {
+            version: 1,
+            software: "0.1.0".into(),
+            members: vec![],
+        }
+    );
 }

@@ -1,10 +1,13 @@
 //! Hostile QUIC clients holding a CA-issued certificate: what one connection can pin on a node's
 //! peer endpoint is bounded, a sender that trickles a frame is closed at the deadline, and a bad
-//! frame closes the connection with the code docs/PROTOCOL.md gives.
+//! frame closes the connection with the code docs/PROTOCOL.md gives; a CA-issued certificate
+//! of a non-member is refused by the peer endpoint, and connections beyond the per-organization
+//! cap are refused on both endpoints while members still get through.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use prism_common::certs::FederationCa;
 use prism_common::identity::{COORDINATOR_NAME, OrgId};
 use prism_common::wire;
 use prism_tests::{Federation, FederationSpec};
@@ -41,6 +44,64 @@ async fn connect(f: &Federation, coordinator: bool) -> (quinn::Endpoint, quinn::
         .await
         .expect("handshake");
     (ep, conn)
+}
+
+/// Connects to hospital-a's peer endpoint (or the coordinator) with `org`'s certificate;
+/// `issue` makes a fresh CA-issued one for an organization the federation has no files for.
+async fn connect_as(
+    f: &Federation,
+    org: &str,
+    issue: bool,
+    coordinator: bool,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    let (addr, name) = if coordinator {
+        let c = f.coordinator.as_ref().expect("coordinator");
+        (c.quic_addr, COORDINATOR_NAME)
+    } else {
+        (peer_addr(f), "hospital-a.org.prism")
+    };
+    let cfg = if issue {
+        let read = |n: &str| std::fs::read_to_string(f.dir.join("certs").join(n)).expect("pem");
+        let ca = FederationCa::from_pem(&read("ca.pem"), &read("ca.key.pem")).expect("ca");
+        let pair = ca
+            .issue_org(&OrgId::new(org).expect("org"), 30)
+            .expect("cert");
+        prism_common::tls::TlsMaterial::from_pem(
+            read("ca.pem").as_bytes(),
+            pair.cert_pem.as_bytes(),
+            pair.key_pem.as_bytes(),
+            None,
+        )
+        .expect("tls")
+        .client_config()
+        .expect("tls")
+    } else {
+        f.org_client_config(org).expect("tls")
+    };
+    let conn = ep
+        .connect_with(cfg, addr, name)
+        .expect("connect")
+        .await
+        .expect("handshake");
+    (ep, conn)
+}
+
+/// Pings hospital-a's peer endpoint on `conn`: the Pong, or why there was none.
+async fn ping(conn: &quinn::Connection) -> Result<wire::PeerResponse, String> {
+    let go = async {
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        wire::write_msg(&mut send, &wire::PeerRequest::Ping)
+            .await
+            .map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        wire::read_msg::<_, wire::PeerResponse>(&mut recv, 1 << 20)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(5), go)
+        .await
+        .map_err(|_| "no answer within 5 s".to_string())?
 }
 
 /// Waits (at most `within`) for the server to close `conn`; returns its code and reason.
@@ -192,5 +253,126 @@ async fn streams_announcing_large_frames_pin_a_bounded_amount_of_memory() {
     send.finish().expect("finish");
     let pong: wire::PeerResponse = wire::read_msg(&mut recv, 1 << 20).await.expect("pong");
     assert!(matches!(pong, wire::PeerResponse::Pong { .. }), "{pong:?}");
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_endpoint_refuses_a_non_member_certificate() {
+    let f = Federation::start(spec()).await.expect("federation");
+    // hospital-z holds a certificate of the federation CA but is not a member.
+    let (_ep, conn) = connect_as(&f, "hospital-z", true, false).await;
+    let (code, reason) = closed(&conn, Duration::from_secs(5)).await;
+    assert_eq!(code, wire::close::REFUSED, "{reason}");
+    assert!(reason.contains("hospital-z is not a member"), "{reason}");
+    assert!(ping(&conn).await.is_err());
+    // A member still gets its Pong.
+    let (_ep, conn) = connect(&f, false).await;
+    let pong = ping(&conn).await.expect("pong");
+    assert!(matches!(pong, wire::PeerResponse::Pong { .. }), "{pong:?}");
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_refused_while_members_get_through() {
+    let f = Federation::start(FederationSpec {
+        orgs: vec![
+            "hospital-a".into(),
+            "hospital-b".into(),
+            "hospital-c".into(),
+        ],
+        rows_per_org: 0,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+
+    // Peer endpoint: hospital-b fills its cap; the next connection is refused.
+    let cap = prism_node::peer::MAX_CONNECTIONS_PER_ORG;
+    let mut held = Vec::new();
+    for _ in 0..cap {
+        let (ep, conn) = connect_as(&f, "hospital-b", false, false).await;
+        assert!(ping(&conn).await.is_ok(), "a connection within the cap");
+        held.push((ep, conn));
+    }
+    let (_ep, extra) = connect_as(&f, "hospital-b", false, false).await;
+    let (code, reason) = closed(&extra, Duration::from_secs(5)).await;
+    assert_eq!(code, wire::close::REFUSED, "{reason}");
+    assert!(reason.contains("already holds"), "{reason}");
+    // Another member is not affected.
+    let (_ep, c) = connect_as(&f, "hospital-c", false, false).await;
+    assert!(ping(&c).await.is_ok(), "hospital-c was locked out");
+    // A closed connection frees its place: the organization is not locked out.
+    let (_, gone) = held.pop().expect("held");
+    gone.close(wire::close::NORMAL.into(), b"bye");
+    let mut back = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_ep, c) = connect_as(&f, "hospital-b", false, false).await;
+        if ping(&c).await.is_ok() {
+            back = true;
+            break;
+        }
+    }
+    assert!(
+        back,
+        "hospital-b stayed locked out after closing a connection"
+    );
+    drop(held);
+
+    // Coordinator: hospital-b's node holds one connection; fill the rest, then one more.
+    let ccap = prism_coordinator::nodes::MAX_CONNECTIONS_PER_ORG;
+    let mut held = Vec::new();
+    for _ in 1..ccap {
+        held.push(connect_as(&f, "hospital-b", false, true).await);
+    }
+    let (_ep, extra) = connect_as(&f, "hospital-b", false, true).await;
+    let (code, reason) = closed(&extra, Duration::from_secs(5)).await;
+    assert_eq!(code, wire::close::REFUSED, "{reason}");
+    assert!(reason.contains("already holds"), "{reason}");
+    // The extras never said Hello, so none replaced the node's link, which still answers.
+    for (_, c) in &held {
+        assert!(c.close_reason().is_none(), "{:?}", c.close_reason());
+    }
+    f.wait_connected()
+        .await
+        .expect("hospital-b's node is still connected");
+    // Once they go, a new connection (a node reconnecting) is welcomed, with the members.
+    for (_, c) in &held {
+        c.close(wire::close::NORMAL.into(), b"bye");
+    }
+    let mut welcomed = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_ep, c) = connect_as(&f, "hospital-b", false, true).await;
+        let hello = async {
+            let (mut send, mut recv) = c.open_bi().await.map_err(|e| e.to_string())?;
+            wire::write_msg(
+                &mut send,
+                &wire::Hello {
+                    version: wire::PROTOCOL_VERSION,
+                    org: OrgId::new("hospital-b").expect("org"),
+                    software: "test".into(),
+                    peer_addr: None,
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            wire::read_msg::<_, wire::HelloReply>(&mut recv, 1 << 20)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Ok(Ok(reply)) = tokio::time::timeout(Duration::from_secs(5), hello).await {
+            welcomed = Some(reply);
+            c.close(wire::close::NORMAL.into(), b"done");
+            break;
+        }
+    }
+    match welcomed {
+        Some(wire::HelloReply::Welcome { members, .. }) => {
+            let names: Vec<&str> = members.iter().map(|m| m.as_str()).collect();
+            assert_eq!(names, ["hospital-a", "hospital-b", "hospital-c"]);
+        }
+        other => panic!("expected a Welcome, got {other:?}"),
+    }
     f.shutdown().await;
 }
