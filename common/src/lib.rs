@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backend;
 pub mod certs;
 pub mod clock;
+pub mod conn_cap;
 pub mod dp;
 pub mod eval;
 pub mod he;

@@ -88,7 +88,7 @@ impl Collections {
 }
 
 /// The run, its query and dataset, when the dataset is `org`'s.
-fn run_of(
+pub(crate) fn run_of(
     state: &CoordState,
     org: &OrgId,
     run_id: &str,

@@ -2,13 +2,11 @@
 //! `Execute` request; the node admits it under its policy, charges its ledger and answers with
 //! the noisy table and its proof. Returns an outcome; [`crate::runs`] records it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use prism_common::wire::{Execution, PrivacyParams, Request, Response};
-
-use std::sync::Arc;
-
 use prism_common::identity::OrgId;
+use prism_common::wire::{Execution, PrivacyParams, Request, Response};
 use tracing::warn;
 
 use crate::CoordState;

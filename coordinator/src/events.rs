@@ -53,29 +53,31 @@ async fn apply(state: &Arc<CoordState>, ev: Inbound) {
                 .spawn(async move { crate::rooms::on_node_connected(s, org).await });
         }
         LinkEvent::Node(NodeEvent::Progress(p)) => {
-            // Only the node holding the run's dataset reports on it.
-            let _ = tokio::task::spawn_blocking(move || {
-                let Ok(Some(run)) = s.store.get(crate::store::RUNS, &p.run_id) else {
-                    return;
-                };
-                let run: crate::model::RunRecord = run;
-                let holder = s
-                    .store
-                    .get(crate::store::QUERIES, &run.query_id)
-                    .ok()
-                    .flatten()
-                    .and_then(|q: crate::model::QueryRecord| s.dataset(&q.dataset_id))
-                    .map(|d| d.organization);
-                if run.status.is_final() || holder.as_ref() != Some(&org) {
-                    return;
+            // Only the node holding the run's dataset reports on it: checked against the store
+            // at a run's first report, then by the organization kept with the report.
+            let known = s
+                .progress
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&p.run_id).map(|(o, _)| *o == org));
+            let holder = match known {
+                Some(same) => same,
+                None => {
+                    let (s, o, id) = (s.clone(), org.clone(), p.run_id.clone());
+                    tokio::task::spawn_blocking(move || {
+                        crate::collect::run_of(&s, &o, &id)
+                            .is_some_and(|(r, ..)| !r.status.is_final())
+                    })
+                    .await
+                    .unwrap_or(false)
                 }
-                if let Ok(mut m) = s.progress.lock()
-                    && (m.len() < MAX_PROGRESS || m.contains_key(&p.run_id))
-                {
-                    m.insert(p.run_id.clone(), p);
-                }
-            })
-            .await;
+            };
+            if holder
+                && let Ok(mut m) = s.progress.lock()
+                && (m.len() < MAX_PROGRESS || m.contains_key(&p.run_id))
+            {
+                m.insert(p.run_id.clone(), (org, p));
+            }
         }
         LinkEvent::Node(NodeEvent::Held { run_ids }) => {
             state

@@ -74,8 +74,14 @@ pub struct CoordState {
     pub listening: std::sync::atomic::AtomicBool,
     /// Runs whose answers are collected from their nodes after a restart.
     pub collections: collect::Collections,
-    /// The last progress report of each HE run being evaluated, by run id.
-    pub progress: std::sync::Mutex<std::collections::HashMap<String, prism_common::wire::Progress>>,
+    /// The last progress report of each HE run being evaluated, by run id, with the
+    /// organization that sent it.
+    pub progress: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            (prism_common::identity::OrgId, prism_common::wire::Progress),
+        >,
+    >,
 }
 
 impl CoordState {

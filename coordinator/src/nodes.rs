@@ -49,25 +49,6 @@ pub fn transport(max_frame: usize) -> quinn::TransportConfig {
     t
 }
 
-/// One live connection of an organization, counted in [`NodeRegistry`] until dropped.
-struct LiveConnection {
-    registry: Arc<NodeRegistry>,
-    org: OrgId,
-}
-
-impl Drop for LiveConnection {
-    fn drop(&mut self) {
-        if let Ok(mut live) = self.registry.live.lock()
-            && let Some(n) = live.get_mut(&self.org)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                live.remove(&self.org);
-            }
-        }
-    }
-}
-
 /// A connected node.
 #[derive(Clone)]
 struct Link {
@@ -180,7 +161,7 @@ pub struct NodeRegistry {
     allowed: HashSet<OrgId>,
     links: Mutex<HashMap<OrgId, Link>>,
     /// Live connections per organization, registered or still in their handshake.
-    live: Mutex<HashMap<OrgId, usize>>,
+    live: prism_common::conn_cap::ConnectionCap,
     max_frame: usize,
     /// Every answer nodes sent, while a test records (`test-util` builds only).
     #[cfg(feature = "test-util")]
@@ -205,7 +186,7 @@ impl NodeRegistry {
             events,
             allowed: allowed.into_iter().collect(),
             links: Mutex::new(HashMap::new()),
-            live: Mutex::new(HashMap::new()),
+            live: prism_common::conn_cap::ConnectionCap::new(MAX_CONNECTIONS_PER_ORG),
             max_frame,
             #[cfg(feature = "test-util")]
             tap: Mutex::new(None),
@@ -224,21 +205,6 @@ impl NodeRegistry {
     /// Whether an organization is admitted.
     pub fn is_member(&self, org: &OrgId) -> bool {
         self.allowed.contains(org)
-    }
-
-    /// Counts a new connection of `org`, or `None` when it already holds
-    /// [`MAX_CONNECTIONS_PER_ORG`] live ones.
-    fn admit(self: &Arc<Self>, org: &OrgId) -> Option<LiveConnection> {
-        let mut live = self.live.lock().ok()?;
-        let n = live.entry(org.clone()).or_insert(0);
-        if *n >= MAX_CONNECTIONS_PER_ORG {
-            return None;
-        }
-        *n += 1;
-        Some(LiveConnection {
-            registry: self.clone(),
-            org: org.clone(),
-        })
     }
 
     /// The connected node of an organization.
@@ -441,7 +407,7 @@ async fn handle(
         )
         .await;
     }
-    let Some(_live) = registry.admit(&org) else {
+    let Some(_live) = registry.live.admit(&org) else {
         let msg = format!(
             "organization {org} already holds {MAX_CONNECTIONS_PER_ORG} connections to the coordinator"
         );

@@ -225,8 +225,7 @@ async fn announce_held(
     let store = state.store.clone();
     let held = tokio::task::spawn_blocking(move || {
         let now = crate::store::held_now_ms();
-        let _ = store.expire_held(now);
-        store.held().map(|h| (now, h))
+        store.expire_held(now).map(|h| (now, h))
     })
     .await?;
     let (now, held) = match held {

@@ -11,8 +11,7 @@
 //! frame that is too large, does not decode or does not arrive in time closes the connection
 //! with the code docs/PROTOCOL.md gives (`FRAME_TOO_LARGE` or `PROTOCOL`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prism_common::identity::{OrgId, PeerIdentity, peer_identity};
@@ -31,43 +30,6 @@ pub const FRAME_DEADLINE: Duration = Duration::from_secs(10);
 /// Live connections one organization may hold to this endpoint at once. A peer keeps one
 /// between executions (`mpc::peers`); the slack covers a reconnect while a dead one times out.
 pub const MAX_CONNECTIONS_PER_ORG: usize = 4;
-
-/// Live connections per organization.
-type Live = Arc<Mutex<HashMap<OrgId, usize>>>;
-
-/// One counted connection, released when dropped.
-struct LiveConnection {
-    live: Live,
-    org: OrgId,
-}
-
-impl LiveConnection {
-    fn admit(live: &Live, org: &OrgId) -> Option<Self> {
-        let mut m = live.lock().ok()?;
-        let n = m.entry(org.clone()).or_insert(0);
-        if *n >= MAX_CONNECTIONS_PER_ORG {
-            return None;
-        }
-        *n += 1;
-        Some(LiveConnection {
-            live: live.clone(),
-            org: org.clone(),
-        })
-    }
-}
-
-impl Drop for LiveConnection {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.live.lock()
-            && let Some(n) = m.get_mut(&self.org)
-        {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.org);
-            }
-        }
-    }
-}
 
 /// Why `org` may not connect, if it may not: not a member, or members not yet known.
 fn not_admitted(state: &NodeState, org: &OrgId) -> Option<String> {
@@ -109,7 +71,7 @@ fn close_for(e: &wire::WireError) -> (u32, String) {
 /// task tracker; when the node stops, those still running get [`STOP_GRACE`] to finish.
 pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: CancellationToken) {
     let tasks = TaskTracker::new();
-    let live: Live = Arc::default();
+    let live = prism_common::conn_cap::ConnectionCap::new(MAX_CONNECTIONS_PER_ORG);
     loop {
         let incoming = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -141,7 +103,7 @@ pub async fn run(state: Arc<NodeState>, endpoint: quinn::Endpoint, shutdown: Can
                 conn.close(wire::close::REFUSED.into(), reason.as_bytes());
                 return;
             }
-            let Some(_live) = LiveConnection::admit(&live, &org) else {
+            let Some(_live) = live.admit(&org) else {
                 let reason = format!(
                     "organization {org} already holds {MAX_CONNECTIONS_PER_ORG} connections to this peer endpoint"
                 );

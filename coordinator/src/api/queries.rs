@@ -484,7 +484,7 @@ pub async fn execute(
 fn run_json(s: &CoordState, r: &RunRecord) -> Value {
     let mut v = json!(r);
     if !r.status.is_final()
-        && let Some(p) = s.progress.lock().ok().and_then(|m| m.get(&r.id).cloned())
+        && let Some((_, p)) = s.progress.lock().ok().and_then(|m| m.get(&r.id).cloned())
     {
         v["progress"] = json!({"rows": p.rows, "groups": p.groups, "cells": p.cells,
                                "encrypted_steps": p.steps, "elapsed_ms": p.elapsed_ms});

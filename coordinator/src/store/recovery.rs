@@ -28,82 +28,69 @@ pub const AWAITING_NOTE: &str = "the coordinator restarted while this run was in
      from the holding node when it reconnects (the node keeps every charged answer until the coordinator has recorded it)";
 
 impl Store {
-    /// Fails every run and room a previous process left in flight.
+    /// Ends every run and room a previous process left in flight: DP runs await collection,
+    /// other runs and rooms fail. One pass over the runs.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
-        let awaiting = self.await_collection()?;
-        let runs = self.fail_unfinished_runs(
-            "coordinator_restarted",
-            "the coordinator stopped while this run was in flight, so its answer was lost; no node holds \
-             a charged answer for it; execute the query again to retry",
-        )?;
-        let rooms = self.fail_interrupted_rooms()?;
-        Ok(Recovered {
-            runs,
-            rooms,
-            awaiting,
-        })
-    }
-
-    /// Marks every unfinished DP run `running`, awaiting collection; returns their ids.
-    fn await_collection(&self) -> Result<Vec<String>, StoreError> {
-        let stale: Vec<RunRecord> = self
+        let mut recovered = Recovered::default();
+        for mut run in self
             .list(RUNS)?
             .into_iter()
-            .filter(|r| !r.status.is_final() && r.backend_used == BackendId::DpSandbox)
-            .collect();
-        let mut ids = Vec::new();
-        for mut run in stale {
-            run.status = RunStatus::Running;
-            run.proof_artifacts = serde_json::json!({"awaiting_collection": AWAITING_NOTE});
-            let id = run.id.clone();
-            self.put(
-                RUNS,
-                &id,
-                &run,
-                Some(Audit {
-                    actor: "system",
-                    action: "run_awaiting_collection",
-                    target: &id,
-                    details: serde_json::json!({"reason": "coordinator_restarted"}),
-                }),
-            )?;
-            ids.push(id);
+            .filter(|r| !r.status.is_final())
+        {
+            if run.backend_used == BackendId::DpSandbox {
+                if !awaiting_collection(&run) {
+                    run.status = RunStatus::Running;
+                    run.proof_artifacts = serde_json::json!({"awaiting_collection": AWAITING_NOTE});
+                    self.put_run(&run, "run_awaiting_collection", "coordinator_restarted")?;
+                }
+                recovered.awaiting.push(run.id);
+            } else {
+                fail(
+                    &mut run,
+                    "coordinator_restarted",
+                    "the coordinator stopped while this run was in flight, so its answer was lost; no node holds \
+                     a charged answer for it; execute the query again to retry",
+                );
+                self.put_run(&run, "run_failed", "coordinator_restarted")?;
+                recovered.runs.push(run.id);
+            }
         }
-        Ok(ids)
+        recovered.rooms = self.fail_interrupted_rooms()?;
+        Ok(recovered)
     }
 
-    /// Fails every run that is not final with `code` and `message`; returns their ids.
+    /// Fails every run that is not final, nor awaiting collection, with `code` and `message`;
+    /// returns their ids.
     pub fn fail_unfinished_runs(
         &self,
         code: &str,
         message: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let stale: Vec<RunRecord> = self
+        let mut ids = Vec::new();
+        for mut run in self
             .list(RUNS)?
             .into_iter()
             .filter(|r| !r.status.is_final() && !awaiting_collection(r))
-            .collect();
-        let mut ids = Vec::new();
-        for mut run in stale {
-            run.status = RunStatus::Failed;
-            run.error_code = Some(code.into());
-            run.error_message = Some(message.into());
-            run.finished_at = Some(now());
-            let id = run.id.clone();
-            self.put(
-                RUNS,
-                &id,
-                &run,
-                Some(Audit {
-                    actor: "system",
-                    action: "run_failed",
-                    target: &id,
-                    details: serde_json::json!({"reason": code}),
-                }),
-            )?;
-            ids.push(id);
+        {
+            fail(&mut run, code, message);
+            self.put_run(&run, "run_failed", code)?;
+            ids.push(run.id);
         }
         Ok(ids)
+    }
+
+    fn put_run(&self, run: &RunRecord, action: &str, reason: &str) -> Result<(), StoreError> {
+        self.put(
+            RUNS,
+            &run.id,
+            run,
+            Some(Audit {
+                actor: "system",
+                action,
+                target: &run.id,
+                details: serde_json::json!({"reason": reason}),
+            }),
+        )
     }
 
     /// A room left `executing` by a stopped coordinator failed; it can be executed again.
@@ -138,4 +125,11 @@ impl Store {
 /// Whether a run is awaiting collection after a restart.
 pub fn awaiting_collection(run: &RunRecord) -> bool {
     run.status == RunStatus::Running && run.proof_artifacts.get("awaiting_collection").is_some()
+}
+
+fn fail(run: &mut RunRecord, code: &str, message: &str) {
+    run.status = RunStatus::Failed;
+    run.error_code = Some(code.into());
+    run.error_message = Some(message.into());
+    run.finished_at = Some(now());
 }

@@ -118,16 +118,16 @@ impl Store {
         Ok(n)
     }
 
-    /// Drops answers held longer than [`HOLD_FOR`], audited; returns how many.
-    pub fn expire_held(&self, now_ms: u64) -> Result<usize, StoreError> {
+    /// Drops answers held longer than [`HOLD_FOR`], audited; returns those still held, oldest
+    /// first.
+    pub fn expire_held(&self, now_ms: u64) -> Result<Vec<Held>, StoreError> {
         let cutoff = now_ms.saturating_sub(u64::try_from(HOLD_FOR.as_millis()).unwrap_or(0));
-        let old: Vec<Held> = self
+        let (old, kept): (Vec<Held>, Vec<Held>) = self
             .held()?
             .into_iter()
-            .filter(|h| h.held_at_ms < cutoff)
-            .collect();
+            .partition(|h| h.held_at_ms < cutoff);
         if old.is_empty() {
-            return Ok(0);
+            return Ok(kept);
         }
         let txn = self.db.begin_write()?;
         {
@@ -145,6 +145,6 @@ impl Store {
             }
         }
         txn.commit()?;
-        Ok(old.len())
+        Ok(kept)
     }
 }

@@ -91,12 +91,9 @@ async fn run(api: &Api, id: &str) -> Value {
 async fn delivered_epsilon(api: &Api) -> f64 {
     let (s, runs) = api.get("/api/v1/runs").await.expect("runs");
     assert_eq!(s, 200, "{runs}");
-    let list = runs
-        .as_array()
-        .or_else(|| runs["items"].as_array())
+    runs.as_array()
         .expect("run list")
-        .clone();
-    list.iter()
+        .iter()
         .filter(|r| r["status"] == "completed")
         .map(|r| r["epsilon_consumed"].as_f64().unwrap_or(0.0))
         .sum()
@@ -215,15 +212,20 @@ async fn connected(api: &Api) -> bool {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_charged_answer_is_collected_after_the_coordinator_stops_or_crashes() {
-    let mut f = Federation::start(FederationSpec {
+/// A federation of one organization with 100 patients.
+async fn one_node() -> Federation {
+    Federation::start(FederationSpec {
         orgs: vec![ORG.into()],
         rows_per_org: 100,
         ..Default::default()
     })
     .await
-    .expect("federation");
+    .expect("federation")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charged_answer_is_collected_after_the_coordinator_stops_or_crashes() {
+    let mut f = one_node().await;
 
     // An ordinary run: delivered, acknowledged, nothing held.
     let api = f.analyst();
@@ -287,21 +289,15 @@ async fn a_charged_answer_is_collected_after_the_coordinator_stops_or_crashes() 
     f.shutdown().await;
 }
 
+const QUERIES: usize = 60;
+
 /// `kill -9` of the real node binary while 60 DP queries run against it: its ledger never
 /// under-counts, the reservations open at the kill are released at its restart, and every
 /// answer it charged reaches its run — delivered at once, or collected after the restart from
 /// the runs that failed `node_unavailable`.
-const QUERIES: usize = 60;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_during_concurrent_queries_never_under_counts_and_delivers_what_it_charged() {
-    let mut f = Federation::start(FederationSpec {
-        orgs: vec![ORG.into()],
-        rows_per_org: 100,
-        ..Default::default()
-    })
-    .await
-    .expect("federation");
+    let mut f = one_node().await;
     f.stop_node(ORG).await.expect("stop the in-process node");
     let node = serve_node_binary(&f);
     let api = f.analyst();
@@ -334,12 +330,11 @@ async fn a_node_killed_during_concurrent_queries_never_under_counts_and_delivers
         })
     });
     let queries: Vec<_> = queries.collect();
-    // Kill it while the queries are in flight.
-    let completed_before = async || delivered_epsilon(&api).await;
+    // Kill it while the queries are in flight, once three have completed.
     wait_until(
         "some queries complete",
         Duration::from_secs(30),
-        async || completed_before().await >= 3.0 * EPSILON,
+        async || delivered_epsilon(&api).await >= 3.0 * EPSILON,
     )
     .await;
     drop(node); // SIGKILL

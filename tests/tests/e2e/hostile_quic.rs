@@ -31,19 +31,7 @@ fn peer_addr(f: &Federation) -> SocketAddr {
 /// Connects to hospital-a's peer endpoint (or, with `coordinator`, to the coordinator) with
 /// hospital-b's certificate, a member's, issued by the federation CA.
 async fn connect(f: &Federation, coordinator: bool) -> (quinn::Endpoint, quinn::Connection) {
-    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-    let (addr, name) = if coordinator {
-        let c = f.coordinator.as_ref().expect("coordinator");
-        (c.quic_addr, COORDINATOR_NAME)
-    } else {
-        (peer_addr(f), "hospital-a.org.prism")
-    };
-    let conn = ep
-        .connect_with(f.org_client_config("hospital-b").expect("tls"), addr, name)
-        .expect("connect")
-        .await
-        .expect("handshake");
-    (ep, conn)
+    connect_as(f, "hospital-b", false, coordinator).await
 }
 
 /// Connects to hospital-a's peer endpoint (or the coordinator) with `org`'s certificate;
