@@ -172,8 +172,10 @@ pub struct Answer {
     pub round_trip_ms: f64,
 }
 
-/// How much earlier than the run's deadline a node is told to stop evaluating.
-pub const NODE_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+/// How long past the run's deadline the coordinator waits for the node's own answer: the node
+/// stops between encrypted steps, and one step (a lookup, a comparison) cannot be interrupted
+/// and takes seconds on a loaded machine.
+pub const NODE_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Sends an encrypted query. A refusal (including `unknown_key_id`) is an `Err(Refused)`.
 #[allow(clippy::too_many_arguments)]
@@ -190,10 +192,10 @@ pub async fn evaluate(
 ) -> Result<Answer, ExchangeError> {
     let started = Instant::now();
     let remaining = deadline.saturating_duration_since(started);
-    // The node stops a little before the coordinator gives up, so its `deadline_exceeded`
-    // (with what it released) arrives rather than a bare timeout.
-    let node_budget = remaining.saturating_sub(NODE_DEADLINE_MARGIN);
-    let timeout = remaining.max(Duration::from_millis(100));
+    // The node stops at the deadline; the coordinator waits a little longer, so the node's own
+    // `deadline_exceeded` (with what it released) arrives rather than a bare timeout.
+    let node_budget = remaining;
+    let timeout = remaining + NODE_STOP_GRACE;
     let req = HeRequest::Evaluate {
         run_id: run_id.to_string(),
         key_id: key_id.to_string(),
