@@ -10,6 +10,7 @@ pub mod cli;
 pub mod data;
 pub mod demo;
 pub mod federation;
+pub mod hosts;
 pub mod relay;
 pub mod scenario;
 

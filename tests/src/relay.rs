@@ -8,7 +8,7 @@
 //! direction; datagrams keep their order.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -73,9 +73,15 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Relays datagrams between clients and `target`.
+    /// Relays datagrams between clients and `target`, on loopback.
     pub async fn start(target: SocketAddr) -> std::io::Result<Relay> {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        Self::start_at(Ipv4Addr::LOCALHOST.into(), target).await
+    }
+
+    /// Relays datagrams between clients and `target`, listening (and sending upstream) on
+    /// `bind`: between test hosts, the test process's address on their bridge.
+    pub async fn start_at(bind: IpAddr, target: SocketAddr) -> std::io::Result<Relay> {
+        let front = Arc::new(UdpSocket::bind(SocketAddr::new(bind, 0)).await?);
         let addr = front.local_addr()?;
         let link = Arc::new(Link::default());
         let mut tasks = JoinSet::new();
@@ -90,7 +96,7 @@ impl Relay {
                     continue;
                 }
                 if let std::collections::hash_map::Entry::Vacant(slot) = upstream.entry(client) {
-                    let Ok(u) = UdpSocket::bind("127.0.0.1:0").await else {
+                    let Ok(u) = UdpSocket::bind(SocketAddr::new(bind, 0)).await else {
                         continue;
                     };
                     if u.connect(target).await.is_err() {

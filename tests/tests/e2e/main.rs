@@ -14,6 +14,7 @@ mod foundation;
 mod he;
 mod hostile;
 mod hostile_quic;
+mod hosts;
 mod lifecycle;
 mod mpc;
 mod mpc_release;
