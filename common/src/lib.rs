@@ -5,6 +5,7 @@
 //! the `/metrics` counters both daemons serve, and the stop signals both daemons obey.
 //! No daemons live here.
 
+pub mod addr;
 pub mod audit;
 pub mod backend;
 pub mod certs;

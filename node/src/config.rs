@@ -18,17 +18,18 @@ pub struct NodeConfig {
     pub org: OrgId,
     /// The redb file.
     pub data_path: PathBuf,
-    /// The coordinator's QUIC address.
-    pub coordinator_addr: SocketAddr,
+    /// The coordinator's QUIC address: `host:port`, an IP address or a DNS name (resolved at
+    /// every connection attempt).
+    pub coordinator_addr: prism_common::addr::HostPort,
     /// The name in the coordinator's certificate.
     #[serde(default = "default_coordinator_name")]
     pub coordinator_name: String,
     /// Where the peer endpoint listens (port 0 picks one).
     #[serde(default = "default_loopback")]
     pub peer_listen: SocketAddr,
-    /// The address other nodes should dial (defaults to the bound peer address).
+    /// The address other nodes should dial, `host:port` (defaults to the bound peer address).
     #[serde(default)]
-    pub peer_advertise: Option<String>,
+    pub peer_advertise: Option<prism_common::addr::HostPort>,
     /// Where the local admin API listens; keep it on loopback.
     #[serde(default = "default_loopback")]
     pub admin_listen: SocketAddr,

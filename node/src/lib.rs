@@ -313,8 +313,8 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
 
     let advertise = config
         .peer_advertise
-        .clone()
-        .unwrap_or_else(|| peer_addr.to_string());
+        .as_ref()
+        .map_or_else(|| peer_addr.to_string(), ToString::to_string);
     let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(NodeState {
         org: config.org.clone(),

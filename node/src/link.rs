@@ -95,8 +95,12 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let cfg = &state.config;
+    let addr =
+        cfg.coordinator_addr.resolve().await.with_context(|| {
+            format!("resolving the coordinator address {}", cfg.coordinator_addr)
+        })?;
     let conn = endpoint
-        .connect_with(client.clone(), cfg.coordinator_addr, &cfg.coordinator_name)
+        .connect_with(client.clone(), addr, &cfg.coordinator_name)
         .context("dialing the coordinator")?
         .await
         .map_err(|e| match e {

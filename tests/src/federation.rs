@@ -219,7 +219,7 @@ impl Federation {
             let config = NodeConfig {
                 org: org.id.clone(),
                 data_path: dir.join(format!("{}.redb", org.id)),
-                coordinator_addr: quic,
+                coordinator_addr: quic.into(),
                 coordinator_name: prism_common::identity::COORDINATOR_NAME.into(),
                 peer_listen: "127.0.0.1:0".parse()?,
                 peer_advertise: None,
@@ -404,7 +404,7 @@ impl Federation {
             .nodes
             .get_mut(&OrgId::new(org)?)
             .context("no such node")?;
-        slot.config.coordinator_addr = addr;
+        slot.config.coordinator_addr = addr.into();
         slot.shutdown = CancellationToken::new();
         // Tasks of the stopped node may hold its store for a moment after shutdown.
         let mut tries = 0;
@@ -437,7 +437,7 @@ impl Federation {
             .nodes
             .values()
             .next()
-            .map(|n| n.config.coordinator_addr)
+            .and_then(|n| n.config.coordinator_addr.socket_addr())
             .context("no nodes")?;
         let mut cfg = self.coordinator_config.clone();
         cfg.quic_listen = quic;

@@ -45,19 +45,26 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
 pub struct Network {
     tag: String,
     net: [u8; 3],
-    hosts: usize,
+    names: Vec<String>,
 }
 
 impl Network {
-    /// Creates `hosts` hosts, `10.a.b.11`, `10.a.b.12`, …; the test process is `10.a.b.1`.
-    pub fn create(hosts: usize) -> anyhow::Result<Network> {
+    /// Creates one host per name, `10.a.b.11`, `10.a.b.12`, …; the test process is
+    /// `10.a.b.1`. Each host resolves every host's name (its own `/etc/hosts`, which
+    /// `ip netns exec` mounts from `/etc/netns/<namespace>/hosts`).
+    pub fn create(names: &[&str]) -> anyhow::Result<Network> {
+        let hosts = names.len();
         ensure!(hosts <= 50, "at most 50 hosts");
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         // Interface names have at most 15 bytes: "v" + tag + index.
         let tag = format!("p{:04x}{:02x}", pid & 0xffff, n & 0xff);
         let net = [10, 200 + (pid % 50) as u8, (n % 250) as u8];
-        let network = Network { tag, net, hosts };
+        let network = Network {
+            tag,
+            net,
+            names: names.iter().map(|n| n.to_string()).collect(),
+        };
         network.remove(); // leftovers of an earlier run that died with the same names
         let bridge = network.bridge();
         let gw = format!("{}/24", network.gateway());
@@ -77,7 +84,26 @@ impl Network {
             ip(&["-n", &ns, "link", "set", &inner, "up"])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         }
+        let mut hosts_file = String::from("127.0.0.1 localhost\n");
+        for (i, name) in names.iter().enumerate() {
+            hosts_file.push_str(&format!("{} {name}\n", network.host(i)));
+        }
+        for i in 0..hosts {
+            let dir = network.etc(i);
+            std::fs::create_dir_all(&dir)?;
+            std::fs::write(dir.join("hosts"), &hosts_file)?;
+        }
         Ok(network)
+    }
+
+    /// `/etc/netns/<namespace>`: files `ip netns exec` mounts over `/etc` on host `i`.
+    fn etc(&self, i: usize) -> PathBuf {
+        Path::new("/etc/netns").join(self.ns(i))
+    }
+
+    /// Host `i`'s name, which every host resolves.
+    pub fn name(&self, i: usize) -> &str {
+        &self.names[i]
     }
 
     fn bridge(&self) -> String {
@@ -127,9 +153,10 @@ impl Network {
     }
 
     fn remove(&self) {
-        for i in 0..self.hosts {
+        for i in 0..self.names.len() {
             let _ = ip(&["netns", "del", &self.ns(i)]);
             let _ = ip(&["link", "del", &self.outer(i)]);
+            let _ = std::fs::remove_dir_all(self.etc(i));
         }
         let _ = ip(&["link", "del", &self.bridge()]);
     }
@@ -312,7 +339,9 @@ impl HostFederation {
     /// Provisions and starts the federation; returns once every node is connected and every
     /// dataset is in the catalog.
     pub async fn start(bins: Bins, spec: HostSpec) -> anyhow::Result<HostFederation> {
-        let net = Network::create(spec.orgs.len() + 1)?;
+        let mut names = vec!["coordinator"];
+        names.extend(spec.orgs.iter().map(String::as_str));
+        let net = Network::create(&names)?;
         let tmp = tempfile::Builder::new().prefix("prism-hosts-").tempdir()?;
         let dir = tmp.path().to_path_buf();
         let ca = dir.join("ca");
@@ -369,12 +398,17 @@ impl HostFederation {
             let mut n = sample("node.toml")?;
             set(&mut n, "org", org.clone());
             set(&mut n, "data_path", path_str(&host.join("node.redb")));
-            set(&mut n, "coordinator_addr", format!("{me}:{QUIC_PORT}"));
+            // By name, as a deployment with DNS would: each host resolves every host's name.
+            set(
+                &mut n,
+                "coordinator_addr",
+                format!("{}:{QUIC_PORT}", f.net.name(0)),
+            );
             set(&mut n, "peer_listen", format!("0.0.0.0:{PEER_PORT}"));
             set(
                 &mut n,
                 "peer_advertise",
-                format!("{}:{PEER_PORT}", f.net.host(i + 1)),
+                format!("{}:{PEER_PORT}", f.net.name(i + 1)),
             );
             set(&mut n, "admin_token_file", path_str(&token_file));
             let tls = table(&mut n, "tls");

@@ -26,10 +26,16 @@ pub(super) async fn dial_verified(
             format!("no peer address for {org}"),
         )
     })?;
-    let sock: std::net::SocketAddr = addr.parse().map_err(|_| {
+    let host: prism_common::addr::HostPort = addr.parse().map_err(|_| {
         refuse(
             RefusalCode::PartyUnreachable.as_str(),
             format!("bad peer address {addr} for {org}"),
+        )
+    })?;
+    let sock = host.resolve().await.map_err(|e| {
+        refuse(
+            RefusalCode::PartyUnreachable.as_str(),
+            format!("the peer address {addr} of {org} does not resolve: {e}"),
         )
     })?;
     let (conn, cached) = peer_connection(state, org, sock, false).await?;

@@ -194,7 +194,11 @@ fn serve_node_binary(f: &Federation) -> Daemon {
 /// The real coordinator binary on the federation's store and QUIC port.
 fn serve_binary(f: &Federation) -> Daemon {
     let mut cfg = f.coordinator_config.clone();
-    cfg.quic_listen = f.nodes[&org()].config.coordinator_addr;
+    cfg.quic_listen = f.nodes[&org()]
+        .config
+        .coordinator_addr
+        .socket_addr()
+        .expect("an IP address");
     cfg.http_listen = "127.0.0.1:0".parse().expect("addr");
     let path = f.dir.join("coordinator-binary.toml");
     std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("config");

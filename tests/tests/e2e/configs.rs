@@ -157,11 +157,19 @@ fn compose_federation_is_consistent() {
             compose.contains(&format!("./{org}.toml:/etc/prism/node.toml:ro")),
             "docker-compose.yml mounts {org}.toml"
         );
+        // Names, not fixed addresses: each resolves to a compose service by Docker's DNS.
+        let service = |host: &str| compose.contains(&format!("\n  {host}:\n"));
         assert!(
-            compose.contains(&format!("ipv4_address: {}", cfg.coordinator_addr.ip())),
-            "{org} dials {}, which no compose service has",
+            service(cfg.coordinator_addr.host()) && cfg.coordinator_addr.host() == "coordinator",
+            "{org} dials {}, which is not the coordinator's service",
             cfg.coordinator_addr
         );
+        let advertise = cfg.peer_advertise.as_ref().expect("peer_advertise");
+        assert!(
+            advertise.host() == org.as_str() && service(advertise.host()),
+            "{org} advertises {advertise}, not its own service"
+        );
+        assert_eq!(advertise.port(), cfg.peer_listen.port());
     }
     assert!(compose.contains("./coordinator.toml:/etc/prism/coordinator.toml:ro"));
 }

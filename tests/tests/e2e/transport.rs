@@ -291,7 +291,9 @@ async fn a_revoked_certificate_is_refused_when_the_coordinator_has_the_crl() {
         .next()
         .expect("node")
         .config
-        .coordinator_addr;
+        .coordinator_addr
+        .socket_addr()
+        .expect("an IP address");
     let cfg = prism_coordinator::CoordinatorConfig {
         data_path: f.dir.join("coordinator.redb"),
         quic_listen: quic,
