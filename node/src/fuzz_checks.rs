@@ -91,6 +91,21 @@ async fn frame<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(da
     }
 }
 
+/// A peer request is a frame and, for a share, a blob of words: read, written and read back.
+async fn peer_request(data: &[u8]) {
+    let mut r = data;
+    if let Ok(req) = wire::read_peer_request(&mut r, MAX).await {
+        let mut out = Vec::new();
+        wire::write_peer_request(&mut out, &req)
+            .await
+            .expect("write");
+        let back: PeerRequest = wire::read_peer_request(&mut out.as_slice(), usize::MAX)
+            .await
+            .expect("a written request reads back");
+        assert_eq!(back, req);
+    }
+}
+
 /// `wire_frame`: any bytes read as a frame of every message type, or as a blob, give a message
 /// or an error, never a panic or an allocation past the limit; a decoded message round-trips.
 pub fn wire_frame(data: &[u8]) {
@@ -103,7 +118,7 @@ pub fn wire_frame(data: &[u8]) {
         frame::<MpcResponse>(data).await;
         frame::<Request>(data).await;
         frame::<Response>(data).await;
-        frame::<PeerRequest>(data).await;
+        peer_request(data).await;
         frame::<PeerResponse>(data).await;
         frame::<ErrorBody>(data).await;
         let mut r = data;

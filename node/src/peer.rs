@@ -142,7 +142,7 @@ async fn serve(
         tasks.spawn(async move {
             let read = tokio::time::timeout(
                 FRAME_DEADLINE,
-                wire::read_msg::<_, PeerRequest>(&mut recv, state.config.max_frame),
+                wire::read_peer_request(&mut recv, state.config.max_frame),
             );
             let req = match read.await {
                 Ok(Ok(req)) => req,

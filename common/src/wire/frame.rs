@@ -7,8 +7,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version this build speaks. 2: a peer's share travels as a blob of
+/// little-endian words after its frame, no longer as a JSON array.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Default maximum frame size: 16 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
 

@@ -130,14 +130,28 @@ async fn every_message_roundtrips() {
     })
     .await;
     roundtrip(Response::Acknowledged { count: 1 }).await;
-    roundtrip(PeerRequest::Ping).await;
-    roundtrip(PeerRequest::Share {
-        room_id: "r".into(),
-        execution_id: "e".into(),
-        manifest_hash: "h".into(),
-        share: vec![u64::MAX, 0, 7],
-    })
-    .await;
+    for req in [
+        PeerRequest::Ping,
+        PeerRequest::Share {
+            room_id: "r".into(),
+            execution_id: "e".into(),
+            manifest_hash: "h".into(),
+            share: vec![u64::MAX, 0, 7, 1 << 63],
+        },
+        PeerRequest::Share {
+            room_id: "r".into(),
+            execution_id: "e".into(),
+            manifest_hash: "h".into(),
+            share: vec![],
+        },
+    ] {
+        let mut buf = Vec::new();
+        write_peer_request(&mut buf, &req).await.expect("write");
+        let back = read_peer_request(&mut buf.as_slice(), 1 << 20)
+            .await
+            .expect("read");
+        assert_eq!(back, req);
+    }
     roundtrip(PeerResponse::ShareAccepted).await;
     roundtrip(Response::Mpc(MpcResponse::Partial {
         room_id: "r".into(),
@@ -245,5 +259,66 @@ fn a_welcome_without_members_still_decodes_as_no_members() {
             software: "0.1.0".into(),
             members: vec![],
         }
+    );
+}
+
+/// A share frame is a JSON header and one blob of little-endian words; the header's word count
+/// must match the blob, the blob is bounded before it is read, and a JSON share is refused.
+#[tokio::test]
+async fn share_frames_carry_binary_words_and_refuse_what_does_not_add_up() {
+    let share = PeerRequest::Share {
+        room_id: "r".into(),
+        execution_id: "e".into(),
+        manifest_hash: "h".into(),
+        share: (0..1000u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect(),
+    };
+    let mut buf = Vec::new();
+    write_peer_request(&mut buf, &share).await.expect("write");
+    // 8 bytes per word, plus a small header.
+    assert!(buf.len() < 1000 * 8 + 200, "{} bytes", buf.len());
+
+    // The header announces more words than the blob carries.
+    let mut lie = Vec::new();
+    write_msg(
+        &mut lie,
+        &serde_json::json!({"share": {"room_id": "r", "execution_id": "e", "manifest_hash": "h", "words": 3}}),
+    )
+    .await
+    .expect("write");
+    write_bytes(&mut lie, &words_to_bytes(&[1, 2]))
+        .await
+        .expect("write");
+    let e = read_peer_request(&mut lie.as_slice(), 1 << 20)
+        .await
+        .expect_err("mismatch");
+    assert!(matches!(e, WireError::Decode(_)), "{e}");
+
+    // More words than the frame limit: refused from the header, before any blob is read.
+    let mut huge = Vec::new();
+    write_msg(
+        &mut huge,
+        &serde_json::json!({"share": {"room_id": "r", "execution_id": "e", "manifest_hash": "h", "words": u64::MAX}}),
+    )
+    .await
+    .expect("write");
+    let e = read_peer_request(&mut huge.as_slice(), 1 << 20)
+        .await
+        .expect_err("too large");
+    assert!(matches!(e, WireError::FrameTooLarge { .. }), "{e}");
+
+    // The JSON share of earlier builds is not a frame this build accepts.
+    let mut old = Vec::new();
+    write_msg(
+        &mut old,
+        &serde_json::json!({"share": {"room_id": "r", "execution_id": "e", "manifest_hash": "h", "share": [1]}}),
+    )
+    .await
+    .expect("write");
+    assert!(
+        read_peer_request(&mut old.as_slice(), 1 << 20)
+            .await
+            .is_err()
     );
 }

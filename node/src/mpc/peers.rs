@@ -127,7 +127,7 @@ pub(super) async fn send_share(
     max: usize,
 ) -> Result<PeerResponse, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-    wire::write_msg(&mut send, req)
+    wire::write_peer_request(&mut send, req)
         .await
         .map_err(|e| e.to_string())?;
     send.finish().map_err(|e| e.to_string())?;

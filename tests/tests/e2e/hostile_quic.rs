@@ -79,7 +79,7 @@ async fn connect_as(
 async fn ping(conn: &quinn::Connection) -> Result<wire::PeerResponse, String> {
     let go = async {
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        wire::write_msg(&mut send, &wire::PeerRequest::Ping)
+        wire::write_peer_request(&mut send, &wire::PeerRequest::Ping)
             .await
             .map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
@@ -235,7 +235,7 @@ async fn streams_announcing_large_frames_pin_a_bounded_amount_of_memory() {
     }
     let (_ep, conn) = connect(&f, false).await;
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    wire::write_msg(&mut send, &wire::PeerRequest::Ping)
+    wire::write_peer_request(&mut send, &wire::PeerRequest::Ping)
         .await
         .expect("ping");
     send.finish().expect("finish");

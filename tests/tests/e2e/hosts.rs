@@ -26,8 +26,14 @@ const FAIL_WITHIN: Duration = Duration::from_millis(2500);
 const EPSILON: f64 = 0.05;
 const ALL: [&str; 3] = ["hospital-a", "hospital-b", "hospital-c"];
 
+/// The daemons this build made, or those in `PRISM_HOST_BINS` (another build's directory, e.g.
+/// a release build for the WAN figure in docs/PERFORMANCE.md).
 fn bins() -> Bins {
-    Bins::beside(Path::new(env!("CARGO_BIN_EXE_prism-sim"))).expect("binaries")
+    let sibling = match std::env::var_os("PRISM_HOST_BINS") {
+        Some(dir) => Path::new(&dir).join("prism-sim"),
+        None => Path::new(env!("CARGO_BIN_EXE_prism-sim")).to_path_buf(),
+    };
+    Bins::beside(&sibling).expect("binaries")
 }
 
 async fn federation() -> HostFederation {

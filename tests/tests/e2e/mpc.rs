@@ -303,7 +303,7 @@ async fn a_node_outside_the_room_cannot_send_shares_and_a_dead_party_fails_the_r
         .await
         .expect("handshake");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    prism_common::wire::write_msg(
+    prism_common::wire::write_peer_request(
         &mut send,
         &prism_common::wire::PeerRequest::Share {
             room_id: id.clone(),

@@ -352,7 +352,7 @@ async fn the_peer_endpoint_answers_members_and_refuses_strangers() {
                 .await
                 .map_err(|e| e.to_string())?;
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-            wire::write_msg(&mut send, &PeerRequest::Ping)
+            wire::write_peer_request(&mut send, &PeerRequest::Ping)
                 .await
                 .map_err(|e| e.to_string())?;
             send.shutdown().await.map_err(|e| e.to_string())?;
