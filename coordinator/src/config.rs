@@ -28,11 +28,20 @@ pub struct CoordinatorConfig {
     /// How long a node may take to answer a run, in seconds.
     #[serde(default = "default_run_timeout")]
     pub run_timeout_secs: u64,
+    /// Generate (or load) the HE key set when the coordinator starts, in the background, and
+    /// install it on every node that serves `he_backend` as it connects, so no query waits for
+    /// key generation or the key transfer. `false`: both happen at the first HE query.
+    #[serde(default = "default_true")]
+    pub he_keys_at_start: bool,
 }
 
 fn default_max_frame() -> usize {
     DEFAULT_MAX_FRAME
 }
+fn default_true() -> bool {
+    true
+}
+
 fn default_run_timeout() -> u64 {
     120
 }

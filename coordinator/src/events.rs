@@ -47,6 +47,10 @@ async fn apply(state: &Arc<CoordState>, ev: Inbound) {
             state
                 .tasks
                 .spawn(async move { crate::collect::on_connected(s, o).await });
+            let (s, o) = (state.clone(), org.clone());
+            state
+                .tasks
+                .spawn(async move { crate::he::warm::on_connected(s, o).await });
             let s = state.clone();
             state
                 .tasks

@@ -68,6 +68,8 @@ pub struct CoordState {
     pub metrics: Arc<Metrics>,
     /// The HE key holder's key set, once loaded or generated.
     pub he_keys: he::keys::KeySlot,
+    /// Which nodes hold the HE key set; one install per node at a time.
+    pub he_installs: he::warm::Installs,
     /// Cancelled when the coordinator stops: calls to nodes are abandoned, `/readyz` says 503.
     pub shutdown: CancellationToken,
     /// Whether the node endpoint is accepting connections (for `/readyz`).
@@ -217,6 +219,7 @@ pub async fn start(
         rooms_lock: std::sync::Mutex::new(()),
         metrics,
         he_keys: he::keys::KeySlot::default(),
+        he_installs: Default::default(),
         shutdown: shutdown.clone(),
         listening: std::sync::atomic::AtomicBool::new(false),
         collections: collect::Collections::new(recovered.awaiting),
@@ -224,6 +227,9 @@ pub async fn start(
     });
 
     let mut tasks = tokio::task::JoinSet::new();
+    if state.config.he_keys_at_start {
+        state.tasks.spawn(he::warm::at_start(state.clone()));
+    }
     tasks.spawn(events::run(state.clone(), events_rx, shutdown.clone()));
     tasks.spawn(nodes::serve(
         endpoint.clone(),

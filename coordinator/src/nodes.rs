@@ -69,6 +69,9 @@ pub struct NodeInfo {
     pub connected_since: String,
     /// Remote address of the QUIC connection.
     pub remote: String,
+    /// The HE key sets the node said it holds, when it serves `he_backend`.
+    #[serde(skip)]
+    pub he_keys: Option<Vec<String>>,
 }
 
 /// Errors calling a node.
@@ -474,6 +477,7 @@ async fn handle(
         software: hello.software.clone(),
         connected_since: crate::model::now(),
         remote: conn.remote_address().to_string(),
+        he_keys: hello.he_keys.clone(),
     };
     if let Ok(mut links) = registry.links.lock() {
         // A reconnecting node replaces its older connection.

@@ -152,6 +152,7 @@ async fn silent_node(dir: &Path, quic: SocketAddr) -> SilentNode {
             org,
             software: "test".into(),
             peer_addr: None,
+            he_keys: None,
         },
     )
     .await

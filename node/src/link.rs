@@ -119,6 +119,7 @@ async fn session(
             org: state.org.clone(),
             software: format!("prism-node {}", env!("CARGO_PKG_VERSION")),
             peer_addr: Some(peer_addr.to_string()),
+            he_keys: crate::he::keys::held_for_hello(state).await,
         };
         wire::write_msg(&mut ctl_send, &hello).await?;
         let reply: HelloReply = tokio::time::timeout(

@@ -41,6 +41,7 @@ async fn coordinator(dir: &Path, org: &OrgId) -> prism_coordinator::CoordinatorH
         organizations: vec![org.clone()],
         max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
         run_timeout_secs: 10,
+        he_keys_at_start: false,
     };
     prism_coordinator::start(config, CancellationToken::new())
         .await

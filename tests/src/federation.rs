@@ -202,6 +202,9 @@ impl Federation {
             max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
             // Generous: a first HE run generates and installs keys, slow on a loaded 2-core machine.
             run_timeout_secs: 240,
+            // Key generation burns seconds of CPU: tests that want the key set ahead of their
+            // first HE query ask for it (`prepare_he`).
+            he_keys_at_start: false,
         };
         let coordinator_shutdown = CancellationToken::new();
         let coordinator =
@@ -421,6 +424,15 @@ impl Federation {
         };
         slot.handle = Some(handle);
         self.wait_connected().await
+    }
+
+    /// Prepares the HE key set as a coordinator with `he_keys_at_start` does when it starts:
+    /// generated (or loaded) and installed on every connected node that serves HE; returns when
+    /// that is done.
+    pub async fn prepare_he(&self) -> anyhow::Result<()> {
+        let c = self.coordinator.as_ref().context("no coordinator")?;
+        prism_coordinator::he::warm::at_start(c.state.clone()).await;
+        Ok(())
     }
 
     /// Stops the coordinator (its store stays on disk).

@@ -369,6 +369,8 @@ impl HostFederation {
             "organizations",
             toml::Value::Array(spec.orgs.iter().map(|o| o.clone().into()).collect()),
         );
+        // No node here serves HE: spare the suite the key generation.
+        set(&mut c, "he_keys_at_start", false);
         let tls = table(&mut c, "tls");
         set(tls, "ca_cert", path_str(&ca.join("ca.pem")));
         set(tls, "cert", path_str(&ca.join("coordinator.pem")));

@@ -22,6 +22,10 @@ pub struct Hello {
     pub software: String,
     /// Where the node's peer endpoint listens (`host:port`), for other nodes to dial.
     pub peer_addr: Option<String>,
+    /// When the node serves `he_backend`: the ids of the HE key sets it holds, so the
+    /// coordinator can install its own ahead of the first query (`None`: no HE here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub he_keys: Option<Vec<String>>,
 }
 
 /// The coordinator's answer to [`Hello`].

@@ -37,6 +37,7 @@ async fn every_message_roundtrips() {
         org: org.clone(),
         software: "x".into(),
         peer_addr: Some("127.0.0.1:1".into()),
+        he_keys: Some(vec!["k".into()]),
     })
     .await;
     roundtrip(HelloReply::Welcome {

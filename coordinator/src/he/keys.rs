@@ -41,6 +41,13 @@ pub struct Held {
 #[derive(Default)]
 pub struct KeySlot(tokio::sync::Mutex<Option<Arc<KeySet>>>);
 
+impl KeySlot {
+    /// The key set if it is loaded or generated already (waits for a generation under way).
+    pub async fn ready(&self) -> Option<Arc<KeySet>> {
+        self.0.lock().await.clone()
+    }
+}
+
 /// The key holder's key set: in memory, else from the store, else freshly generated and stored.
 /// Concurrent first runs wait for one generation.
 pub async fn key_set(state: &Arc<CoordState>) -> Result<Held, KeyHolderError> {

@@ -10,6 +10,7 @@
 
 pub mod exchange;
 pub mod keys;
+pub mod warm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,11 +127,15 @@ async fn run_he(
             deadline,
         )
     };
+    // An install ahead of queries may be under way for this node: wait for it rather than
+    // sending the keys twice.
+    warm::wait_for_install(state, org).await;
     let mut transfer: Option<Transfer> = None;
     let reply = match send().await {
         Err(ExchangeError::Refused(e)) if e.code == UNKNOWN_KEY_CODE => {
             info!(%org, key_id, "node lacks the HE key set; installing it");
-            transfer = Some(exchange::install(state, org, &held.keys, timeout).await?);
+            state.he_installs.forget(org);
+            transfer = warm::ensure_installed(state, org, &held.keys, timeout).await?;
             send().await?
         }
         other => other?,

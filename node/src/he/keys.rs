@@ -9,7 +9,7 @@ use prism_common::he::keys::NodeKeys;
 use prism_common::he::{HeError, MAX_PUBLIC_KEY_BYTES, MAX_SERVER_KEY_BYTES};
 use prism_common::wire;
 use prism_common::wire::HeResponse;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use tracing::info;
 
 use crate::NodeState;
@@ -96,6 +96,35 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| KeyCacheError::Worker(e.to_string()))?
+}
+
+/// What the node tells the coordinator in its `Hello`: when it serves `he_backend`, the ids of
+/// the key sets it holds (so the coordinator installs its key set only where it is missing).
+pub async fn held_for_hello(state: &Arc<NodeState>) -> Option<Vec<String>> {
+    if !state
+        .config
+        .policy
+        .backends
+        .contains(&prism_common::backend::BackendId::HeBackend)
+    {
+        return None;
+    }
+    let store = state.store.clone();
+    let ids = blocking(move || {
+        let txn = store.db().begin_read()?;
+        let table = match txn.open_table(HE_KEYS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut ids = Vec::new();
+        for row in table.iter()? {
+            ids.push(row?.0.value().to_string());
+        }
+        Ok(ids)
+    })
+    .await;
+    Some(ids.unwrap_or_default())
 }
 
 /// The key set `key_id`, from memory or the store; `None` when this node never received it.

@@ -341,6 +341,7 @@ async fn connections_beyond_the_cap_are_refused_while_members_get_through() {
                     org: OrgId::new("hospital-b").expect("org"),
                     software: "test".into(),
                     peer_addr: None,
+                    he_keys: None,
                 },
             )
             .await

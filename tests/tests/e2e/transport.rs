@@ -74,6 +74,7 @@ async fn hello(
             org: OrgId::new(claim).expect("org"),
             software: "test".into(),
             peer_addr: None,
+            he_keys: None,
         };
         wire::write_msg(&mut send, &h)
             .await
@@ -307,6 +308,7 @@ async fn a_revoked_certificate_is_refused_when_the_coordinator_has_the_crl() {
         organizations: f.nodes.keys().cloned().collect(),
         max_frame: wire::DEFAULT_MAX_FRAME,
         run_timeout_secs: 10,
+        he_keys_at_start: false,
     };
     let c = prism_coordinator::start(cfg, tokio_util::sync::CancellationToken::new())
         .await
