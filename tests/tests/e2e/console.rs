@@ -1,7 +1,7 @@
 //! The web console end to end: a real headless Chromium (driven over WebDriver by fantoccini
 //! through chromedriver) against an in-process federation.
 //!
-//! The browser is Debian's `chromium` + `chromium-driver` (see `support/browser.rs`: installed
+//! The browser is Debian's `chromium` + `chromium-driver` (see `browser.rs`: installed
 //! with apt-get when missing, else a clear failure).
 //!
 //! Every expectation compares what the page shows with what the API itself answers for the same
@@ -208,12 +208,7 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
     page.click("#run-query").await?;
     page.wait_count("#last-run .run[data-status='completed']", 1)
         .await?;
-    let (_, runs) = analyst.get("/api/v1/runs").await?;
-    let run = runs
-        .as_array()
-        .and_then(|r| r.first())
-        .context("the API lists the run")?
-        .clone();
+    let run = crate::console_runs::latest_run(&analyst).await?;
     assert_eq!(run["status"], "completed", "{run}");
     let run_id = run["id"].as_str().context("run id")?;
     let card = format!("#last-run .run[data-run-id='{run_id}']");
@@ -312,6 +307,7 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
         .select_by_value("")
         .await?;
     page.shot("05-runs").await;
+    crate::console_runs::spend_history(f, page).await?;
 
     // Data rooms with every participant's standing.
     rooms_in_console(f, page).await?;
@@ -344,6 +340,7 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
     page.sign_in(&f.admin_token).await?;
     page.wait_text("#session-role", "the admin role", |t| t == "admin")
         .await?;
+    crate::console_runs::history_is_per_user(page).await?;
     page.click("#tab-audit").await?;
     page.wait_count("#audit-list tbody tr", 2).await?;
     let seqs = page
@@ -894,6 +891,7 @@ async fn console_assets_have_content_types_and_a_strict_csp() {
     for (path, ty) in [
         ("/", "text/html"),
         ("/console.js", "text/javascript"),
+        ("/history.js", "text/javascript"),
         ("/console.css", "text/css"),
         ("/favicon.svg", "image/svg+xml"),
     ] {
