@@ -30,6 +30,10 @@ static SCRIPT: Asset = Asset {
     content_type: "text/javascript; charset=utf-8",
     body: include_bytes!("../web/console.js"),
 };
+static HISTORY: Asset = Asset {
+    content_type: "text/javascript; charset=utf-8",
+    body: include_bytes!("../web/history.js"),
+};
 static STYLE: Asset = Asset {
     content_type: "text/css; charset=utf-8",
     body: include_bytes!("../web/console.css"),
@@ -73,6 +77,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
         .routes(routes!(index))
         .routes(routes!(index_html))
         .routes(routes!(script))
+        .routes(routes!(history))
         .routes(routes!(style))
         .routes(routes!(icon))
 }
@@ -98,6 +103,13 @@ async fn script() -> &'static Asset {
     &SCRIPT
 }
 
+/// The console's runs history chart (a script `console.js` uses).
+#[utoipa::path(get, path = "/history.js", tag = "console", security(()),
+    responses((status = 200, description = "Script", content_type = "text/javascript")))]
+async fn history() -> &'static Asset {
+    &HISTORY
+}
+
 /// The console's style sheet.
 #[utoipa::path(get, path = "/console.css", tag = "console", security(()),
     responses((status = 200, description = "Style sheet", content_type = "text/css")))]
@@ -119,17 +131,19 @@ mod tests {
     #[test]
     fn assets_are_embedded_and_reference_each_other() {
         let html = std::str::from_utf8(INDEX.body).expect("utf-8");
-        for referenced in ["console.js", "console.css", "favicon.svg"] {
+        for referenced in ["console.js", "history.js", "console.css", "favicon.svg"] {
             assert!(html.contains(referenced), "index.html misses {referenced}");
         }
         // CSP forbids inline code: the page must not carry any.
         assert!(!html.contains("<script>") && !html.contains("style="));
         assert!(!html.contains("onclick") && !html.contains("javascript:"));
-        let js = std::str::from_utf8(SCRIPT.body).expect("utf-8");
-        assert!(
-            !js.contains(".innerHTML") && !js.contains("outerHTML") && !js.contains("eval("),
-            "the console must place API strings with textContent only"
-        );
+        for script in [&SCRIPT, &HISTORY] {
+            let js = std::str::from_utf8(script.body).expect("utf-8");
+            assert!(
+                !js.contains(".innerHTML") && !js.contains("outerHTML") && !js.contains("eval("),
+                "the console must place API strings with textContent only"
+            );
+        }
         assert!(!STYLE.body.is_empty() && !ICON.body.is_empty());
     }
 }

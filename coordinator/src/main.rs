@@ -38,9 +38,10 @@ enum Command {
 enum CertsAction {
     /// Create a CA, the coordinator certificate and one per organization.
     Init {
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
+        /// Directory to create the CA and certificates in (the `--dir` of `issue` and
+        /// `revoke` afterwards). `--out` is its former name, still accepted.
+        #[arg(long, alias = "out")]
+        dir: PathBuf,
         /// Comma-separated organization ids (at least one).
         #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         orgs: Vec<OrgId>,
@@ -135,12 +136,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             handle.shutdown().await;
         }
         Command::Certs { action } => match action {
-            CertsAction::Init { out, orgs, days } => {
-                prism_coordinator::certs_cmd::init(&out, &orgs, days)?;
+            CertsAction::Init { dir, orgs, days } => {
+                prism_coordinator::certs_cmd::init(&dir, &orgs, days)?;
                 println!(
                     "wrote a federation CA and certificates for coordinator, {} to {}",
                     join(&orgs),
-                    out.display()
+                    dir.display()
                 );
             }
             CertsAction::Issue { dir, orgs, days } => {
@@ -259,13 +260,13 @@ mod tests {
     #[test]
     fn certificates_need_organizations() {
         for args in [
-            &["prism-coordinator", "certs", "init", "--out", "certs"][..],
+            &["prism-coordinator", "certs", "init", "--dir", "certs"][..],
             &["prism-coordinator", "certs", "issue", "--dir", "certs"][..],
             &[
                 "prism-coordinator",
                 "certs",
                 "init",
-                "--out",
+                "--dir",
                 "certs",
                 "--orgs",
             ][..],
@@ -281,13 +282,41 @@ mod tests {
                 "prism-coordinator",
                 "certs",
                 "init",
-                "--out",
+                "--dir",
                 "certs",
                 "--orgs",
                 "hospital-a,hospital-b"
             ])
             .is_ok()
         );
+    }
+
+    /// `certs init`, `issue` and `revoke` all name the directory `--dir`; `init --out`, its
+    /// former name, still parses for existing scripts.
+    #[test]
+    fn every_certs_command_takes_dir() {
+        for action in ["init", "issue", "revoke"] {
+            let args = [
+                "prism-coordinator",
+                "certs",
+                action,
+                "--dir",
+                "certs",
+                "--orgs",
+                "a",
+            ];
+            assert!(Cli::try_parse_from(args).is_ok(), "{action}");
+        }
+        let old = [
+            "prism-coordinator",
+            "certs",
+            "init",
+            "--out",
+            "certs",
+            "--orgs",
+            "a",
+        ];
+        assert!(Cli::try_parse_from(old).is_ok());
     }
 
     #[test]

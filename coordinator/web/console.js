@@ -275,7 +275,7 @@
     $("session-org").textContent = "";
     $("tab-audit").hidden = true;
     $("audit-filter").value = "";
-    for (const id of ["backends", "last-run", "runs-list", "rooms-list", "audit-list", "room-participants"]) $(id).replaceChildren();
+    for (const id of ["backends", "last-run", "runs-list", "spend-history", "rooms-list", "audit-list", "room-participants"]) $(id).replaceChildren();
     for (const id of ["run-error", "runs-error", "rooms-error", "audit-error", "audit-verify",
       "backends-error", "datasets-error", "room-form-error", "dataset-budget"]) hide($(id));
     $("last-run-card").hidden = true;
@@ -546,10 +546,15 @@
           followRun(run);
         }
       } else {
-        let run = (await api("POST", path + "?wait=true", {})).data;
-        run = await waitForRun(run);
+        // The card is shown at once and kept up to date while the run is in flight (a long HE
+        // run shows the node's progress on it), then the result is scrolled into view.
+        let run = (await api("POST", path, {})).data;
         $("last-run").replaceChildren(renderRun(run));
-        $("last-run-card").scrollIntoView({ block: "nearest" });
+        card.scrollIntoView({ block: "nearest" });
+        run = await waitForRun(run, showOnCard);
+        const shown = showOnCard(run, true);
+        const result = shown && shown.querySelector(".table-scroll");
+        (result || card).scrollIntoView({ block: "nearest" });
       }
       state.loaded.runs = false;
       // The holding node republishes its ledger just after it answers: read the catalog now
@@ -568,15 +573,27 @@
     }
   }
 
+  /**
+   * Redraws the latest-run card of `run` when its status or progress changed (or `always`);
+   * returns the card shown, or null when the card is no longer on the page.
+   */
+  function showOnCard(run, always) {
+    const card = run && $("last-run").querySelector(".run[data-run-id='" + CSS.escape(run.id) + "']");
+    if (!card) return null;
+    const seen = JSON.stringify([run.status, run.progress || null]);
+    if (!always && card.dataset.seen === seen) return card;
+    const fresh = renderRun(run);
+    fresh.dataset.seen = seen;
+    card.replaceWith(fresh);
+    return fresh;
+  }
+
   /** Polls an mpc_backend run until it names the room it opened (or ends). */
   async function waitForRoomOf(run) {
     let current = run;
     for (let i = 0; i < 100 && current && !isFinal(current) && !(current.proof_artifacts || {}).room_id; i++) {
       await new Promise((r) => setTimeout(r, 200));
       current = (await api("GET", "/runs/" + encodeURIComponent(current.id))).data;
-      // Long HE runs: show the node's progress on the run's card while it evaluates.
-      const card = current && $("last-run").querySelector(".run[data-run-id='" + CSS.escape(current.id) + "']");
-      if (card && current.progress) card.replaceWith(renderRun(current));
     }
     return current;
   }
@@ -585,8 +602,7 @@
   async function followRun(run) {
     try {
       const done = await waitForRun(run);
-      const card = $("last-run").querySelector(".run[data-run-id='" + CSS.escape(run.id) + "']");
-      if (card) card.replaceWith(renderRun(done));
+      showOnCard(done, true);
       state.loaded.runs = false;
       loadDatasets();
     } catch (_) {
@@ -598,15 +614,16 @@
     return run.status === "completed" || run.status === "failed";
   }
 
-  /** `?wait=true` answers 202 if the run outlives the coordinator's wait: poll until final. */
-  async function waitForRun(run) {
+  /**
+   * Polls a run until it is final, every 500 ms (how often a node reports an HE evaluation's
+   * progress) for the first minute, then every second; `onUpdate` sees each answer.
+   */
+  async function waitForRun(run, onUpdate) {
     let current = run;
-    for (let i = 0; i < 600 && current && (current.status === "pending" || current.status === "running"); i++) {
-      await new Promise((r) => setTimeout(r, 1000));
+    for (let i = 0; i < 720 && current && !isFinal(current); i++) {
+      await new Promise((r) => setTimeout(r, i < 120 ? 500 : 1000));
       current = (await api("GET", "/runs/" + encodeURIComponent(current.id))).data;
-      // Long HE runs: show the node's progress on the run's card while it evaluates.
-      const card = current && $("last-run").querySelector(".run[data-run-id='" + CSS.escape(current.id) + "']");
-      if (card && current.progress) card.replaceWith(renderRun(current));
+      if (onUpdate) onUpdate(current);
     }
     return current;
   }
@@ -715,6 +732,8 @@
     }
     $("runs-summary").textContent = shown.length + " of " + state.runs.length + " runs" +
       (spent.size ? " · ε spent: " + [...spent].map(([d, e]) => d + " " + fmtNum(e)).join(", ") : "");
+    const history = window.PrismHistory;
+    $("spend-history").replaceChildren(history.chart(history.series(shown, state.me ? state.me.id : null, runDataset)));
   }
 
   // ---------- data rooms ----------

@@ -29,8 +29,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the node daemon (the default).
-    Run,
+    /// Serve: run the node daemon (the default), like `prism-coordinator serve`. `run` is its
+    /// former name, still accepted.
+    #[command(alias = "run")]
+    Serve,
     /// Import a CSV file as a dataset.
     Import {
         /// Dataset name (the SQL table name).
@@ -156,8 +158,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.as_ref().unwrap_or(&Command::Run) {
-        Command::Run => {
+    match cli.command.as_ref().unwrap_or(&Command::Serve) {
+        Command::Serve => {
             prism_common::process::init_tracing();
             let path = cli
                 .config
@@ -217,7 +219,7 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let auth = format!("Bearer {token}");
     let resp = match cmd {
-        Command::Run => unreachable!("handled in main"),
+        Command::Serve => unreachable!("handled in main"),
         Command::Import {
             name,
             csv,
@@ -407,4 +409,26 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    /// One naming across the daemons: `serve` runs the node as it runs the coordinator; the
+    /// help names only `serve`, and scripts written for `run` keep working.
+    #[test]
+    fn serve_runs_the_node() {
+        for name in ["serve", "run"] {
+            let cli = Cli::try_parse_from(["prism-node", name, "--config", "node.toml"])
+                .expect("prism-node serve");
+            assert!(matches!(cli.command, Some(Command::Serve)), "{name}");
+        }
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        assert!(help.contains("serve") && !help.contains("  run "), "{help}");
+    }
 }

@@ -11,12 +11,13 @@ import os
 import subprocess
 import sys
 import time
+from typing import Tuple
 
 import pandas as pd
 import pytest
 import requests
 
-from prism_client import PrismClient, PrismError
+from prism_client import PrismClient, PrismError, Result
 
 DATASET = "hospital-a.patients"
 NODES = json.loads(os.environ["PRISM_NODES"])
@@ -56,6 +57,20 @@ def wait_remaining(prism: PrismClient, dataset: str, expected: float) -> None:
         time.sleep(0.1)
 
 
+def interval_in_frame(result: Result) -> Tuple[str, float]:
+    """The released column and its 95 % half-width, checked against the frame's `_ci95`,
+    `_low` and `_high` columns."""
+    col = result.record["result"]["columns"][0]
+    hw = result.record["ci95_half_width"][0]
+    assert hw > 0
+    df = result.frame
+    assert list(df.columns) == [col, f"{col}_ci95", f"{col}_low", f"{col}_high"]
+    assert df[col][0] == result.record["result"]["rows"][0][0]
+    assert df[f"{col}_ci95"][0] == pytest.approx(hw)
+    assert df[f"{col}_high"][0] - df[f"{col}_low"][0] == pytest.approx(2 * hw)
+    return col, float(hw)
+
+
 def test_the_catalog_lists_every_dataset_with_its_budget(prism: PrismClient) -> None:
     assert prism.me()["role"] == "analyst"
     catalog = prism.datasets()
@@ -73,17 +88,46 @@ def test_a_dp_run_gives_a_frame_with_its_interval_and_charges_the_budget(prism: 
     assert v.estimated_epsilon == pytest.approx(0.5)
     before = remaining(prism, DATASET)
     result = prism.run(DATASET, sql, epsilon=0.5)
-    col = result.record["result"]["columns"][0]
-    hw = result.record["ci95_half_width"][0]
-    assert hw > 0
-    df = result.frame
-    assert list(df.columns) == [col, f"{col}_ci95", f"{col}_low", f"{col}_high"]
-    assert df[col][0] == result.record["result"]["rows"][0][0]
-    assert df[f"{col}_ci95"][0] == pytest.approx(hw)
-    assert df[f"{col}_high"][0] - df[f"{col}_low"][0] == pytest.approx(2 * hw)
+    col, hw = interval_in_frame(result)
     stats = [s for s in result.proof["release"]["statistics"] if not s["hidden"]]
     assert stats[0]["ci95_half_width"] == pytest.approx(hw)
     assert prism.proof(result.record["id"]) == result.proof
+    wait_remaining(prism, DATASET, before - result.epsilon_consumed)
+
+
+@pytest.fixture(scope="module")
+def he_keys(prism: PrismClient) -> Result:
+    """The federation's first he_backend run: the coordinator generates the key set and
+    installs it on the holding node. Done once, followed for as long as that takes on a loaded
+    machine, so that the HE test's own run is the evaluation alone."""
+    first = prism.run(DATASET, "SELECT COUNT(*) FROM patients", backend="he_backend", epsilon=0.5, timeout=900)
+    assert first.status == "completed", first.record
+    assert first.proof["key_set"]["generated_this_run"], first.proof["key_set"]
+    assert first.proof["key_transfer"] is not None
+    return first
+
+
+def test_an_he_run_gives_a_frame_with_its_interval_its_release_mode_and_its_proof(
+        prism: PrismClient, he_keys: Result) -> None:
+    sql = "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'"
+    v = prism.validate(DATASET, sql, backend="he_backend", epsilon=0.5)
+    assert v.valid, v.errors
+    assert v.release_mode == "dp"
+    before = remaining(prism, DATASET)
+    result = prism.run(DATASET, sql, backend="he_backend", epsilon=0.5)
+    assert result.status == "completed"
+    # Released under DP by the node (the default mode), with the interval in the frame.
+    assert result.release_mode == "dp"
+    col, hw = interval_in_frame(result)
+    # The proof: one encrypted constant, the key set generated and installed by the first run.
+    proof = prism.proof(result.record["id"])
+    assert proof == result.proof
+    assert proof["backend"] == "he_backend" and proof["homomorphic_evaluation"]
+    assert proof["encrypted_constants"] == 1
+    assert proof["key_id"] == he_keys.proof["key_id"]
+    assert not proof["key_set"]["generated_this_run"] and proof["key_transfer"] is None
+    assert proof["release"]["epsilon"] == pytest.approx(result.epsilon_consumed) and result.epsilon_consumed > 0
+    assert proof["release"]["ci95_half_width"][col] == pytest.approx(hw)
     wait_remaining(prism, DATASET, before - result.epsilon_consumed)
 
 

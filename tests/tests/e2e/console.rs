@@ -1,7 +1,7 @@
 //! The web console end to end: a real headless Chromium (driven over WebDriver by fantoccini
 //! through chromedriver) against an in-process federation.
 //!
-//! The browser is Debian's `chromium` + `chromium-driver` (see `support/browser.rs`: installed
+//! The browser is Debian's `chromium` + `chromium-driver` (see `browser.rs`: installed
 //! with apt-get when missing, else a clear failure).
 //!
 //! Every expectation compares what the page shows with what the API itself answers for the same
@@ -74,6 +74,12 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
         me["role"].as_str()
     );
     assert_eq!(me["role"], "analyst", "{me}");
+    // The token is kept in the tab's session storage: a reload stays signed in.
+    page.c.refresh().await?;
+    page.wait_text("#session-user", "the user's name after a reload", |t| {
+        Some(t) == me["name"].as_str()
+    })
+    .await?;
 
     // Tabs follow the arrow keys.
     page.c
@@ -208,12 +214,7 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
     page.click("#run-query").await?;
     page.wait_count("#last-run .run[data-status='completed']", 1)
         .await?;
-    let (_, runs) = analyst.get("/api/v1/runs").await?;
-    let run = runs
-        .as_array()
-        .and_then(|r| r.first())
-        .context("the API lists the run")?
-        .clone();
+    let run = crate::console_runs::latest_run(&analyst).await?;
     assert_eq!(run["status"], "completed", "{run}");
     let run_id = run["id"].as_str().context("run id")?;
     let card = format!("#last-run .run[data-run-id='{run_id}']");
@@ -312,6 +313,7 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
         .select_by_value("")
         .await?;
     page.shot("05-runs").await;
+    crate::console_runs::spend_history(f, page).await?;
 
     // Data rooms with every participant's standing.
     rooms_in_console(f, page).await?;
@@ -344,6 +346,7 @@ async fn walk_console(f: &Federation, page: &Page) -> anyhow::Result<()> {
     page.sign_in(&f.admin_token).await?;
     page.wait_text("#session-role", "the admin role", |t| t == "admin")
         .await?;
+    crate::console_runs::history_is_per_user(page).await?;
     page.click("#tab-audit").await?;
     page.wait_count("#audit-list tbody tr", 2).await?;
     let seqs = page
@@ -403,6 +406,19 @@ async fn shown_budget(page: &Page) -> anyhow::Result<Option<f64>> {
     Ok(v.as_str().and_then(|s| s.parse().ok()))
 }
 
+/// What the download link `css` holds (its `data:` URL, decoded).
+async fn download(page: &Page, css: &str) -> anyhow::Result<String> {
+    let body = page
+        .c
+        .execute(
+            "const a = document.querySelector(arguments[0]);
+             return decodeURIComponent(a.getAttribute('href').split(',').slice(1).join(','));",
+            vec![json!(css)],
+        )
+        .await?;
+    Ok(body.as_str().context("a download link")?.to_string())
+}
+
 /// The DP run's card: the result shows `value ± half-width (95 %)` as the API computes it, the
 /// proof panel lists the statistics, the CSV download holds the API's result, and the budget
 /// shown drops by what the run charged.
@@ -447,15 +463,8 @@ async fn dp_result_details(
         stats
     );
     // The CSV download: the API's columns and values, with the interval column.
-    let csv = page
-        .c
-        .execute(
-            "const a = document.querySelector(arguments[0]);
-             return decodeURIComponent(a.getAttribute('href').split(',').slice(1).join(','));",
-            vec![json!(format!("{card} a.download-csv"))],
-        )
-        .await?;
-    let csv = csv.as_str().context("csv href")?;
+    let csv = download(page, &format!("{card} a.download-csv")).await?;
+    let csv = csv.as_str();
     let lines: Vec<&str> = csv.lines().collect();
     let col = run["result"]["columns"][0].as_str().context("column")?;
     assert_eq!(lines[0], format!("{col},{col}_ci95_half_width"), "{csv}");
@@ -467,6 +476,21 @@ async fn dp_result_details(
     assert_eq!(Some(cells[0]), run["result"]["rows"][0][0].as_f64());
     assert!((cells[1] - hw).abs() < 1e-9, "{csv}");
     assert_eq!(lines.len(), 2, "{csv}");
+    // The JSON download: the API's table, intervals and proof.
+    let body = download(page, &format!("{card} a.download-json")).await?;
+    let body: Value = serde_json::from_str(&body).context("the JSON download")?;
+    for (field, api) in [
+        ("columns", &run["result"]["columns"]),
+        ("rows", &run["result"]["rows"]),
+        ("ci95_half_width", &run["ci95_half_width"]),
+        ("proof_artifacts", &run["proof_artifacts"]),
+    ] {
+        assert!(
+            same_json(&body[field], api),
+            "{field}: {} vs {api}",
+            body[field]
+        );
+    }
     // The budget shown drops by what the run charged, as the catalog says.
     let spent = run["epsilon_consumed"].as_f64().context("ε")?;
     let deadline = Instant::now() + WAIT;
@@ -894,6 +918,7 @@ async fn console_assets_have_content_types_and_a_strict_csp() {
     for (path, ty) in [
         ("/", "text/html"),
         ("/console.js", "text/javascript"),
+        ("/history.js", "text/javascript"),
         ("/console.css", "text/css"),
         ("/favicon.svg", "image/svg+xml"),
     ] {

@@ -7,6 +7,7 @@ mod browser;
 mod collect;
 mod configs;
 mod console;
+mod console_runs;
 mod contract;
 mod dp;
 mod faults;

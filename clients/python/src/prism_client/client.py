@@ -65,6 +65,18 @@ class Result:
     def epsilon_consumed(self) -> float:
         return float(self.record.get("epsilon_consumed") or 0.0)
 
+    @property
+    def release_mode(self) -> Optional[str]:
+        """How the holding node released the answer: ``dp`` (noise it added and charged) or
+        ``exact`` (the data owner's opt-in), as the proof records it."""
+        release = self.proof.get("release") if isinstance(self.proof, dict) else None
+        if isinstance(release, str):  # a data room's proof: the manifest's mode
+            return release
+        if isinstance(release, dict) and release.get("mode"):
+            return str(release["mode"])
+        # dp_sandbox's proof lists its statistics without a mode: it is always dp.
+        return "dp" if isinstance(release, dict) and "statistics" in release else None
+
 
 def frame(result: Optional[Mapping[str, Any]], half_widths: Optional[Sequence[Any]] = None) -> pd.DataFrame:
     """A released table as a DataFrame, with ``_ci95``, ``_low`` and ``_high`` columns for
@@ -83,12 +95,19 @@ def frame(result: Optional[Mapping[str, Any]], half_widths: Optional[Sequence[An
 
 
 class PrismClient:
-    """A client of one coordinator, as one user (its API token)."""
+    """A client of one coordinator, as one user (its API token).
+
+    ``timeout`` bounds each HTTP request; ``wait`` is how long :meth:`run`, :meth:`wait_run`,
+    :meth:`follow_room` and :meth:`execute_room` follow a run or room unless the call says
+    otherwise (a federation's first ``he_backend`` run also generates and installs the key
+    set, which takes longer on a loaded machine).
+    """
 
     def __init__(self, url: str, token: str, timeout: float = 60.0,
-                 session: Optional[requests.Session] = None) -> None:
+                 session: Optional[requests.Session] = None, wait: float = 600.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.wait = wait
         self._http = session or requests.Session()
         self._http.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
 
@@ -182,9 +201,11 @@ class PrismClient:
         """The caller's runs, newest first."""
         return self._call("GET", "/runs")
 
-    def wait_run(self, run_id: str, timeout: float = 600.0, poll: float = 0.5) -> Result:
-        """Waits until a run is completed or failed; a failed run raises :class:`PrismError`
-        with the run's error code and message."""
+    def wait_run(self, run_id: str, timeout: Optional[float] = None, poll: float = 0.5) -> Result:
+        """Waits until a run is completed or failed (at most ``timeout`` seconds, by default
+        the client's ``wait``); a failed run raises :class:`PrismError` with the run's error
+        code and message."""
+        timeout = self.wait if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             r = self.run_record(run_id)
@@ -200,7 +221,7 @@ class PrismClient:
 
     def run(self, dataset_id: str, sql: str, backend: str = "dp_sandbox",
             epsilon: Optional[float] = None, delta: Optional[float] = None,
-            timeout: float = 600.0) -> Result:
+            timeout: Optional[float] = None) -> Result:
         """Runs a query on any backend and waits for its answer. An ``mpc_backend`` query opens
         a data room that runs once every participant has attested (see :meth:`room_of`)."""
         run = self.submit(dataset_id, sql, backend, epsilon, delta)
@@ -256,8 +277,10 @@ class PrismClient:
         return self._call("GET", "/data_rooms")
 
     def follow_room(self, room_id: str, until: Sequence[str] = ("ready",) + ROOM_FINAL,
-                    timeout: float = 600.0, poll: float = 0.5) -> JSON:
-        """Polls a room until its status is one of ``until``; returns it."""
+                    timeout: Optional[float] = None, poll: float = 0.5) -> JSON:
+        """Polls a room until its status is one of ``until`` (at most ``timeout`` seconds, by
+        default the client's ``wait``); returns it."""
+        timeout = self.wait if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while True:
             r = self.room(room_id)
@@ -267,7 +290,7 @@ class PrismClient:
                 raise TimeoutError(f"room {room_id} is still {r.get('status')}, waiting for {r.get('waiting_for')}")
             time.sleep(poll)
 
-    def execute_room(self, room_id: str, timeout: float = 600.0) -> Result:
+    def execute_room(self, room_id: str, timeout: Optional[float] = None) -> Result:
         """Executes a ready room and waits for its answer; a failed room raises."""
         self._call("POST", f"/data_rooms/{room_id}/execute", {})
         r = self.follow_room(room_id, until=ROOM_FINAL, timeout=timeout)
