@@ -347,7 +347,7 @@ impl HostFederation {
         let ca = dir.join("ca");
         let orgs = spec.orgs.join(",");
         let out = Command::new(&bins.coordinator)
-            .args(["certs", "init", "--out"])
+            .args(["certs", "init", "--dir"])
             .arg(&ca)
             .args(["--orgs", &orgs])
             .output()?;
