@@ -46,9 +46,8 @@ fn dataset(org: &str) -> String {
     format!("{org}.patients")
 }
 
-/// Creates a DP query on `org`'s patients and executes it; (HTTP status, run). With `wait`,
-/// the API waits for the run's end.
-async fn dp_run(api: &Api, org: &str, wait: bool) -> (u16, Value) {
+/// Creates a DP count on `org`'s patients (ε [`EPSILON`]); its query id.
+async fn dp_query(api: &Api, org: &str) -> String {
     let (s, q) = api
         .post(
             "/api/v1/queries",
@@ -58,7 +57,13 @@ async fn dp_run(api: &Api, org: &str, wait: bool) -> (u16, Value) {
         .await
         .expect("create query");
     assert_eq!(s, 201, "{q}");
-    let qid = q["id"].as_str().expect("query id");
+    q["id"].as_str().expect("query id").to_string()
+}
+
+/// Creates a DP query on `org`'s patients and executes it; (HTTP status, run). With `wait`,
+/// the API waits for the run's end.
+async fn dp_run(api: &Api, org: &str, wait: bool) -> (u16, Value) {
+    let qid = dp_query(api, org).await;
     let suffix = if wait { "?wait=true" } else { "" };
     api.post(
         &format!("/api/v1/queries/{qid}/execute{suffix}"),
@@ -226,17 +231,7 @@ const CONCURRENT: usize = 50;
 async fn a_node_killed_during_50_concurrent_queries_never_under_counts() {
     let mut f = federation().await;
     let org = "hospital-b";
-    let (s, q) = f
-        .analyst()
-        .post(
-            "/api/v1/queries",
-            &json!({"dataset_id": dataset(org), "sql": "SELECT COUNT(*) FROM patients",
-                    "backend": "dp_sandbox", "epsilon": EPSILON}),
-        )
-        .await
-        .expect("query");
-    assert_eq!(s, 201, "{q}");
-    let qid = q["id"].as_str().expect("id").to_string();
+    let qid = dp_query(&f.analyst(), org).await;
     let queries = HashMap::from([(qid.clone(), dataset(org))]);
 
     // 10 analysts' sessions, 5 executions each, one after another: executions are in flight,
@@ -351,16 +346,7 @@ async fn the_coordinator_killed_with_runs_in_flight_loses_nothing() {
     let mut burst = Vec::new();
     for i in 0..30 {
         let org = ALL[i % 3];
-        let (s, q) = api
-            .post(
-                "/api/v1/queries",
-                &json!({"dataset_id": dataset(org), "sql": "SELECT COUNT(*) FROM patients",
-                        "backend": "dp_sandbox", "epsilon": EPSILON}),
-            )
-            .await
-            .expect("query");
-        assert_eq!(s, 201, "{q}");
-        let qid = q["id"].as_str().expect("id").to_string();
+        let qid = dp_query(&api, org).await;
         queries.insert(qid.clone(), dataset(org));
         burst.push(qid);
     }
