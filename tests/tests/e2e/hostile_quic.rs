@@ -283,7 +283,7 @@ async fn connections_beyond_the_cap_are_refused_while_members_get_through() {
         held.push((ep, conn));
     }
     let (_ep, extra) = connect_as(&f, "hospital-b", false, false).await;
-    let (code, reason) = closed(&extra, Duration::from_secs(5)).await;
+    let (code, reason) = closed(&extra, Duration::from_secs(15)).await;
     assert_eq!(code, wire::close::REFUSED, "{reason}");
     assert!(reason.contains("already holds"), "{reason}");
     // Another member is not affected.
@@ -314,7 +314,7 @@ async fn connections_beyond_the_cap_are_refused_while_members_get_through() {
         held.push(connect_as(&f, "hospital-b", false, true).await);
     }
     let (_ep, extra) = connect_as(&f, "hospital-b", false, true).await;
-    let (code, reason) = closed(&extra, Duration::from_secs(5)).await;
+    let (code, reason) = closed(&extra, Duration::from_secs(15)).await;
     assert_eq!(code, wire::close::REFUSED, "{reason}");
     assert!(reason.contains("already holds"), "{reason}");
     // The extras never said Hello, so none replaced the node's link, which still answers.
