@@ -19,14 +19,42 @@ use serde::{Deserialize, Serialize};
 /// The ALPN protocol id of Prism's QUIC connections.
 pub const ALPN: &[u8] = b"prism/1";
 
-/// How often an idle connection sends a keep-alive (a QUIC PING): three per idle timeout, so
-/// one or two lost packets do not end a healthy connection.
+/// How often an idle connection sends a keep-alive (a QUIC PING) by default: three per idle
+/// timeout, so one or two lost packets do not end a healthy connection.
 pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
 
 /// A connection that hears nothing from its peer for this long is dropped, and every call on
 /// it fails as "unreachable": a dead or cut-off party is noticed within this, not minutes.
-/// Both ends use it (QUIC takes the smaller of the two).
+/// The default of `idle_timeout_ms` in both daemons' configurations; QUIC takes the smaller of
+/// the two ends' values, so raising it takes both.
 pub const IDLE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The shortest idle timeout a configuration may ask for: below it, a busy machine's scheduling
+/// delays alone end healthy connections.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The longest idle timeout a configuration may ask for: beyond it, a dead party goes unnoticed
+/// for longer than any caller waits.
+pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The idle timeout a configuration's `idle_timeout_ms` asks for, refused outside
+/// [`MIN_IDLE_TIMEOUT`]..=[`MAX_IDLE_TIMEOUT`] with a message naming the bounds.
+pub fn idle_timeout_from_ms(ms: u64) -> Result<Duration, String> {
+    let d = Duration::from_millis(ms);
+    if d < MIN_IDLE_TIMEOUT || d > MAX_IDLE_TIMEOUT {
+        return Err(format!(
+            "idle_timeout_ms = {ms}: must lie between {} and {}",
+            MIN_IDLE_TIMEOUT.as_millis(),
+            MAX_IDLE_TIMEOUT.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
+/// The default of `idle_timeout_ms` in both daemons' configurations.
+pub fn default_idle_timeout_ms() -> u64 {
+    u64::try_from(IDLE_TIMEOUT.as_millis()).unwrap_or(1500)
+}
 
 /// Errors loading TLS material or building configurations.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +119,8 @@ pub struct TlsMaterial {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The idle timeout of every connection built from this material (keep-alives every third).
+    idle: Duration,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -188,6 +218,7 @@ impl TlsMaterial {
             chain,
             key,
             crls,
+            idle: IDLE_TIMEOUT,
         })
     }
 
@@ -206,18 +237,30 @@ impl TlsMaterial {
         self.roots.clone()
     }
 
+    /// The same material with another idle timeout (see [`IDLE_TIMEOUT`]); keep-alives go every
+    /// third of it.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    /// The idle timeout of connections built from this material.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle
+    }
+
     /// The transport every endpoint starts from: keep-alive and idle timeout.
-    pub fn transport_config() -> quinn::TransportConfig {
+    pub fn transport_config(&self) -> quinn::TransportConfig {
         let mut t = quinn::TransportConfig::default();
-        t.keep_alive_interval(Some(KEEP_ALIVE));
-        let idle = quinn::IdleTimeout::try_from(IDLE_TIMEOUT)
+        t.keep_alive_interval(Some(self.idle / 3));
+        let idle = quinn::IdleTimeout::try_from(self.idle)
             .unwrap_or_else(|_| quinn::VarInt::from_u32(1500).into());
         t.max_idle_timeout(Some(idle));
         t
     }
 
-    fn transport() -> Arc<quinn::TransportConfig> {
-        Arc::new(Self::transport_config())
+    fn transport(&self) -> Arc<quinn::TransportConfig> {
+        Arc::new(self.transport_config())
     }
 
     /// A QUIC server configuration that requires a client certificate from the federation CA.
@@ -235,7 +278,7 @@ impl TlsMaterial {
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicServerConfig::try_from(cfg).map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        server.transport_config(Self::transport());
+        server.transport_config(self.transport());
         Ok(server)
     }
 
@@ -255,7 +298,7 @@ impl TlsMaterial {
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         let quic = QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Quic(e.to_string()))?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
-        client.transport_config(Self::transport());
+        client.transport_config(self.transport());
         Ok(client)
     }
 }
@@ -265,6 +308,19 @@ mod tests {
     use super::*;
     use crate::certs::FederationCa;
     use crate::identity::OrgId;
+
+    #[test]
+    fn idle_timeouts_outside_their_bounds_are_refused_with_the_bounds() {
+        assert_eq!(
+            idle_timeout_from_ms(default_idle_timeout_ms()),
+            Ok(IDLE_TIMEOUT)
+        );
+        assert_eq!(idle_timeout_from_ms(7500), Ok(Duration::from_millis(7500)));
+        for bad in [0, 299, 600_001, u64::MAX] {
+            let msg = idle_timeout_from_ms(bad).expect_err("out of bounds");
+            assert!(msg.contains("300") && msg.contains("600000"), "{msg}");
+        }
+    }
 
     #[test]
     fn a_key_that_is_not_the_certificates_names_both_files() {

@@ -33,6 +33,11 @@ pub struct CoordinatorConfig {
     /// key generation or the key transfer. `false`: both happen at the first HE query.
     #[serde(default = "default_true")]
     pub he_keys_at_start: bool,
+    /// How long a node's QUIC connection may hear nothing before it is dropped as unreachable,
+    /// in milliseconds; keep-alives go every third of it. QUIC takes the smaller of both ends'
+    /// values. Default 1500 (a lost node is noticed within 2 s).
+    #[serde(default = "prism_common::tls::default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 fn default_max_frame() -> usize {

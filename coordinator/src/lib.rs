@@ -163,7 +163,11 @@ pub async fn start(
     config: CoordinatorConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<CoordinatorHandle> {
-    let tls = TlsMaterial::load(&config.tls).context("loading the coordinator's TLS material")?;
+    let idle = prism_common::tls::idle_timeout_from_ms(config.idle_timeout_ms)
+        .map_err(anyhow::Error::msg)?;
+    let tls = TlsMaterial::load(&config.tls)
+        .context("loading the coordinator's TLS material")?
+        .with_idle_timeout(idle);
     let path = config.data_path.clone();
     let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&path))
         .await?
@@ -189,7 +193,7 @@ pub async fn start(
     }
     let store = Arc::new(store);
     let mut server = tls.server_config()?;
-    server.transport_config(Arc::new(nodes::transport(config.max_frame)));
+    server.transport_config(Arc::new(nodes::transport(&tls, config.max_frame)));
     let endpoint = quinn::Endpoint::server(server, config.quic_listen)
         .with_context(|| format!("binding QUIC on {}", config.quic_listen))?;
     let quic_addr = endpoint.local_addr()?;
@@ -202,6 +206,7 @@ pub async fn start(
     let nodes = Arc::new(NodeRegistry::new(
         config.organizations.clone(),
         config.max_frame,
+        idle,
         metrics.clone(),
         shutdown.clone(),
         events_tx,

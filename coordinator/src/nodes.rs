@@ -39,9 +39,9 @@ pub const MAX_NODE_STREAMS: u32 = 2;
 /// [`MAX_NODE_STREAMS`] streams opened by the node, none unidirectional, and flow-control windows
 /// of one `max_frame` per stream and four per connection. Windows bound what is buffered, not
 /// what a stream may carry: HE blobs larger than a window still flow as the coordinator reads.
-pub fn transport(max_frame: usize) -> quinn::TransportConfig {
+pub fn transport(tls: &tls::TlsMaterial, max_frame: usize) -> quinn::TransportConfig {
     let frame = u32::try_from(max_frame.saturating_add(8)).unwrap_or(u32::MAX);
-    let mut t = tls::TlsMaterial::transport_config();
+    let mut t = tls.transport_config();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_NODE_STREAMS))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .stream_receive_window(quinn::VarInt::from_u32(frame))
@@ -120,12 +120,13 @@ impl CallError {
         org: &OrgId,
         conn: &quinn::Connection,
         stopping: bool,
+        idle: Duration,
         e: &dyn std::fmt::Display,
     ) -> Self {
         use quinn::ConnectionError as C;
         match conn.close_reason() {
             Some(_) if stopping => CallError::Stopping(org.clone()),
-            Some(C::TimedOut) => CallError::Unreachable(org.clone(), tls::IDLE_TIMEOUT),
+            Some(C::TimedOut) => CallError::Unreachable(org.clone(), idle),
             Some(C::ApplicationClosed(c)) => CallError::Closed {
                 org: org.clone(),
                 reason: String::from_utf8_lossy(&c.reason).into_owned(),
@@ -166,6 +167,8 @@ pub struct NodeRegistry {
     /// Live connections per organization, registered or still in their handshake.
     live: prism_common::conn_cap::ConnectionCap,
     max_frame: usize,
+    /// The connections' idle timeout (how long an unreachable node goes unnoticed).
+    idle: std::time::Duration,
     /// Every answer nodes sent, while a test records (`test-util` builds only).
     #[cfg(feature = "test-util")]
     tap: Mutex<Option<Vec<(OrgId, Response)>>>,
@@ -181,6 +184,7 @@ impl NodeRegistry {
     pub fn new(
         allowed: impl IntoIterator<Item = OrgId>,
         max_frame: usize,
+        idle: std::time::Duration,
         metrics: Arc<Metrics>,
         stopping: CancellationToken,
         events: tokio::sync::mpsc::Sender<Inbound>,
@@ -191,6 +195,7 @@ impl NodeRegistry {
             links: Mutex::new(HashMap::new()),
             live: prism_common::conn_cap::ConnectionCap::new(MAX_CONNECTIONS_PER_ORG),
             max_frame,
+            idle,
             #[cfg(feature = "test-util")]
             tap: Mutex::new(None),
             metrics,
@@ -250,7 +255,7 @@ impl NodeRegistry {
         }
         conn.open_bi()
             .await
-            .map_err(|e| CallError::lost(org, &conn, self.stopping.is_cancelled(), &e))
+            .map_err(|e| CallError::lost(org, &conn, self.stopping.is_cancelled(), self.idle, &e))
     }
 
     /// Why a stream opened with [`NodeRegistry::open`] failed with `e`, when the cause is the
@@ -260,7 +265,9 @@ impl NodeRegistry {
             return Some(CallError::Stopping(org.clone()));
         }
         match self.conn(org) {
-            Some(c) if c.close_reason().is_some() => Some(CallError::lost(org, &c, false, e)),
+            Some(c) if c.close_reason().is_some() => {
+                Some(CallError::lost(org, &c, false, self.idle, e))
+            }
             Some(_) => None,
             None => Some(CallError::Offline(org.clone())),
         }
@@ -290,7 +297,7 @@ impl NodeRegistry {
             .conn(org)
             .ok_or_else(|| CallError::Offline(org.clone()))?;
         let t = |e: &dyn std::fmt::Display| {
-            CallError::lost(org, &conn, self.stopping.is_cancelled(), e)
+            CallError::lost(org, &conn, self.stopping.is_cancelled(), self.idle, e)
         };
         let fut = async {
             let (mut send, mut recv) = conn.open_bi().await.map_err(|e| t(&e))?;
@@ -557,7 +564,7 @@ async fn handle(
     }
     let reason = match conn.close_reason() {
         Some(quinn::ConnectionError::TimedOut) => {
-            format!("unreachable: nothing heard for {:?}", tls::IDLE_TIMEOUT)
+            format!("unreachable: nothing heard for {:?}", registry.idle)
         }
         Some(quinn::ConnectionError::ApplicationClosed(c)) => {
             format!("closed by the node: {}", String::from_utf8_lossy(&c.reason))

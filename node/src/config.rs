@@ -51,6 +51,11 @@ pub struct NodeConfig {
     /// and refused whole on the first bad row).
     #[serde(default = "default_max_import_mib")]
     pub max_import_mib: usize,
+    /// How long a QUIC connection (to the coordinator or a peer) may hear nothing before it is
+    /// dropped as unreachable, in milliseconds; keep-alives go every third of it. QUIC takes the
+    /// smaller of both ends' values. Default 1500 (a lost party is noticed within 2 s).
+    #[serde(default = "prism_common::tls::default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for NodeConfig {

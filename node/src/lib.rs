@@ -282,7 +282,11 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         .policy
         .check()
         .map_err(|e| anyhow::anyhow!("node {}: {e}", config.org))?;
-    let tls = TlsMaterial::load(&config.tls).context("loading the node's TLS material")?;
+    let idle = prism_common::tls::idle_timeout_from_ms(config.idle_timeout_ms)
+        .map_err(anyhow::Error::msg)?;
+    let tls = TlsMaterial::load(&config.tls)
+        .context("loading the node's TLS material")?
+        .with_idle_timeout(idle);
     check_certificate_org(&config, &tls)?;
     let token = config.resolve_admin_token()?;
     let path = config.data_path.clone();
@@ -300,7 +304,7 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
     let datasets = tokio::task::spawn_blocking(move || s2.load_all()).await??;
 
     let mut peer_server = tls.server_config()?;
-    peer_server.transport_config(Arc::new(peer::transport(config.max_frame)));
+    peer_server.transport_config(Arc::new(peer::transport(&tls, config.max_frame)));
     let mut endpoint = quinn::Endpoint::server(peer_server, config.peer_listen)
         .with_context(|| format!("binding the peer endpoint on {}", config.peer_listen))?;
     let client = tls.client_config()?;

@@ -190,7 +190,7 @@ async fn session(
             }
             _ = state.catalog_changed.notified() => send_catalog(state, &mut ctl_send).await?,
             stream = conn.accept_bi() => {
-                let (send, recv) = stream.map_err(|e| lost(&e))?;
+                let (send, recv) = stream.map_err(|e| lost(&e, Duration::from_millis(cfg.idle_timeout_ms)))?;
                 let state = state.clone();
                 in_flight.spawn(crate::dispatch::serve_stream(state, send, recv).instrument(info_span!("request")));
             }
@@ -202,13 +202,12 @@ async fn session(
 pub const REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the coordinator connection ended, in words an operator can act on.
-fn lost(e: &quinn::ConnectionError) -> anyhow::Error {
+fn lost(e: &quinn::ConnectionError, idle: Duration) -> anyhow::Error {
     use quinn::ConnectionError as C;
     match e {
-        C::TimedOut => anyhow::anyhow!(
-            "the coordinator is unreachable: nothing heard from it for {:?}",
-            prism_common::tls::IDLE_TIMEOUT
-        ),
+        C::TimedOut => {
+            anyhow::anyhow!("the coordinator is unreachable: nothing heard from it for {idle:?}")
+        }
         C::ApplicationClosed(c) => anyhow::anyhow!(
             "the coordinator closed the connection: {}",
             String::from_utf8_lossy(&c.reason)

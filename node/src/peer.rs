@@ -49,9 +49,9 @@ fn not_admitted(state: &NodeState, org: &OrgId) -> Option<String> {
 /// at most [`MAX_STREAMS`] bidirectional streams, none unidirectional, and flow-control windows
 /// of one `max_frame` per stream and two per connection, so a peer can make the node buffer at
 /// most about `2 × max_frame` however many streams it opens.
-pub fn transport(max_frame: usize) -> quinn::TransportConfig {
+pub fn transport(tls: &prism_common::tls::TlsMaterial, max_frame: usize) -> quinn::TransportConfig {
     let frame = u32::try_from(max_frame.saturating_add(8)).unwrap_or(u32::MAX);
-    let mut t = prism_common::tls::TlsMaterial::transport_config();
+    let mut t = tls.transport_config();
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(0))
         .stream_receive_window(quinn::VarInt::from_u32(frame))

@@ -58,6 +58,7 @@ fn node_config(dir: &std::path::Path, token: &str) -> prism_node::NodeConfig {
         policy: prism_node::Policy::default(),
         max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
         max_import_mib: 8,
+        idle_timeout_ms: prism_common::tls::default_idle_timeout_ms(),
     }
 }
 

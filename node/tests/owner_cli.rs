@@ -54,6 +54,7 @@ async fn node_with_patients(
         policy: prism_node::Policy::default(),
         max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
         max_import_mib: 8,
+        idle_timeout_ms: prism_common::tls::default_idle_timeout_ms(),
     };
     let shutdown = CancellationToken::new();
     let node = prism_node::start(config, shutdown.clone())

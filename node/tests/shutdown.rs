@@ -42,6 +42,7 @@ async fn coordinator(dir: &Path, org: &OrgId) -> prism_coordinator::CoordinatorH
         max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
         run_timeout_secs: 10,
         he_keys_at_start: false,
+        idle_timeout_ms: prism_common::tls::default_idle_timeout_ms(),
     };
     prism_coordinator::start(config, CancellationToken::new())
         .await

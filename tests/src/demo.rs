@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use crate::federation::Federation;
+use crate::federation::{Api, Federation};
+use crate::progress::Progress;
 
 /// What a step expects.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,6 +67,10 @@ pub async fn step(
 ) -> anyhow::Result<Step> {
     let api = f.analyst();
     let t = Instant::now();
+    let task = f.progress.spinner(&format!("{backend}: {sql}"));
+    if backend == "he_backend" {
+        task.say("the coordinator generates the TFHE key set on the first HE query");
+    }
     let (_query, status, body) = api.run_query(dataset, sql, backend, epsilon).await?;
     let time_ms = t.elapsed().as_secs_f64() * 1000.0;
     let (st, result, code) = if status == 200 {
@@ -89,6 +94,7 @@ pub async fn step(
         Expect::Completed => st == "completed",
         Expect::Refused(c) => code.as_deref() == Some(c),
     };
+    task.finish(&st);
     Ok(Step {
         backend: backend.into(),
         query: sql.into(),
@@ -215,22 +221,56 @@ pub const ROOM_SQL: &str = "SELECT state, COUNT(*), AVG(treatment_cost) FROM pat
 
 /// The ε each hospital of the demo's room spends on its own dataset (0.3, 0.4, 0.5, 0.6, 0.7,
 /// then 0.3 again, in the order the organizations were created).
-pub fn room_epsilon(f: &Federation) -> Vec<(String, f64)> {
-    f.orgs()
-        .iter()
+pub fn room_epsilon(orgs: &[String]) -> Vec<(String, f64)> {
+    orgs.iter()
         .enumerate()
-        .map(|(i, o)| (o.to_string(), 0.3 + 0.1 * (i % 5) as f64))
+        .map(|(i, o)| (o.clone(), 0.3 + 0.1 * (i % 5) as f64))
         .collect()
+}
+
+/// Who takes part in the demo's room and how to reach them — a federation in this process,
+/// or one that `prism-sim serve` describes in its `federation.json`.
+pub struct RoomParties {
+    /// The analyst's API.
+    pub analyst: Api,
+    /// Each organization's node admin API, in the order the organizations were created.
+    pub nodes: Vec<(String, Api)>,
+    /// The plaintext answer of [`ROOM_SQL`] over every party's data ([`room_truth`]).
+    pub truth: Value,
+    /// Where the room shows its progress.
+    pub progress: Progress,
+}
+
+impl RoomParties {
+    /// Every organization of a federation in this process.
+    pub fn of(f: &Federation) -> anyhow::Result<Self> {
+        let nodes = f
+            .orgs()
+            .iter()
+            .map(|o| Ok((o.to_string(), f.node_admin(o.as_str())?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(RoomParties {
+            analyst: f.analyst(),
+            nodes,
+            truth: expected_room_result(f),
+            progress: f.progress.clone(),
+        })
+    }
 }
 
 /// An attested three-hospital data room under DP (each hospital adds noise for its own ε):
 /// create it, have each hospital's admin attest through its own node, execute it, and check
 /// every released count lies within the proof's 95 % interval around the plaintext truth.
 pub async fn room_step(f: &Federation) -> anyhow::Result<Step> {
-    let api = f.analyst();
+    room_step_with(&RoomParties::of(f)?).await
+}
+
+/// [`room_step`] with every organization of `parties`.
+pub async fn room_step_with(parties: &RoomParties) -> anyhow::Result<Step> {
+    let api = &parties.analyst;
     let t = Instant::now();
-    let orgs: Vec<String> = f.orgs().iter().map(|o| o.to_string()).collect();
-    let epsilon = room_epsilon(f);
+    let orgs: Vec<String> = parties.nodes.iter().map(|(o, _)| o.clone()).collect();
+    let epsilon = room_epsilon(&orgs);
     let per_party: serde_json::Map<String, Value> =
         epsilon.iter().map(|(o, e)| (o.clone(), json!(e))).collect();
     // The demo's other steps charge the first hospital; its column shows that hospital's ε.
@@ -261,9 +301,13 @@ pub async fn room_step(f: &Federation) -> anyhow::Result<Step> {
         return Ok(fail(format!("http {status}"), room));
     }
     let id = room["id"].as_str().unwrap_or_default().to_string();
+    let task = parties.progress.bar(
+        orgs.len() as u64,
+        &format!("mpc_backend room of {} parties", orgs.len()),
+    );
     // Each organization's admin reads the invitation on its own node and attests.
-    for org in &orgs {
-        let node = f.node_admin(org)?;
+    for (org, node) in &parties.nodes {
+        task.say(format!("{org} attests"));
         let mut attested = false;
         for _ in 0..100 {
             let (s, _) = node.get(&format!("/v1/invitations/{id}")).await?;
@@ -282,7 +326,9 @@ pub async fn room_step(f: &Federation) -> anyhow::Result<Step> {
         if !attested {
             return Ok(fail("no invitation".into(), json!(org)));
         }
+        task.inc();
     }
+    task.say("executing: the parties exchange shares");
     for _ in 0..100 {
         let (_, r) = api.get(&format!("/api/v1/data_rooms/{id}")).await?;
         if r["status"] == "ready" {
@@ -298,7 +344,8 @@ pub async fn room_step(f: &Federation) -> anyhow::Result<Step> {
         .await?;
     let time_ms = t.elapsed().as_secs_f64() * 1000.0;
     let st = body["status"].as_str().unwrap_or("?").to_string();
-    let within = st == "completed" && within_interval(&body, &expected_room_result(f));
+    task.finish(&st);
+    let within = st == "completed" && within_interval(&body, &parties.truth);
     Ok(Step {
         backend: "mpc_backend".into(),
         query: ROOM_SQL.into(),
@@ -351,15 +398,18 @@ pub fn within_interval(room: &Value, truth: &Value) -> bool {
 /// The plaintext answer of [`ROOM_SQL`] over every hospital's generated data (what the room's
 /// noisy answer is checked against).
 pub fn expected_room_result(f: &Federation) -> Value {
+    room_truth(f.orgs().iter().flat_map(|o| f.patients_of(o)))
+}
+
+/// The plaintext answer of [`ROOM_SQL`] over `patients`.
+pub fn room_truth(patients: impl IntoIterator<Item = crate::data::Patient>) -> Value {
     use std::collections::BTreeMap;
     let mut by_state: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for org in f.orgs() {
-        for p in f.patients_of(&org) {
-            if p.diagnosis == "diabetes" {
-                let e = by_state.entry(p.state).or_default();
-                e.0 += 1;
-                e.1 += (p.treatment_cost * 100.0).round() as i64;
-            }
+    for p in patients {
+        if p.diagnosis == "diabetes" {
+            let e = by_state.entry(p.state).or_default();
+            e.0 += 1;
+            e.1 += (p.treatment_cost * 100.0).round() as i64;
         }
     }
     let rows: Vec<Value> = crate::data::STATES

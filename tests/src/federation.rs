@@ -4,7 +4,6 @@
 //! The end-to-end tests and `prism-sim` both build on this.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,9 +17,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::data;
+use crate::progress::Progress;
 
 pub use crate::api::Api;
 
+mod lifecycle;
 mod saved;
 
 /// What to start.
@@ -38,6 +39,8 @@ pub struct FederationSpec {
     pub policy: Policy,
     /// Node policy of particular organizations (overrides `policy`).
     pub policies: BTreeMap<String, Policy>,
+    /// Where starting the nodes and importing their data shows progress (nowhere by default).
+    pub progress: Progress,
 }
 
 impl Default for FederationSpec {
@@ -53,6 +56,7 @@ impl Default for FederationSpec {
             seed: 7,
             policy: Policy::default(),
             policies: BTreeMap::new(),
+            progress: Progress::hidden(),
         }
     }
 }
@@ -108,6 +112,23 @@ pub struct Federation {
     pub rows: BTreeMap<OrgId, usize>,
     /// Each organization's position in the spec (the synthetic generator's organization index).
     pub org_index: BTreeMap<OrgId, usize>,
+    /// Where long steps show progress (the spec's).
+    pub progress: Progress,
+}
+
+/// The QUIC idle timeout of an in-process federation of `orgs` parties. Up to ten parties it is
+/// the daemons' default (1.5 s: a lost party is noticed within 2 s). Beyond, every party shares
+/// this machine's cores, and a data room opens `n × (n − 1)` mutually authenticated connections
+/// at once: on two cores 25 parties' 600 handshakes delay keep-alives past 1.5 s and end healthy
+/// connections, so larger simulations allow 300 ms per party (25 parties: 7.5 s). A real
+/// deployment, one machine per party, keeps the default.
+pub fn idle_timeout_ms(orgs: usize) -> u64 {
+    let default = prism_common::tls::default_idle_timeout_ms();
+    if orgs <= 10 {
+        default
+    } else {
+        default.max(300 * orgs as u64)
+    }
 }
 
 fn tls_files(dir: &Path, stem: &str) -> TlsFiles {
@@ -175,13 +196,20 @@ impl Federation {
             analyst_token: String::new(),
             rows_per_org: spec.rows_per_org,
         };
-        let f = Self::launch(dir, saved, true).await?;
+        let f = Self::launch(dir, saved, true, spec.progress).await?;
+        let importing = f.rows.values().filter(|&&r| r > 0).count();
+        let task = f
+            .progress
+            .bar(importing as u64, "generating and importing patients");
         for (org, &rows) in &f.rows {
             if rows > 0 {
+                task.say(format!("{org}: {rows} rows"));
                 let csv = data::to_csv(&f.patients_of(org));
                 f.import(org, "patients", &csv).await?;
+                task.inc();
             }
         }
+        task.finish(&format!("{} rows", f.rows.values().copied().sum::<usize>()));
         f.wait_for_datasets(f.rows.values().filter(|&&r| r > 0).count())
             .await?;
         f.wait_connected().await?;
@@ -190,7 +218,12 @@ impl Federation {
     }
 
     /// Starts the coordinator and the nodes of `saved` in `dir`; `fresh`: create the users.
-    async fn launch(dir: &Path, mut saved: saved::Saved, fresh: bool) -> anyhow::Result<Self> {
+    async fn launch(
+        dir: &Path,
+        mut saved: saved::Saved,
+        fresh: bool,
+        progress: Progress,
+    ) -> anyhow::Result<Self> {
         let certs = dir.join("certs");
         let orgs: Vec<OrgId> = saved.organizations.iter().map(|o| o.id.clone()).collect();
         let coordinator_config = CoordinatorConfig {
@@ -205,6 +238,7 @@ impl Federation {
             // Key generation burns seconds of CPU: tests that want the key set ahead of their
             // first HE query ask for it (`prepare_he`).
             he_keys_at_start: false,
+            idle_timeout_ms: idle_timeout_ms(orgs.len()),
         };
         let coordinator_shutdown = CancellationToken::new();
         let coordinator =
@@ -218,7 +252,9 @@ impl Federation {
         let quic = coordinator.quic_addr;
 
         let mut nodes = BTreeMap::new();
+        let task = progress.bar(saved.organizations.len() as u64, "starting the nodes");
         for org in &saved.organizations {
+            task.say(org.id.to_string());
             let config = NodeConfig {
                 org: org.id.clone(),
                 data_path: dir.join(format!("{}.redb", org.id)),
@@ -233,6 +269,7 @@ impl Federation {
                 policy: org.policy.clone(),
                 max_frame: prism_common::wire::DEFAULT_MAX_FRAME,
                 max_import_mib: 512,
+                idle_timeout_ms: idle_timeout_ms(orgs.len()),
             };
             let shutdown = CancellationToken::new();
             let handle = prism_node::start(config.clone(), shutdown.clone()).await?;
@@ -245,7 +282,9 @@ impl Federation {
                     shutdown,
                 },
             );
+            task.inc();
         }
+        task.finish(&format!("{} nodes", nodes.len()));
         Ok(Federation {
             dir: dir.to_path_buf(),
             _tmp: None,
@@ -267,6 +306,7 @@ impl Federation {
                 .enumerate()
                 .map(|(i, o)| (o.clone(), i))
                 .collect(),
+            progress,
         })
     }
 
@@ -372,108 +412,6 @@ impl Federation {
         bail!("nodes did not connect to the coordinator")
     }
 
-    /// Stops one node (its store stays on disk).
-    pub async fn stop_node(&mut self, org: &str) -> anyhow::Result<()> {
-        let slot = self
-            .nodes
-            .get_mut(&OrgId::new(org)?)
-            .context("no such node")?;
-        slot.shutdown.cancel();
-        if let Some(h) = slot.handle.take() {
-            h.shutdown().await;
-        }
-        Ok(())
-    }
-
-    /// Starts a stopped node again from its store.
-    pub async fn restart_node(&mut self, org: &str) -> anyhow::Result<()> {
-        let quic = self
-            .coordinator
-            .as_ref()
-            .map(|c| c.quic_addr)
-            .context("coordinator stopped")?;
-        self.start_node_dialing(org, quic).await
-    }
-
-    /// Restarts a node so that it dials the coordinator at `addr` (a [`crate::relay::Relay`]
-    /// in front of it, say).
-    pub async fn reroute_node(&mut self, org: &str, addr: SocketAddr) -> anyhow::Result<()> {
-        self.stop_node(org).await?;
-        self.start_node_dialing(org, addr).await
-    }
-
-    async fn start_node_dialing(&mut self, org: &str, addr: SocketAddr) -> anyhow::Result<()> {
-        let slot = self
-            .nodes
-            .get_mut(&OrgId::new(org)?)
-            .context("no such node")?;
-        slot.config.coordinator_addr = addr.into();
-        slot.shutdown = CancellationToken::new();
-        // Tasks of the stopped node may hold its store for a moment after shutdown.
-        let mut tries = 0;
-        let handle = loop {
-            match prism_node::start(slot.config.clone(), slot.shutdown.clone()).await {
-                Ok(h) => break h,
-                Err(e) if tries < 40 => {
-                    tries += 1;
-                    tracing::debug!(error = %e, "node restart: retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        slot.handle = Some(handle);
-        self.wait_connected().await
-    }
-
-    /// Prepares the HE key set as a coordinator with `he_keys_at_start` does when it starts:
-    /// generated (or loaded) and installed on every connected node that serves HE; returns when
-    /// that is done.
-    pub async fn prepare_he(&self) -> anyhow::Result<()> {
-        let c = self.coordinator.as_ref().context("no coordinator")?;
-        prism_coordinator::he::warm::at_start(c.state.clone()).await;
-        Ok(())
-    }
-
-    /// Stops the coordinator (its store stays on disk).
-    pub async fn stop_coordinator(&mut self) {
-        self.coordinator_shutdown.cancel();
-        if let Some(c) = self.coordinator.take() {
-            c.shutdown().await;
-        }
-    }
-
-    /// Starts the coordinator again from its store, on the same QUIC port so nodes reconnect.
-    pub async fn restart_coordinator(&mut self) -> anyhow::Result<()> {
-        let quic = self
-            .nodes
-            .values()
-            .next()
-            .and_then(|n| n.config.coordinator_addr.socket_addr())
-            .context("no nodes")?;
-        let mut cfg = self.coordinator_config.clone();
-        cfg.quic_listen = quic;
-        self.coordinator_shutdown = CancellationToken::new();
-        self.coordinator =
-            Some(prism_coordinator::start(cfg, self.coordinator_shutdown.clone()).await?);
-        self.wait_connected_again().await
-    }
-
-    async fn wait_connected_again(&self) -> anyhow::Result<()> {
-        let api = self.admin();
-        for _ in 0..300 {
-            let (_, v) = api.get("/api/v1/organizations").await?;
-            let running = self.nodes.values().filter(|n| n.handle.is_some()).count();
-            if v.as_array()
-                .is_some_and(|a| a.iter().filter(|o| o["connected"] == true).count() >= running)
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("nodes did not reconnect to the restarted coordinator")
-    }
-
     /// What `prism-sim serve` writes to `federation.json`.
     pub fn describe(&self) -> Value {
         json!({
@@ -497,10 +435,16 @@ impl Federation {
 
     /// Stops everything.
     pub async fn shutdown(mut self) {
-        let orgs: Vec<String> = self.nodes.keys().map(|o| o.to_string()).collect();
-        for org in orgs {
-            let _ = self.stop_node(&org).await;
+        // All nodes at once: each waits up to 2 s for its connections to drain, and 25 of them
+        // one after another took most of a large simulation's time.
+        let mut stopping = tokio::task::JoinSet::new();
+        for slot in self.nodes.values_mut() {
+            slot.shutdown.cancel();
+            if let Some(h) = slot.handle.take() {
+                stopping.spawn(h.shutdown());
+            }
         }
+        while stopping.join_next().await.is_some() {}
         self.stop_coordinator().await;
     }
 }

@@ -11,6 +11,7 @@ pub mod data;
 pub mod demo;
 pub mod federation;
 pub mod hosts;
+pub mod progress;
 pub mod relay;
 pub mod scenario;
 

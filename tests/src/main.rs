@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use prism_tests::progress::Progress;
 use prism_tests::scenario::{self, Scenario};
 use prism_tests::{Federation, FederationSpec, cli, demo};
 
@@ -14,6 +15,10 @@ use prism_tests::{Federation, FederationSpec, cli, demo};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Show progress on long steps (node start-up, data import, each step) even when stderr
+    /// is not a terminal: one line per finished task. On a terminal, bars are drawn anyway.
+    #[arg(long, global = true)]
+    progress: bool,
 }
 
 #[derive(clap::Args)]
@@ -28,13 +33,14 @@ struct OrgArgs {
 }
 
 impl OrgArgs {
-    fn spec(&self) -> anyhow::Result<FederationSpec> {
+    fn spec(&self, progress: &Progress) -> anyhow::Result<FederationSpec> {
         let orgs = cli::parse_orgs(&self.orgs)?;
         let rows = cli::parse_rows(&self.rows, &orgs, 10_000)?;
         Ok(FederationSpec {
             orgs,
             rows_per_org: rows.default,
             rows: rows.per_org,
+            progress: progress.clone(),
             ..Default::default()
         })
     }
@@ -85,15 +91,17 @@ async fn run() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Demo { orgs } => demo_cmd(orgs.spec()?).await,
-        Command::Serve { dir, orgs } => serve(dir, orgs).await,
+    let cli = Cli::parse();
+    let progress = Progress::stderr(cli.progress);
+    match cli.command {
+        Command::Demo { orgs } => demo_cmd(orgs.spec(&progress)?).await,
+        Command::Serve { dir, orgs } => serve(dir, orgs, &progress).await,
         Command::Run {
             scenario,
             report,
             html,
             rows,
-        } => run_scenario(scenario, report, html, rows).await,
+        } => run_scenario(scenario, report, html, rows, &progress).await,
     }
 }
 
@@ -125,16 +133,16 @@ async fn demo_cmd(spec: FederationSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(dir: PathBuf, orgs: OrgArgs) -> anyhow::Result<()> {
+async fn serve(dir: PathBuf, orgs: OrgArgs, progress: &Progress) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let f = if Federation::exists_in(&dir) {
         println!(
             "Starting again the federation in {} (its organizations, data and budgets as left; --orgs and --rows apply to a new directory only)",
             dir.display()
         );
-        Federation::resume(&dir).await?
+        Federation::resume_with(&dir, progress.clone()).await?
     } else {
-        Federation::start_in(&dir, orgs.spec()?).await?
+        Federation::start_in(&dir, orgs.spec(progress)?).await?
     };
     let path = dir.join("federation.json");
     std::fs::write(&path, serde_json::to_string_pretty(&f.describe())?)
@@ -158,6 +166,7 @@ async fn run_scenario(
     json_out: Option<PathBuf>,
     html_out: Option<PathBuf>,
     rows: Option<usize>,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
     let mut s = match &file {
         Some(p) => Scenario::load(p)?,
@@ -173,7 +182,7 @@ async fn run_scenario(
         s.organizations.len(),
         s.steps.len()
     );
-    let report = scenario::run::run(&s).await?;
+    let report = scenario::run::run_with(&s, progress).await?;
     print!("{}", report.text());
     if let Some(p) = json_out {
         std::fs::write(&p, serde_json::to_string_pretty(&report)?)

@@ -1,9 +1,9 @@
-//! A UDP relay between a node and the coordinator that a test can cut or slow down: a network
-//! partition (or a party that dies without a word) or a WAN link on loopback, with no
-//! privileges needed (there is no netem here).
+//! A UDP relay in front of a QUIC endpoint — the coordinator's, or a node's peer endpoint —
+//! that a test can cut or slow down: a network partition (or a party that dies without a word)
+//! or a WAN link on loopback, with no privileges needed (there is no netem here).
 //!
-//! Every client address gets its own upstream socket, so the coordinator sees one remote per
-//! node, as it would through NAT. While cut, packets in both directions are dropped silently.
+//! Every client address gets its own upstream socket, so the endpoint behind it sees one remote
+//! per client, as it would through NAT. While cut, packets in both directions are dropped silently.
 //! With a delay set, every datagram is held that long (plus a uniform jitter) in each
 //! direction; datagrams keep their order.
 

@@ -72,6 +72,14 @@ impl Federation {
     /// same CA and certificates, the same stores (datasets, budgets spent, runs, rooms, audit
     /// logs) and the same tokens; only the ports are new.
     pub async fn resume(dir: &Path) -> anyhow::Result<Self> {
+        Self::resume_with(dir, crate::progress::Progress::hidden()).await
+    }
+
+    /// [`Federation::resume`], showing progress on `progress`.
+    pub async fn resume_with(
+        dir: &Path,
+        progress: crate::progress::Progress,
+    ) -> anyhow::Result<Self> {
         let path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
@@ -90,7 +98,7 @@ impl Federation {
                 bail!("{}: the store of {} is missing", store.display(), o.id);
             }
         }
-        let f = Self::launch(dir, saved, false).await?;
+        let f = Self::launch(dir, saved, false, progress).await?;
         f.wait_connected().await?;
         f.wait_for_datasets(f.rows.values().filter(|&&r| r > 0).count())
             .await?;

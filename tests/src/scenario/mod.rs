@@ -55,8 +55,8 @@ fn default_seed() -> u64 {
     7
 }
 
-/// A WAN-like setting: every node reaches the coordinator through a UDP relay that holds each
-/// datagram this long in each direction.
+/// A WAN-like setting: every node reaches the coordinator, and every other node reaches its
+/// peer endpoint, through a UDP relay that holds each datagram this long in each direction.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
@@ -77,7 +77,8 @@ pub struct Organization {
     /// The node's policy (the node's defaults where a field is left out).
     #[serde(default)]
     pub policy: Option<Policy>,
-    /// Extra one-way delay on this party's link for the whole scenario, ms (a slow party).
+    /// Extra one-way delay on this party's links (to the coordinator, and into its peer
+    /// endpoint) for the whole scenario, ms (a slow party).
     #[serde(default)]
     pub slow_ms: u64,
     /// Its datasets.

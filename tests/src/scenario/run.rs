@@ -1,5 +1,6 @@
 //! Runs a scenario: starts its federation (through delay relays when the scenario sets a
-//! latency), imports every organization's datasets, walks the steps with their faults, and
+//! latency: one in front of the coordinator and one in front of the peer endpoint for each
+//! node), imports every organization's datasets, walks the steps with their faults, and
 //! checks each outcome against its expectation and the plaintext truth.
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 
 use super::report::{BudgetLine, Outcome, Report, StepReport};
 use super::{ExpectStatus, Kind, Scenario, SchemaFile, Step, truth};
+use crate::progress::Progress;
 use crate::relay::Relay;
 use crate::{Api, Federation, FederationSpec, data};
 
@@ -22,10 +24,25 @@ pub struct Sim<'a> {
     pub federation: Federation,
     /// The data each node was given, by `organization.dataset` (for the truth).
     datasets: BTreeMap<String, Dataset>,
-    /// One relay per organization when the scenario has a latency setting.
-    relays: BTreeMap<String, Relay>,
+    /// Each organization's relays when the scenario has a latency setting.
+    relays: BTreeMap<String, Links>,
     /// Delay of each organization's link outside any step's `slow`, ms.
     base_delay: BTreeMap<String, u64>,
+}
+
+/// The two relays of one organization's node: its link to the coordinator (the node dials
+/// `coordinator.addr`), and the way into its peer endpoint (the node advertises `peer.addr`, so
+/// every other party's connections to it, and the shares they carry, pass through it).
+struct Links {
+    coordinator: Relay,
+    peer: Relay,
+}
+
+impl Links {
+    fn set_delay(&self, delay: Duration, jitter: Duration) {
+        self.coordinator.set_delay(delay, jitter);
+        self.peer.set_delay(delay, jitter);
+    }
 }
 
 fn uses_relays(s: &Scenario) -> bool {
@@ -69,8 +86,9 @@ impl Outcome {
 }
 
 impl<'a> Sim<'a> {
-    /// Starts the scenario's federation and imports its datasets.
-    pub async fn start(scenario: &'a Scenario) -> anyhow::Result<Sim<'a>> {
+    /// Starts the scenario's federation and imports its datasets, showing progress on
+    /// `progress`.
+    pub async fn start(scenario: &'a Scenario, progress: &Progress) -> anyhow::Result<Sim<'a>> {
         let spec = FederationSpec {
             orgs: scenario.org_ids(),
             rows_per_org: 0,
@@ -80,6 +98,7 @@ impl<'a> Sim<'a> {
                 .iter()
                 .filter_map(|o| o.policy.clone().map(|p| (o.id.clone(), p)))
                 .collect(),
+            progress: progress.clone(),
             ..Default::default()
         };
         let mut federation = Federation::start(spec).await?;
@@ -91,17 +110,35 @@ impl<'a> Sim<'a> {
                 .as_ref()
                 .map(|c| c.quic_addr)
                 .context("coordinator")?;
+            let task = progress.bar(
+                scenario.organizations.len() as u64,
+                "restarting the nodes behind their relays",
+            );
             for o in &scenario.organizations {
-                let relay = Relay::start(quic).await?;
+                task.say(o.id.clone());
+                let links = Links {
+                    coordinator: Relay::start(quic).await?,
+                    peer: Relay::start(federation.peer_addr(&o.id)?).await?,
+                };
                 let delay = scenario.network.latency_ms + o.slow_ms;
-                relay.set_delay(
+                links.set_delay(
                     Duration::from_millis(delay),
                     Duration::from_millis(scenario.network.jitter_ms),
                 );
-                federation.reroute_node(&o.id, relay.addr).await?;
+                // The restart below brings both in: the node keeps its peer port, advertises
+                // the peer relay and dials the coordinator's.
+                federation.advertise_peer(&o.id, links.peer.addr)?;
+                federation
+                    .reroute_node(&o.id, links.coordinator.addr)
+                    .await?;
                 base_delay.insert(o.id.clone(), delay);
-                relays.insert(o.id.clone(), relay);
+                relays.insert(o.id.clone(), links);
+                task.inc();
             }
+            task.finish(&format!(
+                "{} ms ± {} ms each way",
+                scenario.network.latency_ms, scenario.network.jitter_ms
+            ));
         }
         let mut sim = Sim {
             scenario,
@@ -117,9 +154,19 @@ impl<'a> Sim<'a> {
     async fn import_all(&mut self) -> anyhow::Result<()> {
         let s = self.scenario;
         let mut count = 0;
+        let total = s
+            .organizations
+            .iter()
+            .map(|o| o.datasets.len())
+            .sum::<usize>();
+        let task = self
+            .federation
+            .progress
+            .bar(total as u64, "importing the datasets");
         for (i, o) in s.organizations.iter().enumerate() {
             let node = self.federation.node_admin(&o.id)?;
             for d in &o.datasets {
+                task.say(format!("{}.{}", o.id, d.name));
                 let (columns, csv): (Vec<ColumnSpec>, String) = match (&d.csv, &d.schema) {
                     (Some(csv), Some(schema)) => {
                         let text = std::fs::read_to_string(s.resolve(schema))?;
@@ -152,16 +199,19 @@ impl<'a> Sim<'a> {
                 }
                 self.datasets.insert(format!("{}.{}", o.id, d.name), parsed);
                 count += 1;
+                task.inc();
             }
         }
+        let rows: usize = self.datasets.values().map(|d| d.rows).sum();
+        task.finish(&format!("{count} datasets, {rows} rows"));
         self.federation.wait_for_datasets(count).await
     }
 
     fn set_slow(&self, slow: &BTreeMap<String, u64>) {
-        for (org, relay) in &self.relays {
+        for (org, links) in &self.relays {
             let d = self.base_delay.get(org).copied().unwrap_or(0)
                 + slow.get(org).copied().unwrap_or(0);
-            relay.set_delay(
+            links.set_delay(
                 Duration::from_millis(d),
                 Duration::from_millis(self.scenario.network.jitter_ms),
             );
@@ -178,7 +228,7 @@ impl<'a> Sim<'a> {
         {
             return Ok(());
         }
-        match self.relays.get(org).map(|r| r.addr) {
+        match self.relays.get(org).map(|r| r.coordinator.addr) {
             Some(addr) => self.federation.reroute_node(org, addr).await,
             None => self.federation.restart_node(org).await,
         }
@@ -187,13 +237,30 @@ impl<'a> Sim<'a> {
     /// Runs every step, then reads the ledgers and stops the federation.
     pub async fn run(mut self) -> anyhow::Result<Report> {
         let mut steps = Vec::new();
+        let progress = self.federation.progress.clone();
+        let all = progress.bar(self.scenario.steps.len() as u64, "scenario steps");
+        let mut he_seen = false;
         for (i, step) in self.scenario.steps.iter().enumerate() {
+            let what = step_label(step, i);
+            all.say(what.clone());
+            let first_he = step.backend.as_deref() == Some("he_backend") && !he_seen;
+            he_seen |= first_he;
+            let task = progress.spinner(&what);
+            if first_he {
+                task.say("the coordinator generates the TFHE key set on the first HE query");
+            }
             let t = Instant::now();
             let mut r = self.step(step).await?;
             r.index = i + 1;
             r.time_ms = t.elapsed().as_secs_f64() * 1000.0;
+            task.finish(&match &r.code {
+                Some(code) => format!("{} ({code})", r.status),
+                None => r.status.clone(),
+            });
+            all.inc();
             steps.push(r);
         }
+        all.finish(&format!("{} steps", steps.len()));
         let budgets = self.budgets().await;
         self.federation.shutdown().await;
         Ok(Report::new(self.scenario, steps, budgets))
@@ -259,8 +326,8 @@ impl<'a> Sim<'a> {
         for o in &step.kill {
             // The dead process is gone for good; a new one starts from its store.
             self.federation.stop_node(o).await?;
-            if let Some(relay) = self.relays.get(o) {
-                relay.cut(false);
+            if let Some(links) = self.relays.get(o) {
+                links.coordinator.cut(false);
             }
         }
         for o in step.offline.iter().chain(&step.kill) {
@@ -386,8 +453,8 @@ impl<'a> Sim<'a> {
             })
         };
         if !step.kill.is_empty() {
-            // The killed parties hold their shares; once the room is executing their links go
-            // silent (no close, no reset: what the others see of a `kill -9`).
+            // The killed parties hold their shares; once the room is executing their links to
+            // the coordinator go silent (no close, no reset: what it sees of a `kill -9`).
             wait_room(
                 &api,
                 &id,
@@ -397,8 +464,8 @@ impl<'a> Sim<'a> {
             .await?;
             tokio::time::sleep(Duration::from_millis(300)).await;
             for org in &step.kill {
-                if let Some(relay) = self.relays.get(org) {
-                    relay.cut(true);
+                if let Some(links) = self.relays.get(org) {
+                    links.coordinator.cut(true);
                 }
             }
         }
@@ -521,10 +588,24 @@ async fn wait_room(
     }
 }
 
+/// How a step is named while it runs: its name, else its kind and position.
+fn step_label(step: &Step, i: usize) -> String {
+    if step.name.is_empty() {
+        format!("step {}: {}", i + 1, step.kind.as_str())
+    } else {
+        format!("step {}: {}", i + 1, step.name)
+    }
+}
+
 /// Runs a scenario from start to report.
 pub async fn run(scenario: &Scenario) -> anyhow::Result<Report> {
+    run_with(scenario, &Progress::hidden()).await
+}
+
+/// [`run`], showing progress on `progress`.
+pub async fn run_with(scenario: &Scenario, progress: &Progress) -> anyhow::Result<Report> {
     let t = Instant::now();
-    let sim = Sim::start(scenario).await?;
+    let sim = Sim::start(scenario, progress).await?;
     let setup_ms = t.elapsed().as_secs_f64() * 1000.0;
     let mut report = sim.run().await?;
     report.setup_ms = setup_ms;

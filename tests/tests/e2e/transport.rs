@@ -309,6 +309,7 @@ async fn a_revoked_certificate_is_refused_when_the_coordinator_has_the_crl() {
         max_frame: wire::DEFAULT_MAX_FRAME,
         run_timeout_secs: 10,
         he_keys_at_start: false,
+        idle_timeout_ms: prism_common::tls::default_idle_timeout_ms(),
     };
     let c = prism_coordinator::start(cfg, tokio_util::sync::CancellationToken::new())
         .await
