@@ -1,5 +1,5 @@
 //! The multi-party simulation: scenario files run end to end (expectations met, and missed
-//! when they should be), a 10-party room through the harness and a 25-party one through
+//! when they should be), a 10-party room through the harness, 10- and 25-party ones through
 //! `prism-sim serve`, faults with their named failures, the WAN latency on node↔node links,
 //! and a federation directory that survives a restart.
 
@@ -375,6 +375,12 @@ impl Drop for Served {
     }
 }
 
+/// Ten organizations through the real binary, as [`a_twenty_five_party_room_through_prism_sim_serve`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ten_party_room_through_prism_sim_serve() {
+    room_through_serve(10).await;
+}
+
 /// Twenty-five organizations through the real binary: `prism-sim serve --orgs 25` in its own
 /// process, and one attested DP room with every party driven from outside over HTTP, as a
 /// user would — each party's admin attests on its own node. docs/SIMULATION.md records its time.
@@ -384,12 +390,19 @@ impl Drop for Served {
 /// a federation of this size 7.5 s (`prism_tests::federation::idle_timeout_ms`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_twenty_five_party_room_through_prism_sim_serve() {
+    room_through_serve(25).await;
+}
+
+/// `prism-sim serve --orgs n --rows 100`, one attested DP room with all `n` parties driven over
+/// HTTP, and a clean stop.
+async fn room_through_serve(n: usize) {
     use prism_tests::Api;
     let started = std::time::Instant::now();
     let dir = tempfile::tempdir().expect("dir");
     let served = tokio::task::spawn_blocking({
         let dir = dir.path().to_path_buf();
-        move || Served::start(&dir, &["--orgs", "25", "--rows", "100"])
+        let n = n.to_string();
+        move || Served::start(&dir, &["--orgs", &n, "--rows", "100"])
     })
     .await
     .expect("serve");
@@ -402,7 +415,7 @@ async fn a_twenty_five_party_room_through_prism_sim_serve() {
     .expect("saved");
     let seed = saved["seed"].as_u64().expect("seed");
     let orgs = saved["organizations"].as_array().expect("organizations");
-    assert_eq!(orgs.len(), 25);
+    assert_eq!(orgs.len(), n);
     let mut nodes = Vec::new();
     let mut patients = Vec::new();
     for (i, o) in orgs.iter().enumerate() {
@@ -433,7 +446,7 @@ async fn a_twenty_five_party_room_through_prism_sim_serve() {
     let step = demo::room_step_with(&parties).await.expect("room");
     let exit = served.stop();
     eprintln!(
-        "25 parties through prism-sim serve: up in {up:?}, room in {:.0} ms, total {:?}",
+        "{n} parties through prism-sim serve: up in {up:?}, room in {:.0} ms, total {:?}",
         step.time_ms,
         started.elapsed()
     );
@@ -441,7 +454,7 @@ async fn a_twenty_five_party_room_through_prism_sim_serve() {
     // many releases by the MPC release tests, not by one room here.
     assert_eq!(step.status, "completed", "{}", step.result);
     assert!(step.result.contains("groups"), "{}", step.result);
-    assert_eq!(step.body["participants"].as_array().map(Vec::len), Some(25));
+    assert_eq!(step.body["participants"].as_array().map(Vec::len), Some(n));
     assert_eq!(exit.code(), Some(0), "{exit:?}");
 }
 
