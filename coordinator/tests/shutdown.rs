@@ -238,10 +238,13 @@ async fn stops_cleanly_on(sig: &str) {
     .await;
     assert_eq!(s, 202, "{run}");
     let run_id = run["id"].as_str().expect("run id").to_string();
-    let (_request, _) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
-        .await
-        .expect("the run reached the node")
-        .expect("stream");
+    // Both halves are kept: dropping the receiving half would stop the coordinator's request
+    // stream (STOP_SENDING), and a write still under way would then fail `node_unavailable`.
+    let (_request_send, _request_recv) =
+        tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
+            .await
+            .expect("the run reached the node")
+            .expect("stream");
 
     signal(&d.child, sig);
     let sent = Instant::now();

@@ -21,7 +21,26 @@ pub async fn serve_stream(
     let resp = match wire::read_msg::<_, Request>(&mut recv, state.config.max_frame).await {
         // HE streams carry blobs after the frame: the HE executor owns the whole stream.
         Ok(Request::He(req)) => return crate::he::serve(state, req, send, recv).await,
-        Ok(req) => handle(&state, req).await,
+        // A room's execution ends when the coordinator stops waiting for it (another party
+        // failed, or it stopped): it stops this stream, or its connection goes. The exchange
+        // is then abandoned and the reservation released at once, not when a dial to a dead
+        // peer gives up.
+        Ok(req @ Request::Mpc(prism_common::wire::MpcRequest::Execute { .. })) => {
+            let abort = tokio_util::sync::CancellationToken::new();
+            let stopped = send.stopped();
+            let watch = tokio::spawn({
+                let abort = abort.clone();
+                async move {
+                    if !matches!(stopped.await, Ok(None)) {
+                        abort.cancel();
+                    }
+                }
+            });
+            let resp = handle(&state, req, &abort).await;
+            watch.abort();
+            resp
+        }
+        Ok(req) => handle(&state, req, &tokio_util::sync::CancellationToken::new()).await,
         Err(e) => {
             warn!(error = %e, "bad request frame from the coordinator");
             Response::Refused(wire::ErrorBody::new("bad_frame", e.to_string()))
@@ -46,7 +65,11 @@ pub async fn serve_stream(
 }
 
 /// Answers one request (every kind but HE, whose stream [`serve_stream`] hands over).
-async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
+async fn handle(
+    state: &Arc<NodeState>,
+    req: Request,
+    abort: &tokio_util::sync::CancellationToken,
+) -> Response {
     match req {
         Request::Ping => Response::Pong,
         Request::Collect { run_ids } => collect(state, run_ids).await,
@@ -86,9 +109,15 @@ async fn handle(state: &Arc<NodeState>, req: Request) -> Response {
             let room = manifest.room_id.clone();
             let backend = manifest.backend;
             let started = Instant::now();
-            let r =
-                crate::mpc::execute::execute(state, manifest, attestations, peers, &execution_id)
-                    .await;
+            let r = crate::mpc::execute::execute(
+                state,
+                manifest,
+                attestations,
+                peers,
+                &execution_id,
+                abort,
+            )
+            .await;
             let outcome = state.count(backend, r.as_ref().err());
             state
                 .metrics

@@ -101,6 +101,7 @@ pub async fn execute(
     attestations: Vec<Attestation>,
     peers: Vec<PeerAddr>,
     execution_id: &str,
+    abort: &tokio_util::sync::CancellationToken,
 ) -> Result<MpcResponse, ErrorBody> {
     let room_id = manifest.room_id.clone();
     let hash_hex = manifest.hash_hex();
@@ -152,7 +153,23 @@ pub async fn execute(
             .await
             .map_err(internal)??;
     let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let exchanged = exchange(state, &manifest, &attestations, &peers, execution_id, local).await;
+    // Abandoning the exchange is safe: nothing in it touches the ledger, and the reservation is
+    // released below like any failed exchange's.
+    let exchanged = tokio::select! {
+        r = exchange(state, &manifest, &attestations, &peers, execution_id, local) => r,
+        _ = abort.cancelled() => {
+            if let Ok(mut m) = state.mailbox.shares.lock() {
+                m.remove(&format!("{room_id}/{execution_id}"));
+            }
+            Err(refuse(
+                "room_aborted",
+                format!(
+                    "the coordinator ended this execution of room {room_id} (another party failed, \
+                     or it stopped); no share was combined and nothing was charged"
+                ),
+            ))
+        }
+    };
     let failure = exchanged.as_ref().err().map(|e| e.message.clone());
     let (s, m) = (state.clone(), manifest.clone());
     let settled = tokio::task::spawn_blocking(move || match (failure, charge) {
