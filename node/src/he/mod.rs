@@ -112,6 +112,18 @@ pub async fn serve(
                 .min(MAX_EVALUATION);
             // The shape is the plan the node sees: no constant appears in it.
             let asked = crate::provenance::asked(requester.as_ref(), &query);
+            // A coordinator that stops waiting (it stopped the stream, crashed, or lost the
+            // link) cannot receive the answer: the evaluation stops and nothing is charged.
+            let gone = tokio_util::sync::CancellationToken::new();
+            let stopped = send.stopped();
+            let watch = tokio::spawn({
+                let gone = gone.clone();
+                async move {
+                    if !matches!(stopped.await, Ok(None)) {
+                        gone.cancel();
+                    }
+                }
+            });
             let out = evaluate_query(
                 &state,
                 &run_id,
@@ -120,10 +132,12 @@ pub async fn serve(
                 privacy,
                 asked,
                 budget,
+                &gone,
                 &mut recv,
                 &mut record,
             )
             .await;
+            watch.abort();
             match &out {
                 // An unknown key set is a step of the protocol (the coordinator installs it and
                 // asks again), not a refusal of the query.
@@ -180,6 +194,7 @@ async fn evaluate_query(
     privacy: Option<PrivacyParams>,
     asked: serde_json::Value,
     budget: std::time::Duration,
+    gone: &tokio_util::sync::CancellationToken,
     recv: &mut quinn::RecvStream,
     record: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(HeResponse, Vec<u8>), ErrorBody> {
@@ -280,13 +295,17 @@ async fn evaluate_query(
     let control =
         prism_common::he::control::Control::new(budget.saturating_sub(received.elapsed()));
     let ctl = control.clone();
-    let (st, rid) = (state.clone(), run_id.to_string());
+    let (st, rid, gone2) = (state.clone(), run_id.to_string(), gone.clone());
     let (rows, groups, cells) = (prep.rows, prep.groups.len() as u64, prep.cells.len() as u64);
     let watcher = tokio::spawn(async move {
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         loop {
             tokio::select! {
                 _ = st.shutdown.cancelled() => {
+                    ctl.cancel();
+                    return;
+                }
+                _ = gone2.cancelled() => {
                     ctl.cancel();
                     return;
                 }
@@ -319,6 +338,18 @@ async fn evaluate_query(
     let out = work.await;
     watcher.abort();
     let out = match out {
+        Ok(Err(HeError::Stopped {
+            after,
+            steps,
+            cancelled: true,
+        })) if gone.is_cancelled() && !state.shutdown.is_cancelled() => Err(refuse(
+            "coordinator_gone",
+            format!(
+                "the coordinator stopped waiting for this evaluation (it ended the request or its \
+                 connection went); stopped after {:.1} s and {steps} steps; nothing was charged",
+                after.as_secs_f64()
+            ),
+        )),
         Ok(r) => r.map_err(he_refusal),
         Err(e) => Err(refuse(
             "node_internal_error",

@@ -488,3 +488,82 @@ async fn a_long_he_evaluation_stops_on_the_node_at_its_deadline_and_charges_noth
     assert_eq!(spent(&f), before, "nothing charged, nothing left reserved");
     f.shutdown().await;
 }
+
+/// A coordinator that goes away during an HE evaluation cannot receive its answer: the node
+/// stops the evaluation and charges nothing (before, it computed on, charged the run's ε and
+/// then failed to deliver it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_he_evaluation_stops_and_charges_nothing_when_the_coordinator_goes() {
+    let mut f = Federation::start(FederationSpec {
+        orgs: vec!["hospital-a".into()],
+        rows_per_org: ROWS,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+    f.prepare_he().await.expect("prepare");
+    let spent = |f: &Federation| {
+        let b = node_state(f).store.budget("patients").expect("budget");
+        (b.spent_epsilon, b.reserved_epsilon)
+    };
+    let before = spent(&f);
+    // Two filters: an evaluation of a minute or more in this build.
+    let sql =
+        "SELECT COUNT(*) FROM patients WHERE age BETWEEN 30 AND 60 AND diagnosis = 'diabetes'";
+    let api = f.analyst();
+    let (s, q) = api
+        .post(
+            "/api/v1/queries",
+            &json!({"dataset_id": DATASET, "sql": sql, "backend": "he_backend", "epsilon": 0.5}),
+        )
+        .await
+        .expect("query");
+    assert_eq!(s, 201, "{q}");
+    let (s, run) = api
+        .post(
+            &format!("/api/v1/queries/{}/execute", q["id"].as_str().expect("id")),
+            &json!({}),
+        )
+        .await
+        .expect("execute");
+    assert!(s == 201 || s == 202, "{run}");
+    let id = run["id"].as_str().expect("run id").to_string();
+    // Wait until the node evaluates under encryption (its ε reserved), then stop the coordinator.
+    let started = std::time::Instant::now();
+    loop {
+        let (_, r) = api.get(&format!("/api/v1/runs/{id}")).await.expect("run");
+        if r["progress"]["encrypted_steps"]
+            .as_u64()
+            .is_some_and(|s| s > 0)
+        {
+            break;
+        }
+        assert!(r["status"] == "running" || r["status"] == "pending", "{r}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no progress: {r}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        spent(&f).1 > before.1,
+        "the run's ε is reserved while it evaluates"
+    );
+    f.stop_coordinator().await;
+    let stopped = std::time::Instant::now();
+    // Loose: one encrypted step cannot be interrupted and takes seconds under load.
+    while spent(&f).1 != before.1 {
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(45),
+            "the evaluation went on after the coordinator left: {:?}",
+            spent(&f)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "the node stopped the evaluation {:?} after the coordinator left",
+        stopped.elapsed()
+    );
+    assert_eq!(spent(&f), before, "nothing charged, nothing left reserved");
+    f.shutdown().await;
+}
