@@ -12,6 +12,9 @@ pub enum Fault {
     /// Hold every DP answer after charging it, without sending it, until the fault is cleared
     /// or the node stops (what a coordinator that crashes mid-run sees).
     StallAfterCharge,
+    /// Send every peer a share one element short (what a peer with another manifest would send):
+    /// the peers refuse it.
+    ShortShares,
 }
 
 /// What a node's HE handler received on one stream: the request frame and every blob after it.

@@ -25,7 +25,22 @@ use crate::store::InvitationStatus;
 #[derive(Default)]
 pub struct Mailbox {
     shares: std::sync::Mutex<HashMap<String, HashMap<OrgId, Vec<u64>>>>,
+    /// Per execution, why a participant's share was refused: this party cannot complete it, so
+    /// its own exchange fails at once with the reason instead of waiting out the deadline.
+    refused: std::sync::Mutex<HashMap<String, String>>,
     arrived: tokio::sync::Notify,
+}
+
+impl Mailbox {
+    fn refuse(&self, key: String, why: String) {
+        if let Ok(mut r) = self.refused.lock() {
+            // Bounded: one entry per execution, removed when it ends; a stale one is harmless.
+            if r.len() < 4096 {
+                r.entry(key).or_insert(why);
+            }
+        }
+        self.arrived.notify_waiters();
+    }
 }
 
 /// A refusal caused by another party; counted per peer on `/metrics`.
@@ -63,32 +78,33 @@ pub fn accept_share(
             format!("organization {from} is not a participant of room {room_id}"),
         ));
     }
+    let key = format!("{room_id}/{execution_id}");
     if inv.status != InvitationStatus::Attested || inv.manifest_hash != manifest_hash {
-        return PeerResponse::Refused(refuse(
-            "manifest_mismatch",
-            format!(
-                "{} has not attested manifest {manifest_hash} of room {room_id}",
-                state.org
-            ),
-        ));
+        let why = format!(
+            "{} has not attested manifest {manifest_hash} of room {room_id}",
+            state.org
+        );
+        state
+            .mailbox
+            .refuse(key, format!("the share of {from} was refused: {why}"));
+        return PeerResponse::Refused(refuse("manifest_mismatch", why));
     }
     let expected = state
         .dataset(&inv.manifest.plan.dataset)
         .and_then(|d| mpc::layout(&inv.manifest.plan, &d.schema, &inv.manifest.params).ok())
         .map(|l| l.len());
     if expected != Some(share.len()) {
-        return PeerResponse::Refused(refuse(
-            "bad_share",
-            format!(
-                "share of {} elements does not fit room {room_id}",
-                share.len()
-            ),
-        ));
+        let why = format!(
+            "share of {} elements does not fit room {room_id}",
+            share.len()
+        );
+        state
+            .mailbox
+            .refuse(key, format!("the share of {from} was refused: {why}"));
+        return PeerResponse::Refused(refuse("bad_share", why));
     }
     if let Ok(mut m) = state.mailbox.shares.lock() {
-        m.entry(format!("{room_id}/{execution_id}"))
-            .or_default()
-            .insert(from.clone(), share);
+        m.entry(key).or_default().insert(from.clone(), share);
     }
     state.mailbox.arrived.notify_waiters();
     PeerResponse::ShareAccepted
@@ -266,6 +282,12 @@ async fn exchange(
     let mut rng = shares::os_seeded();
     let mut split = shares::split(&local, manifest.participants.len(), &mut rng);
     let own = split.pop().unwrap_or_default();
+    #[cfg(feature = "test-util")]
+    if state.seams.fault() == Some(crate::testing::Fault::ShortShares) {
+        for s in &mut split {
+            s.pop();
+        }
+    }
     let sends = conns
         .into_iter()
         .zip(split)
@@ -292,49 +314,61 @@ async fn exchange(
             }
         });
     let deadline = Duration::from_millis(manifest.params.deadline_ms);
-    let results = tokio::time::timeout(deadline, futures::future::join_all(sends))
-        .await
-        .map_err(|_| {
-            refuse(
-                RefusalCode::PartyTimeout.as_str(),
-                format!("sending shares of room {room_id} missed the deadline"),
-            )
-        })?;
-    for (org, r) in results {
-        match r {
-            Ok(PeerResponse::ShareAccepted) => {}
-            Ok(PeerResponse::Refused(e)) => {
-                return Err(refuse(
-                    "share_refused",
-                    format!("{org} refused the share: {}", e.message),
-                ));
-            }
-            Ok(other) => return Err(refuse("share_refused", format!("{org} answered {other:?}"))),
-            Err(e) => {
-                return Err(peer_failed(
-                    state,
-                    &org,
-                    RefusalCode::PartyUnreachable.as_str(),
-                    format!("party {org} dropped during the share exchange: {e}"),
-                ));
-            }
-        }
-    }
-
-    // Wait for every other party's share.
-    let received = tokio::time::timeout(deadline, async {
+    // The shares go out while this party waits for the others': the exchange is done when every
+    // other party's share is here and every peer has accepted this party's. The acceptance costs
+    // half a round trip more than the shares alone, and it is what keeps a party from charging
+    // its ε for a room that cannot complete because a peer refused its share. A peer that
+    // refuses a share fails its own exchange at once, naming the reason.
+    let mut sends: futures::stream::FuturesUnordered<_> = sends.collect();
+    let waited = tokio::time::timeout(deadline, async {
         loop {
             let notified = state.mailbox.arrived.notified();
+            if let Some(why) = state
+                .mailbox
+                .refused
+                .lock()
+                .ok()
+                .and_then(|mut r| r.remove(&mailbox_key))
+            {
+                return Err(refuse("share_refused", why));
+            }
             if let Ok(m) = state.mailbox.shares.lock()
                 && let Some(got) = m.get(&mailbox_key)
                 && others.iter().all(|o| got.contains_key(o))
+                && sends.is_empty()
             {
-                break;
+                return Ok(());
             }
-            notified.await;
+            tokio::select! {
+                _ = notified => {}
+                Some((org, r)) = futures::StreamExt::next(&mut sends) => match r {
+                    Ok(PeerResponse::ShareAccepted) => {}
+                    Ok(PeerResponse::Refused(e)) => {
+                        return Err(refuse(
+                            "share_refused",
+                            format!("{org} refused the share: {}", e.message),
+                        ));
+                    }
+                    Ok(other) => {
+                        return Err(refuse("share_refused", format!("{org} answered {other:?}")));
+                    }
+                    Err(e) => {
+                        return Err(peer_failed(
+                            state,
+                            &org,
+                            RefusalCode::PartyUnreachable.as_str(),
+                            format!("party {org} dropped during the share exchange: {e}"),
+                        ));
+                    }
+                },
+            }
         }
     })
     .await;
+    // After a failure, acknowledgements still on their way finish on their own.
+    if !sends.is_empty() {
+        tokio::spawn(async move { while futures::StreamExt::next(&mut sends).await.is_some() {} });
+    }
     let got = state
         .mailbox
         .shares
@@ -342,7 +376,13 @@ async fn exchange(
         .ok()
         .and_then(|mut m| m.remove(&mailbox_key))
         .unwrap_or_default();
-    if received.is_err() {
+    if let Ok(mut r) = state.mailbox.refused.lock() {
+        r.remove(&mailbox_key);
+    }
+    if let Ok(Err(e)) = waited {
+        return Err(e);
+    }
+    if waited.is_err() {
         let missing: Vec<String> = others
             .iter()
             .filter(|o| !got.contains_key(*o))

