@@ -189,11 +189,13 @@ impl Builder<'_> {
                 center,
             } => {
                 let (col, _) = self.column(column)?;
+                // Rust's `(x * unit).round()` (half away from zero) on the float8 product,
+                // which is the same IEEE product the engine computes in memory.
                 let units = match ty {
                     ColumnType::Integer if *unit == 1 => format!("{col}::int8"),
-                    ColumnType::Integer | ColumnType::Float => {
-                        format!("round({col}::numeric * {unit})")
-                    }
+                    ColumnType::Integer | ColumnType::Float => format!(
+                        "(sign({col}::float8 * {unit}) * floor(abs({col}::float8 * {unit}) + 0.5))"
+                    ),
                     _ => return Err(format!("column {column} is not numeric")),
                 };
                 // CASE: GREATEST / LEAST skip nulls, so a null would become a bound.
