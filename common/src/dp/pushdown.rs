@@ -298,3 +298,134 @@ pub fn release_pushed(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::release;
+    use super::super::tests::{agg, loose, p, plan, population};
+    use super::*;
+    use crate::eval::{filter_mask, group_rows};
+    use crate::plan::{AggFunc, CmpOp, Literal, Output, Predicate};
+    use crate::schema::Dataset;
+
+    /// What a database computes for `push`, from the rows in memory (the reference source).
+    fn source(ds: &Dataset, plan: &Plan, push: &Pushdown) -> Vec<SourceGroup> {
+        let mask = filter_mask(plan.filter.as_ref(), ds).expect("mask");
+        let groups = group_rows(&push.group_by, &mask, ds).expect("groups");
+        groups
+            .into_iter()
+            .map(|(key, rows)| {
+                let values = push
+                    .measures
+                    .iter()
+                    .map(|m| match m {
+                        Measure::Rows => rows.len() as i128,
+                        Measure::NonNull { column } => {
+                            let (_, d) = ds.column(column).expect("column");
+                            rows.iter().filter(|&&r| !d.is_null(r)).count() as i128
+                        }
+                        Measure::ClampedSum {
+                            column,
+                            unit,
+                            lo,
+                            hi,
+                            center,
+                            ..
+                        } => {
+                            let (_, d) = ds.column(column).expect("column");
+                            rows.iter()
+                                .filter_map(|&r| d.number(r))
+                                .map(|x| ((x * *unit as f64).round() as i64).clamp(*lo, *hi))
+                                .map(|x| i128::from(x - center))
+                                .sum()
+                        }
+                    })
+                    .collect();
+                SourceGroup { key, values }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pushed_down_release_is_the_in_memory_release() {
+        let ds = population(true, &[("CA", 300), ("NY", 200), ("TX", 100), ("ZZ", 50)]);
+        let filter = Predicate::Compare {
+            column: "age".into(),
+            op: CmpOp::GtEq,
+            value: Literal::Int(30),
+        };
+        let grouped = plan(
+            vec![
+                Output::Key("state".into()),
+                agg(AggFunc::Count, None, "n"),
+                agg(AggFunc::Sum, Some("age"), "s"),
+                agg(AggFunc::Avg, Some("cost"), "a"),
+            ],
+            &["state"],
+            None,
+        );
+        let mut filtered = plan(
+            vec![
+                agg(AggFunc::Sum, Some("cost"), "s"),
+                agg(AggFunc::Count, Some("age"), "c"),
+            ],
+            &[],
+            Some(5),
+        );
+        filtered.filter = Some(filter);
+        let whole = plan(
+            vec![
+                agg(AggFunc::Count, None, "n"),
+                agg(AggFunc::Avg, Some("age"), "a"),
+            ],
+            &[],
+            None,
+        );
+        let params = p(100.0, 1e-6);
+        for q in [grouped, filtered, whole] {
+            let push = pushdown(&q, &ds.schema, &params, &loose()).expect("pushdown");
+            assert_eq!(push.measures[0], Measure::Rows);
+            let groups = source(&ds, &q, &push);
+            let pushed = release_pushed(&q, &ds.schema, &params, &loose(), groups, ds.rows as u64)
+                .expect("pushed");
+            let memory = release(&q, &ds, &params, &loose()).expect("memory");
+            assert_eq!(pushed.cost, memory.cost);
+            assert_eq!(pushed.proof, memory.proof);
+            assert_eq!(pushed.table.columns, memory.table.columns);
+            assert_eq!(pushed.table.rows.len(), memory.table.rows.len());
+            for (a, b) in pushed.table.rows.iter().zip(&memory.table.rows) {
+                for (x, y) in a.iter().zip(b) {
+                    match (x.as_f64(), y.as_f64()) {
+                        (Some(x), Some(y)) => {
+                            assert!((x - y).abs() <= 0.02 * y.abs().max(50.0), "{a:?} vs {b:?}")
+                        }
+                        _ => assert_eq!(x, y),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn min_max_a_privacy_unit_and_a_changed_row_count_are_refused() {
+        let ds = population(false, &[("CA", 30)]);
+        let q = plan(vec![agg(AggFunc::Max, Some("age"), "m")], &[], None);
+        let err = pushdown(&q, &ds.schema, &p(1.0, 0.0), &loose()).expect_err("max");
+        assert!(err.to_string().contains("MAX(age)"), "{err}");
+
+        let mut unit = ds.schema.clone();
+        unit.columns[0].privacy_unit = Some(crate::schema::ContributionBounds {
+            max_rows: 2,
+            max_groups: 1,
+        });
+        let q = plan(vec![agg(AggFunc::Count, None, "n")], &[], None);
+        let err = pushdown(&q, &unit, &p(1.0, 0.0), &loose()).expect_err("unit");
+        assert!(err.to_string().contains("privacy unit"), "{err}");
+
+        let push = pushdown(&q, &ds.schema, &p(1.0, 0.0), &loose()).expect("count");
+        let groups = source(&ds, &q, &push);
+        let err = release_pushed(&q, &ds.schema, &p(1.0, 0.0), &loose(), groups, 29)
+            .expect_err("stale count");
+        assert!(err.to_string().contains("refresh"), "{err}");
+    }
+}
