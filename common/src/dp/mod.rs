@@ -137,7 +137,7 @@ use crate::plan::{Plan, Table};
 use crate::schema::{Dataset, DatasetSchema};
 
 pub use proof::{DpProof, GateProof, KeyRelease, NoiseComponent, StatisticProof};
-pub use pushdown::{Measure, Pushdown, SourceGroup, pushdown, release_pushed};
+pub use pushdown::{Measure, Pushdown, SourceGroup, UnitBound, pushdown, release_pushed};
 
 /// What the analyst asks to spend on one query, in total.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -228,11 +228,47 @@ pub fn aggregate(
     for m in &push.measures {
         select.push(b.measure(m)?);
     }
-    let mut sql = format!("SELECT {} FROM {}", select.join(", "), table_ref(table));
-    if let Some(p) = filter {
-        let w = b.predicate(p)?;
-        sql.push_str(" WHERE ");
-        sql.push_str(&w);
+    let filter = filter.map(|p| b.predicate(p)).transpose()?;
+    let mut sql = format!("SELECT {} FROM ", select.join(", "));
+    match &push.unit {
+        None => {
+            sql.push_str(&table_ref(table));
+            if let Some(w) = filter {
+                sql.push_str(" WHERE ");
+                sql.push_str(&w);
+            }
+        }
+        Some(u) => {
+            // Contribution bounding inside the database: of each unit's selected rows, those
+            // of its first `max_groups` groups in key order, at most `max_rows` of them. The
+            // window functions look at one unit's rows only (PARTITION BY the unit).
+            let unit = b.column(&u.column)?.0;
+            let order = if push.group_by.is_empty() {
+                String::new()
+            } else {
+                let keys = push
+                    .group_by
+                    .iter()
+                    .map(|k| b.column(k).map(|c| c.0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                format!(" ORDER BY {}", keys.join(", "))
+            };
+            let mut inner = format!(
+                "SELECT *, dense_rank() OVER (PARTITION BY {unit}{order}) AS \"prism_group_rank\", \
+                 row_number() OVER (PARTITION BY {unit}{order}) AS \"prism_row_rank\" FROM {} \
+                 WHERE {unit} IS NOT NULL",
+                table_ref(table)
+            );
+            if let Some(w) = filter {
+                inner.push_str(" AND ");
+                inner.push_str(&w);
+            }
+            sql.push_str(&format!(
+                "({inner}) AS \"prism_bounded\" WHERE \"prism_group_rank\" <= {} AND \
+                 \"prism_row_rank\" <= {}",
+                u.max_groups, u.max_rows
+            ));
+        }
     }
     if !push.group_by.is_empty() {
         let by: Vec<String> = (1..=push.group_by.len()).map(|i| i.to_string()).collect();
@@ -292,6 +328,7 @@ mod tests {
     #[test]
     fn constants_are_parameters_and_identifiers_are_quoted() {
         let push = Pushdown {
+            unit: None,
             group_by: vec!["state".into()],
             measures: vec![
                 Measure::Rows,
@@ -337,8 +374,35 @@ mod tests {
     }
 
     #[test]
+    fn a_privacy_unit_is_bounded_by_window_functions_over_each_unit() {
+        let push = Pushdown {
+            unit: Some(prism_common::dp::UnitBound {
+                column: "state".into(),
+                max_rows: 3,
+                max_groups: 2,
+            }),
+            group_by: vec!["cost".into()],
+            measures: vec![Measure::Rows],
+        };
+        let filter = Predicate::IsNull {
+            column: "age".into(),
+            negated: true,
+        };
+        let st = aggregate("p", &schema(), Some(&filter), &push).expect("sql");
+        assert_eq!(
+            st.sql,
+            "SELECT \"cost\"::float8, count(*)::text FROM (SELECT *, dense_rank() OVER \
+             (PARTITION BY \"state\" ORDER BY \"cost\") AS \"prism_group_rank\", row_number() \
+             OVER (PARTITION BY \"state\" ORDER BY \"cost\") AS \"prism_row_rank\" FROM \"p\" \
+             WHERE \"state\" IS NOT NULL AND (\"age\" IS NOT NULL)) AS \"prism_bounded\" WHERE \
+             \"prism_group_rank\" <= 2 AND \"prism_row_rank\" <= 3 GROUP BY 1"
+        );
+    }
+
+    #[test]
     fn a_type_mismatch_or_an_unknown_column_is_refused() {
         let push = Pushdown {
+            unit: None,
             group_by: vec![],
             measures: vec![Measure::Rows],
         };

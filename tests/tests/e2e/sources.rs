@@ -128,7 +128,8 @@ async fn create_visits(db: &tokio_postgres::Client) {
              (ARRAY['CA','NY','TX','WA','OR'])[1 + g % 5] AS state,
              CASE WHEN g % 10 = 0 THEN 'St. John''s' ELSE 'Springfield' END AS city,
              ((g * 31) % 50000)::float8 / 7 AS cost,
-             (g % 3 = 0) AS smoker
+             (g % 3 = 0) AS smoker,
+             g % 250000 AS patient
          FROM generate_series(1::int8, {ROWS}) g;"
     ))
     .await
@@ -298,6 +299,57 @@ async fn a_postgres_table_answers_dp_queries_by_pushdown_and_a_failing_source_ch
             "{k}: sum {} vs {} (±{bsum})",
             r[2],
             w[1]
+        );
+    }
+
+    // A privacy unit: each patient has 4 visits, all in one state; bounded to 2 rows per unit
+    // in the database (window functions), so the exact answers are 2 × the number of units.
+    let mut with_unit = columns();
+    with_unit.as_array_mut().expect("columns").push(
+        json!({"name": "patient", "type": "integer", "privacy_unit": {"max_rows": 2, "max_groups": 1}}),
+    );
+    let (s, b) = node
+        .post(
+            "/v1/sources",
+            &json!({"name": "visits_units", "columns": with_unit, "source": source}),
+        )
+        .await
+        .expect("register");
+    assert_eq!(s, 201, "{b}");
+    f.wait_for_datasets(2).await.expect("catalog");
+    let run = dp_run(
+        &api,
+        "hospital-a.visits_units",
+        "SELECT COUNT(*) AS n FROM visits_units",
+        eps,
+    )
+    .await;
+    assert!(
+        run["proof_artifacts"]["release"]["privacy_unit"]
+            .as_str()
+            .is_some_and(|u| u.contains("patient")),
+        "{run}"
+    );
+    let b = bound(num(&statistic(&run, "n")["noise_scale"]), 1.0);
+    let got = num(&run["result"]["rows"][0][0]);
+    assert!(
+        (got - 500_000.0).abs() <= b,
+        "bounded count {got} vs 500000 (±{b})"
+    );
+    let run = dp_run(
+        &api,
+        "hospital-a.visits_units",
+        "SELECT state, COUNT(*) AS n FROM visits_units GROUP BY state",
+        eps,
+    )
+    .await;
+    let b = bound(num(&statistic(&run, "n")["noise_scale"]), 1.0);
+    let rows = run["result"]["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 4, "{run}");
+    for r in rows {
+        assert!(
+            (num(&r[1]) - 100_000.0).abs() <= b,
+            "{r:?} vs 100000 (±{b})"
         );
     }
 
