@@ -396,7 +396,22 @@ mod tests {
             None,
         );
         let params = p(100.0, 1e-6);
-        for q in [grouped, filtered, whole] {
+        // Without declared keys, GROUP BY releases the keys present behind a noisy threshold.
+        let hidden = population(false, &[("CA", 300), ("NY", 200), ("TX", 40)]);
+        let threshold = plan(
+            vec![
+                Output::Key("state".into()),
+                agg(AggFunc::Sum, Some("age"), "s"),
+            ],
+            &["state"],
+            None,
+        );
+        for (ds, q) in [
+            (&ds, grouped),
+            (&ds, filtered),
+            (&ds, whole),
+            (&hidden, threshold),
+        ] {
             let push = pushdown(&q, &ds.schema, &params, &loose()).expect("pushdown");
             assert_eq!((&push.measures[0], &push.unit), (&Measure::Rows, &None));
             let groups = source(&ds, &q, &push);
