@@ -414,10 +414,10 @@ mod tests {
         ] {
             let push = pushdown(&q, &ds.schema, &params, &loose()).expect("pushdown");
             assert_eq!((&push.measures[0], &push.unit), (&Measure::Rows, &None));
-            let groups = source(&ds, &q, &push);
+            let groups = source(ds, &q, &push);
             let pushed = release_pushed(&q, &ds.schema, &params, &loose(), groups, ds.rows as u64)
                 .expect("pushed");
-            let memory = release(&q, &ds, &params, &loose()).expect("memory");
+            let memory = release(&q, ds, &params, &loose()).expect("memory");
             assert_eq!(pushed.cost, memory.cost);
             assert_eq!(pushed.proof, memory.proof);
             assert_eq!(pushed.table.columns, memory.table.columns);
