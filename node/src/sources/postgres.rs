@@ -38,7 +38,8 @@ impl PgSource {
     pub(super) fn config(&self) -> Result<tokio_postgres::Config, SourceError> {
         let mut cfg: tokio_postgres::Config =
             self.conninfo.parse().map_err(|e| SourceError::Invalid {
-                source_name: self.label(),
+                // Not the string itself: one that does not parse may hold anything.
+                source_name: format!("postgres table {}", self.table),
                 message: format!("connection string: {e}"),
             })?;
         if cfg.get_password().is_some() {
@@ -273,5 +274,50 @@ fn describe(e: &tokio_postgres::Error) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(conninfo: &str) -> PgSource {
+        PgSource {
+            conninfo: conninfo.into(),
+            table: "visits".into(),
+            password_file: None,
+            password_env: None,
+        }
+    }
+
+    #[test]
+    fn a_password_comes_from_a_file_or_a_variable_never_the_connection_string() {
+        let err = source("host=db user=u password=hunter2")
+            .config()
+            .expect_err("password in the string");
+        assert!(err.to_string().contains("--password-file"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = source("postgresql://u:hunter2@db/clinic")
+            .config()
+            .expect_err("password in a URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+
+        let mut s = source("host=db user=u");
+        s.password_env = Some("PRISM_TEST_SURELY_UNSET_PASSWORD".into());
+        let err = s.config().expect_err("unset variable");
+        assert!(
+            err.to_string().contains("PRISM_TEST_SURELY_UNSET_PASSWORD"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "hunter2\n").expect("write");
+        let mut s = source("host=db user=u");
+        s.password_file = Some(f);
+        let cfg = s.config().expect("config");
+        assert_eq!(cfg.get_password(), Some(&b"hunter2"[..]));
+        assert_eq!(cfg.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 }
