@@ -84,7 +84,7 @@ pub struct PgSource {
 
 /// Where a registered dataset's rows are.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceSpec {
     /// A CSV file, or a directory of CSV files, read in place.
     Csv {
@@ -353,6 +353,34 @@ pub fn refuse_backend(
         serde_json::json!({"source": "postgres", "backend": backend, "served": ["dp_sandbox"]}),
     );
     Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_description_refuses_unknown_fields_and_holds_no_password() {
+        let csv: SourceSpec =
+            serde_json::from_value(serde_json::json!({"kind": "csv", "path": "/srv/v.csv"}))
+                .expect("csv");
+        assert!(csv.held_in_memory());
+        let pg: SourceSpec = serde_json::from_value(serde_json::json!({
+            "kind": "postgres", "conninfo": "host=db user=u", "table": "public.visits",
+            "password_env": "PGPASS"}))
+        .expect("postgres");
+        assert_eq!(pg.kind(), "postgres");
+        for bad in [
+            serde_json::json!({"kind": "csv", "path": "/x", "pasword_file": "/y"}),
+            serde_json::json!({"kind": "postgres", "conninfo": "host=db", "table": "t", "password": "p"}),
+            serde_json::json!({"kind": "parquet", "path": "/x"}),
+        ] {
+            assert!(
+                serde_json::from_value::<SourceSpec>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }
 
 /// The DP release of a PostgreSQL source.
