@@ -105,7 +105,11 @@ fn unsupported(dataset: &str, reason: String) -> DpError {
 }
 
 /// The measures of a calibration, and which of them each statistic uses.
-fn measures(cal: &Calibration, schema: &DatasetSchema) -> Result<(Pushdown, Vec<Uses>), DpError> {
+/// The measures, each statistic's uses of them, and the `not_null` checks: (measure index of
+/// a `not_null` column's non-null count, the column), which must equal the row count.
+type Measures = (Pushdown, Vec<Uses>, Vec<(usize, String)>);
+
+fn measures(cal: &Calibration, schema: &DatasetSchema) -> Result<Measures, DpError> {
     let dataset = cal.dataset.as_str();
     let unit = cal.unit.map(|(i, b)| UnitBound {
         column: schema.columns[i].name.clone(),
@@ -127,7 +131,19 @@ fn measures(cal: &Calibration, schema: &DatasetSchema) -> Result<(Pushdown, Vec<
             .ok_or_else(|| unsupported(dataset, format!("{} names no column", st.label)))
     };
     let mut uses = Vec::with_capacity(cal.stats.len());
+    let mut not_null = Vec::new();
     for st in &cal.stats {
+        // The calibration trusts `not_null` (public counts, the gate as a denominator); a
+        // table can gain nulls after registration, so the source's count is checked.
+        if st.num.as_ref().is_some_and(|n| n.not_null) {
+            let column = name(st)?.0;
+            let i = index(Measure::NonNull {
+                column: column.clone(),
+            });
+            if !not_null.iter().any(|(j, _)| *j == i) {
+                not_null.push((i, column));
+            }
+        }
         let sum = |center: i64| -> Result<Measure, DpError> {
             let (column, ty) = name(st)?;
             let num = st
@@ -187,6 +203,7 @@ fn measures(cal: &Calibration, schema: &DatasetSchema) -> Result<(Pushdown, Vec<
             unit,
         },
         uses,
+        not_null,
     ))
 }
 
@@ -218,7 +235,7 @@ pub fn release_pushed(
     published_rows: u64,
 ) -> Result<DpRelease, DpError> {
     let cal = calibrate::calibrate(plan, schema, params, policy)?;
-    let (push, uses) = measures(&cal, schema)?;
+    let (push, uses, not_null) = measures(&cal, schema)?;
     let dataset = cal.dataset.as_str();
     let bad = |m: String| DpError::Internal {
         dataset: dataset.to_string(),
@@ -230,6 +247,18 @@ pub fn release_pushed(
             "{} values for {width} measures",
             g.values.len()
         )));
+    }
+    if let Some((_, column)) = not_null
+        .iter()
+        .find(|(i, _)| groups.iter().any(|g| g.values[*i] != g.values[0]))
+    {
+        return Err(unsupported(
+            dataset,
+            format!(
+                "column {column} is declared not_null but the source now holds nulls in it; fix \
+                 the table or the declaration (a refresh refuses such a table)"
+            ),
+        ));
     }
     // Groups in output order, with their exact values (zero for a declared key with no rows).
     let (keys, values): (Vec<GroupKey>, Vec<Vec<i128>>) = match &cal.keys {
@@ -458,6 +487,26 @@ mod tests {
                 max_groups: 1
             })
         );
+
+        // age declared not_null: a source whose count of ages falls short of its row count now
+        // holds nulls there, and the release is refused.
+        let mut nn = ds.schema.clone();
+        nn.columns[1].not_null = true;
+        let avg = plan(vec![agg(AggFunc::Avg, Some("age"), "a")], &[], None);
+        let push = pushdown(&avg, &nn, &p(1.0, 0.0), &loose()).expect("avg");
+        let mut groups = source(&ds, &avg, &push);
+        let i = push
+            .measures
+            .iter()
+            .position(|m| {
+                *m == Measure::NonNull {
+                    column: "age".into(),
+                }
+            })
+            .expect("the not_null check");
+        groups[0].values[i] -= 1;
+        let err = release_pushed(&avg, &nn, &p(1.0, 0.0), &loose(), groups, 30).expect_err("nulls");
+        assert!(err.to_string().contains("not_null"), "{err}");
 
         let push = pushdown(&q, &ds.schema, &p(1.0, 0.0), &loose()).expect("count");
         let groups = source(&ds, &q, &push);
