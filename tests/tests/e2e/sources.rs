@@ -172,6 +172,26 @@ async fn a_postgres_table_answers_dp_queries_by_pushdown_and_a_failing_source_ch
             .is_some_and(|m| m.contains("ssn")),
         "{b}"
     );
+    // A column declared not_null that holds nulls is refused, as an import refuses it.
+    let mut strict = columns();
+    strict[1]["not_null"] = json!(true);
+    let (s, b) = node
+        .post(
+            "/v1/sources",
+            &json!({"name": "visits", "columns": strict, "source": source}),
+        )
+        .await
+        .expect("register");
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (422, &json!("invalid_source")),
+        "{b}"
+    );
+    let msg = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("column age") && msg.contains("1000 of its values are null"),
+        "{b}"
+    );
     // A password in the connection string is refused (it would be stored and shown).
     let mut with_pw = source.clone();
     with_pw["conninfo"] = json!(format!("{} password=x", pg.conninfo()));
