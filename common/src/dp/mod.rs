@@ -124,6 +124,8 @@ mod tests;
 #[cfg(test)]
 mod tests_accuracy;
 #[cfg(test)]
+mod tests_pushdown;
+#[cfg(test)]
 mod tests_release;
 #[cfg(test)]
 mod tests_units;
