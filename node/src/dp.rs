@@ -11,7 +11,7 @@ use prism_common::plan::Plan;
 use prism_common::wire::{ErrorBody, Execution, PrivacyParams};
 
 use crate::NodeState;
-use crate::policy::{admit, refuse, store_refusal};
+use crate::policy::{Admitted, admit_dp, refuse, store_refusal};
 
 fn dp_params(p: PrivacyParams) -> DpParams {
     DpParams {
@@ -32,14 +32,12 @@ pub fn estimate(
     plan: &Plan,
     params: PrivacyParams,
 ) -> Result<Cost, ErrorBody> {
-    let ds = admit(state, backend, dataset, plan)?;
-    dp::estimate(
-        plan,
-        &ds.schema,
-        &dp_params(params),
-        &state.config.policy.dp(),
-    )
-    .map_err(dp_refusal)
+    let held = admit_dp(state, backend, dataset, plan)?;
+    let (dparams, policy) = (dp_params(params), state.config.policy.dp());
+    if let Admitted::Remote(r) = &held {
+        dp::pushdown(plan, &r.schema, &dparams, &policy).map_err(dp_refusal)?;
+    }
+    dp::estimate(plan, held.schema(), &dparams, &policy).map_err(dp_refusal)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -60,12 +58,15 @@ pub async fn execute(
     params: PrivacyParams,
     requester: Option<prism_common::wire::Requester>,
 ) -> Result<Execution, ErrorBody> {
-    let ds = admit(state, backend, dataset, &plan)?;
+    let held = admit_dp(state, backend, dataset, &plan)?;
     let _answering = Answering::start(state, run_id);
     let asked = crate::provenance::asked(requester.as_ref(), &plan);
     let policy = state.config.policy.dp();
     let dparams = dp_params(params);
-    let cost = dp::estimate(&plan, &ds.schema, &dparams, &policy).map_err(dp_refusal)?;
+    if let Admitted::Remote(r) = &held {
+        dp::pushdown(&plan, &r.schema, &dparams, &policy).map_err(dp_refusal)?;
+    }
+    let cost = dp::estimate(&plan, held.schema(), &dparams, &policy).map_err(dp_refusal)?;
 
     let store = state.store.clone();
     let (name, rid) = (dataset.to_string(), run_id.to_string());
@@ -74,7 +75,12 @@ pub async fn execute(
         .map_err(store_refusal)?;
 
     let started = Instant::now();
-    let outcome = blocking(move || dp::release(&plan, &ds, &dparams, &policy)).await;
+    let outcome = match held {
+        Admitted::Memory(ds) => blocking(move || dp::release(&plan, &ds, &dparams, &policy)).await,
+        // The exact aggregate from the database, then the same release; a source that fails
+        // is an `Err` here, so the reservation below is released and nothing is charged.
+        Admitted::Remote(r) => crate::sources::pushdown::release(&r, plan, dparams, policy).await,
+    };
     let compute_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     let store = state.store.clone();

@@ -74,16 +74,21 @@ fn is_null(cell: &str) -> bool {
     cell.is_empty() || cell.eq_ignore_ascii_case("null")
 }
 
+/// Checks a dataset name and its declared columns (imports and sources alike).
+pub fn check_declaration(name: &str, columns: &[ColumnSpec]) -> Result<(), ImportError> {
+    if !crate::store::valid_dataset_name(name) {
+        return Err(ImportError::BadName(name.into()));
+    }
+    check_schema(columns)
+}
+
 /// Parses CSV text into a dataset with the declared columns.
 pub fn parse_csv(
     name: &str,
     columns: Vec<ColumnSpec>,
     csv_text: &str,
 ) -> Result<Dataset, ImportError> {
-    if !crate::store::valid_dataset_name(name) {
-        return Err(ImportError::BadName(name.into()));
-    }
-    check_schema(&columns)?;
+    check_declaration(name, &columns)?;
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)

@@ -30,6 +30,7 @@ pub mod peer;
 pub mod policy;
 pub mod provenance;
 pub mod request_view;
+pub mod sources;
 pub mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;
@@ -62,6 +63,8 @@ pub struct NodeState {
     /// Where its peer endpoint is bound.
     pub peer_addr: SocketAddr,
     datasets: RwLock<HashMap<String, Arc<Dataset>>>,
+    /// Datasets whose rows stay in a database (`sources`): DP queries are pushed down.
+    remote: RwLock<HashMap<String, Arc<sources::Remote>>>,
     /// Signalled when the catalog changes, so the link republishes it.
     pub catalog_changed: tokio::sync::Notify,
     /// Whether the coordinator link is up.
@@ -107,10 +110,36 @@ impl NodeState {
 
     /// Installs (or replaces) a dataset in memory and republishes the catalog.
     pub fn install_dataset(&self, ds: Arc<Dataset>) {
+        if let Ok(mut m) = self.remote.write() {
+            m.remove(&ds.schema.name);
+        }
         if let Ok(mut m) = self.datasets.write() {
             m.insert(ds.schema.name.clone(), ds);
         }
         self.catalog_changed.notify_one();
+    }
+
+    /// A dataset whose rows stay in a database, by name.
+    pub fn remote(&self, name: &str) -> Option<Arc<sources::Remote>> {
+        self.remote.read().ok()?.get(name).cloned()
+    }
+
+    /// Installs (or replaces) a database source and republishes the catalog.
+    pub fn install_remote(&self, r: Arc<sources::Remote>) {
+        if let Ok(mut m) = self.datasets.write() {
+            m.remove(&r.schema.name);
+        }
+        if let Ok(mut m) = self.remote.write() {
+            m.insert(r.schema.name.clone(), r);
+        }
+        self.catalog_changed.notify_one();
+    }
+
+    /// A dataset's declared schema, wherever its rows are.
+    pub fn schema(&self, name: &str) -> Option<prism_common::schema::DatasetSchema> {
+        self.dataset(name)
+            .map(|d| d.schema.clone())
+            .or_else(|| self.remote(name).map(|r| r.schema.clone()))
     }
 
     /// The catalog this node publishes: metadata only.
@@ -119,21 +148,27 @@ impl NodeState {
             .datasets
             .read()
             .map_err(|_| anyhow::anyhow!("dataset lock poisoned"))?;
+        let remote = self
+            .remote
+            .read()
+            .map_err(|_| anyhow::anyhow!("source lock poisoned"))?;
+        let entry = |schema: &prism_common::schema::DatasetSchema, rows: u64| CatalogEntry {
+            name: schema.name.clone(),
+            columns: schema.columns.clone(),
+            row_count: rows,
+            release: policy::modes(self, &schema.name),
+            budget: self
+                .config
+                .policy
+                .publish_budget
+                .then(|| self.store.budget(&schema.name).ok())
+                .flatten()
+                .map(|b| b.published()),
+        };
         let mut out: Vec<CatalogEntry> = m
             .values()
-            .map(|d| CatalogEntry {
-                name: d.schema.name.clone(),
-                columns: d.schema.columns.clone(),
-                row_count: d.rows as u64,
-                release: policy::modes(self, &d.schema.name),
-                budget: self
-                    .config
-                    .policy
-                    .publish_budget
-                    .then(|| self.store.budget(&d.schema.name).ok())
-                    .flatten()
-                    .map(|b| b.published()),
-            })
+            .map(|d| entry(&d.schema, d.rows as u64))
+            .chain(remote.values().map(|r| entry(&r.schema, r.rows)))
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -301,7 +336,10 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
     }
     let store = Arc::new(store);
     let s2 = store.clone();
-    let datasets = tokio::task::spawn_blocking(move || s2.load_all()).await??;
+    let (datasets, remote) = tokio::task::spawn_blocking(move || {
+        Ok::<_, store::StoreError>((s2.load_all()?, sources::remotes(&s2)?))
+    })
+    .await??;
 
     let mut peer_server = tls.server_config()?;
     peer_server.transport_config(Arc::new(peer::transport(&tls, config.max_frame)));
@@ -329,6 +367,12 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
             datasets
                 .into_iter()
                 .map(|(k, v)| (k, Arc::new(v)))
+                .collect(),
+        ),
+        remote: RwLock::new(
+            remote
+                .into_iter()
+                .map(|r| (r.schema.name.clone(), Arc::new(r)))
                 .collect(),
         ),
         catalog_changed: tokio::sync::Notify::new(),
@@ -360,6 +404,14 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
         shutdown.clone(),
     ));
     tasks.spawn(peer::run(state.clone(), endpoint.clone(), shutdown.clone()));
+    // Sources are re-read in the background: the stored data serves meanwhile.
+    let (s, sd) = (state.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            () = sources::reestablish(s) => {}
+            () = sd.cancelled() => {}
+        }
+    });
     let router = admin::router(state.clone(), &token);
     let sd = shutdown.clone();
     tasks.spawn(async move {

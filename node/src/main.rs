@@ -48,6 +48,10 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Register a dataset where its data already is (a CSV file or directory, a PostgreSQL
+    /// table), or re-read one.
+    #[command(subcommand)]
+    Source(SourceCommand),
     /// List datasets with their budgets.
     Datasets,
     /// Set a dataset's total privacy budget.
@@ -145,6 +149,49 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum SourceCommand {
+    /// Register a dataset read in place: `--csv PATH` (a file or a directory of CSV files), or
+    /// `--postgres CONNINFO --table T` (DP aggregates are pushed down; the password comes from
+    /// `--password-file` or `--password-env`, never from the connection string).
+    Add {
+        /// Dataset name (the SQL table name analysts use).
+        #[arg(long)]
+        name: String,
+        /// Column declarations: the same TOML file as `import --schema`.
+        #[arg(long)]
+        schema: PathBuf,
+        /// A CSV file, or a directory of CSV files, read in place.
+        #[arg(
+            long,
+            conflicts_with = "postgres",
+            required_unless_present = "postgres"
+        )]
+        csv: Option<PathBuf>,
+        /// A libpq-style connection string without a password, e.g.
+        /// 'host=db.internal port=5432 dbname=clinic user=prism_reader'.
+        #[arg(long, requires = "table")]
+        postgres: Option<String>,
+        /// The table or view (`table` or `schema.table`).
+        #[arg(long, requires = "postgres")]
+        table: Option<String>,
+        /// A file holding the database password (read by the node at each connection).
+        #[arg(long, requires = "postgres", conflicts_with = "password_env")]
+        password_file: Option<PathBuf>,
+        /// The name of an environment variable of the node that holds the database password.
+        #[arg(long, requires = "postgres")]
+        password_env: Option<String>,
+        /// Replace an existing dataset (its budget ledger is kept).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Re-read a dataset's source (on failure the previous data stays).
+    Refresh {
+        /// Dataset.
+        name: String,
+    },
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SchemaFile {
@@ -232,6 +279,43 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             http.post(format!("{url}/v1/datasets"))
                 .header("authorization", &auth)
                 .json(&serde_json::json!({"name": name, "columns": schema.columns, "csv": csv, "replace": replace}))
+                .send()
+                .await?
+        }
+        Command::Source(SourceCommand::Add {
+            name,
+            schema,
+            csv,
+            postgres,
+            table,
+            password_file,
+            password_env,
+            replace,
+        }) => {
+            let schema: SchemaFile = toml::from_str(
+                &std::fs::read_to_string(schema)
+                    .with_context(|| format!("reading {}", schema.display()))?,
+            )?;
+            let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+            let source = match (csv, postgres) {
+                (Some(path), _) => serde_json::json!({"kind": "csv", "path": absolute(path)}),
+                (None, Some(conninfo)) => serde_json::json!({
+                    "kind": "postgres", "conninfo": conninfo, "table": table,
+                    "password_file": password_file.as_ref().map(absolute),
+                    "password_env": password_env,
+                }),
+                (None, None) => bail!("give --csv PATH or --postgres CONNINFO --table T"),
+            };
+            http.post(format!("{url}/v1/sources"))
+                .header("authorization", &auth)
+                .json(&serde_json::json!({"name": name, "columns": schema.columns,
+                                          "source": source, "replace": replace}))
+                .send()
+                .await?
+        }
+        Command::Source(SourceCommand::Refresh { name }) => {
+            http.post(format!("{url}/v1/datasets/{name}/refresh"))
+                .header("authorization", &auth)
                 .send()
                 .await?
         }

@@ -86,6 +86,66 @@ pub fn admit(
     dataset: &str,
     plan: &Plan,
 ) -> Result<Arc<Dataset>, ErrorBody> {
+    check_request(state, backend, dataset, plan)?;
+    // A database source has no rows here: only the DP executor serves it (`admit_dp`).
+    if let Some(refusal) = crate::sources::refuse_backend(state, backend, dataset) {
+        return Err(refusal);
+    }
+    let ds = state.dataset(dataset).ok_or_else(|| {
+        refuse(
+            "unknown_dataset",
+            format!("dataset {dataset} does not exist on node {}", state.org),
+        )
+    })?;
+    check_dataset(state, backend, dataset, plan)?;
+    Ok(ds)
+}
+
+/// Where an admitted dataset's rows are.
+pub enum Admitted {
+    /// Held in memory (imported, or read from a file source).
+    Memory(Arc<Dataset>),
+    /// In a database: DP aggregates are pushed down.
+    Remote(Arc<crate::sources::Remote>),
+}
+
+impl Admitted {
+    /// The declared schema.
+    pub fn schema(&self) -> &prism_common::schema::DatasetSchema {
+        match self {
+            Admitted::Memory(d) => &d.schema,
+            Admitted::Remote(r) => &r.schema,
+        }
+    }
+}
+
+/// [`admit`] for the DP executor, which also serves datasets whose rows stay in a database.
+pub fn admit_dp(
+    state: &NodeState,
+    backend: BackendId,
+    dataset: &str,
+    plan: &Plan,
+) -> Result<Admitted, ErrorBody> {
+    let Some(remote) = state.remote(dataset) else {
+        return admit(state, backend, dataset, plan).map(Admitted::Memory);
+    };
+    check_request(state, backend, dataset, plan)?;
+    if backend != BackendId::DpSandbox
+        && let Some(refusal) = crate::sources::refuse_backend(state, backend, dataset)
+    {
+        return Err(refusal);
+    }
+    check_dataset(state, backend, dataset, plan)?;
+    Ok(Admitted::Remote(remote))
+}
+
+/// The checks that do not depend on the dataset's data: backend served, plan and request agree.
+fn check_request(
+    state: &NodeState,
+    backend: BackendId,
+    dataset: &str,
+    plan: &Plan,
+) -> Result<(), ErrorBody> {
     let org = &state.org;
     if backend == BackendId::EnclaveBackend {
         let mut b = refuse("backend_not_implemented", backend::ENCLAVE_MESSAGE);
@@ -123,12 +183,17 @@ pub fn admit(
             ),
         ));
     }
-    let ds = state.dataset(dataset).ok_or_else(|| {
-        refuse(
-            "unknown_dataset",
-            format!("dataset {dataset} does not exist on node {org}"),
-        )
-    })?;
+    Ok(())
+}
+
+/// The dataset's release mode and the policy's column rules.
+fn check_dataset(
+    state: &NodeState,
+    backend: BackendId,
+    dataset: &str,
+    plan: &Plan,
+) -> Result<(), ErrorBody> {
+    let org = &state.org;
     served_mode(state, backend, dataset)?;
     let policy = &state.config.policy;
     for a in plan.aggregates() {
@@ -150,7 +215,7 @@ pub fn admit(
             format!("node {org} policy: column {c} may not be filtered or grouped on"),
         ));
     }
-    Ok(ds)
+    Ok(())
 }
 
 /// The owner's settings for a dataset (none set: empty).

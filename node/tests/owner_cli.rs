@@ -150,3 +150,67 @@ async fn owner_views_print_tables_by_default_and_json_on_request() {
     shutdown.cancel();
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_add_and_refresh_register_a_csv_file_in_place() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (node, token, shutdown) = node_with_patients(dir.path()).await;
+    let url = node.admin_url();
+    let schema = dir.path().join("visits.schema.toml");
+    std::fs::write(
+        &schema,
+        "[[columns]]\nname = \"age\"\ntype = \"integer\"\nbounds = { min = 0, max = 100 }\n",
+    )
+    .expect("write");
+    let csv = dir.path().join("visits.csv");
+    std::fs::write(&csv, "age\n30\n40\n50\n").expect("write");
+    let (s, c) = (schema.to_string_lossy(), csv.to_string_lossy());
+    let (ok, out, err) = cli(
+        &url,
+        &token,
+        &[
+            "source", "add", "--name", "visits", "--schema", &s, "--csv", &c,
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("\"rows\": 3") && out.contains("\"csv\""),
+        "{out}"
+    );
+
+    std::fs::write(&csv, "age\n30\n40\n50\n60\n").expect("write");
+    let (ok, out, err) = cli(&url, &token, &["source", "refresh", "visits"]).await;
+    assert!(ok && out.contains("\"rows\": 4"), "{out}{err}");
+
+    // Neither a file nor a database: clap refuses before anything is sent.
+    let (ok, _, err) = cli(
+        &url,
+        &token,
+        &["source", "add", "--name", "x", "--schema", &s],
+    )
+    .await;
+    assert!(!ok && err.contains("--csv"), "{err}");
+    // The file is gone: the refresh names it and fails; the previous data stays.
+    std::fs::remove_file(&csv).expect("remove");
+    let (ok, out, err) = cli(&url, &token, &["source", "refresh", "visits"]).await;
+    assert!(
+        !ok && err.contains("502")
+            && out.contains("source_unavailable")
+            && out.contains("visits.csv"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = cli(&url, &token, &["datasets"]).await;
+    assert!(ok, "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let visits = list
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == "visits"))
+        .expect("visits");
+    assert_eq!(
+        (&visits["rows"], &visits["source"]["kind"]),
+        (&json!(4), &json!("csv"))
+    );
+    shutdown.cancel();
+    node.shutdown().await;
+}

@@ -439,13 +439,24 @@
     }
   }
 
+  /** Where a dataset's rows are: imported, a CSV source (path) or a PostgreSQL table. */
+  function sourceText(src) {
+    if (!src || src.kind === "import") return "imported";
+    if (src.kind === "csv") return "csv source " + src.path + " · read";
+    if (src.kind === "postgres") return "postgres source " + src.table + " (pushdown) · counted";
+    return src.kind;
+  }
+
   function datasetCard(d) {
     const card = el("article", { className: "dataset", dataset: { dataset: d.name } });
     const note = el("p", { className: "error dataset-error", role: "alert", hidden: true });
     const chart = el("div", { className: "chart-slot" }, el("p", { className: "muted", text: "Loading the ledger's history…" }));
     card.append(
       el("div", { className: "head" }, el("h3", { className: "mono", text: d.name }),
-        el("span", { className: "muted", text: d.rows + " rows · imported " + d.imported_at })),
+        el("span", { className: "muted", text: d.rows + " rows · " + sourceText(d.source) + " " + d.imported_at })),
+      d.source && d.source.last_error
+        ? el("p", { className: "error", role: "alert", text: "The last re-read of the source failed; the previous data is served: " + d.source.last_error })
+        : el("span", { hidden: true }),
       note,
       el("div", { className: "split" },
         el("div", null, el("h4", { text: "Privacy budget" }), budgetTable(d.budget), budgetForm(d, note)),

@@ -286,6 +286,14 @@ pub(crate) fn public_groups(
             g
         })
         .collect();
+    Groups {
+        keys: public_keys(domains),
+        gid,
+    }
+}
+
+/// The cross product of the declared keys, in output order.
+pub(crate) fn public_keys(domains: &[Vec<String>]) -> Vec<GroupKey> {
     let mut keys: Vec<GroupKey> = vec![Vec::new()];
     for dom in domains {
         keys = keys
@@ -299,5 +307,5 @@ pub(crate) fn public_groups(
             })
             .collect();
     }
-    Groups { keys, gid }
+    keys
 }

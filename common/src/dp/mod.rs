@@ -117,11 +117,14 @@ mod calibrate;
 mod grouping;
 pub mod noise;
 mod proof;
+mod pushdown;
 mod release;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_accuracy;
+#[cfg(test)]
+mod tests_pushdown;
 #[cfg(test)]
 mod tests_release;
 #[cfg(test)]
@@ -136,6 +139,7 @@ use crate::plan::{Plan, Table};
 use crate::schema::{Dataset, DatasetSchema};
 
 pub use proof::{DpProof, GateProof, KeyRelease, NoiseComponent, StatisticProof};
+pub use pushdown::{Measure, Pushdown, SourceGroup, UnitBound, pushdown, release_pushed};
 
 /// What the analyst asks to spend on one query, in total.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ use super::calibrate::{Calibration, Denominator, Noise, Scalar, Stat};
 use super::grouping::{NONE, data_groups, public_groups};
 use super::validate::{KeyMode, Kind, NumCol, Slot};
 use super::{DpError, DpParams, DpRelease, proof};
-use crate::eval::filter_mask;
+use crate::eval::{GroupKey, filter_mask};
 use crate::plan::{Plan, Table};
 use crate::schema::{ColumnData, Dataset};
 
@@ -107,66 +107,55 @@ fn noisy(s: &Scalar, exact: i64, ds: &str) -> Result<i64, DpError> {
     s.meas.invoke(&exact).map_err(|e| internal(ds, e))
 }
 
-/// Exact clamped aggregates of one statistic over the released groups, then noise.
-/// `gate_counts` are the released groups' noisy gate counts, if there is a gate count.
-fn release_stat(
+/// Exact aggregates of one statistic over the released groups (in units, before noise).
+pub(crate) enum Exact {
+    /// `COUNT(*)` or `COUNT(col)` per group.
+    Counts(Vec<i64>),
+    /// Σ (clamp(x) - center) per group (center 0 for a plain SUM).
+    Sums(Vec<i128>),
+    /// Σ (clamp(x) - center) and the number of values, per group (AVG).
+    SumsCounts(Vec<i128>, Vec<i64>),
+    /// MIN / MAX: per group, `candidates + 1` bins (see [`Binner`]).
+    Hist(Vec<u64>),
+}
+
+/// The exact aggregates `st` needs, computed over the rows held in memory.
+fn exact_stat(
     st: &Stat,
     ds: &Dataset,
     gid: &[u32],
     n: usize,
-    gate_counts: Option<&[i64]>,
     dataset: &str,
-) -> Result<Vec<Val>, DpError> {
+) -> Result<Exact, DpError> {
     let column = |c: Option<usize>| {
         c.and_then(|c| ds.columns.get(c))
             .ok_or_else(|| internal(dataset, format!("{} has no column data", st.label)))
     };
     let not_numeric = || internal(dataset, format!("the data of {} is not numeric", st.label));
-    let unit = st.num.as_ref().map_or(1, |n| n.unit);
-    let to_val = |units: i64| {
-        if unit == 1 {
-            Val::Int(units)
-        } else {
-            Val::Float(units as f64 / unit as f64)
-        }
-    };
     match (&st.noise, &st.num) {
-        (Noise::Laplace(s), _) if matches!(st.kind, Kind::CountAll | Kind::CountCol) => {
-            let counts = match st.kind {
+        (Noise::Laplace(_), _) if matches!(st.kind, Kind::CountAll | Kind::CountCol) => {
+            Ok(Exact::Counts(match st.kind {
                 Kind::CountAll => row_counts(gid, n),
                 _ => non_null_counts(column(st.col)?, gid, n),
-            };
-            counts
-                .iter()
-                .map(|&c| Ok(Val::Int(noisy(s, c, dataset)?.max(0))))
-                .collect()
+            }))
         }
-        (Noise::Laplace(s), Some(num)) => {
+        (Noise::Laplace(_), Some(num)) => {
             let mut sums = vec![0i128; n];
             if !for_each_value(column(st.col)?, num, gid, |g, x| sums[g] += i128::from(x)) {
                 return Err(not_numeric());
             }
-            sums.iter()
-                .map(|&x| Ok(to_val(noisy(s, saturate(x), dataset)?)))
-                .collect()
+            Ok(Exact::Sums(sums))
         }
-        (Noise::CenteredSum { sum, center }, Some(num)) => {
+        (Noise::CenteredSum { center, .. }, Some(num)) => {
             let mut sums = vec![0i128; n];
             if !for_each_value(column(st.col)?, num, gid, |g, x| {
                 sums[g] += i128::from(x - center)
             }) {
                 return Err(not_numeric());
             }
-            // Public: every row has a value (not_null) and every row is selected (unfiltered).
-            let offset = i128::from(*center) * ds.rows as i128;
-            sums.iter()
-                .map(|&x| {
-                    let s = noisy(sum, saturate(x), dataset)?;
-                    Ok(to_val(saturate(i128::from(s) + offset)))
-                })
-                .collect()
+            Ok(Exact::Sums(sums))
         }
-        (Noise::Avg { sum, count, center }, Some(num)) => {
+        (Noise::Avg { center, .. }, Some(num)) => {
             let (mut sums, mut counts) = (vec![0i128; n], vec![0i64; n]);
             let ok = for_each_value(column(st.col)?, num, gid, |g, x| {
                 sums[g] += i128::from(x - center);
@@ -175,32 +164,9 @@ fn release_stat(
             if !ok {
                 return Err(not_numeric());
             }
-            (0..n)
-                .map(|g| {
-                    let s = noisy(sum, saturate(sums[g]), dataset)?;
-                    let c = match count {
-                        Denominator::Own(count) => noisy(count, counts[g], dataset)?,
-                        Denominator::PublicRows => i64::try_from(ds.rows).unwrap_or(i64::MAX),
-                        Denominator::Gate => gate_counts
-                            .and_then(|v| v.get(g))
-                            .copied()
-                            .ok_or_else(|| internal(dataset, "the gate count is missing"))?,
-                    };
-                    if c <= 0 {
-                        return Ok(Val::Null);
-                    }
-                    let avg =
-                        (*center as f64 + s as f64 / c as f64).clamp(num.lo as f64, num.hi as f64);
-                    Ok(Val::Float(avg / unit as f64))
-                })
-                .collect()
+            Ok(Exact::SumsCounts(sums, counts))
         }
-        (
-            Noise::Select {
-                meas, candidates, ..
-            },
-            Some(num),
-        ) => {
+        (Noise::Select { candidates, .. }, Some(num)) => {
             let k = candidates.len();
             let min = st.kind == Kind::Min;
             // hist[g][b]: MIN bins by #candidates <= x, MAX bins by #candidates < x.
@@ -219,6 +185,105 @@ fn release_stat(
             if !ok {
                 return Err(not_numeric());
             }
+            Ok(Exact::Hist(hist))
+        }
+        _ => Err(miscalibrated(st, dataset)),
+    }
+}
+
+fn miscalibrated(st: &Stat, dataset: &str) -> DpError {
+    internal(dataset, format!("statistic {} is miscalibrated", st.label))
+}
+
+/// Noise on the exact aggregates of one statistic over `n` released groups. `gate_counts` are
+/// the released groups' noisy gate counts, if there is a gate count; `public_rows` is the
+/// dataset's public row count.
+fn noise_stat(
+    st: &Stat,
+    exact: Exact,
+    n: usize,
+    gate_counts: Option<&[i64]>,
+    public_rows: u64,
+    dataset: &str,
+) -> Result<Vec<Val>, DpError> {
+    let unit = st.num.as_ref().map_or(1, |n| n.unit);
+    let to_val = |units: i64| {
+        if unit == 1 {
+            Val::Int(units)
+        } else {
+            Val::Float(units as f64 / unit as f64)
+        }
+    };
+    let sized = |len: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(internal(
+                dataset,
+                format!("{}: {len} exact values for {n} groups", st.label),
+            ))
+        }
+    };
+    match (&st.noise, &st.num, exact) {
+        (Noise::Laplace(s), _, Exact::Counts(counts))
+            if matches!(st.kind, Kind::CountAll | Kind::CountCol) =>
+        {
+            sized(counts.len())?;
+            counts
+                .iter()
+                .map(|&c| Ok(Val::Int(noisy(s, c, dataset)?.max(0))))
+                .collect()
+        }
+        (Noise::Laplace(s), Some(_), Exact::Sums(sums)) => {
+            sized(sums.len())?;
+            sums.iter()
+                .map(|&x| Ok(to_val(noisy(s, saturate(x), dataset)?)))
+                .collect()
+        }
+        (Noise::CenteredSum { sum, center }, Some(_), Exact::Sums(sums)) => {
+            sized(sums.len())?;
+            // Public: every row has a value (not_null) and every row is selected (unfiltered).
+            let offset = i128::from(*center) * i128::from(public_rows);
+            sums.iter()
+                .map(|&x| {
+                    let s = noisy(sum, saturate(x), dataset)?;
+                    Ok(to_val(saturate(i128::from(s) + offset)))
+                })
+                .collect()
+        }
+        (Noise::Avg { sum, count, center }, Some(num), Exact::SumsCounts(sums, counts)) => {
+            sized(sums.len())?;
+            sized(counts.len())?;
+            (0..n)
+                .map(|g| {
+                    let s = noisy(sum, saturate(sums[g]), dataset)?;
+                    let c = match count {
+                        Denominator::Own(count) => noisy(count, counts[g], dataset)?,
+                        Denominator::PublicRows => i64::try_from(public_rows).unwrap_or(i64::MAX),
+                        Denominator::Gate => gate_counts
+                            .and_then(|v| v.get(g))
+                            .copied()
+                            .ok_or_else(|| internal(dataset, "the gate count is missing"))?,
+                    };
+                    if c <= 0 {
+                        return Ok(Val::Null);
+                    }
+                    let avg =
+                        (*center as f64 + s as f64 / c as f64).clamp(num.lo as f64, num.hi as f64);
+                    Ok(Val::Float(avg / unit as f64))
+                })
+                .collect()
+        }
+        (
+            Noise::Select {
+                meas, candidates, ..
+            },
+            Some(_),
+            Exact::Hist(hist),
+        ) => {
+            let k = candidates.len();
+            sized(hist.len() / (k + 1))?;
+            let min = st.kind == Kind::Min;
             let kk = k as u64;
             (0..n)
                 .map(|g| {
@@ -248,10 +313,7 @@ fn release_stat(
                 })
                 .collect()
         }
-        _ => Err(internal(
-            dataset,
-            format!("statistic {} is miscalibrated", st.label),
-        )),
+        _ => Err(miscalibrated(st, dataset)),
     }
 }
 
@@ -297,22 +359,23 @@ impl<'a> Binner<'a> {
     }
 }
 
-/// Applies the gate: which groups are released, with their noisy gate counts.
+/// Applies the gate: which groups are released, with their noisy gate counts. `counts` are
+/// the groups' exact `COUNT(*)`, `public_rows` the dataset's public row count.
 fn gate(
     cal: &Calibration,
-    gid: &[u32],
-    n: usize,
+    counts: &[i64],
+    public_rows: u64,
 ) -> Result<(Vec<usize>, Option<Vec<i64>>), DpError> {
     let ds = cal.dataset.as_str();
+    let n = counts.len();
     if cal.public_rows {
         // The one group holds every row; their number is public, so this costs nothing.
-        let open = (gid.len() as u64) >= cal.min_count;
+        let open = public_rows >= cal.min_count;
         return Ok((if open { (0..n).collect() } else { Vec::new() }, None));
     }
     let Some(gi) = cal.gate else {
         return Ok(((0..n).collect(), None));
     };
-    let counts = row_counts(gid, n);
     let noisy: Vec<(usize, i64)> = match &cal.stats[gi].noise {
         Noise::Threshold { meas, .. } => {
             let input: HashMap<u32, i64> = counts
@@ -343,7 +406,7 @@ fn gate(
     Ok((released, Some(values)))
 }
 
-/// Releases the plan's table.
+/// Releases the plan's table from the rows held in memory.
 pub(crate) fn run(
     plan: &Plan,
     ds: &Dataset,
@@ -373,19 +436,52 @@ pub(crate) fn run(
             .ok_or_else(|| internal(dataset, "the privacy unit has no column data"))?;
         super::units::bound(&mut groups.gid, unit, bounds);
     }
-    let (released, gate_values) = gate(cal, &groups.gid, groups.keys.len())?;
-    let n = released.len();
+    let counts = row_counts(&groups.gid, groups.keys.len());
+    // Row → released position, computed once the gate has decided, so the aggregates only
+    // touch released groups.
+    let mut released_gid: Option<Vec<u32>> = None;
+    finish(
+        plan,
+        cal,
+        params,
+        &groups.keys,
+        &counts,
+        ds.rows as u64,
+        |st, released| {
+            let gid = released_gid.get_or_insert_with(|| {
+                let mut rel = vec![NONE; groups.keys.len()];
+                for (r, &g) in released.iter().enumerate() {
+                    rel[g] = r as u32;
+                }
+                groups
+                    .gid
+                    .iter()
+                    .map(|&g| if g == NONE { NONE } else { rel[g as usize] })
+                    .collect()
+            });
+            exact_stat(st, ds, gid, released.len(), dataset)
+        },
+    )
+}
 
-    // Row → released position, so the aggregates below only touch released groups.
-    let mut rel = vec![NONE; groups.keys.len()];
-    for (r, &g) in released.iter().enumerate() {
-        rel[g] = r as u32;
+/// The gate, the noise and the table, whoever computed the exact aggregates: `keys` are the
+/// groups (in output order) with their exact `COUNT(*)` in `counts`; `exact(stat, released)`
+/// gives a statistic's exact aggregates over the released groups (indices into `keys`).
+pub(crate) fn finish(
+    plan: &Plan,
+    cal: &Calibration,
+    params: &DpParams,
+    keys: &[GroupKey],
+    counts: &[i64],
+    public_rows: u64,
+    mut exact: impl FnMut(&Stat, &[usize]) -> Result<Exact, DpError>,
+) -> Result<DpRelease, DpError> {
+    let dataset = cal.dataset.as_str();
+    if keys.len() != counts.len() {
+        return Err(internal(dataset, "group keys and counts differ in number"));
     }
-    let gid: Vec<u32> = groups
-        .gid
-        .iter()
-        .map(|&g| if g == NONE { NONE } else { rel[g as usize] })
-        .collect();
+    let (released, gate_values) = gate(cal, counts, public_rows)?;
+    let n = released.len();
 
     let mut values: Vec<Vec<Val>> = Vec::with_capacity(cal.stats.len());
     for (i, st) in cal.stats.iter().enumerate() {
@@ -393,13 +489,20 @@ pub(crate) fn run(
             // The gate count is released as it is (clamped at 0): no second noise draw.
             (Some(g), true) => g.iter().map(|&c| Val::Int(c.max(0))).collect(),
             _ if st.outputs.is_empty() => Vec::new(),
-            _ => release_stat(st, ds, &gid, n, gate_values.as_deref(), dataset)?,
+            _ => noise_stat(
+                st,
+                exact(st, &released)?,
+                n,
+                gate_values.as_deref(),
+                public_rows,
+                dataset,
+            )?,
         });
     }
 
     let mut rows = Vec::with_capacity(n);
     for (r, &g) in released.iter().enumerate() {
-        let key = &groups.keys[g];
+        let key = &keys[g];
         let row = cal
             .slots
             .iter()

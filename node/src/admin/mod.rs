@@ -23,6 +23,7 @@ use crate::store::{Budget, StoreError};
 
 mod owner;
 mod rooms;
+mod sources;
 
 pub(crate) use rooms::load_invitation;
 use rooms::{attest, decline, invitation, invitations, withdraw};
@@ -160,6 +161,7 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
         .route("/v1/audit/verify", get(verify_audit))
         .route("/metrics", get(metrics))
         .merge(owner::routes())
+        .merge(sources::routes())
         .merge(crate::console::routes())
         .with_state(admin)
 }
@@ -229,12 +231,19 @@ async fn list_datasets(
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
     let store = a.state.store.clone();
-    let list = blocking(move || store.datasets()).await??;
+    let (list, sources) =
+        blocking(move || Ok::<_, StoreError>((store.datasets()?, store.sources()?))).await??;
+    // Where each dataset's rows are: `import` (stored on the node), `csv` or `postgres`.
+    let source = |name: &str| match sources.get(name) {
+        Some(s) => s.describe(),
+        None => json!({"kind": "import"}),
+    };
     Ok(Json(json!(
         list.iter()
             .map(
                 |(m, b)| json!({"name": m.schema.name, "columns": m.schema.columns, "rows": m.rows,
                              "imported_at": m.imported_at, "budget": budget_json(b),
+                             "source": source(&m.schema.name),
                              "release": crate::policy::modes(&a.state, &m.schema.name),
                              "identifying_columns": crate::policy::dataset_release(&a.state, &m.schema.name).identifying_columns})
             )
@@ -258,7 +267,7 @@ struct ImportBody {
 /// A budget total.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BudgetBody {
+pub(crate) struct BudgetBody {
     epsilon: f64,
     delta: f64,
 }
@@ -306,22 +315,21 @@ async fn update_column(
     Json(body): Json<ColumnPatch>,
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
-    let ds = a.state.dataset(&name).ok_or_else(|| {
+    let mut new_schema = a.state.schema(&name).ok_or_else(|| {
         AdminError(
             StatusCode::NOT_FOUND,
             "unknown_dataset",
             format!("dataset {name} does not exist"),
         )
     })?;
-    let mut new = (*ds).clone();
-    let idx = new.schema.column_index(&column).ok_or_else(|| {
+    let idx = new_schema.column_index(&column).ok_or_else(|| {
         AdminError(
             StatusCode::NOT_FOUND,
             "unknown_column",
             format!("dataset {name} has no column {column}"),
         )
     })?;
-    let spec = &mut new.schema.columns[idx];
+    let spec = &mut new_schema.columns[idx];
     if let Some(b) = body.bounds {
         if !(spec.ty.is_numeric() && b.min.is_finite() && b.max.is_finite() && b.min <= b.max) {
             return Err(AdminError(
@@ -335,12 +343,20 @@ async fn update_column(
     if let Some(k) = body.public_keys {
         spec.public_keys = Some(k);
     }
-    let schema = new.schema.clone();
+    let schema = new_schema.clone();
     let store = a.state.store.clone();
     let details = json!({"column": column, "spec": schema.columns[idx]});
     blocking(move || store.update_schema(&schema, "node-admin", details)).await??;
-    let out = json!(new.schema);
-    a.state.install_dataset(Arc::new(new));
+    let out = json!(new_schema);
+    if let Some(ds) = a.state.dataset(&name) {
+        let mut ds = (*ds).clone();
+        ds.schema = new_schema;
+        a.state.install_dataset(Arc::new(ds));
+    } else if let Some(r) = a.state.remote(&name) {
+        let mut r = (*r).clone();
+        r.schema = new_schema;
+        a.state.install_remote(Arc::new(r));
+    }
     Ok(Json(out))
 }
 
@@ -400,7 +416,7 @@ async fn get_release(
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
-    if a.state.dataset(&name).is_none() {
+    if a.state.schema(&name).is_none() {
         return Err(StoreError::UnknownDataset(name).into());
     }
     let own = crate::policy::dataset_release(&a.state, &name);
@@ -416,9 +432,9 @@ async fn set_release(
     Json(body): Json<ReleaseBody>,
 ) -> Result<Json<serde_json::Value>> {
     check_token(&a, &h)?;
-    let ds = a
+    let schema = a
         .state
-        .dataset(&name)
+        .schema(&name)
         .ok_or_else(|| StoreError::UnknownDataset(name.clone()))?;
     let bad = |m: String| AdminError(StatusCode::UNPROCESSABLE_ENTITY, "invalid_release", m);
     let mut own = crate::policy::dataset_release(&a.state, &name);
@@ -445,7 +461,7 @@ async fn set_release(
         }
     }
     if let Some(cols) = body.identifying_columns {
-        if let Some(c) = cols.iter().find(|c| ds.schema.column(c).is_none()) {
+        if let Some(c) = cols.iter().find(|c| schema.column(c).is_none()) {
             return Err(bad(format!("dataset {name} has no column {c}")));
         }
         own.identifying_columns = cols;

@@ -31,6 +31,9 @@ pub(super) fn dataset(
     state: &NodeState,
     name: &str,
 ) -> Result<Arc<prism_common::schema::Dataset>, ErrorBody> {
+    if let Some(refusal) = crate::sources::refuse_backend(state, BackendId::HeBackend, name) {
+        return Err(refusal);
+    }
     state.dataset(name).ok_or_else(|| {
         refuse(
             "unknown_dataset",

@@ -32,6 +32,9 @@ const COLUMNS: TableDefinition<&str, &[u8]> = TableDefinition::new("columns");
 pub(crate) const BUDGETS: TableDefinition<&str, &str> = TableDefinition::new("budgets");
 /// name → JSON [`DatasetRelease`]: the owner's per-dataset release settings.
 const RELEASE: TableDefinition<&str, &str> = TableDefinition::new("dataset_release");
+/// name → JSON [`crate::sources::SourceRecord`]: where a registered (not imported) dataset's
+/// rows are. Never holds a secret: credentials are named (a file, an environment variable).
+const SOURCES: TableDefinition<&str, &str> = TableDefinition::new("sources");
 /// reservation id → JSON [`Reservation`].
 const RESERVATIONS: TableDefinition<&str, &str> = TableDefinition::new("reservations");
 
@@ -152,6 +155,7 @@ impl Store {
             txn.open_table(BUDGETS)?;
             txn.open_table(RESERVATIONS)?;
             txn.open_table(RELEASE)?;
+            txn.open_table(SOURCES)?;
             txn.open_table(audit::AUDIT)?;
             txn.open_table(invitations::INVITATIONS)?;
             txn.open_table(held::HELD)?;
@@ -201,13 +205,54 @@ impl Store {
         replace: bool,
         actor: &str,
     ) -> Result<DatasetMeta, StoreError> {
-        let name = ds.schema.name.as_str();
+        self.put(
+            &ds.schema,
+            ds.rows as u64,
+            Some(ds),
+            None,
+            budget,
+            replace,
+            actor,
+        )
+    }
+
+    /// Registers (or re-reads) a dataset read from a source: its rows when the node holds them
+    /// in memory (a file source), none for a database source, and the source record. A new
+    /// dataset gets `budget`; a replaced one keeps its ledger.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_source(
+        &self,
+        schema: &DatasetSchema,
+        rows: u64,
+        data: Option<&Dataset>,
+        source: &crate::sources::SourceRecord,
+        budget: Budget,
+        replace: bool,
+        actor: &str,
+    ) -> Result<DatasetMeta, StoreError> {
+        self.put(schema, rows, data, Some(source), budget, replace, actor)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn put(
+        &self,
+        schema: &DatasetSchema,
+        rows: u64,
+        data: Option<&Dataset>,
+        source: Option<&crate::sources::SourceRecord>,
+        budget: Budget,
+        replace: bool,
+        actor: &str,
+    ) -> Result<DatasetMeta, StoreError> {
+        let name = schema.name.as_str();
         let meta = DatasetMeta {
-            schema: ds.schema.clone(),
-            rows: ds.rows as u64,
+            schema: schema.clone(),
+            rows,
             imported_at: now(),
         };
-        let blob = postcard::to_stdvec(&ds.columns)
+        let blob = data
+            .map(|ds| postcard::to_stdvec(&ds.columns))
+            .transpose()
             .map_err(|e| StoreError::Corrupt(name.into(), e.to_string()))?;
         let txn = self.db.begin_write()?;
         {
@@ -217,7 +262,24 @@ impl Store {
                 return Err(StoreError::DatasetExists(name.into()));
             }
             datasets.insert(name, json(&meta).as_str())?;
-            txn.open_table(COLUMNS)?.insert(name, blob.as_slice())?;
+            let mut columns = txn.open_table(COLUMNS)?;
+            match &blob {
+                Some(blob) => {
+                    columns.insert(name, blob.as_slice())?;
+                }
+                None => {
+                    columns.remove(name)?;
+                }
+            }
+            let mut sources = txn.open_table(SOURCES)?;
+            match source {
+                Some(s) => {
+                    sources.insert(name, json(s).as_str())?;
+                }
+                None => {
+                    sources.remove(name)?;
+                }
+            }
             let mut budgets = txn.open_table(BUDGETS)?;
             let ledger = match budgets.get(name)? {
                 Some(v) => parse(name, v.value())?,
@@ -227,14 +289,16 @@ impl Store {
             audit::append(
                 &txn,
                 actor,
-                if existed {
-                    "dataset_replaced"
-                } else {
-                    "dataset_imported"
+                match (existed, source.is_some()) {
+                    (false, false) => "dataset_imported",
+                    (true, false) => "dataset_replaced",
+                    (false, true) => "source_registered",
+                    (true, true) => "source_refreshed",
                 },
                 name,
                 ledger::bind(
-                    serde_json::json!({"rows": ds.rows, "columns": ds.schema.columns}),
+                    serde_json::json!({"rows": rows, "columns": schema.columns,
+                                       "source": source.map(|s| s.describe())}),
                     &ledger,
                 ),
             )?;
@@ -261,15 +325,68 @@ impl Store {
         Ok(out)
     }
 
-    /// Loads every dataset's columns into memory.
+    /// Every registered source, by dataset name.
+    pub fn sources(&self) -> Result<HashMap<String, crate::sources::SourceRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(SOURCES)?;
+        let mut out = HashMap::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            out.insert(k.value().to_string(), parse(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// What the node keeps about one dataset.
+    pub fn dataset_meta(&self, name: &str) -> Result<DatasetMeta, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(DATASETS)?;
+        let v = t
+            .get(name)?
+            .ok_or_else(|| StoreError::UnknownDataset(name.into()))?;
+        parse(name, v.value())
+    }
+
+    /// Records why a source could not be read (the previous data stays).
+    pub fn source_failed(&self, name: &str, error: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(SOURCES)?;
+            let mut rec: crate::sources::SourceRecord = match t.get(name)? {
+                Some(v) => parse(name, v.value())?,
+                None => return Err(StoreError::UnknownDataset(name.into())),
+            };
+            rec.last_error = Some(error.to_string());
+            t.insert(name, json(&rec).as_str())?;
+            audit::append(
+                &txn,
+                "node",
+                "source_failed",
+                name,
+                serde_json::json!({"error": error}),
+            )?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Loads into memory the columns of every dataset the node holds rows of (imports and file
+    /// sources; a database source has none).
     pub fn load_all(&self) -> Result<HashMap<String, Dataset>, StoreError> {
         let txn = self.db.begin_read()?;
         let datasets = txn.open_table(DATASETS)?;
         let columns = txn.open_table(COLUMNS)?;
+        let sources = txn.open_table(SOURCES)?;
         let mut out = HashMap::new();
         for row in datasets.iter()? {
             let (k, v) = row?;
             let meta: DatasetMeta = parse(k.value(), v.value())?;
+            if let Some(s) = sources.get(k.value())? {
+                let rec: crate::sources::SourceRecord = parse(k.value(), s.value())?;
+                if !rec.spec.held_in_memory() {
+                    continue;
+                }
+            }
             let blob = columns
                 .get(k.value())?
                 .ok_or_else(|| StoreError::Corrupt(k.value().into(), "no columns".into()))?;

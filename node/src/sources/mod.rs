@@ -1,0 +1,427 @@
+//! Sources: datasets registered where the data already is, instead of imported.
+//!
+//! - A **file source** (a CSV file or a directory of CSV files, [`csv`]) is read into the normal
+//!   in-memory dataset at registration, at node start and on refresh; every backend works on it
+//!   unchanged. When a re-read fails (the file was removed, a cell is bad), the previous data
+//!   stays in service and the failure is recorded on the source (`last_error`) and audited.
+//! - A **PostgreSQL source** ([`postgres`]) keeps its rows in the database: the node pushes the
+//!   exact aggregate of a DP query down (clamping, WHERE and GROUP BY in SQL, [`pg_sql`]) and
+//!   releases it through the same DP path as an imported dataset (`dp.rs`). HE and MPC queries
+//!   on it are refused ([`refuse_backend`]): HE evaluates encrypted constants on every row, and
+//!   MPC rooms are not pushed down yet.
+//!
+//! The schema and bounds are the owner's declaration (the same schema file as an import). The
+//! store keeps the source description ([`SourceRecord`]), never a secret: a PostgreSQL password
+//! is read at each connection from the file or environment variable the registration names.
+
+pub mod csv;
+pub mod pg_sql;
+pub mod postgres;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prism_common::schema::{ColumnSpec, DatasetSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::NodeState;
+use crate::store::{Budget, DatasetMeta, StoreError};
+
+/// Why a source could not be registered or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The source cannot be reached or read (file removed, server down, table dropped).
+    #[error("source {source_name} is unavailable: {message}")]
+    Unavailable {
+        /// The file, or the PostgreSQL table and connection string.
+        source_name: String,
+        /// What failed.
+        message: String,
+    },
+    /// The source does not match its declaration (bad cell, wrong type, bad settings).
+    #[error("source {source_name}: {message}")]
+    Invalid {
+        /// The file, or the PostgreSQL table and connection string.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A declared column is not in the source.
+    #[error(
+        "source {source_name} has no column {column} of the declared schema (it has: {present}); fix the schema file or the source"
+    )]
+    MissingColumn {
+        /// The PostgreSQL table and connection string.
+        source_name: String,
+        /// The declared column.
+        column: String,
+        /// The columns the source has.
+        present: String,
+    },
+    /// The name or the declaration is not acceptable.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A PostgreSQL table or view.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgSource {
+    /// libpq-style connection string without a password (`host=… port=… dbname=… user=…`).
+    pub conninfo: String,
+    /// `table`, or `schema.table`.
+    pub table: String,
+    /// A file holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// An environment variable of the node holding the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+}
+
+/// Where a registered dataset's rows are.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceSpec {
+    /// A CSV file, or a directory of CSV files, read in place.
+    Csv {
+        /// The file or directory.
+        path: PathBuf,
+    },
+    /// A PostgreSQL table or view, queried by pushdown.
+    Postgres(PgSource),
+}
+
+impl SourceSpec {
+    /// Whether the node holds the rows in memory (file sources) or leaves them in place.
+    pub fn held_in_memory(&self) -> bool {
+        matches!(self, SourceSpec::Csv { .. })
+    }
+
+    /// `csv` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Csv { .. } => "csv",
+            SourceSpec::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// What the store keeps about a source (no secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    /// Where the rows are.
+    pub spec: SourceSpec,
+    /// When it was last read successfully.
+    pub refreshed_at: String,
+    /// Why the last re-read failed, if it did (cleared by a successful one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl SourceRecord {
+    /// The description the audit log and the owner's listing show.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.spec).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("refreshed_at".into(), self.refreshed_at.clone().into());
+            if let Some(e) = &self.last_error {
+                o.insert("last_error".into(), e.clone().into());
+            }
+        }
+        v
+    }
+}
+
+/// A dataset whose rows stay in a PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// The owner's declaration.
+    pub schema: DatasetSchema,
+    /// The row count read at registration or the last refresh (what the catalog publishes).
+    pub rows: u64,
+    /// Where the rows are.
+    pub source: PgSource,
+}
+
+/// Reads a source: a file source's rows, or a database source's row count after checking the
+/// declared columns against it.
+async fn read(
+    name: &str,
+    columns: &[ColumnSpec],
+    spec: &SourceSpec,
+) -> Result<(u64, Option<prism_common::schema::Dataset>), SourceError> {
+    match spec {
+        SourceSpec::Csv { path } => {
+            let (n, c, p) = (name.to_string(), columns.to_vec(), path.clone());
+            let ds = tokio::task::spawn_blocking(move || csv::read(&n, &c, &p))
+                .await
+                .map_err(|e| SourceError::Unavailable {
+                    source_name: path.display().to_string(),
+                    message: e.to_string(),
+                })??;
+            Ok((ds.rows as u64, Some(ds)))
+        }
+        SourceSpec::Postgres(pg) => {
+            let schema = DatasetSchema {
+                name: name.to_string(),
+                columns: columns.to_vec(),
+            };
+            Ok((pg.census(&schema).await?, None))
+        }
+    }
+}
+
+/// Registers (or, with `replace`, re-registers) a dataset read from `spec`.
+pub async fn register(
+    state: &Arc<NodeState>,
+    name: &str,
+    columns: Vec<ColumnSpec>,
+    spec: SourceSpec,
+    budget: Budget,
+    replace: bool,
+    actor: &str,
+) -> Result<DatasetMeta, SourceError> {
+    crate::import::check_declaration(name, &columns)?;
+    if let SourceSpec::Postgres(pg) = &spec {
+        pg.config()?;
+    }
+    let (rows, data) = read(name, &columns, &spec).await?;
+    let schema = DatasetSchema {
+        name: name.to_string(),
+        columns,
+    };
+    install(state, schema, rows, data, spec, budget, replace, actor).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn install(
+    state: &Arc<NodeState>,
+    schema: DatasetSchema,
+    rows: u64,
+    data: Option<prism_common::schema::Dataset>,
+    spec: SourceSpec,
+    budget: Budget,
+    replace: bool,
+    actor: &str,
+) -> Result<DatasetMeta, SourceError> {
+    let record = SourceRecord {
+        spec: spec.clone(),
+        refreshed_at: prism_common::clock::now(),
+        last_error: None,
+    };
+    let data = data.map(Arc::new);
+    let (store, s, d, a) = (
+        state.store.clone(),
+        schema.clone(),
+        data.clone(),
+        actor.to_string(),
+    );
+    let meta = tokio::task::spawn_blocking(move || {
+        store.put_source(&s, rows, d.as_deref(), &record, budget, replace, &a)
+    })
+    .await
+    .map_err(|e| SourceError::Invalid {
+        source_name: schema.name.clone(),
+        message: e.to_string(),
+    })??;
+    match (data, spec) {
+        (Some(ds), _) => state.install_dataset(ds),
+        (None, SourceSpec::Postgres(source)) => state.install_remote(Arc::new(Remote {
+            schema,
+            rows,
+            source,
+        })),
+        (None, SourceSpec::Csv { .. }) => {}
+    }
+    Ok(meta)
+}
+
+/// Re-reads a registered source. On failure the previous data (or row count) stays in
+/// service, and the error is recorded on the source and audited.
+pub async fn refresh(
+    state: &Arc<NodeState>,
+    name: &str,
+    actor: &str,
+) -> Result<DatasetMeta, SourceError> {
+    let store = state.store.clone();
+    let n = name.to_string();
+    let (meta, record) = tokio::task::spawn_blocking(move || {
+        let meta = store.dataset_meta(&n)?;
+        let record = store.sources()?.remove(&n);
+        Ok::<_, StoreError>((meta, record))
+    })
+    .await
+    .map_err(|e| SourceError::Invalid {
+        source_name: name.to_string(),
+        message: e.to_string(),
+    })??;
+    let Some(record) = record else {
+        return Err(SourceError::Invalid {
+            source_name: name.to_string(),
+            message: "the dataset was imported, not registered from a source; import it again \
+                      to load new data"
+                .into(),
+        });
+    };
+    match read(name, &meta.schema.columns, &record.spec).await {
+        Ok((rows, data)) => {
+            let budget = Budget::new(0.0, 0.0); // a replaced dataset keeps its ledger
+            install(
+                state,
+                meta.schema,
+                rows,
+                data,
+                record.spec,
+                budget,
+                true,
+                actor,
+            )
+            .await
+        }
+        Err(e) => {
+            let (store, n, msg) = (state.store.clone(), name.to_string(), e.to_string());
+            let _ = tokio::task::spawn_blocking(move || store.source_failed(&n, &msg)).await;
+            Err(e)
+        }
+    }
+}
+
+/// The database sources recorded in the store, ready to serve with their last row count.
+pub fn remotes(store: &crate::store::Store) -> Result<Vec<Remote>, StoreError> {
+    let mut out = Vec::new();
+    for (name, rec) in store.sources()? {
+        if let SourceSpec::Postgres(source) = rec.spec {
+            let meta = store.dataset_meta(&name)?;
+            out.push(Remote {
+                schema: meta.schema,
+                rows: meta.rows,
+                source,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// At node start: re-reads every source (the stored data serves meanwhile, and stays when a
+/// re-read fails).
+pub async fn reestablish(state: Arc<NodeState>) {
+    let store = state.store.clone();
+    let names = match tokio::task::spawn_blocking(move || store.sources()).await {
+        Ok(Ok(s)) => s.into_keys().collect::<Vec<_>>(),
+        _ => return,
+    };
+    for name in names {
+        match refresh(&state, &name, "node").await {
+            Ok(meta) => tracing::info!(dataset = %name, rows = meta.rows, "source re-read"),
+            Err(e) => {
+                tracing::warn!(dataset = %name, error = %e, "source could not be re-read; the previous data stays")
+            }
+        }
+    }
+}
+
+/// The refusal of a backend that does not run on a database source.
+pub fn refuse_backend(
+    state: &NodeState,
+    backend: prism_common::backend::BackendId,
+    dataset: &str,
+) -> Option<prism_common::wire::ErrorBody> {
+    let remote = state.remote(dataset)?;
+    let why = match backend {
+        prism_common::backend::BackendId::HeBackend => {
+            "he_backend evaluates encrypted filter constants on every row, which cannot be pushed \
+             down into the database"
+        }
+        prism_common::backend::BackendId::MpcBackend => {
+            "mpc rooms are not pushed down into the database yet (only dp_sandbox aggregates are)"
+        }
+        _ => "only dp_sandbox aggregates are pushed down into the database",
+    };
+    let mut b = crate::policy::refuse(
+        "source_unsupported",
+        format!(
+            "node {}: dataset {dataset} is a postgres source ({}), queried by pushdown: {why}; \
+             use dp_sandbox, or register the data as a csv source or import it",
+            state.org, remote.source.table
+        ),
+    );
+    b.details = Some(
+        serde_json::json!({"source": "postgres", "backend": backend, "served": ["dp_sandbox"]}),
+    );
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_description_refuses_unknown_fields_and_holds_no_password() {
+        let csv: SourceSpec =
+            serde_json::from_value(serde_json::json!({"kind": "csv", "path": "/srv/v.csv"}))
+                .expect("csv");
+        assert!(csv.held_in_memory());
+        let pg: SourceSpec = serde_json::from_value(serde_json::json!({
+            "kind": "postgres", "conninfo": "host=db user=u", "table": "public.visits",
+            "password_env": "PGPASS"}))
+        .expect("postgres");
+        assert_eq!(pg.kind(), "postgres");
+        for bad in [
+            serde_json::json!({"kind": "csv", "path": "/x", "pasword_file": "/y"}),
+            serde_json::json!({"kind": "postgres", "conninfo": "host=db", "table": "t", "password": "p"}),
+            serde_json::json!({"kind": "parquet", "path": "/x"}),
+        ] {
+            assert!(
+                serde_json::from_value::<SourceSpec>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
+
+/// The DP release of a PostgreSQL source.
+pub mod pushdown {
+    use prism_common::dp::{self, DpError, DpParams, DpPolicy, DpRelease};
+    use prism_common::plan::Plan;
+    use prism_common::wire::ErrorBody;
+
+    use super::Remote;
+
+    /// Pushes the exact aggregate of `plan` down to the source, then releases it with the DP
+    /// engine (same gate, noise, proof and cost as in memory). `Err`: the source failed (named
+    /// in the refusal); `Ok(Err)`: the DP engine refused.
+    pub async fn release(
+        r: &Remote,
+        plan: Plan,
+        params: DpParams,
+        policy: DpPolicy,
+    ) -> Result<Result<DpRelease, DpError>, ErrorBody> {
+        let push = match dp::pushdown(&plan, &r.schema, &params, &policy) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        let groups = r
+            .source
+            .aggregate(&r.schema, plan.filter.as_ref(), &push)
+            .await
+            .map_err(|e| {
+                crate::policy::refuse(
+                    "source_unavailable",
+                    format!(
+                        "dataset {}: {e}; nothing was charged (the reservation was released)",
+                        r.schema.name
+                    ),
+                )
+            })?;
+        let (schema, published) = (r.schema.clone(), r.rows);
+        tokio::task::spawn_blocking(move || {
+            dp::release_pushed(&plan, &schema, &params, &policy, groups, published)
+        })
+        .await
+        .map_err(|e| crate::policy::refuse("node_internal_error", format!("worker failed: {e}")))
+    }
+}
