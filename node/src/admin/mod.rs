@@ -272,19 +272,24 @@ pub(crate) struct BudgetBody {
     delta: f64,
 }
 
+/// The budget a new dataset gets: the one asked for, or the policy's default; checked.
+pub(crate) fn requested_budget(a: &Admin, asked: Option<&BudgetBody>) -> Result<Budget> {
+    let policy = &a.state.config.policy;
+    let (e, d) = asked.map_or(
+        (policy.default_budget_epsilon, policy.default_budget_delta),
+        |b| (b.epsilon, b.delta),
+    );
+    crate::store::check_total(e, d)?;
+    Ok(Budget::new(e, d))
+}
+
 async fn import(
     State(a): State<Arc<Admin>>,
     h: HeaderMap,
     Json(body): Json<ImportBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>)> {
     check_token(&a, &h)?;
-    let policy = &a.state.config.policy;
-    let (e, d) = body.budget.as_ref().map_or(
-        (policy.default_budget_epsilon, policy.default_budget_delta),
-        |b| (b.epsilon, b.delta),
-    );
-    crate::store::check_total(e, d)?;
-    let budget = Budget::new(e, d);
+    let budget = requested_budget(&a, body.budget.as_ref())?;
     let (name, columns, csv, replace) = (body.name, body.columns, body.csv, body.replace);
     let ds = blocking(move || parse_csv(&name, columns, &csv)).await??;
     let store = a.state.store.clone();

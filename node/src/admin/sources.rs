@@ -18,7 +18,6 @@ use serde_json::json;
 
 use super::{Admin, AdminError, BudgetBody, Result, check_token};
 use crate::sources::{SourceError, SourceSpec};
-use crate::store::Budget;
 
 pub(super) fn routes() -> Router<Arc<Admin>> {
     Router::new()
@@ -67,19 +66,14 @@ async fn register(
     Json(body): Json<SourceBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>)> {
     check_token(&a, &h)?;
-    let policy = &a.state.config.policy;
-    let (e, d) = body.budget.as_ref().map_or(
-        (policy.default_budget_epsilon, policy.default_budget_delta),
-        |b| (b.epsilon, b.delta),
-    );
-    crate::store::check_total(e, d)?;
+    let budget = super::requested_budget(&a, body.budget.as_ref())?;
     let kind = body.source.kind();
     let meta = crate::sources::register(
         &a.state,
         &body.name,
         body.columns,
         body.source,
-        Budget::new(e, d),
+        budget,
         body.replace,
         "node-admin",
     )

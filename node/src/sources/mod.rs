@@ -18,11 +18,9 @@ pub mod csv;
 pub mod pg_sql;
 pub mod postgres;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use prism_common::schema::{ColumnSpec, DatasetSchema};
-use serde::{Deserialize, Serialize};
 
 use crate::NodeState;
 use crate::store::{Budget, DatasetMeta, StoreError};
@@ -66,75 +64,7 @@ pub enum SourceError {
     Store(#[from] StoreError),
 }
 
-/// A PostgreSQL table or view.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PgSource {
-    /// libpq-style connection string without a password (`host=… port=… dbname=… user=…`).
-    pub conninfo: String,
-    /// `table`, or `schema.table`.
-    pub table: String,
-    /// A file holding the password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// An environment variable of the node holding the password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_env: Option<String>,
-}
-
-/// Where a registered dataset's rows are.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SourceSpec {
-    /// A CSV file, or a directory of CSV files, read in place.
-    Csv {
-        /// The file or directory.
-        path: PathBuf,
-    },
-    /// A PostgreSQL table or view, queried by pushdown.
-    Postgres(PgSource),
-}
-
-impl SourceSpec {
-    /// Whether the node holds the rows in memory (file sources) or leaves them in place.
-    pub fn held_in_memory(&self) -> bool {
-        matches!(self, SourceSpec::Csv { .. })
-    }
-
-    /// `csv` or `postgres`.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourceSpec::Csv { .. } => "csv",
-            SourceSpec::Postgres(_) => "postgres",
-        }
-    }
-}
-
-/// What the store keeps about a source (no secret).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SourceRecord {
-    /// Where the rows are.
-    pub spec: SourceSpec,
-    /// When it was last read successfully.
-    pub refreshed_at: String,
-    /// Why the last re-read failed, if it did (cleared by a successful one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-}
-
-impl SourceRecord {
-    /// The description the audit log and the owner's listing show.
-    pub fn describe(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(&self.spec).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("refreshed_at".into(), self.refreshed_at.clone().into());
-            if let Some(e) = &self.last_error {
-                o.insert("last_error".into(), e.clone().into());
-            }
-        }
-        v
-    }
-}
+pub use crate::store::source_record::{PgSource, SourceRecord, SourceSpec};
 
 /// A dataset whose rows stay in a PostgreSQL database.
 #[derive(Debug, Clone)]
@@ -341,7 +271,7 @@ pub fn refuse_backend(
         }
         _ => "only dp_sandbox aggregates are pushed down into the database",
     };
-    let mut b = crate::policy::refuse(
+    let mut b = prism_common::wire::ErrorBody::new(
         "source_unsupported",
         format!(
             "node {}: dataset {dataset} is a postgres source ({}), queried by pushdown: {why}; \
@@ -409,7 +339,7 @@ pub mod pushdown {
             .aggregate(&r.schema, plan.filter.as_ref(), &push)
             .await
             .map_err(|e| {
-                crate::policy::refuse(
+                prism_common::wire::ErrorBody::new(
                     "source_unavailable",
                     format!(
                         "dataset {}: {e}; nothing was charged (the reservation was released)",
@@ -422,6 +352,8 @@ pub mod pushdown {
             dp::release_pushed(&plan, &schema, &params, &policy, groups, published)
         })
         .await
-        .map_err(|e| crate::policy::refuse("node_internal_error", format!("worker failed: {e}")))
+        .map_err(|e| {
+            prism_common::wire::ErrorBody::new("node_internal_error", format!("worker failed: {e}"))
+        })
     }
 }

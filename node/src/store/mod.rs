@@ -17,6 +17,7 @@ pub mod chain;
 mod held;
 mod invitations;
 mod ledger;
+pub mod source_record;
 
 pub use held::{HOLD_FOR, Held, MAX_HELD, now_ms as held_now_ms};
 pub use invitations::{Invitation, InvitationStatus, Superseded};
@@ -32,7 +33,7 @@ const COLUMNS: TableDefinition<&str, &[u8]> = TableDefinition::new("columns");
 pub(crate) const BUDGETS: TableDefinition<&str, &str> = TableDefinition::new("budgets");
 /// name → JSON [`DatasetRelease`]: the owner's per-dataset release settings.
 const RELEASE: TableDefinition<&str, &str> = TableDefinition::new("dataset_release");
-/// name → JSON [`crate::sources::SourceRecord`]: where a registered (not imported) dataset's
+/// name → JSON [`source_record::SourceRecord`]: where a registered (not imported) dataset's
 /// rows are. Never holds a secret: credentials are named (a file, an environment variable).
 const SOURCES: TableDefinition<&str, &str> = TableDefinition::new("sources");
 /// reservation id → JSON [`Reservation`].
@@ -225,7 +226,7 @@ impl Store {
         schema: &DatasetSchema,
         rows: u64,
         data: Option<&Dataset>,
-        source: &crate::sources::SourceRecord,
+        source: &source_record::SourceRecord,
         budget: Budget,
         replace: bool,
         actor: &str,
@@ -239,7 +240,7 @@ impl Store {
         schema: &DatasetSchema,
         rows: u64,
         data: Option<&Dataset>,
-        source: Option<&crate::sources::SourceRecord>,
+        source: Option<&source_record::SourceRecord>,
         budget: Budget,
         replace: bool,
         actor: &str,
@@ -326,7 +327,7 @@ impl Store {
     }
 
     /// Every registered source, by dataset name.
-    pub fn sources(&self) -> Result<HashMap<String, crate::sources::SourceRecord>, StoreError> {
+    pub fn sources(&self) -> Result<HashMap<String, source_record::SourceRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(SOURCES)?;
         let mut out = HashMap::new();
@@ -352,7 +353,7 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut t = txn.open_table(SOURCES)?;
-            let mut rec: crate::sources::SourceRecord = match t.get(name)? {
+            let mut rec: source_record::SourceRecord = match t.get(name)? {
                 Some(v) => parse(name, v.value())?,
                 None => return Err(StoreError::UnknownDataset(name.into())),
             };
@@ -382,7 +383,7 @@ impl Store {
             let (k, v) = row?;
             let meta: DatasetMeta = parse(k.value(), v.value())?;
             if let Some(s) = sources.get(k.value())? {
-                let rec: crate::sources::SourceRecord = parse(k.value(), s.value())?;
+                let rec: source_record::SourceRecord = parse(k.value(), s.value())?;
                 if !rec.spec.held_in_memory() {
                     continue;
                 }

@@ -426,27 +426,9 @@ async fn a_long_he_evaluation_stops_on_the_node_at_its_deadline_and_charges_noth
     // The key set loaded before the run, as `he_keys_at_start` does: loading it back from the
     // store must not eat the 8 s.
     f.prepare_he().await.expect("prepare");
-    let sql =
-        "SELECT COUNT(*) FROM patients WHERE age BETWEEN 30 AND 60 AND diagnosis = 'diabetes'";
     let started = std::time::Instant::now();
     let api = f.analyst();
-    let (s, q) = api
-        .post(
-            "/api/v1/queries",
-            &json!({"dataset_id": DATASET, "sql": sql, "backend": "he_backend", "epsilon": 0.5}),
-        )
-        .await
-        .expect("query");
-    assert_eq!(s, 201, "{q}");
-    let (s, run) = api
-        .post(
-            &format!("/api/v1/queries/{}/execute", q["id"].as_str().expect("id")),
-            &json!({}),
-        )
-        .await
-        .expect("execute");
-    assert!(s == 201 || s == 202, "{run}");
-    let id = run["id"].as_str().expect("run id").to_string();
+    let id = start_two_filter_run(&api).await;
     let mut progress = Vec::new();
     let run = loop {
         let (_, r) = api.get(&format!("/api/v1/runs/{id}")).await.expect("run");
@@ -508,26 +490,8 @@ async fn an_he_evaluation_stops_and_charges_nothing_when_the_coordinator_goes() 
     };
     let before = spent(&f);
     // Two filters: an evaluation of a minute or more in this build.
-    let sql =
-        "SELECT COUNT(*) FROM patients WHERE age BETWEEN 30 AND 60 AND diagnosis = 'diabetes'";
     let api = f.analyst();
-    let (s, q) = api
-        .post(
-            "/api/v1/queries",
-            &json!({"dataset_id": DATASET, "sql": sql, "backend": "he_backend", "epsilon": 0.5}),
-        )
-        .await
-        .expect("query");
-    assert_eq!(s, 201, "{q}");
-    let (s, run) = api
-        .post(
-            &format!("/api/v1/queries/{}/execute", q["id"].as_str().expect("id")),
-            &json!({}),
-        )
-        .await
-        .expect("execute");
-    assert!(s == 201 || s == 202, "{run}");
-    let id = run["id"].as_str().expect("run id").to_string();
+    let id = start_two_filter_run(&api).await;
     // Wait until the node evaluates under encryption (its ε reserved), then stop the coordinator.
     let started = std::time::Instant::now();
     loop {
@@ -566,4 +530,28 @@ async fn an_he_evaluation_stops_and_charges_nothing_when_the_coordinator_goes() 
     );
     assert_eq!(spent(&f), before, "nothing charged, nothing left reserved");
     f.shutdown().await;
+}
+
+/// Starts (without waiting for it) a two-filter HE COUNT at ε 0.5, a long evaluation; returns
+/// the run id.
+async fn start_two_filter_run(api: &prism_tests::Api) -> String {
+    let sql =
+        "SELECT COUNT(*) FROM patients WHERE age BETWEEN 30 AND 60 AND diagnosis = 'diabetes'";
+    let (s, q) = api
+        .post(
+            "/api/v1/queries",
+            &json!({"dataset_id": DATASET, "sql": sql, "backend": "he_backend", "epsilon": 0.5}),
+        )
+        .await
+        .expect("query");
+    assert_eq!(s, 201, "{q}");
+    let (s, run) = api
+        .post(
+            &format!("/api/v1/queries/{}/execute", q["id"].as_str().expect("id")),
+            &json!({}),
+        )
+        .await
+        .expect("execute");
+    assert!(s == 201 || s == 202, "{run}");
+    run["id"].as_str().expect("run id").to_string()
 }

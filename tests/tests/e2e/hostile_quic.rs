@@ -308,15 +308,32 @@ async fn connections_beyond_the_cap_are_refused_while_members_get_through() {
     drop(held);
 
     // Coordinator: hospital-b's node holds one connection; fill the rest, then one more.
+    // Under a loaded suite the node's own link can be between a drop and its reconnect when the
+    // test fills the cap: then the extra connection is admitted (and refused 10 s later for
+    // sending no Hello). That is no failure of the cap, so the filling is tried again.
     let ccap = prism_coordinator::nodes::MAX_CONNECTIONS_PER_ORG;
     let mut held = Vec::new();
-    for _ in 1..ccap {
-        held.push(connect_as(&f, "hospital-b", false, true).await);
+    let mut refusal = None;
+    for _ in 0..3 {
+        f.wait_connected()
+            .await
+            .expect("hospital-b's node is connected");
+        held.clear();
+        for _ in 1..ccap {
+            held.push(connect_as(&f, "hospital-b", false, true).await);
+        }
+        let (_ep, extra) = connect_as(&f, "hospital-b", false, true).await;
+        let (code, reason) = closed(&extra, Duration::from_secs(15)).await;
+        if code == wire::close::REFUSED && reason.contains("already holds") {
+            refusal = None;
+            break;
+        }
+        refusal = Some((code, reason));
     }
-    let (_ep, extra) = connect_as(&f, "hospital-b", false, true).await;
-    let (code, reason) = closed(&extra, Duration::from_secs(15)).await;
-    assert_eq!(code, wire::close::REFUSED, "{reason}");
-    assert!(reason.contains("already holds"), "{reason}");
+    assert!(
+        refusal.is_none(),
+        "the connection beyond the cap: {refusal:?}"
+    );
     // The extras never said Hello, so none replaced the node's link, which still answers.
     for (_, c) in &held {
         assert!(c.close_reason().is_none(), "{:?}", c.close_reason());

@@ -161,17 +161,7 @@ async fn a_postgres_table_answers_dp_queries_by_pushdown_and_a_failing_source_ch
         )
         .await
         .expect("register");
-    assert_eq!(
-        (s, &b["error"]["code"]),
-        (422, &json!("source_missing_column")),
-        "{b}"
-    );
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("ssn")),
-        "{b}"
-    );
+    refused_with(s, &b, 422, "source_missing_column", "ssn");
     // A column declared not_null that holds nulls is refused, as an import refuses it.
     let mut strict = columns();
     strict[1]["not_null"] = json!(true);
@@ -584,17 +574,7 @@ async fn a_csv_file_source_is_read_in_place_and_follows_the_file_on_refresh() {
         .post("/v1/datasets/visits/refresh", &json!({}))
         .await
         .expect("refresh");
-    assert_eq!(
-        (s, &b["error"]["code"]),
-        (502, &json!("source_unavailable")),
-        "{b}"
-    );
-    assert!(
-        b["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("visits.csv")),
-        "{b}"
-    );
+    refused_with(s, &b, 502, "source_unavailable", "visits.csv");
     let (_, list) = node.get("/v1/datasets").await.expect("list");
     assert_eq!(list[0]["source"]["kind"], "csv", "{list}");
     assert_eq!(list[0]["rows"], 5000, "{list}");
@@ -707,4 +687,19 @@ async fn timings_of_pushdown_and_import_over_one_million_rows() {
         }
     }
     f.shutdown().await;
+}
+
+/// An admin API error: its status, its code, and a message that contains `words`.
+fn refused_with(status: u16, body: &serde_json::Value, want: u16, code: &str, words: &str) {
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (want, &json!(code)),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(words)),
+        "{body}"
+    );
 }
