@@ -125,7 +125,9 @@ impl CallError {
     ) -> Self {
         use quinn::ConnectionError as C;
         match conn.close_reason() {
-            Some(_) if stopping => CallError::Stopping(org.clone()),
+            // A stopping coordinator abandons its calls: whatever failed the stream (the close
+            // under way, a stream ended before the connection's reason is set), that is the cause.
+            _ if stopping => CallError::Stopping(org.clone()),
             Some(C::TimedOut) => CallError::Unreachable(org.clone(), idle),
             Some(C::ApplicationClosed(c)) => CallError::Closed {
                 org: org.clone(),

@@ -277,7 +277,12 @@ async fn stops_cleanly_on(sig: &str) {
         .expect("read")
         .expect("the run is stored");
     assert_eq!(run.status, prism_coordinator::model::RunStatus::Failed);
-    assert_eq!(run.error_code.as_deref(), Some("coordinator_stopped"));
+    assert_eq!(
+        run.error_code.as_deref(),
+        Some("coordinator_stopped"),
+        "{:?}",
+        run.error_message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
