@@ -26,19 +26,8 @@ pub async fn serve_stream(
         // is then abandoned and the reservation released at once, not when a dial to a dead
         // peer gives up.
         Ok(req @ Request::Mpc(prism_common::wire::MpcRequest::Execute { .. })) => {
-            let abort = tokio_util::sync::CancellationToken::new();
-            let stopped = send.stopped();
-            let watch = tokio::spawn({
-                let abort = abort.clone();
-                async move {
-                    if !matches!(stopped.await, Ok(None)) {
-                        abort.cancel();
-                    }
-                }
-            });
-            let resp = handle(&state, req, &abort).await;
-            watch.abort();
-            resp
+            let watch = crate::stream_watch::StopWatch::on(&send);
+            handle(&state, req, &watch.gone).await
         }
         Ok(req) => handle(&state, req, &tokio_util::sync::CancellationToken::new()).await,
         Err(e) => {

@@ -32,6 +32,7 @@ pub mod provenance;
 pub mod request_view;
 pub mod sources;
 pub mod store;
+pub mod stream_watch;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

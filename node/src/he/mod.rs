@@ -114,16 +114,7 @@ pub async fn serve(
             let asked = crate::provenance::asked(requester.as_ref(), &query);
             // A coordinator that stops waiting (it stopped the stream, crashed, or lost the
             // link) cannot receive the answer: the evaluation stops and nothing is charged.
-            let gone = tokio_util::sync::CancellationToken::new();
-            let stopped = send.stopped();
-            let watch = tokio::spawn({
-                let gone = gone.clone();
-                async move {
-                    if !matches!(stopped.await, Ok(None)) {
-                        gone.cancel();
-                    }
-                }
-            });
+            let watch = crate::stream_watch::StopWatch::on(&send);
             let out = evaluate_query(
                 &state,
                 &run_id,
@@ -132,12 +123,12 @@ pub async fn serve(
                 privacy,
                 asked,
                 budget,
-                &gone,
+                &watch.gone,
                 &mut recv,
                 &mut record,
             )
             .await;
-            watch.abort();
+            drop(watch);
             match &out {
                 // An unknown key set is a step of the protocol (the coordinator installs it and
                 // asks again), not a refusal of the query.
