@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prism_common::identity::OrgId;
-use prism_common::wire::{Request, Response};
+use prism_common::wire::{HeldResult, Request, Response};
 use tracing::{info, warn};
 
 use crate::CoordState;
@@ -180,6 +180,16 @@ async fn collect(state: &Arc<CoordState>, org: &OrgId, run_ids: Vec<String>) {
             }
             info!(%org, collected = recorded.len(), answering = answering.len(), "collected held answers");
             crate::dp::acknowledge(state, org, recorded);
+            // A run still being answered is announced when it is charged, but one the node
+            // stops (it lost the coordinator that asked) is never charged: ask again until
+            // the node holds its answer or no longer answers it.
+            let again: Vec<String> = answering
+                .into_iter()
+                .filter(|id| state.collections.is_awaiting(id))
+                .collect();
+            if !again.is_empty() {
+                collect_later(state.clone(), org.clone(), again);
+            }
         }
         Ok(other) => warn!(%org, "unexpected answer to a collection: {other:?}"),
         Err(e) => {
@@ -187,6 +197,19 @@ async fn collect(state: &Arc<CoordState>, org: &OrgId, run_ids: Vec<String>) {
         }
     }
     state.collections.release(&run_ids);
+}
+
+/// How long to wait before asking again for runs a node is still answering.
+const ANSWERING_RETRY: Duration = Duration::from_secs(1);
+
+fn collect_later(state: Arc<CoordState>, org: OrgId, run_ids: Vec<String>) {
+    let s = state.clone();
+    let again: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(async move {
+            tokio::time::sleep(ANSWERING_RETRY).await;
+            collect(&s, &org, run_ids).await;
+        });
+    state.tasks.spawn(again);
 }
 
 /// Ends a run with its collected answer; returns whether it is recorded.
@@ -205,14 +228,25 @@ async fn complete(state: &Arc<CoordState>, org: &OrgId, h: prism_common::wire::H
         .take()
         .unwrap_or_else(|| "coordinator_restarted".into());
     run.error_message = None;
-    let mut released = crate::dp::released(state, &query, &dataset, h.execution);
-    released.proof["collected"] = serde_json::json!({
-        "after": before,
-        "note": "this answer was charged by the node before the coordinator could record it; \
-                 the node held it until the coordinator collected it",
-    });
+    let outcome = match h.result {
+        HeldResult::Execution(x) => Ok(crate::dp::released(state, &query, &dataset, x)),
+        HeldResult::He(he) => {
+            let read = crate::he::read_collected(state, &query, &dataset, &run.id, he).await;
+            crate::he::forget_pending(state, &run.id);
+            read
+        }
+    };
     state.collections.settled(&run.id);
-    crate::runs::finish(state, run, Ok(released)).await
+    let outcome = outcome.map(|mut released| {
+        released.proof["collected"] = serde_json::json!({
+            "after": before,
+            "note": "this answer was charged by the node before the coordinator could record it; \
+                     the node held it until the coordinator collected it",
+        });
+        released
+    });
+    // Recorded either way: a held answer that cannot be read is not collected twice.
+    crate::runs::finish(state, run, outcome).await
 }
 
 async fn fail_uncharged(state: &Arc<CoordState>, org: &OrgId, run_id: &str) {
@@ -222,6 +256,7 @@ async fn fail_uncharged(state: &Arc<CoordState>, org: &OrgId, run_id: &str) {
         return;
     };
     state.collections.settled(run_id);
+    crate::he::forget_pending(state, run_id);
     run.proof_artifacts = serde_json::json!({});
     let why = RunFailure::new(
         "coordinator_restarted",

@@ -191,6 +191,10 @@ async fn handle(
     }
 }
 
+/// Most bytes of held answers one `Collected` answer carries (under the coordinator's frame
+/// limit; held HE results are at most `he::MAX_HELD_RESULT` each).
+const COLLECT_FRAME_BYTES: usize = 12 << 20;
+
 /// Most run ids one `Collect` or `Acknowledge` may name.
 pub const MAX_COLLECT: usize = 1024;
 
@@ -204,7 +208,20 @@ async fn collect(state: &Arc<NodeState>, mut run_ids: Vec<String>) -> Response {
         .unwrap_or_default();
     let store = state.store.clone();
     match tokio::task::spawn_blocking(move || store.held_answers(&run_ids)).await {
-        Ok(Ok(held)) => Response::Collected { held, answering },
+        Ok(Ok(all)) => {
+            // Encrypted results can be large: what does not fit one frame is left for the next
+            // collection (reported as being answered, so the coordinator asks again).
+            let (mut held, mut answering, mut bytes) = (Vec::new(), answering, 0usize);
+            for h in all {
+                bytes += h.frame_bytes();
+                if held.is_empty() || bytes <= COLLECT_FRAME_BYTES {
+                    held.push(h);
+                } else {
+                    answering.push(h.run_id);
+                }
+            }
+            Response::Collected { held, answering }
+        }
         Ok(Err(e)) => Response::Refused(refuse("node_internal_error", e.to_string())),
         Err(e) => Response::Refused(refuse("node_internal_error", e.to_string())),
     }

@@ -105,10 +105,7 @@ pub async fn execute(
             };
             // The charge and a copy of the answer commit together: held until the coordinator
             // acknowledges the run, so a lost answer can be collected again (`store/held.rs`).
-            let held = prism_common::wire::HeldAnswer {
-                run_id: run_id.to_string(),
-                execution: execution.clone(),
-            };
+            let held = prism_common::wire::HeldAnswer::dp(run_id, execution.clone());
             blocking(move || {
                 store.settle_holding(&rid, Some(charge), "released", extra, Some(held))
             })
@@ -142,13 +139,13 @@ pub async fn execute(
 
 /// Marks a run as being answered for as long as it lives (what `Request::Collect` reports as
 /// `answering`).
-struct Answering<'a> {
+pub(crate) struct Answering<'a> {
     state: &'a NodeState,
     run_id: String,
 }
 
 impl<'a> Answering<'a> {
-    fn start(state: &'a NodeState, run_id: &str) -> Self {
+    pub(crate) fn start(state: &'a NodeState, run_id: &str) -> Self {
         if let Ok(mut a) = state.answering.lock() {
             a.insert(run_id.to_string());
         }

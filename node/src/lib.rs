@@ -96,7 +96,7 @@ pub struct NodeState {
     pub shutdown: CancellationToken,
     /// Counters served on the admin API's `/metrics`.
     pub metrics: Metrics,
-    /// Runs whose DP answer is being computed (what `Request::Collect` calls `answering`).
+    /// Runs whose DP or HE answer is being computed (what `Request::Collect` calls `answering`).
     pub answering: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Signalled when a charged answer could not be delivered, so the link announces what it
     /// holds (`store/held.rs`).

@@ -234,7 +234,7 @@ pub fn values_for(plan: &Plan, schema: &DatasetSchema) -> Result<Vec<HeValue>, H
 }
 
 /// A plan turned into its public shape plus the secret codes of its constants.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Encoded {
     /// What the node sees.
     pub query: HeQuery,

@@ -190,7 +190,57 @@ pub struct HeldAnswer {
     /// The coordinator's run id.
     pub run_id: String,
     /// The answer, as charged.
-    pub execution: Execution,
+    #[serde(flatten)]
+    pub result: HeldResult,
+}
+
+/// What a held answer holds: a released DP answer, or an HE evaluation's encrypted result
+/// (only the key holder can read it; it was charged when the node's release step noised it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldResult {
+    /// A DP answer, exactly as sent.
+    Execution(Execution),
+    /// An HE answer: the evaluation report and the compressed result list, exactly as sent.
+    He(HeldHe),
+}
+
+/// An HE answer held for collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldHe {
+    /// What the node reported with the result.
+    pub evaluation: super::he::HeEvaluation,
+    /// ε charged for it.
+    pub epsilon_spent: f64,
+    /// The encrypted result list (base64 in the frame).
+    #[serde(with = "super::b64")]
+    pub result: Vec<u8>,
+}
+
+impl HeldAnswer {
+    /// A held DP answer.
+    pub fn dp(run_id: impl Into<String>, execution: Execution) -> Self {
+        HeldAnswer {
+            run_id: run_id.into(),
+            result: HeldResult::Execution(execution),
+        }
+    }
+
+    /// ε charged for the answer.
+    pub fn epsilon_spent(&self) -> f64 {
+        match &self.result {
+            HeldResult::Execution(x) => x.epsilon_spent,
+            HeldResult::He(h) => h.epsilon_spent,
+        }
+    }
+
+    /// Bytes the answer takes in a frame, roughly (an HE result is its base64 length).
+    pub fn frame_bytes(&self) -> usize {
+        match &self.result {
+            HeldResult::Execution(_) => 4096,
+            HeldResult::He(h) => h.result.len().div_ceil(3) * 4 + 8192,
+        }
+    }
 }
 
 /// Progress of an encrypted evaluation on a node.

@@ -3,6 +3,7 @@
 //! requests and answers), [`he`] and [`mpc`] (each backend's messages), [`shared`] (the
 //! refusal body and DP parameters they all use). See docs/PROTOCOL.md.
 
+pub mod b64;
 pub mod frame;
 pub mod he;
 pub mod messages;

@@ -114,19 +114,39 @@ async fn every_message_roundtrips() {
     })
     .await;
     roundtrip(Response::Collected {
-        held: vec![HeldAnswer {
-            run_id: "r1".into(),
-            execution: Execution {
-                table: Table {
-                    columns: vec!["count".into()],
-                    rows: vec![vec![serde_json::json!(3)]],
+        held: vec![
+            HeldAnswer::dp(
+                "r1",
+                Execution {
+                    table: Table {
+                        columns: vec!["count".into()],
+                        rows: vec![vec![serde_json::json!(3)]],
+                    },
+                    proof: serde_json::json!({"mechanism": "discrete_laplace"}),
+                    epsilon_spent: 0.1,
+                    delta_spent: 0.0,
+                    compute_ms: 0.1 + 0.2,
                 },
-                proof: serde_json::json!({"mechanism": "discrete_laplace"}),
-                epsilon_spent: 0.1,
-                delta_spent: 0.0,
-                compute_ms: 0.1 + 0.2,
+            ),
+            HeldAnswer {
+                run_id: "r3".into(),
+                result: HeldResult::He(HeldHe {
+                    evaluation: HeEvaluation {
+                        cells: vec![],
+                        homomorphic: true,
+                        ops: Default::default(),
+                        groups: 4,
+                        distinct_values: vec![4],
+                        rows: 100,
+                        timings: Default::default(),
+                        result_bytes: 5,
+                        release: None,
+                    },
+                    epsilon_spent: 0.25,
+                    result: vec![0, 1, 255, 7, 128],
+                }),
             },
-        }],
+        ],
         answering: vec!["r2".into()],
     })
     .await;
@@ -322,4 +342,38 @@ async fn share_frames_carry_binary_words_and_refuse_what_does_not_add_up() {
             .await
             .is_err()
     );
+}
+
+/// A held DP answer keeps the JSON shape of the answers a node stored before HE answers could
+/// be held (`{"run_id", "execution"}`), so an upgraded node still reads them.
+#[test]
+fn a_held_dp_answer_reads_as_stored_before() {
+    let old = serde_json::json!({"run_id": "r1", "execution": {"table": {"columns": ["c"], "rows": [[1]]},
+        "proof": {}, "epsilon_spent": 0.5, "delta_spent": 0.0, "compute_ms": 1.0}});
+    let h: HeldAnswer = serde_json::from_value(old.clone()).expect("old record");
+    assert_eq!(h.epsilon_spent(), 0.5);
+    assert_eq!(serde_json::to_value(&h).expect("json"), old);
+    let mut he = serde_json::to_value(HeldAnswer {
+        run_id: "r2".into(),
+        result: HeldResult::He(HeldHe {
+            evaluation: HeEvaluation {
+                cells: vec![],
+                homomorphic: false,
+                ops: Default::default(),
+                groups: 0,
+                distinct_values: vec![],
+                rows: 0,
+                timings: Default::default(),
+                result_bytes: 3,
+                release: None,
+            },
+            epsilon_spent: 0.1,
+            result: vec![1, 2, 3],
+        }),
+    })
+    .expect("json");
+    assert_eq!(he["he"]["result"], "AQID", "{he}");
+    he["he"]["result"] = serde_json::json!("not base64!");
+    let e = serde_json::from_value::<HeldAnswer>(he).expect_err("bad base64 is refused");
+    assert!(e.to_string().contains("Invalid"), "{e}");
 }

@@ -7,6 +7,10 @@
 //!    (`unknown_key_id`), install it there and retry once.
 //! 4. Decrypt the compressed result list and build the answer; the proof records the scheme,
 //!    the key id, the encrypted operations and each phase's timing.
+//!
+//! The plan's encoding is kept (`HE_PENDING`) from before the request leaves until the run
+//! ends, so an answer the node charged and held while the coordinator stopped can still be
+//! read when it is collected ([`read_collected`], `crate::collect`).
 
 pub mod exchange;
 pub mod keys;
@@ -25,7 +29,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::CoordState;
-use crate::model::{DatasetRecord, QueryRecord, Released, RunFailure, RunOutcome};
+use crate::model::{DatasetRecord, HePending, QueryRecord, Released, RunFailure, RunOutcome};
+use crate::store::HE_PENDING;
 use exchange::{ExchangeError, Transfer};
 use keys::{Held, KeyHolderError};
 
@@ -65,12 +70,21 @@ pub async fn execute(
     run_id: &str,
     requester: &prism_common::wire::Requester,
 ) -> RunOutcome {
-    run_he(state, query, dataset, run_id, requester)
+    let outcome = run_he(state, query, dataset, run_id, requester)
         .await
         .map_err(|e| {
             warn!(run_id, error = %e, "he run failed");
             RunFailure::new(e.code(), e.to_string())
-        })
+        });
+    // A run that failed because the node or the coordinator went away may still be completed
+    // with the node's held answer; any other outcome is final.
+    if !outcome
+        .as_ref()
+        .is_err_and(|f| crate::collect::COLLECTIBLE.contains(&f.code.as_str()))
+    {
+        forget_pending(state, run_id);
+    }
+    outcome
 }
 
 async fn blocking<T: Send + 'static>(
@@ -111,6 +125,17 @@ async fn run_he(
     let (constants, encrypt_ms) = blocking(move || encrypt_constants(&k, &e)).await?;
 
     let key_id = held.keys.key_id.clone();
+    // Kept until the run ends: if the coordinator stops before it records the node's answer,
+    // the node holds the charged answer and the restarted key holder reads it with this.
+    let pending = HePending {
+        key_id: key_id.clone(),
+        encoded: encoded.clone(),
+    };
+    let (s, id) = (state.clone(), run_id.to_string());
+    tokio::task::spawn_blocking(move || s.store.put(HE_PENDING, &id, &pending, None))
+        .await
+        .map_err(|e| HeRunError::Worker(e.to_string()))?
+        .map_err(KeyHolderError::Store)?;
     let send = || {
         exchange::evaluate(
             state,
@@ -141,23 +166,112 @@ async fn run_he(
         other => other?,
     };
 
-    let (k, e, p) = (held.keys.clone(), encoded.clone(), plan.clone());
-    let (blob, cells) = (reply.blob.clone(), reply.evaluation.cells.clone());
-    let release = reply.evaluation.release.clone();
-    let (answered, decrypt_ms) =
-        blocking(move || answer(&k, &p, &e, &blob, &cells, release.as_ref())).await?;
-    let epsilon = reply.evaluation.release.as_ref().map_or(0.0, |r| r.epsilon);
-    let mut proof = proof(
+    let sent = Sent {
+        constants: constants.len(),
+        constant_bytes: Some(constants.iter().map(Vec::len).sum()),
+        transfer,
+        round_trip_ms: Some(reply.round_trip_ms),
+        encrypt_ms: Some(encrypt_ms),
+    };
+    read_answer(
         dataset,
         &held,
+        plan,
         &encoded,
-        &constants,
-        transfer.as_ref(),
-        &reply,
-        encrypt_ms,
-        decrypt_ms,
-    );
-    proof["release"] = release_proof(&reply.evaluation, &answered);
+        &reply.evaluation,
+        reply.blob,
+        &sent,
+    )
+    .await
+}
+
+/// Ends an HE run's kept encoding once nothing can be collected for it any more.
+pub fn forget_pending(state: &Arc<CoordState>, run_id: &str) {
+    let (s, id) = (state.clone(), run_id.to_string());
+    state.tasks.spawn(async move {
+        let _ = tokio::task::spawn_blocking(move || s.store.forget(HE_PENDING, &id)).await;
+    });
+}
+
+/// Reads a held HE answer collected after the run lost it (`crate::collect`): decrypts it
+/// with the key set its constants were encrypted under, as the run would have.
+pub async fn read_collected(
+    state: &Arc<CoordState>,
+    query: &QueryRecord,
+    dataset: &DatasetRecord,
+    run_id: &str,
+    held: prism_common::wire::HeldHe,
+) -> Result<Released, RunFailure> {
+    let (s, id) = (state.clone(), run_id.to_string());
+    let pending = tokio::task::spawn_blocking(move || s.store.get(HE_PENDING, &id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .flatten()
+        .ok_or_else(|| {
+            RunFailure::new(
+                "he_key_holder_error",
+                "the encoding of this HE run was not kept, so its collected answer cannot be read",
+            )
+        })?;
+    let fail = |e: HeRunError| RunFailure::new(e.code(), e.to_string());
+    let keys = keys::key_set(state).await.map_err(|e| fail(e.into()))?;
+    if keys.keys.key_id != pending.key_id {
+        return Err(RunFailure::new(
+            "he_key_holder_error",
+            format!(
+                "the answer was encrypted under key set {}, the key holder now has {}",
+                pending.key_id, keys.keys.key_id
+            ),
+        ));
+    }
+    let sent = Sent {
+        constants: pending.encoded.codes.len(),
+        constant_bytes: None,
+        transfer: None,
+        round_trip_ms: None,
+        encrypt_ms: None,
+    };
+    read_answer(
+        dataset,
+        &keys,
+        &query.plan,
+        &pending.encoded,
+        &held.evaluation,
+        held.result,
+        &sent,
+    )
+    .await
+    .map_err(fail)
+}
+
+/// What the key holder sent for a run (unknown after a restart).
+struct Sent {
+    constants: usize,
+    constant_bytes: Option<usize>,
+    transfer: Option<Transfer>,
+    round_trip_ms: Option<f64>,
+    encrypt_ms: Option<f64>,
+}
+
+/// Decrypts a node's answer and releases it with its guarantee and proof.
+async fn read_answer(
+    dataset: &DatasetRecord,
+    held: &Held,
+    plan: &prism_common::plan::Plan,
+    encoded: &Encoded,
+    evaluation: &prism_common::wire::HeEvaluation,
+    blob: Vec<u8>,
+    sent: &Sent,
+) -> Result<Released, HeRunError> {
+    let (k, e, p) = (held.keys.clone(), encoded.clone(), plan.clone());
+    let cells = evaluation.cells.clone();
+    let release = evaluation.release.clone();
+    let (answered, decrypt_ms) =
+        blocking(move || answer(&k, &p, &e, &blob, &cells, release.as_ref())).await?;
+    let epsilon = evaluation.release.as_ref().map_or(0.0, |r| r.epsilon);
+    let mut proof = proof(dataset, held, encoded, sent, evaluation, decrypt_ms);
+    proof["release"] = release_proof(evaluation, &answered);
     Ok(Released {
         table: answered.table,
         epsilon,
@@ -211,18 +325,15 @@ fn release_proof(ev: &prism_common::wire::HeEvaluation, answered: &Answer) -> se
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn proof(
     dataset: &DatasetRecord,
     held: &Held,
     encoded: &Encoded,
-    constants: &[Vec<u8>],
-    transfer: Option<&Transfer>,
-    reply: &exchange::Answer,
-    encrypt_ms: f64,
+    sent: &Sent,
+    ev: &prism_common::wire::HeEvaluation,
     decrypt_ms: f64,
 ) -> serde_json::Value {
-    let ev = &reply.evaluation;
+    let transfer = sent.transfer.as_ref();
     let note = if ev.homomorphic {
         "the node evaluated the encrypted filter once per distinct value of each filter column, \
          then selected and summed its groups' clear aggregates under encryption"
@@ -254,9 +365,9 @@ fn proof(
         "homomorphic_evaluation": ev.homomorphic,
         "note": note,
         "shape_sent_to_node": shape,
-        "encrypted_constants": constants.len(),
+        "encrypted_constants": sent.constants,
         "constant_ciphertext_bits": constant_widths(encoded),
-        "constant_bytes": constants.iter().map(Vec::len).sum::<usize>(),
+        "constant_bytes": sent.constant_bytes,
         "rows": ev.rows,
         "encrypted_operations": ev.ops.total(),
         "operations": ev.ops,
@@ -267,8 +378,8 @@ fn proof(
             "key_generation": held.generated_ms,
             "key_load": held.loaded_ms,
             "key_transfer": transfer.map(|t| t.transfer_ms),
-            "encrypt_constants": encrypt_ms,
-            "node_round_trip": reply.round_trip_ms,
+            "encrypt_constants": sent.encrypt_ms,
+            "node_round_trip": sent.round_trip_ms,
             "node_key_load": ev.timings.key_load_ms,
             "node_preaggregation": ev.timings.preaggregate_ms,
             "node_evaluation": ev.timings.evaluate_ms,

@@ -257,3 +257,15 @@ mod tests {
         assert!(user_name(&"x".repeat(MAX_USER_NAME + 1)).is_err());
     }
 }
+
+/// What the key holder needs to read an HE run's encrypted result when the node's answer is
+/// collected after a restart (`crate::collect`): the key set and the encoding the node
+/// evaluated (it holds the constants' codes and the text domains, so it is never shown).
+/// Written before the request leaves; removed when the run ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HePending {
+    /// The key set the constants were encrypted under.
+    pub key_id: String,
+    /// The plan as encoded for the node.
+    pub encoded: prism_common::he::encode::Encoded,
+}

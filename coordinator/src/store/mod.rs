@@ -25,7 +25,7 @@ pub mod recovery;
 pub mod tables;
 
 pub use recovery::Recovered;
-pub use tables::{DATASETS, QUERIES, ROOMS, RUNS, Table, USERS};
+pub use tables::{DATASETS, HE_PENDING, QUERIES, ROOMS, RUNS, Table, USERS};
 
 /// Errors of the coordinator store.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +102,7 @@ impl Store {
             QUERIES.def(),
             RUNS.def(),
             ROOMS.def(),
+            HE_PENDING.def(),
         ] {
             txn.open_table(t)?;
         }
@@ -276,6 +277,17 @@ impl Store {
         if existed {
             audit::append(&txn, audit.actor, audit.action, audit.target, audit.details)?;
         }
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    /// Deletes a bookkeeping record that no one audits (a kept HE encoding), without an
+    /// `fsync` of its own: one that survives a crash is removed again. `false` if absent.
+    pub fn forget<T>(&self, table: Table<T>, key: &str) -> Result<bool, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)
+            .map_err(redb::Error::from)?;
+        let existed = txn.open_table(table.def())?.remove(key)?.is_some();
         txn.commit()?;
         Ok(existed)
     }

@@ -4,12 +4,14 @@
 //! A run is committed before it is acknowledged, and its answer only after the node charged
 //! it. A DP run left `pending` or `running` may have been charged by its node, which holds the
 //! answer until the coordinator acknowledges it: the run stays `running`, awaiting collection
-//! (`crate::collect`), and ends when its node reconnects. Other runs left in flight are failed,
+//! (`crate::collect`), and ends when its node reconnects; so does an HE run whose request had
+//! left (its encoding is kept, `HE_PENDING`, so the key holder can read a collected encrypted
+//! answer). Other runs left in flight are failed,
 //! never resumed. A room left `executing` failed the same way and can be executed again.
 
 use prism_common::backend::BackendId;
 
-use super::{Audit, ROOMS, RUNS, Store, StoreError};
+use super::{Audit, HE_PENDING, ROOMS, RUNS, Store, StoreError};
 use crate::model::{Room, RoomStatus, RunRecord, RunStatus, now};
 
 /// What [`Store::recover`] ended.
@@ -19,7 +21,7 @@ pub struct Recovered {
     pub runs: Vec<String>,
     /// Rooms failed as `coordinator_restarted`.
     pub rooms: Vec<String>,
-    /// DP runs left in flight: their answers are collected from their nodes.
+    /// DP and HE runs left in flight: their answers are collected from their nodes.
     pub awaiting: Vec<String>,
 }
 
@@ -28,7 +30,7 @@ pub const AWAITING_NOTE: &str = "the coordinator restarted while this run was in
      from the holding node when it reconnects (the node keeps every charged answer until the coordinator has recorded it)";
 
 impl Store {
-    /// Ends every run and room a previous process left in flight: DP runs await collection,
+    /// Ends every run and room a previous process left in flight: DP and HE runs await collection,
     /// other runs and rooms fail. One pass over the runs.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
         let mut recovered = Recovered::default();
@@ -37,7 +39,12 @@ impl Store {
             .into_iter()
             .filter(|r| !r.status.is_final())
         {
-            if run.backend_used == BackendId::DpSandbox {
+            // A DP run, or an HE run whose request may have left (its encoding was kept to
+            // read the node's encrypted answer), may have been charged.
+            let collectible = run.backend_used == BackendId::DpSandbox
+                || (run.backend_used == BackendId::HeBackend
+                    && self.get(HE_PENDING, &run.id)?.is_some());
+            if collectible {
                 if !awaiting_collection(&run) {
                     run.status = RunStatus::Running;
                     run.proof_artifacts = serde_json::json!({"awaiting_collection": AWAITING_NOTE});

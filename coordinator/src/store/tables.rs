@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use redb::TableDefinition;
 
-use crate::model::{DatasetRecord, QueryRecord, Room, RunRecord, User};
+use crate::model::{DatasetRecord, HePending, QueryRecord, Room, RunRecord, User};
 
 /// A redb table of JSON records of type `T` under string keys.
 pub struct Table<T> {
@@ -54,6 +54,8 @@ pub const QUERIES: Table<QueryRecord> = Table::new("queries");
 pub const RUNS: Table<RunRecord> = Table::new("runs");
 /// Room id → [`Room`].
 pub const ROOMS: Table<Room> = Table::new("rooms");
+/// Run id → [`HePending`], while an HE run's answer may still be collected.
+pub const HE_PENDING: Table<HePending> = Table::new("he_pending");
 
 /// `"current"` → the HE key id in use; key id → a `StoredKeySet` record (binary).
 pub(super) const HE_KEY_HOLDER: TableDefinition<&str, &[u8]> =

@@ -24,7 +24,8 @@ use prism_common::he::release::{HeRelease, Post, calibrate_noise, draw, gate_cel
 use prism_common::he::{HeError, HeQuery, MAX_CONSTANT_BYTES, MAX_CONSTANTS, UNKNOWN_KEY_CODE};
 use prism_common::release::ReleaseMode;
 use prism_common::wire::{
-    self, ErrorBody, HeEvaluation, HeRequest, HeResponse, NodeTimings, PrivacyParams, Response,
+    self, ErrorBody, HeEvaluation, HeRequest, HeResponse, HeldAnswer, HeldHe, HeldResult,
+    NodeTimings, PrivacyParams, Response,
 };
 use tracing::{info, warn};
 
@@ -32,6 +33,10 @@ use crate::NodeState;
 
 /// How often a running evaluation reports its progress to the coordinator.
 pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Largest encrypted result held for collection with its charge (results are a few cells of
+/// compressed ciphertexts, far below it; a larger one is still sent, but not held).
+pub const MAX_HELD_RESULT: usize = 8 << 20;
 
 /// Longest an encrypted evaluation may run on this node, whatever the coordinator asks.
 pub const MAX_EVALUATION: std::time::Duration = std::time::Duration::from_secs(600);
@@ -145,6 +150,7 @@ pub async fn serve(
     if recording {
         state.seams.record_he(got);
     }
+    let evaluated = matches!(answer, Ok((HeResponse::Evaluated(_), _)));
     let written = match answer {
         Ok((resp, blob)) => match wire::write_msg(&mut send, &Response::He(resp)).await {
             Ok(()) => match blob {
@@ -155,11 +161,15 @@ pub async fn serve(
         },
         Err(e) => wire::write_msg(&mut send, &Response::Refused(e)).await,
     };
-    if let Err(e) = written {
+    if let Err(e) = &written {
         warn!(error = %e, "could not answer the coordinator's HE request");
     }
     let _ = send.finish();
-    let _ = send.stopped().await;
+    let delivered = written.is_ok() && matches!(send.stopped().await, Ok(None));
+    if evaluated && !delivered {
+        // A charged answer stays held; the link announces it so the coordinator can collect it.
+        state.held_changed.notify_one();
+    }
 }
 
 /// A layout with one cell per value (widths do not matter for the cost).
@@ -190,6 +200,8 @@ async fn evaluate_query(
     record: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(HeResponse, Vec<u8>), ErrorBody> {
     let received = Instant::now();
+    // While it runs, a collection after a coordinator restart hears the run is being answered.
+    let _answering = crate::dp::Answering::start(state, run_id);
     let bits = query.constant_bits();
     if bits.len() > MAX_CONSTANTS {
         return Err(refuse(
@@ -347,7 +359,29 @@ async fn evaluate_query(
             format!("he worker failed: {e}"),
         )),
     };
-    // Commit the charge before the answer leaves (or release the reservation on failure).
+    let out = out.map(|o| {
+        let evaluation = HeEvaluation {
+            cells: prep.cells.clone(),
+            homomorphic: o.homomorphic,
+            ops: o.ops.clone(),
+            groups: prep.groups.len() as u64,
+            distinct_values: prep.distinct.iter().map(|d| d.len() as u64).collect(),
+            rows: prep.rows,
+            timings: NodeTimings {
+                key_load_ms,
+                preaggregate_ms,
+                evaluate_ms: o.evaluate_ms,
+                compress_ms: o.compress_ms,
+            },
+            result_bytes: o.blob.len() as u64,
+            release: Some(he_release.clone()),
+        };
+        (evaluation, o.blob)
+    });
+    // Commit the charge before the answer leaves (or release the reservation on failure). A
+    // charged answer commits with a copy of it, held until the coordinator acknowledges the
+    // run, so a coordinator that stops before it records the answer collects it later
+    // (`store/held.rs`).
     if let Some((r, spent)) = reservation {
         let store = state.store.clone();
         let ok = out.is_ok();
@@ -356,9 +390,20 @@ async fn evaluate_query(
             serde_json::json!({"backend": "he_backend", "answered": ok,
                                "result": {"cells": prep.cells.len(), "groups": prep.groups.len()}}),
         );
+        let held = match &out {
+            Ok((evaluation, blob)) if blob.len() <= MAX_HELD_RESULT => Some(HeldAnswer {
+                run_id: run_id.to_string(),
+                result: HeldResult::He(HeldHe {
+                    evaluation: evaluation.clone(),
+                    epsilon_spent: spent,
+                    result: blob.clone(),
+                }),
+            }),
+            _ => None,
+        };
         let settled = tokio::task::spawn_blocking(move || {
             if ok {
-                store.settle(&r.id, Some((spent, 0.0)), "released", extra)
+                store.settle_holding(&r.id, Some((spent, 0.0)), "released", extra, held)
             } else {
                 store.settle(&r.id, None, "release failed", serde_json::Value::Null)
             }
@@ -370,24 +415,14 @@ async fn evaluate_query(
             state.budget_changed();
             state.metrics.budget_spent(&query.dataset, spent, 0.0);
         }
+        #[cfg(feature = "test-util")]
+        while state.seams.fault() == Some(crate::testing::Fault::StallAfterCharge)
+            && !state.shutdown.is_cancelled()
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
-    let out = out?;
-    let evaluation = HeEvaluation {
-        cells: prep.cells.clone(),
-        homomorphic: out.homomorphic,
-        ops: out.ops,
-        groups: prep.groups.len() as u64,
-        distinct_values: prep.distinct.iter().map(|d| d.len() as u64).collect(),
-        rows: prep.rows,
-        timings: NodeTimings {
-            key_load_ms,
-            preaggregate_ms,
-            evaluate_ms: out.evaluate_ms,
-            compress_ms: out.compress_ms,
-        },
-        result_bytes: out.blob.len() as u64,
-        release: Some(he_release.clone()),
-    };
+    let (evaluation, blob) = out?;
     info!(
         run_id,
         key_id,
@@ -410,5 +445,5 @@ async fn evaluate_query(
             asked,
         ),
     );
-    Ok((HeResponse::Evaluated(evaluation), out.blob))
+    Ok((HeResponse::Evaluated(evaluation), blob))
 }

@@ -63,7 +63,7 @@ pub(crate) fn insert(txn: &redb::WriteTransaction, held: &Held) -> Result<(), St
                 "node",
                 "held_answer_dropped",
                 &h.dataset,
-                serde_json::json!({"run_id": h.answer.run_id, "epsilon": h.answer.execution.epsilon_spent,
+                serde_json::json!({"run_id": h.answer.run_id, "epsilon": h.answer.epsilon_spent(),
                                    "reason": format!("more than {MAX_HELD} answers unacknowledged")}),
             )?;
         }
@@ -139,7 +139,7 @@ impl Store {
                     "node",
                     "held_answer_dropped",
                     &h.dataset,
-                    serde_json::json!({"run_id": h.answer.run_id, "epsilon": h.answer.execution.epsilon_spent,
+                    serde_json::json!({"run_id": h.answer.run_id, "epsilon": h.answer.epsilon_spent(),
                                        "reason": format!("not acknowledged within {} h", HOLD_FOR.as_secs() / 3600)}),
                 )?;
             }

@@ -127,9 +127,9 @@ fn settle_never_charges_more_than_reserved_and_budget_cannot_drop_below_spent() 
 }
 
 fn answer(run_id: &str) -> prism_common::wire::HeldAnswer {
-    prism_common::wire::HeldAnswer {
-        run_id: run_id.into(),
-        execution: prism_common::wire::Execution {
+    prism_common::wire::HeldAnswer::dp(
+        run_id,
+        prism_common::wire::Execution {
             table: prism_common::plan::Table {
                 columns: vec!["count".into()],
                 rows: vec![vec![serde_json::json!(2)]],
@@ -139,7 +139,7 @@ fn answer(run_id: &str) -> prism_common::wire::HeldAnswer {
             delta_spent: 0.0,
             compute_ms: 1.0,
         },
-    }
+    )
 }
 
 #[test]
