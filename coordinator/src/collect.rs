@@ -26,13 +26,7 @@ use crate::CoordState;
 use crate::model::{DatasetRecord, QueryRecord, RunFailure, RunRecord, RunStatus};
 use crate::store::{QUERIES, RUNS};
 
-/// Failures after which a node may still hold the run's charged answer: the node was lost, or
-/// the coordinator stopped, after the request may have reached it.
-pub const COLLECTIBLE: &[&str] = &[
-    "node_unavailable",
-    "coordinator_stopped",
-    "coordinator_restarted",
-];
+pub use crate::model::COLLECTIBLE;
 
 /// How long a collection or acknowledgement call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

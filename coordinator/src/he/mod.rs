@@ -80,7 +80,7 @@ pub async fn execute(
     // with the node's held answer; any other outcome is final.
     if !outcome
         .as_ref()
-        .is_err_and(|f| crate::collect::COLLECTIBLE.contains(&f.code.as_str()))
+        .is_err_and(|f| crate::model::COLLECTIBLE.contains(&f.code.as_str()))
     {
         forget_pending(state, run_id);
     }

@@ -269,3 +269,11 @@ pub struct HePending {
     /// The plan as encoded for the node.
     pub encoded: prism_common::he::encode::Encoded,
 }
+
+/// Failures after which a node may still hold the run's charged answer: the node was lost, or
+/// the coordinator stopped, after the request may have reached it.
+pub const COLLECTIBLE: &[&str] = &[
+    "node_unavailable",
+    "coordinator_stopped",
+    "coordinator_restarted",
+];
