@@ -250,7 +250,9 @@ async fn fail_uncharged(state: &Arc<CoordState>, org: &OrgId, run_id: &str) {
         return;
     };
     state.collections.settled(run_id);
-    crate::he::forget_pending(state, run_id);
+    if run.backend_used == prism_common::backend::BackendId::HeBackend {
+        crate::he::forget_pending(state, run_id);
+    }
     run.proof_artifacts = serde_json::json!({});
     let why = RunFailure::new(
         "coordinator_restarted",

@@ -113,11 +113,7 @@ pub async fn execute(
             .map_err(store_refusal)?;
             state.budget_changed();
             #[cfg(feature = "test-util")]
-            while state.seams.fault() == Some(crate::testing::Fault::StallAfterCharge)
-                && !state.shutdown.is_cancelled()
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            state.seams.stall_after_charge(&state.shutdown).await;
             Ok(execution)
         }
         Ok(Err(e)) => {

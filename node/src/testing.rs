@@ -46,6 +46,14 @@ impl Seams {
         self.fault.lock().ok().and_then(|f| *f)
     }
 
+    /// Waits while [`Fault::StallAfterCharge`] is injected, or until the node stops: called
+    /// after a charge commits and before its answer leaves.
+    pub async fn stall_after_charge(&self, shutdown: &tokio_util::sync::CancellationToken) {
+        while self.fault() == Some(Fault::StallAfterCharge) && !shutdown.is_cancelled() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Starts recording what this node receives on HE streams (keys and ciphertexts are kept
     /// in memory).
     pub fn start_recording_he(&self) {

@@ -211,7 +211,8 @@ pub async fn read_collected(
         .ok_or_else(|| {
             RunFailure::new(
                 "he_key_holder_error",
-                "the encoding of this HE run was not kept, so its collected answer cannot be read",
+                "the encoding of this HE run was not kept, so its collected answer cannot be read; \
+                 execute the query again",
             )
         })?;
     let fail = |e: HeRunError| RunFailure::new(e.code(), e.to_string());
@@ -220,7 +221,8 @@ pub async fn read_collected(
         return Err(RunFailure::new(
             "he_key_holder_error",
             format!(
-                "the answer was encrypted under key set {}, the key holder now has {}",
+                "the answer was encrypted under key set {}, the key holder now has {}, so it \
+                 cannot be read; execute the query again",
                 pending.key_id, keys.keys.key_id
             ),
         ));

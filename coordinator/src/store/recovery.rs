@@ -6,8 +6,8 @@
 //! answer until the coordinator acknowledges it: the run stays `running`, awaiting collection
 //! (`crate::collect`), and ends when its node reconnects; so does an HE run whose request had
 //! left (its encoding is kept, `HE_PENDING`, so the key holder can read a collected encrypted
-//! answer). Other runs left in flight are failed,
-//! never resumed. A room left `executing` failed the same way and can be executed again.
+//! answer). Other runs left in flight are failed, never resumed. A room left `executing` failed
+//! the same way and can be executed again.
 
 use prism_common::backend::BackendId;
 

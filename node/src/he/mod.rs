@@ -385,11 +385,6 @@ async fn evaluate_query(
     if let Some((r, spent)) = reservation {
         let store = state.store.clone();
         let ok = out.is_ok();
-        let extra = crate::provenance::merged(
-            asked.clone(),
-            serde_json::json!({"backend": "he_backend", "answered": ok,
-                               "result": {"cells": prep.cells.len(), "groups": prep.groups.len()}}),
-        );
         let held = match &out {
             Ok((evaluation, blob)) if blob.len() <= MAX_HELD_RESULT => Some(HeldAnswer {
                 run_id: run_id.to_string(),
@@ -401,6 +396,13 @@ async fn evaluate_query(
             }),
             _ => None,
         };
+        // The owner's audit says whether the answer was kept for collection (a result larger
+        // than MAX_HELD_RESULT is not).
+        let extra = crate::provenance::merged(
+            asked.clone(),
+            serde_json::json!({"backend": "he_backend", "answered": ok, "held": held.is_some(),
+                               "result": {"cells": prep.cells.len(), "groups": prep.groups.len()}}),
+        );
         let settled = tokio::task::spawn_blocking(move || {
             if ok {
                 store.settle_holding(&r.id, Some((spent, 0.0)), "released", extra, held)
@@ -416,11 +418,7 @@ async fn evaluate_query(
             state.metrics.budget_spent(&query.dataset, spent, 0.0);
         }
         #[cfg(feature = "test-util")]
-        while state.seams.fault() == Some(crate::testing::Fault::StallAfterCharge)
-            && !state.shutdown.is_cancelled()
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        state.seams.stall_after_charge(&state.shutdown).await;
     }
     let (evaluation, blob) = out?;
     info!(
