@@ -118,20 +118,8 @@ pub fn parse_csv(
             "column {extra} is in the file but not declared; declare it or remove it"
         )));
     }
-    let mut data: Vec<ColumnData> = columns
-        .iter()
-        .map(|c| match c.ty {
-            ColumnType::Integer => ColumnData::Integer(Vec::new()),
-            ColumnType::Float => ColumnData::Float(Vec::new()),
-            ColumnType::Text => ColumnData::Text {
-                dict: Vec::new(),
-                codes: Vec::new(),
-            },
-            ColumnType::Boolean => ColumnData::Boolean(Vec::new()),
-        })
-        .collect();
-    let mut dicts: Vec<std::collections::HashMap<String, u32>> =
-        vec![Default::default(); columns.len()];
+    let mut data: Vec<ColumnData> = columns.iter().map(|c| empty_column(c.ty)).collect();
+    let mut dicts: Vec<Interner> = vec![Interner::default(); columns.len()];
     let mut rows = 0usize;
     for record in reader.records() {
         let record = record.map_err(|e| ImportError::Row {
@@ -194,16 +182,7 @@ pub fn parse_csv(
                 ColumnData::Text { dict, codes } => codes.push(if null {
                     None
                 } else {
-                    let d = &mut dicts[ci];
-                    Some(match d.get(cell) {
-                        Some(&c) => c,
-                        None => {
-                            let c = dict.len() as u32;
-                            dict.push(cell.to_string());
-                            d.insert(cell.to_string(), c);
-                            c
-                        }
-                    })
+                    Some(dicts[ci].intern(dict, cell))
                 }),
             }
         }
@@ -220,6 +199,36 @@ pub fn parse_csv(
         columns: data,
         rows,
     })
+}
+
+/// A declared column with no rows yet.
+pub(crate) fn empty_column(ty: ColumnType) -> ColumnData {
+    match ty {
+        ColumnType::Integer => ColumnData::Integer(Vec::new()),
+        ColumnType::Float => ColumnData::Float(Vec::new()),
+        ColumnType::Text => ColumnData::Text {
+            dict: Vec::new(),
+            codes: Vec::new(),
+        },
+        ColumnType::Boolean => ColumnData::Boolean(Vec::new()),
+    }
+}
+
+/// The index of a text column's dictionary: each distinct value gets the next code.
+#[derive(Clone, Default)]
+pub(crate) struct Interner(std::collections::HashMap<String, u32>);
+
+impl Interner {
+    /// The code of `value` in `dict`, appending it when it is new.
+    pub(crate) fn intern(&mut self, dict: &mut Vec<String>, value: &str) -> u32 {
+        if let Some(&c) = self.0.get(value) {
+            return c;
+        }
+        let c = dict.len() as u32;
+        dict.push(value.to_string());
+        self.0.insert(value.to_string(), c);
+        c
+    }
 }
 
 fn article(ty: ColumnType) -> &'static str {

@@ -48,8 +48,8 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
-    /// Register a dataset where its data already is (a CSV file or directory, a PostgreSQL
-    /// table), or re-read one.
+    /// Register a dataset where its data already is (a CSV or Parquet file or directory, a
+    /// PostgreSQL table), or re-read one.
     #[command(subcommand)]
     Source(SourceCommand),
     /// List datasets with their budgets.
@@ -151,7 +151,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SourceCommand {
-    /// Register a dataset read in place: `--csv PATH` (a file or a directory of CSV files), or
+    /// Register a dataset read in place: `--csv PATH` (a file or a directory of CSV files),
+    /// `--parquet PATH` (a file or a directory of Parquet files), or
     /// `--postgres CONNINFO --table T` (DP aggregates are pushed down; the password comes from
     /// `--password-file` or `--password-env`, never from the connection string).
     Add {
@@ -164,10 +165,13 @@ enum SourceCommand {
         /// A CSV file, or a directory of CSV files, read in place.
         #[arg(
             long,
-            conflicts_with = "postgres",
-            required_unless_present = "postgres"
+            conflicts_with_all = ["postgres", "parquet"],
+            required_unless_present_any = ["postgres", "parquet"]
         )]
         csv: Option<PathBuf>,
+        /// A Parquet file, or a directory of Parquet files, read in place.
+        #[arg(long, conflicts_with = "postgres")]
+        parquet: Option<PathBuf>,
         /// A libpq-style connection string without a password, e.g.
         /// 'host=db.internal port=5432 dbname=clinic user=prism_reader'.
         #[arg(long, requires = "table")]
@@ -286,6 +290,7 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             name,
             schema,
             csv,
+            parquet,
             postgres,
             table,
             password_file,
@@ -297,14 +302,19 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", schema.display()))?,
             )?;
             let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            let source = match (csv, postgres) {
-                (Some(path), _) => serde_json::json!({"kind": "csv", "path": absolute(path)}),
-                (None, Some(conninfo)) => serde_json::json!({
+            let source = match (csv, parquet, postgres) {
+                (Some(path), _, _) => serde_json::json!({"kind": "csv", "path": absolute(path)}),
+                (None, Some(path), _) => {
+                    serde_json::json!({"kind": "parquet", "path": absolute(path)})
+                }
+                (None, None, Some(conninfo)) => serde_json::json!({
                     "kind": "postgres", "conninfo": conninfo, "table": table,
                     "password_file": password_file.as_ref().map(absolute),
                     "password_env": password_env,
                 }),
-                (None, None) => bail!("give --csv PATH or --postgres CONNINFO --table T"),
+                (None, None, None) => {
+                    bail!("give --csv PATH, --parquet PATH or --postgres CONNINFO --table T")
+                }
             };
             http.post(format!("{url}/v1/sources"))
                 .header("authorization", &auth)

@@ -233,7 +233,8 @@ async fn list_datasets(
     let store = a.state.store.clone();
     let (list, sources) =
         blocking(move || Ok::<_, StoreError>((store.datasets()?, store.sources()?))).await??;
-    // Where each dataset's rows are: `import` (stored on the node), `csv` or `postgres`.
+    // Where each dataset's rows are: `import` (stored on the node), `csv`, `parquet` or
+    // `postgres`.
     let source = |name: &str| match sources.get(name) {
         Some(s) => s.describe(),
         None => json!({"kind": "import"}),

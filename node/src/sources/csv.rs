@@ -4,44 +4,17 @@
 //! header names the declared columns, the first bad cell refuses the whole source).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prism_common::schema::{ColumnData, ColumnSpec, Dataset};
 
 use super::SourceError;
 use crate::import::parse_csv;
 
-/// The files a path names: itself, or the `*.csv` files of a directory in name order.
-fn files(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
-    let unreadable = |e: std::io::Error| SourceError::Unavailable {
-        source_name: path.display().to_string(),
-        message: e.to_string(),
-    };
-    let meta = std::fs::metadata(path).map_err(unreadable)?;
-    if !meta.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(unreadable)? {
-        let p = entry.map_err(unreadable)?.path();
-        if p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
-            out.push(p);
-        }
-    }
-    out.sort();
-    if out.is_empty() {
-        return Err(SourceError::Unavailable {
-            source_name: path.display().to_string(),
-            message: "the directory holds no .csv file".into(),
-        });
-    }
-    Ok(out)
-}
-
 /// Reads a file source into a dataset with the declared columns.
 pub fn read(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<Dataset, SourceError> {
     let mut parts = Vec::new();
-    for file in files(path)? {
+    for file in super::files(path, "csv")? {
         let text = std::fs::read_to_string(&file).map_err(|e| SourceError::Unavailable {
             source_name: file.display().to_string(),
             message: e.to_string(),

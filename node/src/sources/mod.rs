@@ -1,8 +1,8 @@
 //! Sources: datasets registered where the data already is, instead of imported.
 //!
-//! - A **file source** (a CSV file or a directory of CSV files, [`csv`]) is read into the normal
-//!   in-memory dataset at registration, at node start and on refresh; every backend works on it
-//!   unchanged. When a re-read fails (the file was removed, a cell is bad), the previous data
+//! - A **file source** (a CSV file or a directory of CSV files, [`csv`]; a Parquet file or a
+//!   directory of Parquet files, [`parquet`]) is read into the normal in-memory dataset at
+//!   registration, at node start and on refresh; every backend works on it unchanged. When a re-read fails (the file was removed, a cell is bad), the previous data
 //!   stays in service and the failure is recorded on the source (`last_error`) and audited.
 //! - A **PostgreSQL source** ([`postgres`]) keeps its rows in the database: the node pushes the
 //!   exact aggregate of a DP query down (clamping, WHERE and GROUP BY in SQL, [`pg_sql`]) and
@@ -15,12 +15,14 @@
 //! is read at each connection from the file or environment variable the registration names.
 
 pub mod csv;
+pub mod parquet;
 pub mod pg_sql;
 pub mod postgres;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use prism_common::schema::{ColumnSpec, DatasetSchema};
+use prism_common::schema::{ColumnSpec, Dataset, DatasetSchema};
 
 use crate::NodeState;
 use crate::store::{Budget, DatasetMeta, StoreError};
@@ -83,26 +85,68 @@ async fn read(
     name: &str,
     columns: &[ColumnSpec],
     spec: &SourceSpec,
-) -> Result<(u64, Option<prism_common::schema::Dataset>), SourceError> {
-    match spec {
-        SourceSpec::Csv { path } => {
-            let (n, c, p) = (name.to_string(), columns.to_vec(), path.clone());
-            let ds = tokio::task::spawn_blocking(move || csv::read(&n, &c, &p))
-                .await
-                .map_err(|e| SourceError::Unavailable {
-                    source_name: path.display().to_string(),
-                    message: e.to_string(),
-                })??;
-            Ok((ds.rows as u64, Some(ds)))
-        }
+) -> Result<(u64, Option<Dataset>), SourceError> {
+    type ReadFile = fn(&str, &[ColumnSpec], &Path) -> Result<Dataset, SourceError>;
+    let (path, read_file): (&PathBuf, ReadFile) = match spec {
+        SourceSpec::Csv { path } => (path, csv::read),
+        SourceSpec::Parquet { path } => (path, parquet::read),
         SourceSpec::Postgres(pg) => {
             let schema = DatasetSchema {
                 name: name.to_string(),
                 columns: columns.to_vec(),
             };
-            Ok((pg.census(&schema).await?, None))
+            return Ok((pg.census(&schema).await?, None));
+        }
+    };
+    let (n, c, p) = (name.to_string(), columns.to_vec(), path.clone());
+    let ds = tokio::task::spawn_blocking(move || read_file(&n, &c, &p))
+        .await
+        .map_err(|e| SourceError::Unavailable {
+            source_name: path.display().to_string(),
+            message: e.to_string(),
+        })??;
+    Ok((ds.rows as u64, Some(ds)))
+}
+
+/// The files a file source's path names: itself, or the `*.{ext}` files of a directory in name
+/// order. A single file must not be of another file kind (a `.parquet` file registered as csv).
+fn files(path: &Path, ext: &str) -> Result<Vec<PathBuf>, SourceError> {
+    let unreadable = |e: std::io::Error| SourceError::Unavailable {
+        source_name: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let has_ext = |p: &Path, x: &str| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(x));
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if !meta.is_dir() {
+        if let Some(other) = ["csv", "parquet"]
+            .into_iter()
+            .find(|x| *x != ext && has_ext(path, x))
+        {
+            return Err(SourceError::Invalid {
+                source_name: path.display().to_string(),
+                message: format!(
+                    "this is a .{other} file, registered as a {ext} source; register it with \
+                     kind {other} (prism-node source add --{other})"
+                ),
+            });
+        }
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(unreadable)? {
+        let p = entry.map_err(unreadable)?.path();
+        if p.is_file() && has_ext(&p, ext) {
+            out.push(p);
         }
     }
+    out.sort();
+    if out.is_empty() {
+        return Err(SourceError::Unavailable {
+            source_name: path.display().to_string(),
+            message: format!("the directory holds no .{ext} file"),
+        });
+    }
+    Ok(out)
 }
 
 /// Registers (or, with `replace`, re-registers) a dataset read from `spec`.
@@ -132,7 +176,7 @@ async fn install(
     state: &Arc<NodeState>,
     schema: DatasetSchema,
     rows: u64,
-    data: Option<prism_common::schema::Dataset>,
+    data: Option<Dataset>,
     spec: SourceSpec,
     budget: Budget,
     replace: bool,
@@ -165,7 +209,7 @@ async fn install(
             rows,
             source,
         })),
-        (None, SourceSpec::Csv { .. }) => {}
+        (None, SourceSpec::Csv { .. } | SourceSpec::Parquet { .. }) => {}
     }
     Ok(meta)
 }
@@ -275,7 +319,7 @@ pub fn refuse_backend(
         "source_unsupported",
         format!(
             "node {}: dataset {dataset} is a postgres source ({}), queried by pushdown: {why}; \
-             use dp_sandbox, or register the data as a csv source or import it",
+             use dp_sandbox, or register the data as a csv or parquet file source or import it",
             state.org, remote.source.table
         ),
     );
@@ -295,6 +339,11 @@ mod tests {
             serde_json::from_value(serde_json::json!({"kind": "csv", "path": "/srv/v.csv"}))
                 .expect("csv");
         assert!(csv.held_in_memory());
+        let parquet: SourceSpec =
+            serde_json::from_value(serde_json::json!({"kind": "parquet", "path": "/srv/v"}))
+                .expect("parquet");
+        assert!(parquet.held_in_memory());
+        assert_eq!(parquet.kind(), "parquet");
         let pg: SourceSpec = serde_json::from_value(serde_json::json!({
             "kind": "postgres", "conninfo": "host=db user=u", "table": "public.visits",
             "password_env": "PGPASS"}))
@@ -303,7 +352,8 @@ mod tests {
         for bad in [
             serde_json::json!({"kind": "csv", "path": "/x", "pasword_file": "/y"}),
             serde_json::json!({"kind": "postgres", "conninfo": "host=db", "table": "t", "password": "p"}),
-            serde_json::json!({"kind": "parquet", "path": "/x"}),
+            serde_json::json!({"kind": "parquet", "path": "/x", "format": "csv"}),
+            serde_json::json!({"kind": "excel", "path": "/x.xlsx"}),
         ] {
             assert!(
                 serde_json::from_value::<SourceSpec>(bad.clone()).is_err(),

@@ -30,6 +30,11 @@ pub enum SourceSpec {
         /// The file or directory.
         path: PathBuf,
     },
+    /// A Parquet file, or a directory of Parquet files, read in place.
+    Parquet {
+        /// The file or directory.
+        path: PathBuf,
+    },
     /// A PostgreSQL table or view, queried by pushdown.
     Postgres(PgSource),
 }
@@ -37,13 +42,14 @@ pub enum SourceSpec {
 impl SourceSpec {
     /// Whether the node holds the rows in memory (file sources) or leaves them in place.
     pub fn held_in_memory(&self) -> bool {
-        matches!(self, SourceSpec::Csv { .. })
+        matches!(self, SourceSpec::Csv { .. } | SourceSpec::Parquet { .. })
     }
 
-    /// `csv` or `postgres`.
+    /// `csv`, `parquet` or `postgres`.
     pub fn kind(&self) -> &'static str {
         match self {
             SourceSpec::Csv { .. } => "csv",
+            SourceSpec::Parquet { .. } => "parquet",
             SourceSpec::Postgres(_) => "postgres",
         }
     }

@@ -7,7 +7,9 @@
 //! a parameter; a dropped table or a stopped server fails the query with an error naming the
 //! source and charges nothing; HE is refused with its reason; a declared column the table
 //! lacks is refused at registration. CSV: registered, refreshed when the file changes, and a
-//! removed file keeps the previous data with a clear error.
+//! removed file keeps the previous data with a clear error. Parquet, the same ([`parquet`]).
+
+mod parquet;
 
 use std::time::{Duration, Instant};
 

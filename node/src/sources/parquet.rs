@@ -1,0 +1,304 @@
+//! Parquet file sources: a Parquet file, or a directory of Parquet files, read in place into
+//! the normal in-memory [`Dataset`], exactly like a CSV file source ([`super::csv`]).
+//!
+//! The owner's declaration is the authority: each declared column must be a top-level column of
+//! every file with a compatible type (integers for `integer`; floats or integers for `float`;
+//! booleans; UTF-8 strings for `text`), and only the declared columns are read (a projection;
+//! other columns in the file are never decoded). A null is a null, refused in a column declared
+//! `not_null` or the privacy unit, as an empty CSV cell is; a NaN or infinite float is refused
+//! with its row. Files are read one record batch at a time, so memory beyond the dataset itself
+//! stays bounded by a batch. The arrow schema a writer may embed is ignored: the Parquet
+//! schema alone decides the types, so a pandas category column reads as plain strings.
+
+use std::fs::File;
+use std::path::Path;
+
+use ::parquet::arrow::ProjectionMask;
+use ::parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
+use arrow_array::{Array, new_empty_array};
+use arrow_schema::{DataType, Schema};
+use prism_common::schema::{ColumnData, ColumnSpec, ColumnType, Dataset, DatasetSchema};
+
+use super::SourceError;
+use crate::import::{Interner, empty_column};
+
+/// Rows per record batch: what the reader holds beyond the dataset while it reads.
+const BATCH_ROWS: usize = 8192;
+
+/// Reads a Parquet source into a dataset with the declared columns.
+pub fn read(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<Dataset, SourceError> {
+    let mut out = Columns::new(columns);
+    for file in super::files(path, "parquet")? {
+        // The reader is not guaranteed to be panic-free on a malformed file; a panic there
+        // refuses the source instead of taking down the blocking thread's task.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| out.read_file(&file)))
+            .unwrap_or_else(|_| {
+                Err(invalid(
+                    &file,
+                    "the Parquet reader failed on malformed data; the file is corrupt".into(),
+                ))
+            })?;
+    }
+    if out.rows == 0 {
+        return Err(SourceError::Invalid {
+            source_name: path.display().to_string(),
+            message: "the Parquet data has no rows; nothing was read".into(),
+        });
+    }
+    Ok(Dataset {
+        schema: DatasetSchema {
+            name: name.into(),
+            columns: columns.to_vec(),
+        },
+        columns: out.data,
+        rows: out.rows,
+    })
+}
+
+fn invalid(file: &Path, message: String) -> SourceError {
+    SourceError::Invalid {
+        source_name: file.display().to_string(),
+        message,
+    }
+}
+
+/// The declared columns as they fill up, across every file of the source.
+struct Columns<'a> {
+    specs: &'a [ColumnSpec],
+    data: Vec<ColumnData>,
+    // One dictionary per text column, shared by all files.
+    dicts: Vec<Interner>,
+    rows: usize,
+}
+
+impl<'a> Columns<'a> {
+    fn new(specs: &'a [ColumnSpec]) -> Self {
+        Columns {
+            specs,
+            data: specs.iter().map(|c| empty_column(c.ty)).collect(),
+            dicts: specs.iter().map(|_| Interner::default()).collect(),
+            rows: 0,
+        }
+    }
+
+    fn read_file(&mut self, file: &Path) -> Result<(), SourceError> {
+        let f = File::open(file).map_err(|e| SourceError::Unavailable {
+            source_name: file.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
+            .map_err(|e| invalid(file, format!("not a readable Parquet file: {e}")))?;
+        let roots = self.locate(file, builder.schema())?;
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
+        // The projected batch holds the declared columns in file order: declared column `ci`
+        // is at the rank of its root among the roots read.
+        let at: Vec<usize> = roots
+            .iter()
+            .map(|r| roots.iter().filter(|&o| o < r).count())
+            .collect();
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| invalid(file, format!("not a readable Parquet file: {e}")))?;
+        let mut row = 0usize; // rows of this file read so far
+        for batch in reader {
+            let batch = batch.map_err(|e| {
+                invalid(
+                    file,
+                    format!("unreadable after row {row}: {e}; nothing was read"),
+                )
+            })?;
+            for (ci, &bi) in at.iter().enumerate() {
+                let col = batch.columns().get(bi).ok_or_else(|| {
+                    invalid(
+                        file,
+                        format!(
+                            "column {} is missing from a record batch",
+                            self.specs[ci].name
+                        ),
+                    )
+                })?;
+                self.append(ci, col.as_ref()).map_err(|(i, message)| {
+                    invalid(
+                        file,
+                        format!("row {}: {message}; nothing was read", row + i + 1),
+                    )
+                })?;
+            }
+            row += batch.num_rows();
+        }
+        self.rows += row;
+        Ok(())
+    }
+
+    /// The root index in the file of each declared column, after checking its type.
+    fn locate(&self, file: &Path, schema: &Schema) -> Result<Vec<usize>, SourceError> {
+        let fields = schema.fields();
+        let mut roots = Vec::with_capacity(self.specs.len());
+        for spec in self.specs {
+            let found = fields
+                .iter()
+                .position(|f| f.name() == &spec.name)
+                .or_else(|| {
+                    fields
+                        .iter()
+                        .position(|f| f.name().eq_ignore_ascii_case(&spec.name))
+                });
+            let Some(i) = found else {
+                return Err(SourceError::MissingColumn {
+                    source_name: file.display().to_string(),
+                    column: spec.name.clone(),
+                    present: fields
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            };
+            let dt = fields[i].data_type();
+            if !compatible(spec.ty, dt) {
+                return Err(invalid(
+                    file,
+                    format!(
+                        "column {} is declared {} but is {dt} in the file; declare the type the \
+                         file has, or convert the column",
+                        spec.name, spec.ty
+                    ),
+                ));
+            }
+            roots.push(i);
+        }
+        Ok(roots)
+    }
+
+    /// Appends one batch of column `ci`; `Err((index in the batch, why))`.
+    fn append(&mut self, ci: usize, col: &dyn Array) -> Result<(), (usize, String)> {
+        let spec = &self.specs[ci];
+        if (spec.not_null || spec.privacy_unit.is_some()) && col.null_count() > 0 {
+            let i = (0..col.len()).find(|&i| col.is_null(i)).unwrap_or_default();
+            return Err((
+                i,
+                format!(
+                    "column {} is declared not_null (or is the privacy unit) but the value is null",
+                    spec.name
+                ),
+            ));
+        }
+        let mismatch = || {
+            (
+                0,
+                format!("column {} changed type within the file", spec.name),
+            )
+        };
+        match &mut self.data[ci] {
+            ColumnData::Integer(v) => {
+                v.extend(integers(col).ok_or_else(mismatch)?.map_err(|i| {
+                    (
+                        i,
+                        format!(
+                            "column {}: the value does not fit a 64-bit integer",
+                            spec.name
+                        ),
+                    )
+                })?)
+            }
+            ColumnData::Float(v) => {
+                let xs = floats(col).ok_or_else(mismatch)?;
+                if let Some(i) = xs.iter().position(|x| x.is_some_and(|x| !x.is_finite())) {
+                    return Err((
+                        i,
+                        format!(
+                            "column {}: {} is not a finite number",
+                            spec.name,
+                            xs[i].unwrap_or_default()
+                        ),
+                    ));
+                }
+                v.extend(xs)
+            }
+            ColumnData::Boolean(v) => v.extend(col.as_boolean_opt().ok_or_else(mismatch)?.iter()),
+            ColumnData::Text { dict, codes } => {
+                let d = &mut self.dicts[ci];
+                let strs = strings(col).ok_or_else(mismatch)?;
+                codes.extend(strs.into_iter().map(|s| s.map(|s| d.intern(dict, s))))
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a Parquet column of arrow type `dt` can be read as a declared `ty` column.
+fn compatible(ty: ColumnType, dt: &DataType) -> bool {
+    let empty = new_empty_array(dt);
+    match ty {
+        ColumnType::Integer => integers(empty.as_ref()).is_some(),
+        ColumnType::Float => floats(empty.as_ref()).is_some(),
+        ColumnType::Boolean => empty.as_boolean_opt().is_some(),
+        ColumnType::Text => strings(empty.as_ref()).is_some(),
+    }
+}
+
+/// An integer column's values as `i64`; `None`: not an integer column; `Err(i)`: value `i` of an
+/// unsigned 64-bit column does not fit.
+fn integers(col: &dyn Array) -> Option<Result<Vec<Option<i64>>, usize>> {
+    macro_rules! widen {
+        ($t:ty) => {
+            col.as_primitive_opt::<$t>()
+                .map(|a| Ok(a.iter().map(|v| v.map(i64::from)).collect()))
+        };
+    }
+    match col.data_type() {
+        DataType::Int8 => widen!(Int8Type),
+        DataType::Int16 => widen!(Int16Type),
+        DataType::Int32 => widen!(Int32Type),
+        DataType::Int64 => widen!(Int64Type),
+        DataType::UInt8 => widen!(UInt8Type),
+        DataType::UInt16 => widen!(UInt16Type),
+        DataType::UInt32 => widen!(UInt32Type),
+        DataType::UInt64 => col.as_primitive_opt::<UInt64Type>().map(|a| {
+            a.iter()
+                .enumerate()
+                .map(|(i, v)| v.map(|x| i64::try_from(x).map_err(|_| i)).transpose())
+                .collect()
+        }),
+        _ => None,
+    }
+}
+
+/// A float (or integer) column's values as `f64`.
+fn floats(col: &dyn Array) -> Option<Vec<Option<f64>>> {
+    match col.data_type() {
+        DataType::Float32 => col
+            .as_primitive_opt::<Float32Type>()
+            .map(|a| a.iter().map(|v| v.map(f64::from)).collect()),
+        DataType::Float64 => col
+            .as_primitive_opt::<Float64Type>()
+            .map(|a| a.iter().collect()),
+        DataType::UInt64 => col
+            .as_primitive_opt::<UInt64Type>()
+            .map(|a| a.iter().map(|v| v.map(|x| x as f64)).collect()),
+        _ => integers(col)?
+            .ok()
+            .map(|v| v.into_iter().map(|x| x.map(|x| x as f64)).collect()),
+    }
+}
+
+/// A UTF-8 string column's values.
+fn strings(col: &dyn Array) -> Option<Vec<Option<&str>>> {
+    match col.data_type() {
+        DataType::Utf8 => col.as_string_opt::<i32>().map(|a| a.iter().collect()),
+        DataType::LargeUtf8 => col.as_string_opt::<i64>().map(|a| a.iter().collect()),
+        DataType::Utf8View => col.as_string_view_opt().map(|a| a.iter().collect()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
