@@ -1,4 +1,4 @@
-//! No ε spent without an answer: a DP answer the node charged but the coordinator never
+//! No ε spent without an answer: a DP or HE answer the node charged but the coordinator never
 //! recorded — the coordinator stopped, or was killed with `kill -9`, while the answer was on
 //! its way — is held by the node and collected when the coordinator is back, so the run
 //! completes with it. Invariant checked after every fault: the ε the node charged equals the ε
@@ -55,11 +55,17 @@ fn node_held(f: &Federation) -> usize {
 
 /// Creates a DP query and starts a run without waiting for it; returns the run id.
 async fn start_run(api: &Api) -> String {
+    start_backend_run(api, "dp_sandbox").await
+}
+
+/// Creates a `COUNT(*)` query on `backend` (ε [`EPSILON`]) and starts a run without waiting for
+/// it; returns the run id.
+async fn start_backend_run(api: &Api, backend: &str) -> String {
     let (s, q) = api
         .post(
             "/api/v1/queries",
             &json!({"dataset_id": DATASET, "sql": "SELECT COUNT(*) FROM patients",
-                    "backend": "dp_sandbox", "epsilon": EPSILON}),
+                    "backend": backend, "epsilon": EPSILON}),
         )
         .await
         .expect("create query");
@@ -409,5 +415,84 @@ async fn a_node_killed_during_concurrent_queries_never_under_counts_and_delivers
         QUERIES - failed
     );
     drop(store);
+    f.shutdown().await;
+}
+
+/// The same for an HE answer in the default `dp` release mode: the node charges the evaluation
+/// and holds its report and encrypted result; the coordinator keeps the run's encoding (its
+/// `he_pending` record) and, after a clean stop or a `kill -9`, decrypts the collected result
+/// with its stored key set and completes the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charged_he_answer_is_collected_after_the_coordinator_stops_or_crashes() {
+    let mut f = one_node().await;
+
+    // An ordinary HE run: keys generated and installed, the answer delivered and acknowledged.
+    let api = f.analyst();
+    let (_, s, r) = api
+        .run_query(
+            DATASET,
+            "SELECT COUNT(*) FROM patients",
+            "he_backend",
+            Some(EPSILON),
+        )
+        .await
+        .expect("run");
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["status"], "completed", "{r}");
+    assert_reconciled(&f, &api).await;
+
+    // 1. A clean stop while the node holds a charged HE answer.
+    set_fault(&f, Some(Fault::StallAfterCharge));
+    let before = node_spent(&f);
+    let id = start_backend_run(&api, "he_backend").await;
+    wait_until(
+        "the node charges the HE run",
+        Duration::from_secs(120),
+        async || node_spent(&f) > before + 0.5 * EPSILON,
+    )
+    .await;
+    assert_eq!(
+        node_held(&f),
+        1,
+        "the charged HE answer is held with its charge"
+    );
+    f.stop_coordinator().await;
+    set_fault(&f, None);
+    f.restart_coordinator().await.expect("restart");
+    let api = f.analyst();
+    let run = collected(&api, &id, "coordinator_stopped").await;
+    assert_eq!(run["backend_used"], "he_backend", "{run}");
+    assert_reconciled(&f, &api).await;
+
+    // 2. `kill -9` of the real coordinator binary with the HE answer in flight.
+    f.stop_coordinator().await;
+    let daemon = serve_binary(&f);
+    let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
+    wait_until(
+        "the node connects to the binary",
+        Duration::from_secs(20),
+        async || connected(&api).await,
+    )
+    .await;
+    set_fault(&f, Some(Fault::StallAfterCharge));
+    let before = node_spent(&f);
+    let id = start_backend_run(&api, "he_backend").await;
+    wait_until(
+        "the node charges the HE run",
+        Duration::from_secs(120),
+        async || node_spent(&f) > before + 0.5 * EPSILON,
+    )
+    .await;
+    drop(daemon); // SIGKILL
+    set_fault(&f, None);
+    let daemon = serve_binary(&f);
+    let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
+    let run = collected(&api, &id, "coordinator_restarted").await;
+    // The collected count is the exact count (100) plus the noise the node added.
+    let n = run["result"]["rows"][0][0].as_f64().expect("count");
+    assert!((n - 100.0).abs() < 200.0, "{run}");
+    assert_reconciled(&f, &api).await;
+
+    drop(daemon);
     f.shutdown().await;
 }

@@ -308,12 +308,23 @@ async fn a_dp_room_charges_each_party_its_own_epsilon_and_a_failed_one_charges_n
     let failed = execute(&api, &id).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(failed["result"].is_null());
+    // Nobody is charged. A party whose exchange waits out its own deadline (it never receives
+    // org-02's shares) releases its reservation then, which may be a moment after the
+    // coordinator reported the room failed: wait for the release, never for a charge.
     for (org, _) in &eps[..2] {
-        assert_eq!(
-            budget(&f, org).await,
-            (0.0, 0.0),
-            "{org} was charged for a failed room"
-        );
+        let started = std::time::Instant::now();
+        loop {
+            let (spent, reserved) = budget(&f, org).await;
+            assert_eq!(spent, 0.0, "{org} was charged for a failed room");
+            if reserved == 0.0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(5),
+                "{org} still holds {reserved} reserved for a failed room"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
     f.stop_node("org-02").await.expect("stop");
     f.restart_node("org-02").await.expect("restart");
