@@ -53,11 +53,6 @@ fn node_held(f: &Federation) -> usize {
     node.state.store.held().expect("held").len()
 }
 
-/// Creates a DP query and starts a run without waiting for it; returns the run id.
-async fn start_run(api: &Api) -> String {
-    start_backend_run(api, "dp_sandbox").await
-}
-
 /// Creates a `COUNT(*)` query on `backend` (ε [`EPSILON`]) and starts a run without waiting for
 /// it; returns the run id.
 async fn start_backend_run(api: &Api, backend: &str) -> String {
@@ -238,40 +233,62 @@ async fn a_charged_answer_is_collected_after_the_coordinator_stops_or_crashes() 
     let mut f = one_node().await;
 
     // An ordinary run: delivered, acknowledged, nothing held.
+    delivered_at_once(&f, "dp_sandbox").await;
+
+    stop_and_crash_with_a_held_answer(&mut f, "dp_sandbox", Duration::from_secs(20)).await;
+    f.shutdown().await;
+}
+
+/// An ordinary `COUNT(*)` run of `backend`: it completes, and ε is reconciled at once.
+async fn delivered_at_once(f: &Federation, backend: &str) {
     let api = f.analyst();
     let (_, s, r) = api
         .run_query(
             DATASET,
             "SELECT COUNT(*) FROM patients",
-            "dp_sandbox",
+            backend,
             Some(EPSILON),
         )
         .await
         .expect("run");
     assert_eq!(s, 200, "{r}");
-    assert_reconciled(&f, &api).await;
+    assert_eq!(r["status"], "completed", "{r}");
+    assert_reconciled(f, &api).await;
+}
 
-    // 1. A clean stop while the node holds a charged answer: the run fails
-    //    `coordinator_stopped`, and completes with the answer after the restart.
-    set_fault(&f, Some(Fault::StallAfterCharge));
-    let id = start_run(&api).await;
-    wait_until(
-        "the node charges the run",
-        Duration::from_secs(20),
-        async || node_spent(&f) > 1.5 * EPSILON,
-    )
+/// The two faults, on a run of `backend`: (1) a clean stop while the node holds a charged
+/// answer — the run fails `coordinator_stopped`, and completes with the answer after the
+/// restart; (2) `kill -9` of the real coordinator binary with the answer in flight — the
+/// restarted binary keeps the run awaiting collection and completes it when the node is back.
+/// ε is reconciled after each. Returns the two collected runs.
+async fn stop_and_crash_with_a_held_answer(
+    f: &mut Federation,
+    backend: &str,
+    charge_within: Duration,
+) -> [Value; 2] {
+    let api = f.analyst();
+    set_fault(f, Some(Fault::StallAfterCharge));
+    let before = node_spent(f);
+    let id = start_backend_run(&api, backend).await;
+    wait_until("the node charges the run", charge_within, async || {
+        node_spent(f) > before + 0.5 * EPSILON
+    })
     .await;
+    assert_eq!(
+        node_held(f),
+        1,
+        "the charged answer is held with its charge"
+    );
     f.stop_coordinator().await;
-    set_fault(&f, None);
+    set_fault(f, None);
     f.restart_coordinator().await.expect("restart");
     let api = f.analyst();
-    collected(&api, &id, "coordinator_stopped").await;
-    assert_reconciled(&f, &api).await;
+    let stopped = collected(&api, &id, "coordinator_stopped").await;
+    assert_eq!(stopped["backend_used"], backend, "{stopped}");
+    assert_reconciled(f, &api).await;
 
-    // 2. `kill -9` of the real coordinator binary with the answer in flight: the restarted
-    //    coordinator keeps the run awaiting collection and completes it when the node is back.
     f.stop_coordinator().await;
-    let daemon = serve_binary(&f);
+    let daemon = serve_binary(f);
     let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
     wait_until(
         "the node connects to the binary",
@@ -279,24 +296,21 @@ async fn a_charged_answer_is_collected_after_the_coordinator_stops_or_crashes() 
         async || connected(&api).await,
     )
     .await;
-    set_fault(&f, Some(Fault::StallAfterCharge));
-    let before = node_spent(&f);
-    let id = start_run(&api).await;
-    wait_until(
-        "the node charges the run",
-        Duration::from_secs(20),
-        async || node_spent(&f) > before + 0.5 * EPSILON,
-    )
+    set_fault(f, Some(Fault::StallAfterCharge));
+    let before = node_spent(f);
+    let id = start_backend_run(&api, backend).await;
+    wait_until("the node charges the run", charge_within, async || {
+        node_spent(f) > before + 0.5 * EPSILON
+    })
     .await;
     drop(daemon); // SIGKILL
-    set_fault(&f, None);
-    let daemon = serve_binary(&f);
+    set_fault(f, None);
+    let daemon = serve_binary(f);
     let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
-    collected(&api, &id, "coordinator_restarted").await;
-    assert_reconciled(&f, &api).await;
-
+    let restarted = collected(&api, &id, "coordinator_restarted").await;
+    assert_reconciled(f, &api).await;
     drop(daemon);
-    f.shutdown().await;
+    [stopped, restarted]
 }
 
 const QUERIES: usize = 60;
@@ -427,72 +441,14 @@ async fn a_charged_he_answer_is_collected_after_the_coordinator_stops_or_crashes
     let mut f = one_node().await;
 
     // An ordinary HE run: keys generated and installed, the answer delivered and acknowledged.
-    let api = f.analyst();
-    let (_, s, r) = api
-        .run_query(
-            DATASET,
-            "SELECT COUNT(*) FROM patients",
-            "he_backend",
-            Some(EPSILON),
-        )
-        .await
-        .expect("run");
-    assert_eq!(s, 200, "{r}");
-    assert_eq!(r["status"], "completed", "{r}");
-    assert_reconciled(&f, &api).await;
+    delivered_at_once(&f, "he_backend").await;
 
-    // 1. A clean stop while the node holds a charged HE answer.
-    set_fault(&f, Some(Fault::StallAfterCharge));
-    let before = node_spent(&f);
-    let id = start_backend_run(&api, "he_backend").await;
-    wait_until(
-        "the node charges the HE run",
-        Duration::from_secs(120),
-        async || node_spent(&f) > before + 0.5 * EPSILON,
-    )
-    .await;
-    assert_eq!(
-        node_held(&f),
-        1,
-        "the charged HE answer is held with its charge"
-    );
-    f.stop_coordinator().await;
-    set_fault(&f, None);
-    f.restart_coordinator().await.expect("restart");
-    let api = f.analyst();
-    let run = collected(&api, &id, "coordinator_stopped").await;
-    assert_eq!(run["backend_used"], "he_backend", "{run}");
-    assert_reconciled(&f, &api).await;
-
-    // 2. `kill -9` of the real coordinator binary with the HE answer in flight.
-    f.stop_coordinator().await;
-    let daemon = serve_binary(&f);
-    let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
-    wait_until(
-        "the node connects to the binary",
-        Duration::from_secs(20),
-        async || connected(&api).await,
-    )
-    .await;
-    set_fault(&f, Some(Fault::StallAfterCharge));
-    let before = node_spent(&f);
-    let id = start_backend_run(&api, "he_backend").await;
-    wait_until(
-        "the node charges the HE run",
-        Duration::from_secs(120),
-        async || node_spent(&f) > before + 0.5 * EPSILON,
-    )
-    .await;
-    drop(daemon); // SIGKILL
-    set_fault(&f, None);
-    let daemon = serve_binary(&f);
-    let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
-    let run = collected(&api, &id, "coordinator_restarted").await;
+    let runs =
+        stop_and_crash_with_a_held_answer(&mut f, "he_backend", Duration::from_secs(120)).await;
     // The collected count is the exact count (100) plus the noise the node added.
-    let n = run["result"]["rows"][0][0].as_f64().expect("count");
-    assert!((n - 100.0).abs() < 200.0, "{run}");
-    assert_reconciled(&f, &api).await;
-
-    drop(daemon);
+    for run in runs {
+        let n = run["result"]["rows"][0][0].as_f64().expect("count");
+        assert!((n - 100.0).abs() < 200.0, "{run}");
+    }
     f.shutdown().await;
 }
