@@ -2,8 +2,8 @@
 //!
 //! - A **file source** (a CSV file or a directory of CSV files, [`csv`]; a Parquet file or a
 //!   directory of Parquet files, [`parquet`]) is read into the normal in-memory dataset at
-//!   registration, at node start and on refresh; every backend works on it unchanged. When a re-read fails (the file was removed, a cell is bad), the previous data
-//!   stays in service and the failure is recorded on the source (`last_error`) and audited.
+//!   registration, at node start and on refresh; every backend works on it unchanged. When a
+//!   re-read fails (the file was removed, a cell is bad), the previous data stays in service and the failure is recorded on the source (`last_error`) and audited.
 //! - A **PostgreSQL source** ([`postgres`]) keeps its rows in the database: the node pushes the
 //!   exact aggregate of a DP query down (clamping, WHERE and GROUP BY in SQL, [`pg_sql`]) and
 //!   releases it through the same DP path as an imported dataset (`dp.rs`). HE and MPC queries

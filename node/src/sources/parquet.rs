@@ -203,7 +203,8 @@ impl<'a> Columns<'a> {
                     (
                         i,
                         format!(
-                            "column {}: the value does not fit a 64-bit integer",
+                            "column {}: the value does not fit a 64-bit signed integer; \
+                             declare the column float, or convert it",
                             spec.name
                         ),
                     )
