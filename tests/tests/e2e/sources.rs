@@ -513,6 +513,58 @@ async fn catalog_rows(f: &Federation, dataset: &str, want: u64) {
     panic!("the catalog's row count of {dataset} did not become {want}");
 }
 
+/// Refreshes the file source `visits`: the node answers with the file's new row count `rows`,
+/// and the catalog follows.
+async fn refresh_reads(f: &Federation, node: &Api, rows: u64) {
+    let (s, b) = node
+        .post("/v1/datasets/visits/refresh", &json!({}))
+        .await
+        .expect("refresh");
+    assert_eq!((s, &b["rows"]), (200, &json!(rows)), "{b}");
+    catalog_rows(f, "hospital-a.visits", rows).await;
+}
+
+/// The file (`file`) of the `kind` source `visits` is gone: refresh fails naming it and charges
+/// nothing; the previous `rows` stay in service, with the error on the source and in the
+/// node's audit log.
+async fn a_removed_file_keeps_the_previous_rows(node: &Api, kind: &str, file: &str, rows: u64) {
+    let before = ledger(node, "visits").await;
+    let (s, b) = node
+        .post("/v1/datasets/visits/refresh", &json!({}))
+        .await
+        .expect("refresh");
+    refused_with(s, &b, 502, "source_unavailable", file);
+    assert_eq!(
+        ledger(node, "visits").await,
+        before,
+        "a failed re-read charged"
+    );
+    let (_, list) = node.get("/v1/datasets").await.expect("list");
+    assert_eq!(
+        (&list[0]["source"]["kind"], &list[0]["rows"]),
+        (&json!(kind), &json!(rows)),
+        "{list}"
+    );
+    assert!(
+        list[0]["source"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(file)),
+        "{list}"
+    );
+    let (_, audit) = node.get("/v1/audit").await.expect("audit");
+    assert!(
+        audit
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "source_failed"
+                && e["details"]["error"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(file))),
+        "{audit}"
+    );
+}
+
 fn csv(rows: usize) -> String {
     let mut s = String::from("id,age,state,city,cost,smoker\n");
     for i in 0..rows {
@@ -558,12 +610,7 @@ async fn a_csv_file_source_is_read_in_place_and_follows_the_file_on_refresh() {
 
     // The file changes: refresh re-reads it; the row count and the answer follow.
     std::fs::write(&path, csv(5_000)).expect("write");
-    let (s, b) = node
-        .post("/v1/datasets/visits/refresh", &json!({}))
-        .await
-        .expect("refresh");
-    assert_eq!((s, &b["rows"]), (200, &json!(5000)), "{b}");
-    catalog_rows(&f, ds, 5_000).await;
+    refresh_reads(&f, &node, 5_000).await;
     let run = dp_run(&api, ds, "SELECT COUNT(*) AS n FROM visits", 1.0).await;
     assert!(
         (num(&run["result"]["rows"][0][0]) - 5000.0).abs() <= b_of(&run),
@@ -572,20 +619,7 @@ async fn a_csv_file_source_is_read_in_place_and_follows_the_file_on_refresh() {
 
     // The file is removed: refresh fails naming it; the previous data stays in service.
     std::fs::remove_file(&path).expect("remove");
-    let (s, b) = node
-        .post("/v1/datasets/visits/refresh", &json!({}))
-        .await
-        .expect("refresh");
-    refused_with(s, &b, 502, "source_unavailable", "visits.csv");
-    let (_, list) = node.get("/v1/datasets").await.expect("list");
-    assert_eq!(list[0]["source"]["kind"], "csv", "{list}");
-    assert_eq!(list[0]["rows"], 5000, "{list}");
-    assert!(
-        list[0]["source"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("visits.csv")),
-        "{list}"
-    );
+    a_removed_file_keeps_the_previous_rows(&node, "csv", "visits.csv", 5_000).await;
     let run = dp_run(&api, ds, "SELECT COUNT(*) AS n FROM visits", 1.0).await;
     assert!(
         (num(&run["result"]["rows"][0][0]) - 5000.0).abs() <= b_of(&run),

@@ -16,7 +16,8 @@ use prism_tests::Federation;
 use serde_json::{Value, json};
 
 use super::{
-    ORG, bound, catalog_rows, columns, dp_run, ledger, num, one_node, refused_with, statistic,
+    ORG, a_removed_file_keeps_the_previous_rows, bound, catalog_rows, columns, dp_run, ledger, num,
+    one_node, refresh_reads, refused_with, statistic,
 };
 
 const STATES: [&str; 4] = ["CA", "NY", "TX", "WA"];
@@ -171,12 +172,7 @@ async fn a_parquet_file_source_is_read_in_place_and_a_removed_file_keeps_the_pre
 
     // The file is rewritten: refresh re-reads it; the row count and the answer follow.
     write_visits(&path, 0, 4_500);
-    let (s, b) = node
-        .post("/v1/datasets/visits/refresh", &json!({}))
-        .await
-        .expect("refresh");
-    assert_eq!((s, &b["rows"]), (200, &json!(4500)), "{b}");
-    catalog_rows(&f, ds, 4_500).await;
+    refresh_reads(&f, &node, 4_500).await;
     check_answer(&api, 4_500).await;
 
     // The file is removed: refresh fails naming it and charges nothing; the previous rows stay
@@ -187,40 +183,7 @@ async fn a_parquet_file_source_is_read_in_place_and_a_removed_file_keeps_the_pre
         (spent(&before) - start - 2.0).abs() < 1e-9,
         "two queries of ε = 1: {before}"
     );
-    let (s, b) = node
-        .post("/v1/datasets/visits/refresh", &json!({}))
-        .await
-        .expect("refresh");
-    refused_with(s, &b, 502, "source_unavailable", "visits.parquet");
-    assert_eq!(
-        ledger(&node, "visits").await,
-        before,
-        "a failed re-read charged"
-    );
-    let (_, list) = node.get("/v1/datasets").await.expect("list");
-    assert_eq!(
-        (&list[0]["source"]["kind"], &list[0]["rows"]),
-        (&json!("parquet"), &json!(4500)),
-        "{list}"
-    );
-    assert!(
-        list[0]["source"]["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("visits.parquet")),
-        "{list}"
-    );
-    let (_, audit) = node.get("/v1/audit").await.expect("audit");
-    assert!(
-        audit
-            .as_array()
-            .expect("entries")
-            .iter()
-            .any(|e| e["action"] == "source_failed"
-                && e["details"]["error"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("visits.parquet"))),
-        "{audit}"
-    );
+    a_removed_file_keeps_the_previous_rows(&node, "parquet", "visits.parquet", 4_500).await;
     catalog_rows(&f, ds, 4_500).await;
     check_answer(&api, 4_500).await;
     let after = ledger(&node, "visits").await;
