@@ -31,19 +31,51 @@ pub use crate::model::COLLECTIBLE;
 /// How long a collection or acknowledgement call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs awaiting collection after a restart, and runs being collected now.
+/// Runs and rooms awaiting collection after a restart, and those being collected now.
 #[derive(Default)]
 pub struct Collections {
     awaiting: std::sync::Mutex<HashSet<String>>,
+    rooms: std::sync::Mutex<HashSet<String>>,
     busy: std::sync::Mutex<HashSet<String>>,
+    /// Claimed collections asked for again while they ran.
+    again: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Collections {
-    /// Collections for the runs a restart left awaiting.
-    pub fn new(awaiting: Vec<String>) -> Self {
+    /// Collections for the runs and rooms a restart left awaiting.
+    pub fn new(awaiting: Vec<String>, rooms: Vec<String>) -> Self {
         Collections {
             awaiting: std::sync::Mutex::new(awaiting.into_iter().collect()),
+            rooms: std::sync::Mutex::new(rooms.into_iter().collect()),
             busy: Default::default(),
+            again: Default::default(),
+        }
+    }
+
+    /// Asks the collection that holds `id` to run once more when it is done.
+    pub(crate) fn again(&self, id: &str) {
+        if let Ok(mut a) = self.again.lock() {
+            a.insert(id.to_string());
+        }
+    }
+
+    /// Whether the collection of `id` was asked for again (and clears the request).
+    pub(crate) fn take_again(&self, id: &str) -> bool {
+        self.again.lock().is_ok_and(|mut a| a.remove(id))
+    }
+
+    /// Rooms a restart left awaiting their parties' partial sums.
+    pub(crate) fn awaiting_rooms(&self) -> Vec<String> {
+        self.rooms
+            .lock()
+            .map(|a| a.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A room no longer awaits collection.
+    pub(crate) fn room_settled(&self, id: &str) {
+        if let Ok(mut a) = self.rooms.lock() {
+            a.remove(id);
         }
     }
 
@@ -65,14 +97,14 @@ impl Collections {
     }
 
     /// Claims `ids` for one collection; returns those no other collection holds.
-    fn claim(&self, ids: Vec<String>) -> Vec<String> {
+    pub(crate) fn claim(&self, ids: Vec<String>) -> Vec<String> {
         match self.busy.lock() {
             Ok(mut b) => ids.into_iter().filter(|i| b.insert(i.clone())).collect(),
             Err(_) => Vec::new(),
         }
     }
 
-    fn release(&self, ids: &[String]) {
+    pub(crate) fn release(&self, ids: &[String]) {
         if let Ok(mut b) = self.busy.lock() {
             for i in ids {
                 b.remove(i);
@@ -93,8 +125,10 @@ pub(crate) fn run_of(
     (dataset.organization == *org).then_some((run, query, dataset))
 }
 
-/// A node connected: collect the runs a restart left awaiting on its datasets.
+/// A node connected: collect the runs a restart left awaiting on its datasets, and the rooms
+/// it takes part in.
 pub async fn on_connected(state: Arc<CoordState>, org: OrgId) {
+    crate::mpc::collect::on_connected(&state, &org).await;
     let ids = state.collections.awaiting();
     if ids.is_empty() {
         return;
@@ -115,10 +149,12 @@ pub async fn on_connected(state: Arc<CoordState>, org: OrgId) {
 pub async fn on_held(state: Arc<CoordState>, org: OrgId, run_ids: Vec<String>) {
     let s = state.clone();
     let o = org.clone();
-    let (done, wanted) = tokio::task::spawn_blocking(move || {
-        let (mut done, mut wanted) = (Vec::new(), Vec::new());
+    let (done, wanted, executions) = tokio::task::spawn_blocking(move || {
+        let (mut done, mut wanted, mut executions) = (Vec::new(), Vec::new(), Vec::new());
         for id in run_ids {
             let Some((run, ..)) = run_of(&s, &o, &id) else {
+                // Not a run of its datasets: perhaps a room execution's partial sum.
+                executions.push(id);
                 continue;
             };
             match run.status {
@@ -136,12 +172,13 @@ pub async fn on_held(state: Arc<CoordState>, org: OrgId, run_ids: Vec<String>) {
                 _ => {}
             }
         }
-        (done, wanted)
+        (done, wanted, executions)
     })
     .await
     .unwrap_or_default();
     crate::dp::acknowledge(&state, &org, done);
     collect(&state, &org, wanted).await;
+    crate::mpc::collect::on_held(&state, &org, executions).await;
 }
 
 /// Asks `org`'s node for the answers of `run_ids` and ends each run with what it holds.
@@ -229,6 +266,8 @@ async fn complete(state: &Arc<CoordState>, org: &OrgId, h: prism_common::wire::H
             crate::he::forget_pending(state, &run.id);
             read
         }
+        // A room's partial sum is never a run's answer (`crate::mpc::collect`).
+        HeldResult::Mpc(_) => return false,
     };
     state.collections.settled(&run.id);
     let outcome = outcome.map(|mut released| {

@@ -177,12 +177,17 @@ pub async fn start(
                 config.data_path.display()
             )
         })?;
-    if !recovered.runs.is_empty() || !recovered.rooms.is_empty() || !recovered.awaiting.is_empty() {
+    if !recovered.runs.is_empty()
+        || !recovered.rooms.is_empty()
+        || !recovered.awaiting.is_empty()
+        || !recovered.awaiting_rooms.is_empty()
+    {
         info!(
             runs = recovered.runs.len(),
             rooms = recovered.rooms.len(),
             awaiting_collection = recovered.awaiting.len(),
-            "ended runs and rooms left in flight by a previous run; DP runs await their nodes' held answers"
+            rooms_awaiting_collection = recovered.awaiting_rooms.len(),
+            "ended runs and rooms left in flight by a previous run; DP and HE runs and dp rooms await their nodes' held answers"
         );
     }
     let pruned = store
@@ -227,7 +232,7 @@ pub async fn start(
         he_installs: Default::default(),
         shutdown: shutdown.clone(),
         listening: std::sync::atomic::AtomicBool::new(false),
-        collections: collect::Collections::new(recovered.awaiting),
+        collections: collect::Collections::new(recovered.awaiting, recovered.awaiting_rooms),
         progress: Default::default(),
     });
 

@@ -252,9 +252,62 @@ pub async fn execute(state: &Arc<CoordState>, room_id: &str) -> Option<Room> {
     })
     .await;
     match finished {
-        Ok(Ok(Some((room, ())))) => Some(room),
+        Ok(Ok(Some((room, ())))) => {
+            acknowledge_partials(state, &room);
+            Some(room)
+        }
         _ => None,
     }
+}
+
+/// A completed `dp` room: every party may forget the partial sum it held for the execution.
+pub fn acknowledge_partials(state: &Arc<CoordState>, room: &Room) {
+    if room.status != RoomStatus::Completed
+        || room.manifest.params.release != prism_common::release::ReleaseMode::Dp
+    {
+        return;
+    }
+    if let Some(eid) = &room.execution_id {
+        for org in &room.manifest.participants {
+            crate::dp::acknowledge(state, org, vec![eid.clone()]);
+        }
+    }
+}
+
+/// Ends a room with the outcome of collecting its parties' held partial sums of
+/// `execution_id`, if it may still be collected ([`Room::collectible`]); returns the room.
+pub fn finish_collected(
+    state: &CoordState,
+    room_id: &str,
+    execution_id: &str,
+    outcome: crate::model::RoomOutcome,
+) -> Result<Option<Room>, StoreError> {
+    Ok(update(state, room_id, |r| {
+        if !r.collectible(execution_id) {
+            return None;
+        }
+        let after = r
+            .error_code
+            .clone()
+            .unwrap_or_else(|| "coordinator_restarted".into());
+        let outcome = outcome.map(|(table, mut proof)| {
+            proof["collected"] = serde_json::json!({
+                "after": after,
+                "note": "every party charged its partial sum before the coordinator could combine them; \
+                         each node held its partial sum until the coordinator collected it",
+            });
+            (table, proof)
+        });
+        let elapsed = r.execution_time_ms.unwrap_or(0.0);
+        let action = r.finish(&outcome, elapsed);
+        Some((
+            (),
+            action,
+            serde_json::json!({"execution_id": execution_id, "collected_after": after,
+                               "error": r.error_message}),
+        ))
+    })?
+    .map(|(r, ())| r))
 }
 
 /// Cancels a room that has not executed.

@@ -319,14 +319,32 @@ pub async fn room_settled(state: &Arc<CoordState>, room: &Room) {
     let _ = state.room_done.send(room.id.clone());
 }
 
+/// A room ended by collecting its parties' held partial sums (`crate::mpc::collect`): the run
+/// that opened it ends with it, even when the stop or restart that interrupted the room failed
+/// the run meanwhile.
+pub async fn room_collected(state: &Arc<CoordState>, room: &Room) {
+    if let Some(run_id) = &room.origin_run {
+        finish_from_room_as(state, run_id, room, room.status == RoomStatus::Completed).await;
+    }
+    let _ = state.room_done.send(room.id.clone());
+}
+
 /// Ends a run opened by an `mpc_backend` query with its room's outcome.
 async fn finish_from_room(state: &Arc<CoordState>, run_id: &str, room: &Room) {
+    finish_from_room_as(state, run_id, room, false).await
+}
+
+/// [`finish_from_room`]; `reopen`: also a run that failed meanwhile.
+async fn finish_from_room_as(state: &Arc<CoordState>, run_id: &str, room: &Room, reopen: bool) {
     let Ok(Some(mut run)) = state.store.get(RUNS, run_id) else {
         return;
     };
-    if run.status.is_final() {
+    if run.status.is_final() && !(reopen && run.status == RunStatus::Failed) {
         return;
     }
+    // Reopened: the failure it ended with is superseded by the room's answer.
+    run.error_code = None;
+    run.error_message = None;
     run.execution_time_ms = room.execution_time_ms;
     let outcome = match (room.status, &room.result) {
         (RoomStatus::Completed, Some(table)) => Ok(crate::model::Released {

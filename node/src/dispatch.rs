@@ -35,7 +35,12 @@ pub async fn serve_stream(
             Response::Refused(wire::ErrorBody::new("bad_frame", e.to_string()))
         }
     };
-    let charged = matches!(resp, Response::Executed(_));
+    // A DP answer, or a dp room's partial sum: held with its charge until acknowledged.
+    let charged = matches!(
+        resp,
+        Response::Executed(_)
+            | Response::Mpc(prism_common::wire::MpcResponse::Partial { noise: Some(_), .. })
+    );
     let mut delivered = match wire::write_msg(&mut send, &resp).await {
         Ok(()) => true,
         Err(e) => {

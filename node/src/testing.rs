@@ -9,8 +9,9 @@ use std::sync::Mutex;
 pub enum Fault {
     /// Stop after computing the local vector, before sending any share, until shut down.
     StallBeforeShares,
-    /// Hold every DP or HE answer after charging it, without sending it, until the fault is cleared
-    /// or the node stops (what a coordinator that crashes mid-run sees).
+    /// Hold every DP or HE answer, and every dp room's partial sum, after charging it, without
+    /// sending it, until the fault is cleared or the node stops (what a coordinator that crashes
+    /// mid-run sees).
     StallAfterCharge,
     /// Send every peer a share one element short (what a peer with another manifest would send):
     /// the peers refuse it.

@@ -203,6 +203,24 @@ pub enum HeldResult {
     Execution(Execution),
     /// An HE answer: the evaluation report and the compressed result list, exactly as sent.
     He(HeldHe),
+    /// A `dp` data room's partial sum, exactly as sent; its run id is the execution's id.
+    Mpc(HeldPartial),
+}
+
+/// A `dp` data room's partial sum held for collection: this party's own share plus every share
+/// it received (uniformly random on its own), and the noise report of its own vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldPartial {
+    /// Room.
+    pub room_id: String,
+    /// The partial sum over Z_2^64.
+    pub partial: Vec<u64>,
+    /// Local aggregation time, ms.
+    pub compute_ms: f64,
+    /// Share exchange time, ms.
+    pub exchange_ms: f64,
+    /// The noise this party added to its own vector (its ε and scales).
+    pub noise: crate::mpc::noise::PartyNoise,
 }
 
 /// An HE answer held for collection.
@@ -226,11 +244,20 @@ impl HeldAnswer {
         }
     }
 
+    /// A held partial sum of the room execution `execution_id`.
+    pub fn mpc(execution_id: impl Into<String>, partial: HeldPartial) -> Self {
+        HeldAnswer {
+            run_id: execution_id.into(),
+            result: HeldResult::Mpc(partial),
+        }
+    }
+
     /// ε charged for the answer.
     pub fn epsilon_spent(&self) -> f64 {
         match &self.result {
             HeldResult::Execution(x) => x.epsilon_spent,
             HeldResult::He(h) => h.epsilon_spent,
+            HeldResult::Mpc(p) => p.noise.epsilon,
         }
     }
 
@@ -239,6 +266,8 @@ impl HeldAnswer {
         match &self.result {
             HeldResult::Execution(_) => 4096,
             HeldResult::He(h) => h.result.len().div_ceil(3) * 4 + 8192,
+            // At most 20 digits and a comma a word, as JSON.
+            HeldResult::Mpc(p) => p.partial.len() * 21 + 4096,
         }
     }
 }

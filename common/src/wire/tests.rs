@@ -146,6 +146,20 @@ async fn every_message_roundtrips() {
                     result: vec![0, 1, 255, 7, 128],
                 }),
             },
+            HeldAnswer::mpc(
+                "e1",
+                HeldPartial {
+                    room_id: "room".into(),
+                    partial: vec![u64::MAX, 0, 1 << 63, 7],
+                    compute_ms: 0.1 + 0.2,
+                    exchange_ms: 1.5,
+                    noise: crate::mpc::noise::PartyNoise {
+                        epsilon: 0.3,
+                        scales: vec![20.0, 1e6 / 3.0],
+                        sensitivities: vec![1, 100],
+                    },
+                },
+            ),
         ],
         answering: vec!["r2".into()],
     })

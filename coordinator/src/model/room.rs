@@ -105,6 +105,10 @@ pub struct Room {
     pub execution_time_ms: Option<f64>,
     /// The run this room answers, for rooms opened by an `mpc_backend` query.
     pub origin_run: Option<String>,
+    /// The id of the latest execution attempt (what the nodes charge and hold their partial
+    /// sums under, until the coordinator acknowledges them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
 }
 
 impl Room {
@@ -198,13 +202,19 @@ impl Room {
         true
     }
 
-    /// Moves a ready (or failed, to retry) room with every attestation to `executing`; else
-    /// the state and who has not attested.
+    /// Moves a ready (or failed, to retry) room with every attestation to `executing`, under a
+    /// new execution id; else the state and who has not attested. A room awaiting collection
+    /// after a restart may be executed again too: the new execution supersedes the old one,
+    /// whose partial sums are then never combined.
     pub fn begin_execution(&mut self, at: String) -> Result<(), (RoomStatus, Vec<OrgId>)> {
-        if !matches!(self.status, RoomStatus::Ready | RoomStatus::Failed) || !self.all_attested() {
+        let retry = matches!(self.status, RoomStatus::Ready | RoomStatus::Failed)
+            || self.awaiting_collection();
+        if !retry || !self.all_attested() {
             return Err((self.status, self.waiting_for()));
         }
+        self.proof_artifacts = serde_json::json!({});
         self.status = RoomStatus::Executing;
+        self.execution_id = Some(uuid::Uuid::new_v4().to_string());
         self.executed_at = Some(at);
         self.error_message = None;
         self.error_code = None;
@@ -257,6 +267,40 @@ impl Room {
 
 /// What an execution produced: the answer and its proof, or a failure's code and message.
 pub type RoomOutcome = Result<(Table, serde_json::Value), (String, String)>;
+
+/// Failures of a `dp` room after which the parties' held partial sums may still complete it:
+/// the coordinator or a party's connection went away, possibly after every party had charged
+/// its partial sum.
+pub const ROOM_COLLECTIBLE: &[&str] = &[
+    "coordinator_stopped",
+    "coordinator_restarted",
+    "party_offline",
+    "party_failed",
+];
+
+impl Room {
+    /// Whether the parties' held partial sums of `execution_id` may still complete this room:
+    /// it is its latest execution, in a `dp` room, and the room awaits collection after a
+    /// restart or failed only because a connection went away.
+    pub fn collectible(&self, execution_id: &str) -> bool {
+        self.manifest.params.release == prism_common::release::ReleaseMode::Dp
+            && self.execution_id.as_deref() == Some(execution_id)
+            && match self.status {
+                RoomStatus::Executing => self.awaiting_collection(),
+                RoomStatus::Failed => self
+                    .error_code
+                    .as_deref()
+                    .is_some_and(|c| ROOM_COLLECTIBLE.contains(&c)),
+                _ => false,
+            }
+    }
+
+    /// Whether a restart left this room executing, awaiting its parties' partial sums.
+    pub fn awaiting_collection(&self) -> bool {
+        self.status == RoomStatus::Executing
+            && self.proof_artifacts.get("awaiting_collection").is_some()
+    }
+}
 
 #[cfg(test)]
 mod tests;

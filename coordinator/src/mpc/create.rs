@@ -302,5 +302,6 @@ pub fn build(
         executed_at: None,
         execution_time_ms: None,
         origin_run,
+        execution_id: None,
     })
 }

@@ -64,7 +64,12 @@ pub async fn run_parties(state: &Arc<CoordState>, room: &Room) -> RoomOutcome {
         })
         .collect();
     let timeout = Duration::from_millis(m.params.deadline_ms) + Duration::from_secs(5);
-    let execution_id = uuid::Uuid::new_v4().to_string();
+    let execution_id = room.execution_id.clone().ok_or_else(|| {
+        (
+            "room_not_executing".to_string(),
+            "the room has no execution attempt".to_string(),
+        )
+    })?;
     let calls = m.participants.iter().map(|org| {
         let req = Request::Mpc(MpcRequest::Execute {
             manifest: m.clone(),
@@ -84,12 +89,10 @@ pub async fn run_parties(state: &Arc<CoordState>, room: &Room) -> RoomOutcome {
     let layout = mpc::layout(&m.plan, &schema, &m.params)
         .map_err(|e| (e.code().to_string(), e.to_string()))?;
     let len = layout.len();
-    let mut partials = Vec::new();
-    let mut noises = Vec::new();
+    let mut answers = Vec::new();
     let mut dropped = Vec::new();
     let mut lost = false;
     let mut refused = Vec::new();
-    let mut timings = serde_json::Map::new();
     while let Some((org, r)) = futures::StreamExt::next(&mut pending).await {
         let failed_before = dropped.len() + refused.len();
         match r {
@@ -100,22 +103,17 @@ pub async fn run_parties(state: &Arc<CoordState>, room: &Room) -> RoomOutcome {
                 noise,
                 ..
             })) if partial.len() == len => {
-                if m.params.release == ReleaseMode::Dp {
-                    match noise {
-                        Some(n) if n.scales.len() == layout.components() => {
-                            noises.push((org.clone(), n))
-                        }
-                        // A dp total is released only if every party says it noised its input.
-                        _ => refused.push(format!(
-                            "{org}: its partial sum came without the noise report a dp room needs"
-                        )),
-                    }
+                let answer = PartyAnswer {
+                    org,
+                    partial,
+                    compute_ms,
+                    exchange_ms,
+                    noise,
+                };
+                match answer.unfit(m.params.release, &layout) {
+                    Some(why) => refused.push(why),
+                    None => answers.push(answer),
                 }
-                timings.insert(
-                    org.to_string(),
-                    serde_json::json!({"compute_ms": compute_ms, "exchange_ms": exchange_ms}),
-                );
-                partials.push(partial);
             }
             Ok(Response::Refused(e)) => {
                 state.metrics.refusal(m.backend, &e.code);
@@ -169,8 +167,89 @@ pub async fn run_parties(state: &Arc<CoordState>, room: &Room) -> RoomOutcome {
             format!("{msg}; no result was released; the room can be executed again"),
         ));
     }
-    let total = shares::combine(len, partials.iter().map(Vec::as_slice));
-    let decoded = mpc::decode_total(&m.plan, &schema, &m.params, &total)
+    release(state, room, &schema, &layout, &answers)
+}
+
+/// One party's answer to an execution: its partial sum, its timings, and in a `dp` room the
+/// report of the noise it added to its own vector.
+pub struct PartyAnswer {
+    /// The party.
+    pub org: OrgId,
+    /// Its partial sum over Z_2^64.
+    pub partial: Vec<u64>,
+    /// Local aggregation time, ms.
+    pub compute_ms: f64,
+    /// Share exchange time, ms.
+    pub exchange_ms: f64,
+    /// Its noise report (a `dp` room).
+    pub noise: Option<mpc::noise::PartyNoise>,
+}
+
+impl PartyAnswer {
+    /// Why this answer cannot be combined into a room of `layout` released under `release`.
+    pub fn unfit(&self, release: ReleaseMode, layout: &mpc::Layout) -> Option<String> {
+        let org = &self.org;
+        if self.partial.len() != layout.len() {
+            return Some(format!(
+                "{org}: its partial sum has {} elements, the room's vector {}",
+                self.partial.len(),
+                layout.len()
+            ));
+        }
+        let reported = self
+            .noise
+            .as_ref()
+            .is_some_and(|n| n.scales.len() == layout.components());
+        // A dp total is released only if every party says it noised its input.
+        (release == ReleaseMode::Dp && !reported).then(|| {
+            format!("{org}: its partial sum came without the noise report a dp room needs")
+        })
+    }
+}
+
+/// Combines every party's partial sum (each checked with [`PartyAnswer::unfit`]) and decodes
+/// the room's total, with its proof.
+pub fn release(
+    state: &CoordState,
+    room: &Room,
+    schema: &DatasetSchema,
+    layout: &mpc::Layout,
+    answers: &[PartyAnswer],
+) -> RoomOutcome {
+    let m = &room.manifest;
+    let len = layout.len();
+    let unfit: Vec<String> = answers
+        .iter()
+        .filter_map(|a| a.unfit(m.params.release, layout))
+        .collect();
+    if !unfit.is_empty() || answers.len() != m.participants.len() {
+        return Err((
+            RefusalCode::PartyRefused.into(),
+            format!(
+                "refused: {}; no result was released; the room can be executed again",
+                if unfit.is_empty() {
+                    "not every party answered".to_string()
+                } else {
+                    unfit.join("; ")
+                }
+            ),
+        ));
+    }
+    let timings: serde_json::Map<String, serde_json::Value> = answers
+        .iter()
+        .map(|a| {
+            (
+                a.org.to_string(),
+                serde_json::json!({"compute_ms": a.compute_ms, "exchange_ms": a.exchange_ms}),
+            )
+        })
+        .collect();
+    let noises: Vec<(OrgId, mpc::noise::PartyNoise)> = answers
+        .iter()
+        .filter_map(|a| a.noise.clone().map(|n| (a.org.clone(), n)))
+        .collect();
+    let total = shares::combine(len, answers.iter().map(|a| a.partial.as_slice()));
+    let decoded = mpc::decode_total(&m.plan, schema, &m.params, &total)
         .map_err(|e| ("mpc_decode".to_string(), e.to_string()))?;
     let mut proof = serde_json::json!({
         "protocol": "additive secret sharing over Z_2^64",
@@ -188,7 +267,7 @@ pub async fn run_parties(state: &Arc<CoordState>, room: &Room) -> RoomOutcome {
         "party_timings": timings,
     });
     if m.params.release == ReleaseMode::Dp {
-        proof["dp"] = dp_proof(&layout, &noises);
+        proof["dp"] = dp_proof(layout, &noises);
         for (org, n) in &noises {
             state
                 .metrics
@@ -228,7 +307,7 @@ fn short(s: &str) -> String {
 }
 
 /// The room's dataset schema, as the catalog has it for its first participant.
-fn schema(state: &CoordState, room: &Room) -> Option<DatasetSchema> {
+pub fn schema(state: &CoordState, room: &Room) -> Option<DatasetSchema> {
     let first = room.participants.first()?;
     state
         .dataset(&format!(

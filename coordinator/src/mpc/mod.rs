@@ -1,7 +1,9 @@
 //! The MPC backend as the coordinator runs it: building a data room's manifest
-//! ([`create`]) and executing it across the participants' nodes ([`execute`]). It returns an
-//! outcome and never writes a room or a run: [`crate::rooms`] and [`crate::runs`] do.
+//! ([`create`]), executing it across the participants' nodes ([`execute`]), and collecting
+//! the partial sums a stop or a lost connection left with the parties ([`collect`]). It never
+//! writes a room or a run itself: [`crate::rooms`] and [`crate::runs`] do.
 
+pub mod collect;
 pub mod create;
 pub mod execute;
 

@@ -6,8 +6,11 @@
 //! answer until the coordinator acknowledges it: the run stays `running`, awaiting collection
 //! (`crate::collect`), and ends when its node reconnects; so does an HE run whose request had
 //! left (its encoding is kept, `HE_PENDING`, so the key holder can read a collected encrypted
-//! answer). Other runs left in flight are failed, never resumed. A room left `executing` failed
-//! the same way and can be executed again.
+//! answer). A `dp` room left `executing` may have been charged by every party, each holding its
+//! partial sum under the execution's id: it stays `executing`, awaiting collection
+//! (`crate::mpc::collect`), and so does the `mpc_backend` run it answers. Other runs left in
+//! flight are failed, never resumed; an `exact` room left `executing` fails the same way and can
+//! be executed again.
 
 use prism_common::backend::BackendId;
 
@@ -23,7 +26,13 @@ pub struct Recovered {
     pub rooms: Vec<String>,
     /// DP and HE runs left in flight: their answers are collected from their nodes.
     pub awaiting: Vec<String>,
+    /// `dp` rooms left executing: their partial sums are collected from their parties.
+    pub awaiting_rooms: Vec<String>,
 }
+
+/// What an awaiting room's record says while its parties have not all been asked.
+pub const ROOM_AWAITING_NOTE: &str = "the coordinator restarted while this room was executing; every party keeps the partial \
+     sum it charged until the coordinator has combined them, so the total is collected from the parties when they reconnect";
 
 /// What an awaiting run's record says while its node has not been asked yet.
 pub const AWAITING_NOTE: &str = "the coordinator restarted while this run was in flight; its answer is collected \
@@ -34,6 +43,7 @@ impl Store {
     /// other runs and rooms fail. One pass over the runs.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
         let mut recovered = Recovered::default();
+        (recovered.rooms, recovered.awaiting_rooms) = self.recover_rooms()?;
         for mut run in self
             .list(RUNS)?
             .into_iter()
@@ -51,6 +61,19 @@ impl Store {
                     self.put_run(&run, "run_awaiting_collection", "coordinator_restarted")?;
                 }
                 recovered.awaiting.push(run.id);
+            } else if let Some(room) = run
+                .proof_artifacts
+                .get("room_id")
+                .and_then(|r| r.as_str())
+                .filter(|r| recovered.awaiting_rooms.iter().any(|a| a == r))
+                .map(str::to_string)
+            {
+                // Its room awaits its parties' partial sums: the run ends with the room.
+                if !awaiting_collection(&run) {
+                    run.status = RunStatus::Running;
+                    run.proof_artifacts = serde_json::json!({"room_id": room, "awaiting_collection": ROOM_AWAITING_NOTE});
+                    self.put_run(&run, "run_awaiting_collection", "coordinator_restarted")?;
+                }
             } else {
                 fail(
                     &mut run,
@@ -62,7 +85,6 @@ impl Store {
                 recovered.runs.push(run.id);
             }
         }
-        recovered.rooms = self.fail_interrupted_rooms()?;
         Ok(recovered)
     }
 
@@ -100,32 +122,57 @@ impl Store {
         )
     }
 
-    /// A room left `executing` by a stopped coordinator failed; it can be executed again.
-    fn fail_interrupted_rooms(&self) -> Result<Vec<String>, StoreError> {
+    fn put_room(
+        &self,
+        r: &Room,
+        action: &str,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.put(
+            ROOMS,
+            &r.id,
+            r,
+            Some(Audit {
+                actor: "system",
+                action,
+                target: &r.id,
+                details,
+            }),
+        )
+    }
+
+    /// A `dp` room left `executing` by a stopped coordinator awaits its parties' partial sums;
+    /// another room left `executing` failed and can be executed again. Returns the failed and
+    /// the awaiting rooms.
+    fn recover_rooms(&self) -> Result<(Vec<String>, Vec<String>), StoreError> {
         let rooms: Vec<Room> = self.list(ROOMS)?;
-        let mut ids = Vec::new();
+        let (mut ids, mut awaiting) = (Vec::new(), Vec::new());
         for mut r in rooms
             .into_iter()
             .filter(|r| r.status == RoomStatus::Executing)
         {
+            if r.manifest.params.release == prism_common::release::ReleaseMode::Dp
+                && r.execution_id.is_some()
+            {
+                if !r.awaiting_collection() {
+                    r.proof_artifacts =
+                        serde_json::json!({"awaiting_collection": ROOM_AWAITING_NOTE});
+                    let details = serde_json::json!({"reason": "coordinator_restarted",
+                                                     "execution_id": r.execution_id});
+                    self.put_room(&r, "room_awaiting_collection", details)?;
+                }
+                awaiting.push(r.id);
+                continue;
+            }
             r.fail(
                 "coordinator_restarted",
                 "the coordinator stopped during execution; no result was released; execute the room again",
             );
-            self.put(
-                ROOMS,
-                &r.id,
-                &r,
-                Some(Audit {
-                    actor: "system",
-                    action: "room_failed",
-                    target: &r.id,
-                    details: serde_json::json!({"reason": "coordinator_restarted"}),
-                }),
-            )?;
+            let details = serde_json::json!({"reason": "coordinator_restarted"});
+            self.put_room(&r, "room_failed", details)?;
             ids.push(r.id);
         }
-        Ok(ids)
+        Ok((ids, awaiting))
     }
 }
 

@@ -158,6 +158,10 @@ pub async fn execute(
         }
     }
 
+    // A dp room's partial sum is held once charged: until then a collection hears that this
+    // execution is still being answered.
+    let _answering = (manifest.params.release == prism_common::release::ReleaseMode::Dp)
+        .then(|| crate::dp::Answering::start(state, execution_id));
     let started = Instant::now();
     let ds = state
         .dataset(&manifest.plan.dataset)
@@ -186,22 +190,39 @@ pub async fn execute(
             ))
         }
     };
-    let failure = exchanged.as_ref().err().map(|e| e.message.clone());
-    let (s, m) = (state.clone(), manifest.clone());
-    let settled = tokio::task::spawn_blocking(move || match (failure, charge) {
-        // From here on a release is possible: the charge is committed before the partial sum
-        // leaves, and the partial sum is not sent if it cannot be.
-        (None, Some(c)) => super::release::commit(&s, &c, &m).map(|()| Some(c)),
-        (Some(why), Some(c)) => {
-            super::release::rollback(&s, &c, &m, &why);
-            Ok(None)
+    let (s, m, eid) = (state.clone(), manifest.clone(), execution_id.to_string());
+    let answer = exchanged.as_ref().ok().cloned();
+    let settled = tokio::task::spawn_blocking(move || match (exchanged, charge) {
+        // From here on a release is possible: the charge is committed, with the partial sum it
+        // pays for, before the partial sum leaves, and the partial sum is not sent if it cannot be.
+        (Ok((partial, exchange_ms)), Some(c)) => {
+            let held = prism_common::wire::HeldAnswer::mpc(
+                eid,
+                prism_common::wire::HeldPartial {
+                    room_id: m.room_id.clone(),
+                    partial,
+                    compute_ms,
+                    exchange_ms,
+                    noise: c.report.clone(),
+                },
+            );
+            super::release::commit(&s, &c, &m, held).map(|()| Some(c))
         }
-        (_, None) => Ok(None),
+        (Err(e), Some(c)) => {
+            super::release::rollback(&s, &c, &m, &e.message);
+            Err(e)
+        }
+        (Err(e), None) => Err(e),
+        (Ok(_), None) => Ok(None),
     })
     .await
     .map_err(internal)?;
-    let (partial, exchange_ms) = exchanged?;
     let charge = settled?;
+    let (partial, exchange_ms) = answer.ok_or_else(|| internal("the exchange vanished"))?;
+    #[cfg(feature = "test-util")]
+    if charge.is_some() {
+        state.seams.stall_after_charge(&state.shutdown).await;
+    }
     info!(
         room_id,
         parties = manifest.participants.len(),

@@ -189,20 +189,30 @@ pub fn local_vector(
     }
 }
 
-/// Commits the charge: called before the partial sum leaves. Blocking (store).
-pub fn commit(state: &NodeState, c: &Charge, m: &Manifest) -> Result<(), ErrorBody> {
+/// Commits the charge: called before the partial sum leaves. Blocking (store). The partial
+/// sum is kept with the charge, in the same transaction, until the coordinator acknowledges
+/// the execution `held.run_id` (`store/held.rs`): a coordinator that stops before it combines
+/// the partial sums collects them when it is back, so the ε is never spent without a total.
+pub fn commit(
+    state: &NodeState,
+    c: &Charge,
+    m: &Manifest,
+    held: prism_common::wire::HeldAnswer,
+) -> Result<(), ErrorBody> {
     state
         .store
-        .settle(
+        .settle_holding(
             &c.reservation,
             Some((c.epsilon, 0.0)),
             "room partial sum sent",
             crate::provenance::merged(
                 serde_json::json!({"backend": "mpc_backend", "room_id": m.room_id,
+                                   "execution_id": held.run_id,
                                    "release": "dp", "scales": c.report.scales,
                                    "result": {"group_keys": m.params.key_count()}}),
                 crate::provenance::of_room(state, m),
             ),
+            Some(held),
         )
         .map_err(crate::policy::store_refusal)?;
     state.metrics.budget_spent(&m.plan.dataset, c.epsilon, 0.0);

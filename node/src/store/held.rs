@@ -1,9 +1,10 @@
 //! Charged answers the coordinator has not acknowledged yet.
 //!
-//! A DP answer is charged before it leaves the node; if the coordinator crashes or the link
-//! drops before the coordinator records it, the ε would be spent with no answer delivered. So
-//! the charge and a copy of the answer are committed in one transaction ([`Store::settle_holding`]),
-//! and the copy stays until the coordinator acknowledges the run (`Request::Acknowledge`). A
+//! A DP or HE answer, or a `dp` room's partial sum (held under the execution's id), is charged
+//! before it leaves the node; if the coordinator crashes or the link drops before the
+//! coordinator records it, the ε would be spent with no answer delivered. So the charge and a
+//! copy of the answer are committed in one transaction ([`Store::settle_holding`]), and the
+//! copy stays until the coordinator acknowledges the run (`Request::Acknowledge`). A
 //! coordinator that lost an answer collects it again (`Request::Collect`). What is held is
 //! bounded: at most [`MAX_HELD`] answers for at most [`HOLD_FOR`]; an answer dropped before it
 //! was acknowledged is audited (`held_answer_dropped`), so the owner sees every charge whose

@@ -37,19 +37,40 @@ fn org() -> OrgId {
 }
 
 fn set_fault(f: &Federation, fault: Option<Fault>) {
-    let node = f.nodes[&org()].handle.as_ref().expect("node running");
+    set_fault_of(f, ORG, fault)
+}
+
+fn set_fault_of(f: &Federation, org: &str, fault: Option<Fault>) {
+    let node = f.nodes[&OrgId::new(org).expect("org")]
+        .handle
+        .as_ref()
+        .expect("node running");
     node.state.seams.inject_fault(fault);
 }
 
 /// ε the node has charged to its dataset.
 fn node_spent(f: &Federation) -> f64 {
-    let node = f.nodes[&org()].handle.as_ref().expect("node running");
+    node_spent_of(f, ORG)
+}
+
+fn node_spent_of(f: &Federation, org: &str) -> f64 {
+    let node = f.nodes[&OrgId::new(org).expect("org")]
+        .handle
+        .as_ref()
+        .expect("node running");
     let b = node.state.store.budget("patients").expect("budget");
     prism_node::store::real(b.spent_epsilon)
 }
 
 fn node_held(f: &Federation) -> usize {
-    let node = f.nodes[&org()].handle.as_ref().expect("node running");
+    node_held_of(f, ORG)
+}
+
+fn node_held_of(f: &Federation, org: &str) -> usize {
+    let node = f.nodes[&OrgId::new(org).expect("org")]
+        .handle
+        .as_ref()
+        .expect("node running");
     node.state.store.held().expect("held").len()
 }
 
@@ -209,10 +230,15 @@ fn serve_binary(f: &Federation) -> Daemon {
 }
 
 async fn connected(api: &Api) -> bool {
+    all_connected(api, &[ORG]).await
+}
+
+async fn all_connected(api: &Api, orgs: &[&str]) -> bool {
     match api.get("/api/v1/organizations").await {
-        Ok((200, v)) => v
-            .as_array()
-            .is_some_and(|a| a.iter().any(|o| o["id"] == ORG && o["connected"] == true)),
+        Ok((200, v)) => orgs.iter().all(|org| {
+            v.as_array()
+                .is_some_and(|a| a.iter().any(|o| o["id"] == *org && o["connected"] == true))
+        }),
         _ => false,
     }
 }
@@ -449,6 +475,260 @@ async fn a_charged_he_answer_is_collected_after_the_coordinator_stops_or_crashes
     for run in runs {
         let n = run["result"]["rows"][0][0].as_f64().expect("count");
         assert!((n - 100.0).abs() < 200.0, "{run}");
+    }
+    f.shutdown().await;
+}
+
+const PARTIES: [&str; 2] = [ORG, "hospital-b"];
+
+/// Opens a `dp` data room of both parties over `COUNT(*)` (ε [`EPSILON`] each) and has both
+/// nodes attest it; returns its id once it is ready.
+async fn ready_room(f: &Federation, api: &Api, name: &str) -> String {
+    let (s, room) = api
+        .post(
+            "/api/v1/data_rooms",
+            &json!({"name": name, "query_text": "SELECT COUNT(*) FROM patients",
+                    "participants": PARTIES, "epsilon": EPSILON}),
+        )
+        .await
+        .expect("create room");
+    assert_eq!(s, 201, "{room}");
+    let id = room["id"].as_str().expect("room id").to_string();
+    attest_both(f, &id).await;
+    wait_until("the room is ready", Duration::from_secs(10), async || {
+        room_of(api, &id).await["status"] == "ready"
+    })
+    .await;
+    id
+}
+
+async fn attest_both(f: &Federation, id: &str) {
+    for org in PARTIES {
+        let node = f.node_admin(org).expect("node");
+        let path = format!("/v1/invitations/{id}");
+        wait_until(
+            "the invitation arrives",
+            Duration::from_secs(10),
+            async || matches!(node.get(&path).await, Ok((200, _))),
+        )
+        .await;
+        let (s, body) = node
+            .post(&format!("{path}/attest"), &json!({}))
+            .await
+            .expect("attest");
+        assert_eq!(s, 200, "{org}: {body}");
+    }
+}
+
+async fn room_of(api: &Api, id: &str) -> Value {
+    let (s, r) = api
+        .get(&format!("/api/v1/data_rooms/{id}"))
+        .await
+        .expect("room");
+    assert_eq!(s, 200, "{r}");
+    r
+}
+
+/// How a held execution starts.
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    /// A room opened and executed through the data-room API.
+    Room,
+    /// An `mpc_backend` query: it opens a room over both parties, which executes once attested.
+    Query,
+}
+
+/// Starts an execution with both parties held after their charge, and waits until both have
+/// charged (each holds its partial sum); returns the room id and the query's run id.
+async fn execute_held(f: &Federation, api: &Api, start: Start) -> (String, Option<String>) {
+    let before: Vec<f64> = PARTIES.iter().map(|o| node_spent_of(f, o)).collect();
+    for org in PARTIES {
+        set_fault_of(f, org, Some(Fault::StallAfterCharge));
+    }
+    let started = match start {
+        Start::Room => {
+            let id = ready_room(f, api, "held").await;
+            let (s, r) = api
+                .post(&format!("/api/v1/data_rooms/{id}/execute"), &json!({}))
+                .await
+                .expect("execute");
+            assert_eq!(s, 202, "{r}");
+            (id, None)
+        }
+        Start::Query => {
+            let run_id = start_backend_run(api, "mpc_backend").await;
+            let mut room = None;
+            wait_until(
+                "the query opens its room",
+                Duration::from_secs(10),
+                async || {
+                    room = run(api, &run_id).await["proof_artifacts"]["room_id"]
+                        .as_str()
+                        .map(str::to_string);
+                    room.is_some()
+                },
+            )
+            .await;
+            let room = room.expect("room id");
+            attest_both(f, &room).await;
+            (room, Some(run_id))
+        }
+    };
+    wait_until("both parties charge", Duration::from_secs(20), async || {
+        PARTIES
+            .iter()
+            .zip(&before)
+            .all(|(o, b)| node_spent_of(f, o) > b + 0.5 * EPSILON)
+    })
+    .await;
+    for org in PARTIES {
+        assert_eq!(
+            node_held_of(f, org),
+            1,
+            "{org} holds its charged partial sum"
+        );
+    }
+    started
+}
+
+/// Waits for room `id` to complete with collected partial sums after `after`, and the query run
+/// that opened it, if any, with it.
+async fn room_collected(api: &Api, (id, run_id): &(String, Option<String>), after: &str) {
+    let mut last = Value::Null;
+    wait_until(
+        "the held partial sums are collected",
+        Duration::from_secs(30),
+        async || {
+            last = room_of(api, id).await;
+            last["status"] == "completed"
+        },
+    )
+    .await;
+    assert_eq!(
+        last["proof_artifacts"]["collected"]["after"], after,
+        "{last}"
+    );
+    // Two parties of 100 patients each, plus both parties' noise.
+    let n = last["result"]["rows"][0][0].as_f64().expect("a count");
+    assert!((n - 200.0).abs() < 200.0, "{last}");
+    assert_eq!(
+        last["proof_artifacts"]["dp"]["parties"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "{last}"
+    );
+    if let Some(run_id) = run_id {
+        let mut r = Value::Null;
+        wait_until(
+            "the query's run completes",
+            Duration::from_secs(10),
+            async || {
+                r = run(api, run_id).await;
+                r["status"] == "completed"
+            },
+        )
+        .await;
+        assert_eq!(r["epsilon_consumed"], EPSILON, "{r}");
+        assert_eq!(r["result"], last["result"], "{r}");
+        assert!(r["error_code"].is_null(), "{r}");
+        assert_eq!(
+            r["proof_artifacts"]["mpc"]["collected"]["after"], after,
+            "{r}"
+        );
+    }
+}
+
+/// Every party charged ε for exactly the rooms that completed, and holds nothing once acknowledged.
+async fn rooms_reconciled(f: &Federation, api: &Api) {
+    let (s, rooms) = api.get("/api/v1/data_rooms").await.expect("rooms");
+    assert_eq!(s, 200, "{rooms}");
+    let completed = rooms
+        .as_array()
+        .expect("room list")
+        .iter()
+        .filter(|r| r["status"] == "completed")
+        .count();
+    for org in PARTIES {
+        let spent = node_spent_of(f, org);
+        assert!(
+            (spent - completed as f64 * EPSILON).abs() < 1e-9,
+            "{org} charged ε {spent} for {completed} completed rooms of ε {EPSILON}"
+        );
+        wait_until(
+            "the parties forget acknowledged partial sums",
+            Duration::from_secs(10),
+            async || node_held_of(f, org) == 0,
+        )
+        .await;
+    }
+}
+
+/// No ε spent without an answer, in a data room: a `dp` room's partial sums, charged by both
+/// parties, are held by them when the coordinator stops cleanly, or is killed with `kill -9`,
+/// before it combines them; the restarted coordinator collects them and completes the room, and
+/// the `mpc_backend` query run that opened it. Each fault on a room executed through the
+/// data-room API and on one opened by a query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dp_rooms_charged_partial_sums_are_collected_after_the_coordinator_stops_or_crashes() {
+    let mut f = Federation::start(FederationSpec {
+        orgs: PARTIES.iter().map(|o| o.to_string()).collect(),
+        rows_per_org: 100,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+    let api = f.analyst();
+
+    // An ordinary execution: completed, acknowledged, nothing held.
+    let id = ready_room(&f, &api, "ordinary").await;
+    let (s, done) = api
+        .post(
+            &format!("/api/v1/data_rooms/{id}/execute?wait=true"),
+            &json!({}),
+        )
+        .await
+        .expect("execute");
+    assert_eq!(s, 200, "{done}");
+    assert_eq!(done["status"], "completed", "{done}");
+    rooms_reconciled(&f, &api).await;
+
+    for start in [Start::Room, Start::Query] {
+        // (1) A clean stop between the parties' charges and the total: the room fails
+        // `coordinator_stopped`, and completes with the held partial sums after the restart.
+        let api = f.analyst();
+        let held = execute_held(&f, &api, start).await;
+        f.stop_coordinator().await;
+        for org in PARTIES {
+            set_fault_of(&f, org, None);
+        }
+        f.restart_coordinator().await.expect("restart");
+        let api = f.analyst();
+        room_collected(&api, &held, "coordinator_stopped").await;
+        rooms_reconciled(&f, &api).await;
+
+        // (2) `kill -9` of the real coordinator binary in the same place: the restarted binary
+        // keeps the room executing, awaiting collection, and completes it when both are back.
+        f.stop_coordinator().await;
+        let daemon = serve_binary(&f);
+        let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
+        wait_until(
+            "both nodes connect to the binary",
+            Duration::from_secs(20),
+            async || all_connected(&api, &PARTIES).await,
+        )
+        .await;
+        let held = execute_held(&f, &api, start).await;
+        drop(daemon); // SIGKILL
+        for org in PARTIES {
+            set_fault_of(&f, org, None);
+        }
+        let daemon = serve_binary(&f);
+        let api = Api::new(format!("http://{}", daemon.http), f.analyst_token.clone());
+        room_collected(&api, &held, "coordinator_restarted").await;
+        rooms_reconciled(&f, &api).await;
+        drop(daemon);
+        f.restart_coordinator().await.expect("restart");
     }
     f.shutdown().await;
 }

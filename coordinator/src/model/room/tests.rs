@@ -62,6 +62,7 @@ fn room(parties: &[&str]) -> Room {
         executed_at: None,
         execution_time_ms: None,
         origin_run: None,
+        execution_id: None,
     }
 }
 
@@ -111,6 +112,9 @@ fn execution_runs_once_and_a_failure_can_be_retried() {
     attest(&mut r, "hospital-b");
     r.begin_execution("t1".into()).expect("ready");
     assert_eq!(r.status, RoomStatus::Executing);
+    let first = r.execution_id.clone().expect("an execution id");
+    // Executing, and not awaiting collection after a restart: nothing to collect.
+    assert!(!r.collectible(&first));
     // Neither attestations nor declines nor a second execution touch an executing room.
     assert!(r.begin_execution("t2".into()).is_err());
     assert_eq!(attest(&mut r, "hospital-a"), None);
@@ -121,9 +125,18 @@ fn execution_runs_once_and_a_failure_can_be_retried() {
     assert_eq!(r.status, RoomStatus::Failed);
     assert_eq!(r.error_code.as_deref(), Some("party_offline"));
     assert_eq!(r.result, None);
+    // A party went away: the partial sums the parties charged may still complete it.
+    assert!(r.collectible(&first));
+    assert!(!r.collectible("another execution"));
     r.begin_execution("t3".into())
         .expect("a failed room may run again");
     assert_eq!(r.error_code, None);
+    let second = r.execution_id.clone().expect("an execution id");
+    assert_ne!(first, second, "every execution has its own id");
+    assert!(
+        !r.collectible(&first),
+        "only the latest execution is collected"
+    );
     let table = Table {
         columns: vec!["count".into()],
         rows: vec![],
@@ -133,6 +146,10 @@ fn execution_runs_once_and_a_failure_can_be_retried() {
     assert_eq!(r.status, RoomStatus::Completed);
     assert_eq!(r.result, Some(table));
     assert_eq!(r.execution_time_ms, Some(7.0));
+    assert!(
+        !r.collectible(&second),
+        "a completed room is never collected again"
+    );
     assert!(!r.cancel("admin"));
     assert!(r.begin_execution("t4".into()).is_err());
 }
