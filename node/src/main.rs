@@ -185,6 +185,11 @@ enum SourceCommand {
         /// The name of an environment variable of the node that holds the database password.
         #[arg(long, requires = "postgres")]
         password_env: Option<String>,
+        /// A PEM file of the CA certificate(s) that sign the database server's certificate
+        /// (default: the system's CA bundle). A connection that leaves this host is always
+        /// TLS, verified against it; `sslmode=disable` in the connection string turns TLS off.
+        #[arg(long, requires = "postgres")]
+        ca_file: Option<PathBuf>,
         /// Replace an existing dataset (its budget ledger is kept).
         #[arg(long)]
         replace: bool,
@@ -295,6 +300,7 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             table,
             password_file,
             password_env,
+            ca_file,
             replace,
         }) => {
             let schema: SchemaFile = toml::from_str(
@@ -311,6 +317,7 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
                     "kind": "postgres", "conninfo": conninfo, "table": table,
                     "password_file": password_file.as_ref().map(absolute),
                     "password_env": password_env,
+                    "ca_file": ca_file.as_ref().map(absolute),
                 }),
                 (None, None, None) => {
                     bail!("give --csv PATH, --parquet PATH or --postgres CONNINFO --table T")

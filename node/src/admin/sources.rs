@@ -2,7 +2,7 @@
 //! file or directory, a PostgreSQL table or view) and re-read it.
 //!
 //! - `POST /v1/sources`: `{name, columns, source: {kind: "csv" | "parquet", path} | {kind:
-//!   "postgres", conninfo, table, password_file | password_env}, replace, budget}`.
+//!   "postgres", conninfo, table, password_file | password_env, ca_file?}, replace, budget}`.
 //! - `POST /v1/datasets/{name}/refresh`: re-reads the source; on failure the previous data
 //!   stays and the error names the source.
 

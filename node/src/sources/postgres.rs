@@ -4,6 +4,13 @@
 //!
 //! Only aggregates cross the connection: the statements are those of [`super::pg_sql`], and
 //! the node reads one row per group (keys and exact sums / counts), never a row of the table.
+//!
+//! TLS ([`Transport`]): a connection that leaves the host is always encrypted, and the server's
+//! certificate is verified (chain to the source's `ca_file`, or the system's CA bundle, and the
+//! host name, as libpq's `verify-full`); a server that offers no TLS is refused, never used in
+//! clear. `sslmode=disable` in the connection string is the owner's explicit choice of clear
+//! text. A connection to this host only (Unix socket, `localhost`, a loopback address) without
+//! an `sslmode` or `ca_file` stays in clear: nothing crosses a network.
 
 use std::time::Duration;
 
@@ -14,6 +21,35 @@ use tokio_postgres::types::ToSql;
 
 use super::pg_sql::{self, Param, Statement};
 use super::{PgSource, SourceError};
+
+/// The CA bundle a source without `ca_file` verifies its server against (Debian's
+/// `ca-certificates`).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// How a source's connection travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// In clear: `sslmode=disable`, or this host only.
+    Clear,
+    /// TLS required, the server's certificate chain and host name verified.
+    Verified,
+}
+
+/// Whether every host the connection may reach is this one (a Unix socket, `localhost`, a
+/// loopback address).
+fn this_host_only(cfg: &tokio_postgres::Config) -> bool {
+    let hosts_local = cfg.get_hosts().iter().all(|h| match h {
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        #[cfg(unix)]
+        tokio_postgres::config::Host::Unix(_) => true,
+    });
+    hosts_local && cfg.get_hostaddrs().iter().all(|a| a.is_loopback())
+}
 
 /// How long connecting may take when the connection string does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,16 +104,83 @@ impl PgSource {
         Ok(cfg)
     }
 
+    /// How this source's connection travels (see the module's documentation).
+    pub(super) fn transport(&self, cfg: &tokio_postgres::Config) -> Transport {
+        let explicit = self
+            .conninfo
+            .split(|c: char| c.is_whitespace() || c == '?' || c == '&')
+            .any(|kv| kv.trim_start().starts_with("sslmode"));
+        if explicit && cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {
+            return Transport::Clear;
+        }
+        if !explicit && self.ca_file.is_none() && this_host_only(cfg) {
+            return Transport::Clear;
+        }
+        Transport::Verified
+    }
+
+    /// The rustls configuration that verifies the server: the CA file's certificates (or the
+    /// system bundle's) as the only roots.
+    fn tls_config(&self) -> Result<rustls::ClientConfig, SourceError> {
+        let path = self
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
+        let pem = std::fs::read(&path).map_err(|e| {
+            self.unavailable(format!(
+                "CA file {} (to verify the server's certificate): {e}; give the CA that signs                  the server's certificate with --ca-file",
+                path.display()
+            ))
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        for c in CertificateDer::pem_slice_iter(&pem) {
+            let c = c.map_err(|e| self.unavailable(format!("CA file {}: {e}", path.display())))?;
+            roots
+                .add(c)
+                .map_err(|e| self.unavailable(format!("CA file {}: {e}", path.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(
+                self.unavailable(format!("CA file {} holds no certificate", path.display()))
+            );
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        Ok(rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.unavailable(format!("TLS: {e}")))?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
     async fn connect(&self) -> Result<tokio_postgres::Client, SourceError> {
-        let cfg = self.config()?;
-        let (client, connection) = cfg
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| self.unavailable(describe(&e)))?;
-        // The connection task ends when the client is dropped.
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
+        let mut cfg = self.config()?;
+        let client = match self.transport(&cfg) {
+            Transport::Clear => {
+                let (client, connection) = cfg
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| self.unavailable(describe(&e)))?;
+                // The connection task ends when the client is dropped.
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+            }
+            Transport::Verified => {
+                // Never in clear: a server that offers no TLS is refused.
+                cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
+                let (client, connection) = cfg
+                    .connect(tls)
+                    .await
+                    .map_err(|e| self.unavailable(describe(&e)))?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client
+            }
+        };
         Ok(client)
     }
 
@@ -287,7 +390,78 @@ mod tests {
             table: "visits".into(),
             password_file: None,
             password_env: None,
+            ca_file: None,
         }
+    }
+
+    fn transport(conninfo: &str, ca: bool) -> Transport {
+        let mut s = source(conninfo);
+        if ca {
+            s.ca_file = Some("/etc/prism/pg-ca.pem".into());
+        }
+        s.transport(&conninfo.parse().expect("conninfo"))
+    }
+
+    #[test]
+    fn a_connection_that_leaves_the_host_is_encrypted_and_verified_unless_disabled_by_name() {
+        use Transport::{Clear, Verified};
+        // Off this host: TLS, whatever the server offers.
+        assert_eq!(transport("host=db.internal user=u", false), Verified);
+        assert_eq!(transport("host=10.0.0.5 user=u", false), Verified);
+        assert_eq!(
+            transport("host=db.internal user=u sslmode=prefer", false),
+            Verified
+        );
+        assert_eq!(
+            transport("postgresql://u@db.internal/clinic", false),
+            Verified
+        );
+        // A list of hosts: one off this host is enough.
+        assert_eq!(
+            transport("host=localhost,db.internal user=u", false),
+            Verified
+        );
+        assert_eq!(
+            transport("host=localhost hostaddr=10.0.0.5 user=u", false),
+            Verified
+        );
+        // This host only, nothing asked: in clear (nothing crosses a network).
+        assert_eq!(transport("host=127.0.0.1 user=u", false), Clear);
+        assert_eq!(transport("host=localhost user=u", false), Clear);
+        assert_eq!(transport("host=::1 user=u", false), Clear);
+        assert_eq!(transport("host=/var/run/postgresql user=u", false), Clear);
+        // ...unless the owner asks for TLS or names a CA.
+        assert_eq!(
+            transport("host=localhost user=u sslmode=require", false),
+            Verified
+        );
+        assert_eq!(transport("host=localhost user=u", true), Verified);
+        // sslmode=disable is the owner's explicit choice, anywhere.
+        assert_eq!(
+            transport("host=db.internal user=u sslmode=disable", false),
+            Clear
+        );
+        assert_eq!(
+            transport("postgresql://u@db.internal/clinic?sslmode=disable", false),
+            Clear
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = source("host=db.internal user=u");
+        s.ca_file = Some(dir.path().join("nope.pem"));
+        let err = s.tls_config().expect_err("missing");
+        assert!(
+            err.to_string().contains("nope.pem") && err.to_string().contains("--ca-file"),
+            "{err}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        s.ca_file = Some(empty);
+        let err = s.tls_config().expect_err("empty");
+        assert!(err.to_string().contains("holds no certificate"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub struct PgSource {
     /// An environment variable of the node holding the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
+    /// A PEM file of the CA certificate(s) the server's certificate must chain to (default:
+    /// the system's bundle, `/etc/ssl/certs/ca-certificates.crt`). See
+    /// `crate::sources::postgres` for when the connection is encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where a registered dataset's rows are.

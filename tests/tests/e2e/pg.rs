@@ -69,6 +69,7 @@ pub struct Pg {
     /// Its port on 127.0.0.1.
     pub port: u16,
     running: bool,
+    tls: bool,
 }
 
 impl Pg {
@@ -119,6 +120,44 @@ impl Pg {
 
     /// Makes a cluster and starts it.
     pub fn start() -> anyhow::Result<Pg> {
+        Self::start_with(false)
+    }
+
+    /// Makes a cluster that also serves TLS, with a certificate for `localhost` (only) signed
+    /// by a CA of its own ([`Pg::ca_file`]), and logs every connection (whether it is TLS).
+    pub fn start_tls() -> anyhow::Result<Pg> {
+        Self::start_with(true)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate ([`Pg::start_tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Writes a CA and a server certificate for `localhost` signed by it.
+    fn write_certificates(&self) -> anyhow::Result<()> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "prism test database CA");
+        let ca_cert = ca.self_signed(&ca_key)?;
+        std::fs::write(self.ca_file(), ca_cert.pem())?;
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate()?;
+        let server = CertificateParams::new(vec!["localhost".to_string()])?;
+        let cert = server.signed_by(&key, &issuer)?;
+        std::fs::write(self.dir.path().join("server.crt"), cert.pem())?;
+        let key_path = self.dir.path().join("server.key");
+        std::fs::write(&key_path, key.serialize_pem())?;
+        // PostgreSQL refuses a key others may read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(())
+    }
+
+    fn start_with(tls: bool) -> anyhow::Result<Pg> {
         let bin = ensure_postgres();
         let dir = tempfile::tempdir()?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -129,10 +168,14 @@ impl Pg {
             dir,
             port,
             running: false,
+            tls,
         };
         let pw_server = pg.dir.path().join("initdb-password");
         std::fs::write(&pw_server, PASSWORD)?;
         std::fs::write(pg.password_file(), format!("{PASSWORD}\n"))?;
+        if tls {
+            pg.write_certificates()?;
+        }
         if is_root() {
             let st = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -164,12 +207,19 @@ impl Pg {
 
     /// Starts (or restarts) the server and waits until it accepts connections.
     pub fn start_server(&mut self) -> anyhow::Result<()> {
-        let opts = format!(
+        let mut opts = format!(
             "-h 127.0.0.1 -p {} -k {} -c log_statement=all -c fsync=off \
              -c synchronous_commit=off -c log_line_prefix='[%a] '",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            let d = self.dir.path().display();
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key \
+                 -c log_connections=on"
+            ));
+        }
         self.server_cmd(
             "pg_ctl",
             &[
@@ -222,6 +272,19 @@ impl Pg {
             let _ = conn.await;
         });
         Ok(client)
+    }
+
+    /// The node's connections as the server logged them (`connection authorized: …`, which
+    /// says `SSL enabled (protocol=…)` for a TLS connection).
+    pub fn node_connections(&self) -> anyhow::Result<Vec<String>> {
+        let log = std::fs::read_to_string(self.log_path())?;
+        Ok(log
+            .lines()
+            .filter(|l| {
+                l.contains("connection authorized") && l.contains("application_name=prism-node")
+            })
+            .map(str::to_string)
+            .collect())
     }
 
     /// The statements the node sent, from the server log.

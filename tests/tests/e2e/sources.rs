@@ -123,6 +123,11 @@ fn select_items(sql: &str) -> Vec<String> {
 /// 0..90, one null age in a thousand, five states of which four are declared keys, costs up to
 /// 7142.71 against declared bounds 0..5000).
 async fn create_visits(db: &tokio_postgres::Client) {
+    create_visits_rows(db, ROWS).await
+}
+
+/// [`create_visits`] with `rows` rows.
+async fn create_visits_rows(db: &tokio_postgres::Client, rows: i64) {
     let started = Instant::now();
     db.batch_execute(&format!(
         "CREATE TABLE visits AS SELECT g::int8 AS id,
@@ -132,11 +137,97 @@ async fn create_visits(db: &tokio_postgres::Client) {
              ((g * 31) % 50000)::float8 / 7 AS cost,
              (g % 3 = 0) AS smoker,
              g % 250000 AS patient
-         FROM generate_series(1::int8, {ROWS}) g;"
+         FROM generate_series(1::int8, {rows}) g;"
     ))
     .await
     .expect("create the table");
-    eprintln!("generated {ROWS} rows in {:?}", started.elapsed());
+    eprintln!("generated {rows} rows in {:?}", started.elapsed());
+}
+
+/// TLS to PostgreSQL: a source registered with `sslmode=require` and the CA of the server's
+/// certificate is read over TLS (the server logs every connection of the node as `SSL enabled`)
+/// and answers a DP query; a CA that did not sign the server's certificate, a host name the
+/// certificate does not carry, and a server that offers no TLS are each refused with the
+/// reason, never read in clear, and charge nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_source_over_tls_verifies_the_server_and_never_falls_back_to_clear_text() {
+    let pg = Pg::start_tls().expect("postgres with TLS");
+    let db = pg.client().await.expect("client");
+    create_visits_rows(&db, 1000).await;
+    let plain = Pg::start().expect("postgres without TLS");
+    create_visits_rows(&plain.client().await.expect("client"), 1000).await;
+
+    let f = Federation::start(one_node()).await.expect("federation");
+    let node = f.node_admin(ORG).expect("node");
+    let api = f.analyst();
+    let conninfo = |port: u16, host: &str| {
+        format!(
+            "host={host} port={port} dbname=postgres user={} application_name=prism-node sslmode=require",
+            crate::pg::USER
+        )
+    };
+    let register = async |name: &str, conninfo: String, ca: &std::path::Path| {
+        node.post(
+            "/v1/sources",
+            &json!({"name": name, "columns": columns(),
+                    "source": {"kind": "postgres", "conninfo": conninfo, "table": "visits",
+                               "password_file": pg.password_file(), "ca_file": ca}}),
+        )
+        .await
+        .expect("register")
+    };
+
+    let (s, b) = register("visits", conninfo(pg.port, "localhost"), &pg.ca_file()).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(b["rows"], 1000, "{b}");
+    catalog_rows(&f, "hospital-a.visits", 1000).await;
+    let run = dp_run(
+        &api,
+        &format!("{ORG}.visits"),
+        "SELECT COUNT(*) FROM visits",
+        0.5,
+    )
+    .await;
+    let n = num(&run["result"]["rows"][0][0]);
+    assert!((n - 1000.0).abs() < 100.0, "{run}");
+    let connections = pg.node_connections().expect("server log");
+    assert!(connections.len() >= 2, "{connections:?}");
+    for c in &connections {
+        assert!(c.contains("SSL enabled"), "a connection in clear: {c}");
+    }
+    let spent = num(&ledger(&node, "visits").await["spent_epsilon"]);
+
+    // A CA that did not sign the server's certificate.
+    let dir = tempfile::tempdir().expect("tmp");
+    let other_ca = dir.path().join("other-ca.pem");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(&other_ca, params.self_signed(&key).expect("ca").pem()).expect("write");
+    let (s, b) = register("visits_b", conninfo(pg.port, "localhost"), &other_ca).await;
+    refused_with(s, &b, 502, "source_unavailable", "UnknownIssuer");
+    // A host name the certificate does not carry (it names localhost, not 127.0.0.1).
+    let (s, b) = register("visits_c", conninfo(pg.port, "127.0.0.1"), &pg.ca_file()).await;
+    refused_with(s, &b, 502, "source_unavailable", "not valid for name");
+    // A server that offers no TLS: refused, never read in clear.
+    let (s, b) = register("visits_d", conninfo(plain.port, "localhost"), &pg.ca_file()).await;
+    refused_with(s, &b, 502, "source_unavailable", "TLS");
+    assert!(
+        plain.node_statements().expect("log").is_empty(),
+        "the node sent a statement in clear"
+    );
+    // Nothing was charged for the refusals, and the TLS source answers on.
+    assert_eq!(num(&ledger(&node, "visits").await["spent_epsilon"]), spent);
+    let (s, datasets) = node.get("/v1/datasets").await.expect("datasets");
+    assert_eq!(s, 200);
+    let names: Vec<&str> = datasets
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
+    assert_eq!(names, ["visits"], "{datasets}");
+    f.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
