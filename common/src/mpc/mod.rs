@@ -12,8 +12,10 @@
 
 mod decode;
 pub mod noise;
+mod pushdown;
 
 pub use decode::{Decoded, decode_total};
+pub use pushdown::{pushdown, vector_from_groups};
 
 use std::collections::HashMap;
 

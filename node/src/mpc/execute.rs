@@ -90,8 +90,8 @@ pub fn accept_share(
         return PeerResponse::Refused(refuse("manifest_mismatch", why));
     }
     let expected = state
-        .dataset(&inv.manifest.plan.dataset)
-        .and_then(|d| mpc::layout(&inv.manifest.plan, &d.schema, &inv.manifest.params).ok())
+        .schema(&inv.manifest.plan.dataset)
+        .and_then(|s| mpc::layout(&inv.manifest.plan, &s, &inv.manifest.params).ok())
         .map(|l| l.len());
     if expected != Some(share.len()) {
         let why = format!(
@@ -163,10 +163,14 @@ pub async fn execute(
     let _answering = (manifest.params.release == prism_common::release::ReleaseMode::Dp)
         .then(|| crate::dp::Answering::start(state, execution_id));
     let started = Instant::now();
+    let name = &manifest.plan.dataset;
     let ds = state
-        .dataset(&manifest.plan.dataset)
+        .dataset(name)
+        .map(crate::policy::Admitted::Memory)
+        .or_else(|| state.remote(name).map(crate::policy::Admitted::Remote))
         .ok_or_else(|| refuse("unknown_dataset", "dataset vanished"))?;
-    // In a dp room this reserves the ε (before any share leaves) and adds this party's noise.
+    // In a dp room this reserves the ε (before any share leaves) and adds this party's noise;
+    // a database source computes its exact vector by pushdown.
     let (s, m, eid) = (state.clone(), manifest.clone(), execution_id.to_string());
     let (local, charge) =
         tokio::task::spawn_blocking(move || super::release::local_vector(&s, &m, &ds, &eid))

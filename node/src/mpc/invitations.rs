@@ -53,8 +53,9 @@ pub(crate) fn admissible(state: &NodeState, m: &Manifest) -> Result<(), ErrorBod
             format!("room {} expired at {}", m.room_id, m.expires_at),
         ));
     }
-    let ds = crate::policy::admit(state, m.backend, &m.plan.dataset, &m.plan)?;
-    let l = prism_common::mpc::layout(&m.plan, &ds.schema, &m.params)
+    // A database source takes part by pushdown (`super::release::local_vector`).
+    let ds = crate::policy::admit_dp(state, m.backend, &m.plan.dataset, &m.plan)?;
+    let l = prism_common::mpc::layout(&m.plan, ds.schema(), &m.params)
         .map_err(|e| refuse(e.code(), e.to_string()))?;
     super::release::check(state, m, &ds, &l)
 }

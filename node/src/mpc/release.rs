@@ -18,10 +18,10 @@ use prism_common::mpc::noise::{self, PartyNoise};
 use prism_common::mpc::{self, Layout};
 use prism_common::release::ReleaseMode;
 use prism_common::room::Manifest;
-use prism_common::schema::Dataset;
 use prism_common::wire::ErrorBody;
 
 use crate::NodeState;
+use crate::policy::Admitted;
 
 fn refuse(code: &str, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, message)
@@ -70,8 +70,8 @@ fn epsilon(state: &NodeState, m: &Manifest) -> Result<f64, ErrorBody> {
 }
 
 /// Checks a room against this node's release policy (at attestation and at execution).
-pub fn check(state: &NodeState, m: &Manifest, ds: &Dataset, l: &Layout) -> Result<(), ErrorBody> {
-    let (org, room, name) = (&state.org, &m.room_id, &ds.schema.name);
+pub fn check(state: &NodeState, m: &Manifest, ds: &Admitted, l: &Layout) -> Result<(), ErrorBody> {
+    let (org, room, name) = (&state.org, &m.room_id, &ds.schema().name);
     let mode = crate::policy::served_mode(state, BackendId::MpcBackend, name)?;
     let policy = &state.config.policy;
     if m.params.min_group_size < policy.min_group_size {
@@ -111,6 +111,16 @@ pub fn check(state: &NodeState, m: &Manifest, ds: &Dataset, l: &Layout) -> Resul
                     ),
                 ));
             }
+            let Admitted::Memory(ds) = ds else {
+                return Err(refuse(
+                    "source_unsupported",
+                    format!(
+                        "room {room} asks for an exact total, but {org}'s dataset {name} is a \
+                         database source: the node cannot check there that a grouped or filtered \
+                         column does not single out rows; open the room with release dp"
+                    ),
+                ));
+            };
             crate::policy::check_exact_columns(
                 state,
                 BackendId::MpcBackend,
@@ -141,26 +151,27 @@ fn mpc_refusal(e: mpc::MpcError) -> ErrorBody {
 pub fn local_vector(
     state: &NodeState,
     m: &Manifest,
-    ds: &Dataset,
+    ds: &Admitted,
     execution_id: &str,
 ) -> Result<(Vec<u64>, Option<Charge>), ErrorBody> {
-    let compute = || mpc::local_vector(&m.plan, ds, &m.params).map_err(mpc_refusal);
+    let compute = || exact_vector(m, ds);
     if m.params.release != ReleaseMode::Dp {
         return Ok((compute()?, None));
     }
     let eps = epsilon(state, m)?;
-    let name = &ds.schema.name;
-    if let Some((i, _)) = ds.schema.privacy_unit() {
+    let schema = ds.schema();
+    let name = &schema.name;
+    if let Some((i, _)) = schema.privacy_unit() {
         // A party's noise is calibrated to one row: less than the owner declared.
         return Err(refuse(
             "policy_violation",
             format!(
                 "dataset {name} declares the privacy unit {}; mpc dp rooms calibrate noise to one row and do not bound a unit's contributions, so this dataset cannot join a dp room",
-                ds.schema.columns[i].name
+                schema.columns[i].name
             ),
         ));
     }
-    let l = mpc::layout(&m.plan, &ds.schema, &m.params).map_err(mpc_refusal)?;
+    let l = mpc::layout(&m.plan, schema, &m.params).map_err(mpc_refusal)?;
     let own = noise::calibrate(&l, name, eps).map_err(mpc_refusal)?;
     let r = state
         .store
@@ -185,6 +196,30 @@ pub fn local_vector(
         Err(e) => {
             rollback(state, &charge, m, &e.message);
             Err(e)
+        }
+    }
+}
+
+/// This party's exact local vector: computed over the rows in memory, or pushed down into the
+/// database that holds them (one aggregate statement; only per-group aggregates come back).
+/// Blocking: a database source is queried on the runtime from this blocking thread.
+fn exact_vector(m: &Manifest, ds: &Admitted) -> Result<Vec<u64>, ErrorBody> {
+    match ds {
+        Admitted::Memory(d) => mpc::local_vector(&m.plan, d, &m.params).map_err(mpc_refusal),
+        Admitted::Remote(r) => {
+            let push = mpc::pushdown(&m.plan, &r.schema, &m.params).map_err(mpc_refusal)?;
+            let groups = tokio::runtime::Handle::current()
+                .block_on(r.source.aggregate(&r.schema, m.plan.filter.as_ref(), &push))
+                .map_err(|e| {
+                    refuse(
+                        "source_unavailable",
+                        format!(
+                            "dataset {}: {e}; no share left this node and nothing was charged",
+                            r.schema.name
+                        ),
+                    )
+                })?;
+            mpc::vector_from_groups(&m.plan, &r.schema, &m.params, &groups).map_err(mpc_refusal)
         }
     }
 }

@@ -6,9 +6,12 @@
 //!   re-read fails (the file was removed, a cell is bad), the previous data stays in service and the failure is recorded on the source (`last_error`) and audited.
 //! - A **PostgreSQL source** ([`postgres`]) keeps its rows in the database: the node pushes the
 //!   exact aggregate of a DP query down (clamping, WHERE and GROUP BY in SQL, [`pg_sql`]) and
-//!   releases it through the same DP path as an imported dataset (`dp.rs`). HE and MPC queries
-//!   on it are refused ([`refuse_backend`]): HE evaluates encrypted constants on every row, and
-//!   MPC rooms are not pushed down yet.
+//!   releases it through the same DP path as an imported dataset (`dp.rs`). In a `dp` data
+//!   room its exact local vector is pushed down the same way (`prism_common::mpc::pushdown`)
+//!   and noised as any other party's (`crate::mpc::release`); an `exact` room is refused (the
+//!   node cannot check that a grouped or filtered column does not single out rows). HE
+//!   queries on it are refused ([`refuse_backend`]): HE evaluates encrypted constants on every
+//!   row.
 //!
 //! The schema and bounds are the owner's declaration (the same schema file as an import). The
 //! store keeps the source description ([`SourceRecord`]), never a secret: a PostgreSQL password
@@ -310,22 +313,21 @@ pub fn refuse_backend(
             "he_backend evaluates encrypted filter constants on every row, which cannot be pushed \
              down into the database"
         }
-        prism_common::backend::BackendId::MpcBackend => {
-            "mpc rooms are not pushed down into the database yet (only dp_sandbox aggregates are)"
-        }
-        _ => "only dp_sandbox aggregates are pushed down into the database",
+        // A dp data room's local vector is pushed down (`crate::mpc::release`).
+        prism_common::backend::BackendId::MpcBackend => return None,
+        _ => "only dp_sandbox aggregates and dp data rooms are pushed down into the database",
     };
     let mut b = prism_common::wire::ErrorBody::new(
         "source_unsupported",
         format!(
             "node {}: dataset {dataset} is a postgres source ({}), queried by pushdown: {why}; \
-             use dp_sandbox, or register the data as a csv or parquet file source or import it",
+             use dp_sandbox or a dp data room, or register the data as a csv or parquet file \
+             source or import it",
             state.org, remote.source.table
         ),
     );
-    b.details = Some(
-        serde_json::json!({"source": "postgres", "backend": backend, "served": ["dp_sandbox"]}),
-    );
+    b.details = Some(serde_json::json!({"source": "postgres", "backend": backend,
+                           "served": ["dp_sandbox", "mpc_backend"]}));
     Some(b)
 }
 

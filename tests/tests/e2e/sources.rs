@@ -95,6 +95,34 @@ async fn exact(c: &tokio_postgres::Client, sql: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Checks that every statement the node sent `pg` is the schema lookup or an aggregate SELECT
+/// over `visits`, each item an aggregate or a GROUP BY key; returns the statements.
+fn only_aggregates_sent(pg: &Pg) -> Vec<String> {
+    let sent = pg.node_statements().expect("log");
+    for st in &sent {
+        if st.contains("information_schema.columns") {
+            assert!(!st.contains("visits\""), "{st}");
+            continue;
+        }
+        assert!(
+            st.starts_with("SELECT ") && st.contains(" FROM \"visits\""),
+            "{st}"
+        );
+        assert!(!st.contains('*') || st.contains("count(*)"), "{st}");
+        let keys = st
+            .split(" GROUP BY ")
+            .nth(1)
+            .map_or(0, |g| g.split(", ").count());
+        for (i, item) in select_items(st).iter().enumerate() {
+            let aggregate = item.starts_with("count(")
+                || item.starts_with("coalesce(sum(")
+                || item.starts_with("(count(*) - count(");
+            assert!(aggregate || i < keys, "{item} in {st}");
+        }
+    }
+    sent
+}
+
 /// The select list of a statement, split at top-level commas.
 fn select_items(sql: &str) -> Vec<String> {
     let body = sql
@@ -142,6 +170,153 @@ async fn create_visits_rows(db: &tokio_postgres::Client, rows: i64) {
     .await
     .expect("create the table");
     eprintln!("generated {rows} rows in {:?}", started.elapsed());
+}
+
+/// A data room with a party whose rows stay in PostgreSQL: hospital-a's `visits` is a
+/// PostgreSQL source, hospital-b's an import of the same declaration. hospital-a's exact local
+/// vector is computed by one aggregate statement in the database (no row is read), noised and
+/// shared like any party's: the room's grouped total lies within its stated intervals around
+/// the exact answer, each party is charged its ε, and the database saw aggregates only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dp_room_pushes_a_postgres_partys_vector_down_into_the_database() {
+    let pg = Pg::start().expect("postgres");
+    let db = pg.client().await.expect("client");
+    create_visits_rows(&db, 2000).await;
+    let f = Federation::start(FederationSpec {
+        orgs: vec![ORG.into(), "hospital-b".into()],
+        rows_per_org: 0,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+    let a = f.node_admin(ORG).expect("node a");
+    let (s, b) = a
+        .post(
+            "/v1/sources",
+            &json!({"name": "visits", "columns": columns(),
+                    "source": {"kind": "postgres", "conninfo": pg.conninfo(), "table": "visits",
+                               "password_file": pg.password_file()}}),
+        )
+        .await
+        .expect("register");
+    assert_eq!(s, 201, "{b}");
+    // hospital-b: 400 rows of its own, imported.
+    let mut csv = String::from("id,age,state,city,cost,smoker\n");
+    for i in 0..400 {
+        let state = ["CA", "NY", "TX", "WA"][i % 4];
+        csv.push_str(&format!(
+            "{i},{},{state},Springfield,{}.5,false\n",
+            20 + i % 50,
+            i % 900
+        ));
+    }
+    let b_node = f.node_admin("hospital-b").expect("node b");
+    let (s, b) = b_node
+        .post(
+            "/v1/datasets",
+            &json!({"name": "visits", "columns": columns(), "csv": csv}),
+        )
+        .await
+        .expect("import");
+    assert_eq!(s, 201, "{b}");
+    catalog_rows(&f, "hospital-a.visits", 2000).await;
+    catalog_rows(&f, "hospital-b.visits", 400).await;
+
+    let api = f.analyst();
+    let sql = "SELECT state, COUNT(*) AS n, SUM(cost) AS cost FROM visits GROUP BY state";
+    let (s, room) = api
+        .post(
+            "/api/v1/data_rooms",
+            &json!({"name": "pushed", "query_text": sql, "participants": [ORG, "hospital-b"],
+                    "group_keys": {"state": ["CA", "NY", "TX", "WA"]}, "epsilon": 0.5}),
+        )
+        .await
+        .expect("create room");
+    assert_eq!(s, 201, "{room}");
+    let id = room["id"].as_str().expect("id").to_string();
+    for node in [&a, &b_node] {
+        let path = format!("/v1/invitations/{id}");
+        let mut got = false;
+        for _ in 0..200 {
+            if matches!(node.get(&path).await, Ok((200, _))) {
+                got = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(got, "the invitation of room {id} never arrived");
+        let (s, body) = node
+            .post(&format!("{path}/attest"), &json!({}))
+            .await
+            .expect("attest");
+        assert_eq!(s, 200, "{body}");
+    }
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        let (s, r) = api
+            .post(
+                &format!("/api/v1/data_rooms/{id}/execute?wait=true"),
+                &json!({}),
+            )
+            .await
+            .expect("execute");
+        if s == 200 {
+            done = r;
+            break;
+        }
+        // Not ready until both attestations reached the coordinator.
+        assert_eq!(s, 409, "{r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // The exact answer: hospital-a's from the database, hospital-b's from its rows.
+    let dp = &done["proof_artifacts"]["dp"];
+    let half = |c: &str| {
+        dp["noise"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["component"] == c))
+            .and_then(|n| n["ci95_half_width"].as_f64())
+            .unwrap_or_else(|| panic!("no interval for {c}: {dp}"))
+    };
+    for row in done["result"]["rows"].as_array().expect("rows") {
+        let state = row[0].as_str().expect("state");
+        let exact_a = exact(
+            &db,
+            &format!(
+                "SELECT count(*)::float8, coalesce(sum(LEAST(GREATEST(cost, 0), 5000)), 0)::float8 \
+                 FROM visits WHERE state = '{state}'"
+            ),
+        )
+        .await;
+        let (n_b, cost_b) = (0..400)
+            .filter(|i| ["CA", "NY", "TX", "WA"][i % 4] == state)
+            .fold((0.0, 0.0), |(n, c), i| {
+                (n + 1.0, c + (i % 900) as f64 + 0.5)
+            });
+        let (n, cost) = (num(&row[1]), num(&row[2]));
+        assert!(
+            (n - (exact_a[0] + n_b)).abs() <= 2.0 * half("n"),
+            "{state}: {n} vs {} ± {}",
+            exact_a[0] + n_b,
+            half("n")
+        );
+        assert!(
+            (cost - (exact_a[1] + cost_b)).abs() <= 2.0 * half("cost"),
+            "{state}: {cost} vs {} ± {}",
+            exact_a[1] + cost_b,
+            half("cost")
+        );
+    }
+    for node in [&a, &b_node] {
+        assert_eq!(num(&ledger(node, "visits").await["spent_epsilon"]), 0.5);
+    }
+    // The database saw aggregates only: the registration's census and the room's one
+    // grouped aggregate statement, never a row read.
+    let sent = only_aggregates_sent(&pg);
+    let grouped: Vec<&String> = sent.iter().filter(|s| s.contains(" GROUP BY ")).collect();
+    assert_eq!(grouped.len(), 1, "{sent:#?}");
+    f.shutdown().await;
 }
 
 /// TLS to PostgreSQL: a source registered with `sslmode=require` and the CA of the server's
@@ -493,28 +668,9 @@ async fn a_postgres_table_answers_dp_queries_by_pushdown_and_a_failing_source_ch
 
     // Only aggregates crossed the connection: every statement the node sent is the schema
     // lookup or an aggregate SELECT over the table, each item an aggregate or a GROUP BY key.
-    let sent = pg.node_statements().expect("log");
+    let sent = only_aggregates_sent(&pg);
     assert!(sent.len() >= 6, "{sent:#?}");
     for st in &sent {
-        if st.contains("information_schema.columns") {
-            assert!(!st.contains("visits\""), "{st}");
-            continue;
-        }
-        assert!(
-            st.starts_with("SELECT ") && st.contains(" FROM \"visits\""),
-            "{st}"
-        );
-        assert!(!st.contains('*') || st.contains("count(*)"), "{st}");
-        let keys = st
-            .split(" GROUP BY ")
-            .nth(1)
-            .map_or(0, |g| g.split(", ").count());
-        for (i, item) in select_items(st).iter().enumerate() {
-            let aggregate = item.starts_with("count(")
-                || item.starts_with("coalesce(sum(")
-                || item.starts_with("(count(*) - count(");
-            assert!(aggregate || i < keys, "{item} in {st}");
-        }
         // Constants of the analyst's SQL are parameters, never statement text.
         assert!(!st.contains("DROP") && !st.contains("John"), "{st}");
     }
