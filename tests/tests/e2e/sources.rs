@@ -172,6 +172,20 @@ async fn create_visits_rows(db: &tokio_postgres::Client, rows: i64) {
     eprintln!("generated {rows} rows in {:?}", started.elapsed());
 }
 
+/// Attests room `id` on a node once its invitation arrived; the node's answer.
+async fn attest(node: &Api, id: &str) -> (u16, Value) {
+    let path = format!("/v1/invitations/{id}");
+    let mut tries = 0;
+    while !matches!(node.get(&path).await, Ok((200, _))) {
+        tries += 1;
+        assert!(tries < 200, "the invitation of room {id} never arrived");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    node.post(&format!("{path}/attest"), &json!({}))
+        .await
+        .expect("attest")
+}
+
 /// A data room with a party whose rows stay in PostgreSQL: hospital-a's `visits` is a
 /// PostgreSQL source, hospital-b's an import of the same declaration. hospital-a's exact local
 /// vector is computed by one aggregate statement in the database (no row is read), noised and
@@ -182,9 +196,17 @@ async fn a_dp_room_pushes_a_postgres_partys_vector_down_into_the_database() {
     let pg = Pg::start().expect("postgres");
     let db = pg.client().await.expect("client");
     create_visits_rows(&db, 2000).await;
+    // Both owners opted in to exact totals: a database source still refuses them.
     let f = Federation::start(FederationSpec {
         orgs: vec![ORG.into(), "hospital-b".into()],
         rows_per_org: 0,
+        policy: prism_node::Policy {
+            release: prism_common::release::ReleaseModes {
+                mpc_backend: prism_common::release::ReleaseMode::Exact,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await
@@ -227,6 +249,23 @@ async fn a_dp_room_pushes_a_postgres_partys_vector_down_into_the_database() {
     let (s, room) = api
         .post(
             "/api/v1/data_rooms",
+            &json!({"name": "exact", "query_text": sql, "participants": [ORG, "hospital-b"],
+                    "group_keys": {"state": ["CA", "NY", "TX", "WA"]}, "release": "exact"}),
+        )
+        .await
+        .expect("create room");
+    assert_eq!(s, 201, "{room}");
+    let (s, err) = attest(&a, room["id"].as_str().expect("id")).await;
+    assert_eq!(s, 409, "{err}");
+    let msg = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("database source") && msg.ends_with("(source_unsupported)"),
+        "{err}"
+    );
+
+    let (s, room) = api
+        .post(
+            "/api/v1/data_rooms",
             &json!({"name": "pushed", "query_text": sql, "participants": [ORG, "hospital-b"],
                     "group_keys": {"state": ["CA", "NY", "TX", "WA"]}, "epsilon": 0.5}),
         )
@@ -235,20 +274,7 @@ async fn a_dp_room_pushes_a_postgres_partys_vector_down_into_the_database() {
     assert_eq!(s, 201, "{room}");
     let id = room["id"].as_str().expect("id").to_string();
     for node in [&a, &b_node] {
-        let path = format!("/v1/invitations/{id}");
-        let mut got = false;
-        for _ in 0..200 {
-            if matches!(node.get(&path).await, Ok((200, _))) {
-                got = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(got, "the invitation of room {id} never arrived");
-        let (s, body) = node
-            .post(&format!("{path}/attest"), &json!({}))
-            .await
-            .expect("attest");
+        let (s, body) = attest(node, &id).await;
         assert_eq!(s, 200, "{body}");
     }
     let mut done = Value::Null;
