@@ -184,3 +184,51 @@ fn a_decline_ends_the_room_naming_who_and_why() {
     assert!(r.begin_execution("t".into()).is_err());
     assert!(!r.cancel("admin"));
 }
+
+#[test]
+fn only_the_latest_execution_of_a_dp_room_lost_to_a_connection_is_collected() {
+    let ready = || {
+        let mut r = room(&["hospital-a", "hospital-b"]);
+        attest(&mut r, "hospital-a");
+        attest(&mut r, "hospital-b");
+        r.begin_execution("t".into()).expect("ready");
+        r
+    };
+    // A refusal, a timeout or an expiry is not collectible: no party holds a charged total.
+    for code in [
+        "party_refused",
+        "party_timeout",
+        "room_expired",
+        "mpc_decode",
+    ] {
+        let mut r = ready();
+        let eid = r.execution_id.clone().expect("id");
+        r.finish(&Err((code.into(), "no".into())), 1.0);
+        assert!(!r.collectible(&eid), "{code}");
+    }
+    for code in ROOM_COLLECTIBLE {
+        let mut r = ready();
+        let eid = r.execution_id.clone().expect("id");
+        r.finish(&Err((code.to_string(), "gone".into())), 1.0);
+        assert!(r.collectible(&eid), "{code}");
+    }
+    // An exact room's parties charge nothing and hold nothing.
+    let mut r = ready();
+    r.manifest.params.release = prism_common::release::ReleaseMode::Exact;
+    let eid = r.execution_id.clone().expect("id");
+    r.finish(&Err(("party_offline".into(), "gone".into())), 1.0);
+    assert!(!r.collectible(&eid));
+    // Left executing by a restart: collectible while it awaits, and executing it again starts
+    // a new attempt that is not (until it is interrupted in turn).
+    let mut r = ready();
+    let eid = r.execution_id.clone().expect("id");
+    assert!(!r.awaiting_collection() && !r.collectible(&eid));
+    r.proof_artifacts = serde_json::json!({"awaiting_collection": "restarted"});
+    assert!(r.awaiting_collection() && r.collectible(&eid));
+    r.begin_execution("t2".into())
+        .expect("a room awaiting collection may be executed again");
+    let again = r.execution_id.clone().expect("id");
+    assert_ne!(again, eid);
+    assert!(!r.awaiting_collection());
+    assert!(!r.collectible(&eid) && !r.collectible(&again));
+}
