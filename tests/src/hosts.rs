@@ -369,8 +369,13 @@ impl HostFederation {
             "organizations",
             toml::Value::Array(spec.orgs.iter().map(|o| o.clone().into()).collect()),
         );
-        // No node here serves HE: spare the suite the key generation.
-        set(&mut c, "he_keys_at_start", false);
+        // As the sample says (`true`) when a node serves HE; otherwise spare the suite the key
+        // generation.
+        set(
+            &mut c,
+            "he_keys_at_start",
+            spec.backends.iter().any(|b| b == "he_backend"),
+        );
         let tls = table(&mut c, "tls");
         set(tls, "ca_cert", path_str(&ca.join("ca.pem")));
         set(tls, "cert", path_str(&ca.join("coordinator.pem")));

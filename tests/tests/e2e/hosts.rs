@@ -776,3 +776,51 @@ async fn a_data_room_across_a_80ms_rtt_wan() {
     );
     assert!(wan < Duration::from_secs(5), "the WAN room took {wan:?}");
 }
+
+/// Measurement (docs/PERFORMANCE.md, "First HE query of a deployed federation"): one node that
+/// serves `he_backend`, deployed from the samples, whose coordinator prepares its key set at
+/// start and installs it on the node (`he_keys_at_start`, the sample's default). Times the first
+/// HE query made as soon as every daemon is ready, and, on a fresh federation, one made 15 s
+/// later. Run it with release daemons:
+/// `PRISM_HOST_BINS=target/release cargo test --workspace --test e2e -- --ignored hosts::the_first_he_query --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it on its own, with release daemons"]
+async fn the_first_he_query_of_a_deployed_federation() {
+    for wait in [Duration::ZERO, Duration::from_secs(15)] {
+        let f = HostFederation::start(
+            bins(),
+            HostSpec {
+                orgs: vec!["hospital-a".into()],
+                backends: vec!["dp_sandbox".into(), "he_backend".into()],
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the federation on its hosts");
+        tokio::time::sleep(wait).await;
+        let api = f.analyst();
+        let mut times = Vec::new();
+        let mut transfer = Value::Null;
+        for i in 0..3 {
+            let started = Instant::now();
+            let (_, s, run) = api
+                .run_query(
+                    &dataset("hospital-a"),
+                    "SELECT COUNT(*) FROM patients WHERE diagnosis = 'diabetes'",
+                    "he_backend",
+                    Some(0.1),
+                )
+                .await
+                .expect("run");
+            times.push(started.elapsed());
+            assert_eq!((s, &run["status"]), (200, &json!("completed")), "{run}");
+            if i == 0 {
+                transfer = run["proof_artifacts"]["key_transfer"].clone();
+            }
+        }
+        eprintln!(
+            "first HE query {wait:?} after the daemons were ready: {:?} (key transfer in it: {transfer}); the next two: {:?}, {:?}",
+            times[0], times[1], times[2]
+        );
+    }
+}
