@@ -29,7 +29,7 @@ use crate::store::{QUERIES, RUNS};
 pub use crate::model::COLLECTIBLE;
 
 /// How long a collection or acknowledgement call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs and rooms awaiting collection after a restart, and those being collected now.
 #[derive(Default)]
@@ -233,14 +233,24 @@ async fn collect(state: &Arc<CoordState>, org: &OrgId, run_ids: Vec<String>) {
 /// How long to wait before asking again for runs a node is still answering.
 const ANSWERING_RETRY: Duration = Duration::from_secs(1);
 
+/// Runs `again` after [`ANSWERING_RETRY`] on the coordinator's tasks (boxed by the caller: the
+/// collections that ask again are recursive).
+pub(crate) fn retry_later(
+    state: &CoordState,
+    again: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    state.tasks.spawn(async move {
+        tokio::time::sleep(ANSWERING_RETRY).await;
+        again.await;
+    });
+}
+
 fn collect_later(state: Arc<CoordState>, org: OrgId, run_ids: Vec<String>) {
     let s = state.clone();
-    let again: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-        Box::pin(async move {
-            tokio::time::sleep(ANSWERING_RETRY).await;
-            collect(&s, &org, run_ids).await;
-        });
-    state.tasks.spawn(again);
+    retry_later(
+        &state,
+        Box::pin(async move { collect(&s, &org, run_ids).await }),
+    );
 }
 
 /// Ends a run with its collected answer; returns whether it is recorded.

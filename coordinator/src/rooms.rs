@@ -262,11 +262,15 @@ pub async fn execute(state: &Arc<CoordState>, room_id: &str) -> Option<Room> {
 
 /// A completed `dp` room: every party may forget the partial sum it held for the execution.
 pub fn acknowledge_partials(state: &Arc<CoordState>, room: &Room) {
-    if room.status != RoomStatus::Completed
-        || room.manifest.params.release != prism_common::release::ReleaseMode::Dp
+    if room.status == RoomStatus::Completed
+        && room.manifest.params.release == prism_common::release::ReleaseMode::Dp
     {
-        return;
+        acknowledge_execution(state, room);
     }
+}
+
+/// Every party of `room` may forget what it holds for the room's latest execution.
+pub fn acknowledge_execution(state: &Arc<CoordState>, room: &Room) {
     if let Some(eid) = &room.execution_id {
         for org in &room.manifest.participants {
             crate::dp::acknowledge(state, org, vec![eid.clone()]);

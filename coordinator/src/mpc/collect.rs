@@ -16,7 +16,6 @@
 //! the coordinator collects is exactly what the live execution would have received.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use prism_common::identity::OrgId;
 use prism_common::mpc;
@@ -25,14 +24,9 @@ use tracing::{info, warn};
 
 use super::execute::{PartyAnswer, release, schema};
 use crate::CoordState;
+use crate::collect::CALL_TIMEOUT;
 use crate::model::{Room, RoomStatus};
 use crate::store::{ROOMS, RUNS};
-
-/// How long one party's collection call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long to wait before asking again when a party is still answering the execution.
-const ANSWERING_RETRY: Duration = Duration::from_secs(1);
 
 /// `org`'s node connected: collect the rooms a restart left awaiting that it takes part in.
 pub async fn on_connected(state: &Arc<CoordState>, org: &OrgId) {
@@ -104,12 +98,10 @@ pub async fn on_held(state: &Arc<CoordState>, org: &OrgId, execution_ids: Vec<St
 
 fn collect_room_later(state: Arc<CoordState>, room_id: String) {
     let s = state.clone();
-    let again: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
-        Box::pin(async move {
-            tokio::time::sleep(ANSWERING_RETRY).await;
-            collect_room(&s, &room_id).await;
-        });
-    state.tasks.spawn(again);
+    crate::collect::retry_later(
+        &state,
+        Box::pin(async move { collect_room(&s, &room_id).await }),
+    );
 }
 
 /// What one party answered to a collection.
@@ -238,9 +230,7 @@ async fn collect_claimed(state: &Arc<CoordState>, room_id: &str) {
         Ok(Ok(Some(room))) => {
             info!(room_id, status = ?room.status, collected = charged.len(), "room collected");
             // Recorded either way: what the parties hold is never combined twice.
-            for org in &room.manifest.participants {
-                crate::dp::acknowledge(state, org, vec![eid.clone()]);
-            }
+            crate::rooms::acknowledge_execution(state, &room);
             crate::runs::room_collected(state, &room).await;
         }
         Ok(Ok(None)) => {}

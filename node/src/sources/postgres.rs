@@ -128,7 +128,8 @@ impl PgSource {
             .unwrap_or_else(|| SYSTEM_CA_BUNDLE.into());
         let pem = std::fs::read(&path).map_err(|e| {
             self.unavailable(format!(
-                "CA file {} (to verify the server's certificate): {e}; give the CA that signs                  the server's certificate with --ca-file",
+                "CA file {} (to verify the server's certificate): {e}; give the CA that signs \
+                 the server's certificate with --ca-file",
                 path.display()
             ))
         })?;
@@ -155,32 +156,34 @@ impl PgSource {
 
     async fn connect(&self) -> Result<tokio_postgres::Client, SourceError> {
         let mut cfg = self.config()?;
-        let client = match self.transport(&cfg) {
-            Transport::Clear => {
-                let (client, connection) = cfg
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| self.unavailable(describe(&e)))?;
-                // The connection task ends when the client is dropped.
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                client
-            }
+        match self.transport(&cfg) {
+            Transport::Clear => self.open(&cfg, tokio_postgres::NoTls).await,
             Transport::Verified => {
                 // Never in clear: a server that offers no TLS is refused.
                 cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
                 let tls = tokio_postgres_rustls::MakeRustlsConnect::new(self.tls_config()?);
-                let (client, connection) = cfg
-                    .connect(tls)
-                    .await
-                    .map_err(|e| self.unavailable(describe(&e)))?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                client
+                self.open(&cfg, tls).await
             }
-        };
+        }
+    }
+
+    async fn open<T>(
+        &self,
+        cfg: &tokio_postgres::Config,
+        tls: T,
+    ) -> Result<tokio_postgres::Client, SourceError>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+        T::Stream: Send + 'static,
+    {
+        let (client, connection) = cfg
+            .connect(tls)
+            .await
+            .map_err(|e| self.unavailable(describe(&e)))?;
+        // The connection task ends when the client is dropped.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
         Ok(client)
     }
 
@@ -454,7 +457,10 @@ mod tests {
         s.ca_file = Some(dir.path().join("nope.pem"));
         let err = s.tls_config().expect_err("missing");
         assert!(
-            err.to_string().contains("nope.pem") && err.to_string().contains("--ca-file"),
+            err.to_string().contains("nope.pem")
+                && err
+                    .to_string()
+                    .contains("give the CA that signs the server's certificate with --ca-file"),
             "{err}"
         );
         let empty = dir.path().join("empty.pem");
