@@ -113,6 +113,32 @@ pub enum Predicate {
     Not(Box<Predicate>),
 }
 
+impl Predicate {
+    /// The columns the predicate reads, each once, in first-mention order.
+    pub fn columns(&self) -> Vec<&str> {
+        fn walk<'a>(p: &'a Predicate, out: &mut Vec<&'a str>) {
+            match p {
+                Predicate::Compare { column, .. }
+                | Predicate::In { column, .. }
+                | Predicate::Between { column, .. }
+                | Predicate::IsNull { column, .. } => {
+                    if !out.iter().any(|c| c.eq_ignore_ascii_case(column)) {
+                        out.push(column);
+                    }
+                }
+                Predicate::And(a, b) | Predicate::Or(a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                Predicate::Not(a) => walk(a, out),
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+}
+
 /// One output column of the SELECT list, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -119,6 +119,7 @@ pub mod noise;
 mod proof;
 mod pushdown;
 mod release;
+mod scan;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -127,6 +128,8 @@ mod tests_accuracy;
 mod tests_pushdown;
 #[cfg(test)]
 mod tests_release;
+#[cfg(test)]
+mod tests_scan;
 #[cfg(test)]
 mod tests_units;
 mod units;
@@ -140,6 +143,7 @@ use crate::schema::{Dataset, DatasetSchema};
 
 pub use proof::{DpProof, GateProof, KeyRelease, NoiseComponent, StatisticProof};
 pub use pushdown::{Measure, Pushdown, SourceGroup, UnitBound, pushdown, release_pushed};
+pub use scan::Scan;
 
 /// What the analyst asks to spend on one query, in total.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -304,7 +304,8 @@ pub fn release_pushed(
             return Err(unsupported(
                 dataset,
                 format!(
-                    "the source's row count changed since the catalog published it; refresh the                      dataset (`prism-node source refresh {dataset}`) and ask again"
+                    "the source's row count changed since the catalog published it; refresh the \
+                     dataset (`prism-node source refresh {dataset}`) and ask again"
                 ),
             ));
         }

@@ -10,7 +10,7 @@ use crate::plan::{AggFunc, CmpOp, Literal, Output, Predicate};
 use crate::schema::Dataset;
 
 /// What a database computes for `push`, from the rows in memory (the reference source).
-fn source(ds: &Dataset, plan: &Plan, push: &Pushdown) -> Vec<SourceGroup> {
+pub(super) fn source(ds: &Dataset, plan: &Plan, push: &Pushdown) -> Vec<SourceGroup> {
     let mask = filter_mask(plan.filter.as_ref(), ds).expect("mask");
     let groups = group_rows(&push.group_by, &mask, ds).expect("groups");
     groups
