@@ -152,7 +152,8 @@ enum Command {
 #[derive(Subcommand)]
 enum SourceCommand {
     /// Register a dataset read in place: `--csv PATH` (a file or a directory of CSV files),
-    /// `--parquet PATH` (a file or a directory of Parquet files), or
+    /// `--parquet PATH` (a file or a directory of Parquet files; with `--streamed` its rows stay
+    /// in the files), or
     /// `--postgres CONNINFO --table T` (DP aggregates are pushed down; the password comes from
     /// `--password-file` or `--password-env`, never from the connection string).
     Add {
@@ -172,6 +173,11 @@ enum SourceCommand {
         /// A Parquet file, or a directory of Parquet files, read in place.
         #[arg(long, conflicts_with = "postgres")]
         parquet: Option<PathBuf>,
+        /// With `--parquet`: leave the rows in the files and stream the columns each query
+        /// needs, a chunk at a time, so the node never holds the dataset (for data larger
+        /// than memory; DP queries and dp data rooms only).
+        #[arg(long, requires = "parquet")]
+        streamed: bool,
         /// A libpq-style connection string without a password, e.g.
         /// 'host=db.internal port=5432 dbname=clinic user=prism_reader'.
         #[arg(long, requires = "table")]
@@ -296,6 +302,7 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             schema,
             csv,
             parquet,
+            streamed,
             postgres,
             table,
             password_file,
@@ -311,7 +318,8 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             let source = match (csv, parquet, postgres) {
                 (Some(path), _, _) => serde_json::json!({"kind": "csv", "path": absolute(path)}),
                 (None, Some(path), _) => {
-                    serde_json::json!({"kind": "parquet", "path": absolute(path)})
+                    serde_json::json!({"kind": "parquet", "path": absolute(path),
+                                       "streamed": streamed})
                 }
                 (None, None, Some(conninfo)) => serde_json::json!({
                     "kind": "postgres", "conninfo": conninfo, "table": table,

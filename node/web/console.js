@@ -442,6 +442,7 @@
   /** Where a dataset's rows are: imported, a CSV or Parquet source (path) or a PostgreSQL table. */
   function sourceText(src) {
     if (!src || src.kind === "import") return "imported";
+    if (src.kind === "parquet" && src.streamed) return "parquet source " + src.path + " (streamed, pushdown) · counted";
     if (src.kind === "csv" || src.kind === "parquet") return src.kind + " source " + src.path + " · read";
     if (src.kind === "postgres") return "postgres source " + src.table + " (pushdown) · counted";
     return src.kind;

@@ -176,9 +176,9 @@ fn measures(cal: &Calibration, schema: &DatasetSchema) -> Result<Measures, DpErr
                 return Err(unsupported(
                     dataset,
                     format!(
-                        "{} is not pushed down to a database source (a dp minimum or maximum \
-                         scores 128 candidates per group); ask for count, sum or avg, or import \
-                         the data",
+                        "{} is not computed by pushdown, on a source whose rows stay where they \
+                         are (a dp minimum or maximum scores 128 candidates per group); ask for \
+                         count, sum or avg, or hold the data in memory (import it)",
                         st.label
                     ),
                 ));

@@ -1,7 +1,8 @@
 //! The owner's source controls: register a dataset where its data already is (a CSV or Parquet
 //! file or directory, a PostgreSQL table or view) and re-read it.
 //!
-//! - `POST /v1/sources`: `{name, columns, source: {kind: "csv" | "parquet", path} | {kind:
+//! - `POST /v1/sources`: `{name, columns, source: {kind: "csv", path} | {kind: "parquet",
+//!   path, streamed?} | {kind:
 //!   "postgres", conninfo, table, password_file | password_env, ca_file?}, replace, budget}`.
 //! - `POST /v1/datasets/{name}/refresh`: re-reads the source; on failure the previous data
 //!   stays and the error names the source.

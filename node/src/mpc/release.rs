@@ -116,8 +116,9 @@ pub fn check(state: &NodeState, m: &Manifest, ds: &Admitted, l: &Layout) -> Resu
                     "source_unsupported",
                     format!(
                         "room {room} asks for an exact total, but {org}'s dataset {name} is a \
-                         database source: the node cannot check there that a grouped or filtered \
-                         column does not single out rows; open the room with release dp"
+                         source queried by pushdown (its rows stay where they are): the node \
+                         cannot check there that a grouped or filtered column does not single \
+                         out rows; open the room with release dp"
                     ),
                 ));
             };
@@ -209,7 +210,7 @@ fn exact_vector(m: &Manifest, ds: &Admitted) -> Result<Vec<u64>, ErrorBody> {
         Admitted::Remote(r) => {
             let push = mpc::pushdown(&m.plan, &r.schema, &m.params).map_err(mpc_refusal)?;
             let groups = tokio::runtime::Handle::current()
-                .block_on(r.source.aggregate(&r.schema, m.plan.filter.as_ref(), &push))
+                .block_on(r.aggregate(m.plan.filter.as_ref(), &push))
                 .map_err(|e| {
                     refuse(
                         "source_unavailable",

@@ -71,7 +71,8 @@ pub enum SourceError {
 
 pub use crate::store::source_record::{PgSource, SourceRecord, SourceSpec};
 
-/// A dataset whose rows stay in a PostgreSQL database.
+/// A dataset whose rows stay where they are (a PostgreSQL database, or Parquet files streamed
+/// in place): queried by pushdown.
 #[derive(Debug, Clone)]
 pub struct Remote {
     /// The owner's declaration.
@@ -79,7 +80,91 @@ pub struct Remote {
     /// The row count read at registration or the last refresh (what the catalog publishes).
     pub rows: u64,
     /// Where the rows are.
-    pub source: PgSource,
+    pub source: Place,
+}
+
+/// Where a dataset queried by pushdown keeps its rows.
+#[derive(Debug, Clone)]
+pub enum Place {
+    /// A PostgreSQL table or view: each aggregate is one SQL statement.
+    Postgres(PgSource),
+    /// Parquet files: each aggregate is one scan of the columns it needs, a chunk at a time
+    /// (`prism_common::dp::Scan`).
+    Parquet(PathBuf),
+}
+
+impl Place {
+    /// `postgres` or `parquet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Place::Postgres(_) => "postgres",
+            Place::Parquet(_) => "parquet",
+        }
+    }
+
+    /// The table or the path, for messages.
+    pub fn label(&self) -> String {
+        match self {
+            Place::Postgres(pg) => pg.table.clone(),
+            Place::Parquet(path) => path.display().to_string(),
+        }
+    }
+}
+
+impl Remote {
+    /// The exact aggregates `push` asks for, over the rows `filter` selects. Files streamed
+    /// in place must still hold the rows last read: otherwise the scan is refused (the files
+    /// changed; a refresh re-reads and re-checks them).
+    pub async fn aggregate(
+        &self,
+        filter: Option<&prism_common::plan::Predicate>,
+        push: &prism_common::dp::Pushdown,
+    ) -> Result<Vec<prism_common::dp::SourceGroup>, SourceError> {
+        let schema = &self.schema;
+        let path = match &self.source {
+            Place::Postgres(pg) => return pg.aggregate(schema, filter, push).await,
+            Place::Parquet(path) => path.clone(),
+        };
+        let published = self.rows;
+        let mut scan = prism_common::dp::Scan::new(push.clone(), filter.cloned());
+        let wanted = scan.columns();
+        let columns: Vec<ColumnSpec> = schema
+            .columns
+            .iter()
+            .filter(|c| wanted.iter().any(|w| w.eq_ignore_ascii_case(&c.name)))
+            .cloned()
+            .collect();
+        let name = schema.name.clone();
+        let label = path.display().to_string();
+        let failed = |e: tokio::task::JoinError| SourceError::Unavailable {
+            source_name: label.clone(),
+            message: e.to_string(),
+        };
+        let at = label.clone();
+        tokio::task::spawn_blocking(move || {
+            let label = at;
+            parquet::stream(&name, &columns, &path, &mut |chunk| {
+                scan.add(&chunk).map_err(|message| SourceError::Invalid {
+                    source_name: label.clone(),
+                    message,
+                })
+            })?;
+            if scan.rows() != published {
+                return Err(SourceError::Unavailable {
+                    source_name: label,
+                    message: format!(
+                        "the files hold {} rows, {published} when last read: they changed; \
+                         refresh the dataset (`prism-node source refresh {name}`) to re-read \
+                         and check them, then ask again",
+                        scan.rows()
+                    ),
+                });
+            }
+            Ok(scan.finish())
+        })
+        .await
+        .map_err(failed)?
+    }
 }
 
 /// Reads a source: a file source's rows, or a database source's row count after checking the
@@ -92,7 +177,22 @@ async fn read(
     type ReadFile = fn(&str, &[ColumnSpec], &Path) -> Result<Dataset, SourceError>;
     let (path, read_file): (&PathBuf, ReadFile) = match spec {
         SourceSpec::Csv { path } => (path, csv::read),
-        SourceSpec::Parquet { path } => (path, parquet::read),
+        SourceSpec::Parquet {
+            path,
+            streamed: true,
+        } => {
+            // Every row is read and checked once, then dropped: the count is what remains.
+            let (n, c, p) = (name.to_string(), columns.to_vec(), path.clone());
+            let rows =
+                tokio::task::spawn_blocking(move || parquet::stream(&n, &c, &p, &mut |_| Ok(())))
+                    .await
+                    .map_err(|e| SourceError::Unavailable {
+                        source_name: path.display().to_string(),
+                        message: e.to_string(),
+                    })??;
+            return Ok((rows, None));
+        }
+        SourceSpec::Parquet { path, .. } => (path, parquet::read),
         SourceSpec::Postgres(pg) => {
             let schema = DatasetSchema {
                 name: name.to_string(),
@@ -207,12 +307,15 @@ async fn install(
     })??;
     match (data, spec) {
         (Some(ds), _) => state.install_dataset(ds),
-        (None, SourceSpec::Postgres(source)) => state.install_remote(Arc::new(Remote {
-            schema,
-            rows,
-            source,
-        })),
-        (None, SourceSpec::Csv { .. } | SourceSpec::Parquet { .. }) => {}
+        (None, spec) => {
+            if let Some(source) = place(spec) {
+                state.install_remote(Arc::new(Remote {
+                    schema,
+                    rows,
+                    source,
+                }))
+            }
+        }
     }
     Ok(meta)
 }
@@ -267,11 +370,24 @@ pub async fn refresh(
     }
 }
 
-/// The database sources recorded in the store, ready to serve with their last row count.
+/// Where a source queried by pushdown keeps its rows; `None` for one held in memory.
+fn place(spec: SourceSpec) -> Option<Place> {
+    match spec {
+        SourceSpec::Postgres(pg) => Some(Place::Postgres(pg)),
+        SourceSpec::Parquet {
+            path,
+            streamed: true,
+        } => Some(Place::Parquet(path)),
+        SourceSpec::Csv { .. } | SourceSpec::Parquet { .. } => None,
+    }
+}
+
+/// The sources queried by pushdown recorded in the store (database sources, streamed Parquet
+/// sources), ready to serve with their last row count.
 pub fn remotes(store: &crate::store::Store) -> Result<Vec<Remote>, StoreError> {
     let mut out = Vec::new();
     for (name, rec) in store.sources()? {
-        if let SourceSpec::Postgres(source) = rec.spec {
+        if let Some(source) = place(rec.spec) {
             let meta = store.dataset_meta(&name)?;
             out.push(Remote {
                 schema: meta.schema,
@@ -310,25 +426,48 @@ pub fn refuse_backend(
     let remote = state.remote(dataset)?;
     let why = match backend {
         prism_common::backend::BackendId::HeBackend => {
-            "he_backend evaluates encrypted filter constants on every row, which cannot be pushed \
-             down into the database"
+            "he_backend evaluates encrypted filter constants on every row, which a query by \
+             pushdown does not do"
         }
         // A dp data room's local vector is pushed down (`crate::mpc::release`).
         prism_common::backend::BackendId::MpcBackend => return None,
-        _ => "only dp_sandbox aggregates and dp data rooms are pushed down into the database",
+        _ => "only dp_sandbox aggregates and dp data rooms are pushed down",
+    };
+    Some(unsupported(state, dataset, &remote, backend, why))
+}
+
+/// The refusal of what a source queried by pushdown does not serve, saying why and what does.
+pub fn unsupported(
+    state: &NodeState,
+    dataset: &str,
+    remote: &Remote,
+    backend: prism_common::backend::BackendId,
+    why: &str,
+) -> prism_common::wire::ErrorBody {
+    let (kind, instead) = match &remote.source {
+        Place::Postgres(_) => (
+            "a postgres source",
+            "register the data as a csv or parquet file source or import it",
+        ),
+        Place::Parquet(_) => (
+            "a streamed parquet source",
+            "register it again without streamed, to hold its rows in memory",
+        ),
     };
     let mut b = prism_common::wire::ErrorBody::new(
         "source_unsupported",
         format!(
-            "node {}: dataset {dataset} is a postgres source ({}), queried by pushdown: {why}; \
-             use dp_sandbox or a dp data room, or register the data as a csv or parquet file \
-             source or import it",
-            state.org, remote.source.table
+            "node {}: dataset {dataset} is {kind} ({}), queried by pushdown: {why}; use \
+             dp_sandbox or a dp data room, or {instead}",
+            state.org,
+            remote.source.label()
         ),
     );
-    b.details = Some(serde_json::json!({"source": "postgres", "backend": backend,
-                           "served": ["dp_sandbox", "mpc_backend"]}));
-    Some(b)
+    b.details = Some(
+        serde_json::json!({"source": remote.source.kind(), "backend": backend,
+                           "served": ["dp_sandbox", "mpc_backend"]}),
+    );
+    b
 }
 
 #[cfg(test)]
@@ -346,6 +485,12 @@ mod tests {
                 .expect("parquet");
         assert!(parquet.held_in_memory());
         assert_eq!(parquet.kind(), "parquet");
+        let streamed: SourceSpec = serde_json::from_value(
+            serde_json::json!({"kind": "parquet", "path": "/srv/v", "streamed": true}),
+        )
+        .expect("streamed");
+        assert!(!streamed.held_in_memory());
+        assert!(matches!(place(streamed), Some(Place::Parquet(_))));
         let pg: SourceSpec = serde_json::from_value(serde_json::json!({
             "kind": "postgres", "conninfo": "host=db user=u", "table": "public.visits",
             "password_env": "PGPASS"}))
@@ -387,8 +532,7 @@ pub mod pushdown {
             Err(e) => return Ok(Err(e)),
         };
         let groups = r
-            .source
-            .aggregate(&r.schema, plan.filter.as_ref(), &push)
+            .aggregate(plan.filter.as_ref(), &push)
             .await
             .map_err(|e| {
                 prism_common::wire::ErrorBody::new(

@@ -30,9 +30,51 @@ use crate::import::{Interner, empty_column};
 /// Rows per record batch: what the reader holds beyond the dataset while it reads.
 const BATCH_ROWS: usize = 8192;
 
+/// Rows per chunk of a streamed source: what a query holds of it at a time, per column read.
+pub const STREAM_ROWS: usize = 65_536;
+
 /// Reads a Parquet source into a dataset with the declared columns.
 pub fn read(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<Dataset, SourceError> {
-    let mut out = Columns::new(columns);
+    let mut out = Columns::new(columns, BATCH_ROWS, None);
+    read_files(&mut out, path)?;
+    Ok(Dataset {
+        schema: schema(name, columns),
+        columns: out.data,
+        rows: out.rows,
+    })
+}
+
+/// Streams a Parquet source: `columns` (the declared columns, or some of them) of every file,
+/// [`STREAM_ROWS`] rows a chunk, each chunk a dataset with its own text dictionaries, handed
+/// to `f` in file and row order and then dropped. Every value is checked as [`read`] checks
+/// it. Returns the number of rows.
+pub fn stream(
+    name: &str,
+    columns: &[ColumnSpec],
+    path: &Path,
+    f: &mut dyn FnMut(Dataset) -> Result<(), SourceError>,
+) -> Result<u64, SourceError> {
+    let schema = schema(name, columns);
+    let mut sink = |data: Vec<ColumnData>, rows: usize| {
+        f(Dataset {
+            schema: schema.clone(),
+            columns: data,
+            rows,
+        })
+    };
+    let mut out = Columns::new(columns, STREAM_ROWS, Some(&mut sink));
+    read_files(&mut out, path)?;
+    Ok(out.rows as u64)
+}
+
+fn schema(name: &str, columns: &[ColumnSpec]) -> DatasetSchema {
+    DatasetSchema {
+        name: name.into(),
+        columns: columns.to_vec(),
+    }
+}
+
+fn read_files(out: &mut Columns, path: &Path) -> Result<(), SourceError> {
     for file in super::files(path, "parquet")? {
         // The reader is not guaranteed to be panic-free on a malformed file; a panic there
         // refuses the source instead of taking down the blocking thread's task.
@@ -50,14 +92,7 @@ pub fn read(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<Dataset, 
             message: "the Parquet data has no rows; nothing was read".into(),
         });
     }
-    Ok(Dataset {
-        schema: DatasetSchema {
-            name: name.into(),
-            columns: columns.to_vec(),
-        },
-        columns: out.data,
-        rows: out.rows,
-    })
+    Ok(())
 }
 
 fn invalid(file: &Path, message: String) -> SourceError {
@@ -67,23 +102,43 @@ fn invalid(file: &Path, message: String) -> SourceError {
     }
 }
 
-/// The declared columns as they fill up, across every file of the source.
-struct Columns<'a> {
+/// Where each record batch goes once appended: a streamed source hands the batch on (its
+/// columns and rows) and starts the next one empty.
+type Sink<'s> = &'s mut dyn FnMut(Vec<ColumnData>, usize) -> Result<(), SourceError>;
+
+/// The declared columns as they fill up, across every file of the source (or one batch at a
+/// time, with a sink).
+struct Columns<'a, 's> {
     specs: &'a [ColumnSpec],
     data: Vec<ColumnData>,
-    // One dictionary per text column, shared by all files.
+    // One dictionary per text column, shared by all files (by one batch, with a sink).
     dicts: Vec<Interner>,
     rows: usize,
+    batch_rows: usize,
+    sink: Option<Sink<'s>>,
 }
 
-impl<'a> Columns<'a> {
-    fn new(specs: &'a [ColumnSpec]) -> Self {
+impl<'a, 's> Columns<'a, 's> {
+    fn new(specs: &'a [ColumnSpec], batch_rows: usize, sink: Option<Sink<'s>>) -> Self {
         Columns {
             specs,
             data: specs.iter().map(|c| empty_column(c.ty)).collect(),
             dicts: specs.iter().map(|_| Interner::default()).collect(),
             rows: 0,
+            batch_rows,
+            sink,
         }
+    }
+
+    /// Hands the batch just appended to the sink, if there is one.
+    fn pass_on(&mut self, rows: usize) -> Result<(), SourceError> {
+        let Some(sink) = self.sink.as_mut() else {
+            return Ok(());
+        };
+        let fresh = self.specs.iter().map(|c| empty_column(c.ty)).collect();
+        let data = std::mem::replace(&mut self.data, fresh);
+        self.dicts.iter_mut().for_each(|d| *d = Interner::default());
+        sink(data, rows)
     }
 
     fn read_file(&mut self, file: &Path) -> Result<(), SourceError> {
@@ -104,7 +159,7 @@ impl<'a> Columns<'a> {
             .collect();
         let reader = builder
             .with_projection(mask)
-            .with_batch_size(BATCH_ROWS)
+            .with_batch_size(self.batch_rows)
             .build()
             .map_err(|e| invalid(file, format!("not a readable Parquet file: {e}")))?;
         let mut row = 0usize; // rows of this file read so far
@@ -133,6 +188,7 @@ impl<'a> Columns<'a> {
                 })?;
             }
             row += batch.num_rows();
+            self.pass_on(batch.num_rows())?;
         }
         self.rows += row;
         Ok(())

@@ -39,6 +39,11 @@ pub enum SourceSpec {
     Parquet {
         /// The file or directory.
         path: PathBuf,
+        /// The rows stay in the files: every query streams the columns it needs, one chunk at
+        /// a time, so the node never holds the dataset (queried by pushdown, as a database
+        /// source is). Without it the rows are read into memory.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        streamed: bool,
     },
     /// A PostgreSQL table or view, queried by pushdown.
     Postgres(PgSource),
@@ -47,7 +52,14 @@ pub enum SourceSpec {
 impl SourceSpec {
     /// Whether the node holds the rows in memory (file sources) or leaves them in place.
     pub fn held_in_memory(&self) -> bool {
-        matches!(self, SourceSpec::Csv { .. } | SourceSpec::Parquet { .. })
+        matches!(
+            self,
+            SourceSpec::Csv { .. }
+                | SourceSpec::Parquet {
+                    streamed: false,
+                    ..
+                }
+        )
     }
 
     /// `csv`, `parquet` or `postgres`.

@@ -259,7 +259,7 @@ async fn a_dp_room_pushes_a_postgres_partys_vector_down_into_the_database() {
     assert_eq!(s, 409, "{err}");
     let msg = err["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        msg.contains("database source") && msg.ends_with("(source_unsupported)"),
+        msg.contains("queried by pushdown") && msg.ends_with("(source_unsupported)"),
         "{err}"
     );
 

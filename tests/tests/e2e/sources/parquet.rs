@@ -217,3 +217,141 @@ async fn a_directory_of_parquet_files_is_one_dataset() {
     check_answer(&api, 3_500).await;
     f.shutdown().await;
 }
+
+/// The exact `COUNT(*)` and `AVG(cost)` per state of rows `0..rows` with `age >= 30`.
+fn exact_by_state(rows: usize) -> Vec<(f64, f64)> {
+    STATES
+        .iter()
+        .map(|st| {
+            let costs: Vec<f64> = (0..rows)
+                .filter(|i| STATES[i % 4] == *st && i % 80 >= 30)
+                .map(|i| (i % 900) as f64 + 0.5)
+                .collect();
+            let n = costs.len() as f64;
+            (n, costs.iter().sum::<f64>() / n)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_parquet_source_is_scanned_in_place_for_every_query() {
+    let mut f = Federation::start(one_node()).await.expect("federation");
+    let node = f.node_admin(ORG).expect("node");
+    let api = f.analyst();
+    let dir = tempfile::tempdir().expect("tmp");
+    // 200k rows in two files: several chunks of the scan, rows of one state in both files.
+    write_visits(&dir.path().join("part-0.parquet"), 0, 120_000);
+    write_visits(&dir.path().join("part-1.parquet"), 120_000, 200_000);
+    let source = json!({"kind": "parquet", "path": dir.path(), "streamed": true});
+    let (s, b) = node
+        .post(
+            "/v1/sources",
+            &json!({"name": "visits", "columns": columns(), "source": source}),
+        )
+        .await
+        .expect("register");
+    assert_eq!((s, &b["rows"]), (201, &json!(200_000)), "{b}");
+    let ds = "hospital-a.visits";
+    catalog_rows(&f, ds, 200_000).await;
+    let (_, list) = node.get("/v1/datasets").await.expect("list");
+    assert_eq!(list[0]["source"]["streamed"], json!(true), "{list}");
+
+    // A grouped DP query: every state within its claimed noise of the exact answer.
+    let sql = "SELECT state, COUNT(*) AS n, AVG(cost) AS a FROM visits WHERE age >= 30 \
+               GROUP BY state";
+    let check = |run: Value| {
+        let want = exact_by_state(200_000);
+        let rows = run["result"]["rows"].as_array().expect("rows").clone();
+        assert_eq!(rows.len(), 4, "{run}");
+        let scale = num(&statistic(&run, "n")["noise_scale"]);
+        // AVG's first-order half-width, from its proof's sum and count components: (A_sum +
+        // |avg − center| · A_count) / n, center 2500; three of them is beyond 99.9 %.
+        let parts = statistic(&run, "a")["components"]
+            .as_array()
+            .expect("parts")
+            .clone();
+        let (a_sum, a_count) = (
+            num(&parts[0]["ci95_half_width"]),
+            num(&parts[1]["ci95_half_width"]),
+        );
+        for (row, (n, a)) in rows.iter().zip(want) {
+            assert!(
+                (num(&row[1]) - n).abs() <= bound(scale, 1.0),
+                "n: {row:?} vs {n}: {run}"
+            );
+            let tol = 3.0 * (a_sum + (a - 2500.0).abs() * a_count) / n;
+            assert!(
+                (num(&row[2]) - a).abs() <= tol,
+                "avg: {row:?} vs {a} (±{tol}): {run}"
+            );
+        }
+    };
+    check(dp_run(&api, ds, sql, 1.0).await);
+    check_answer(&api, 200_000).await;
+
+    // HE evaluates encrypted constants on every row: refused, saying why and what serves.
+    let (q, s, r) = api
+        .run_query(
+            ds,
+            "SELECT COUNT(*) FROM visits WHERE age > 40",
+            "he_backend",
+            None,
+        )
+        .await
+        .expect("he");
+    let text = format!("{q} {r}");
+    assert!(s == 422 || r["status"] == "failed", "{s} {text}");
+    assert!(
+        text.contains("streamed parquet source") && text.contains("without streamed"),
+        "{text}"
+    );
+
+    // The node restarts: the source is served again, without holding its rows.
+    f.stop_node(ORG).await.expect("stop");
+    f.restart_node(ORG).await.expect("restart");
+    let node = f.node_admin(ORG).expect("node");
+    catalog_rows(&f, ds, 200_000).await;
+    check(dp_run(&api, ds, sql, 1.0).await);
+
+    // A file is removed: the files no longer hold the rows the catalog publishes, so the
+    // query fails, saying to refresh, and nothing is charged; a refresh re-reads them.
+    let before = ledger(&node, "visits").await;
+    std::fs::remove_file(dir.path().join("part-1.parquet")).expect("remove");
+    let (_, s, run) = api
+        .run_query(ds, sql, "dp_sandbox", Some(1.0))
+        .await
+        .expect("run");
+    assert_eq!((s, &run["status"]), (200, &json!("failed")), "{run}");
+    assert_eq!(run["error_code"], "source_unavailable", "{run}");
+    let msg = run["error_message"].as_str().expect("message");
+    assert!(
+        msg.contains("120000 rows, 200000") && msg.contains("refresh"),
+        "{msg}"
+    );
+    assert_eq!(
+        ledger(&node, "visits").await,
+        before,
+        "a failed scan charged"
+    );
+    refresh_reads(&f, &node, 120_000).await;
+    check_answer(&api, 120_000).await;
+
+    // The directory is removed: the query fails naming it, and nothing is charged.
+    std::fs::remove_file(dir.path().join("part-0.parquet")).expect("remove");
+    let before = ledger(&node, "visits").await;
+    let (_, s, run) = api
+        .run_query(ds, sql, "dp_sandbox", Some(1.0))
+        .await
+        .expect("run");
+    assert_eq!(
+        (s, &run["status"], &run["error_code"]),
+        (200, &json!("failed"), &json!("source_unavailable")),
+        "{run}"
+    );
+    assert_eq!(
+        ledger(&node, "visits").await,
+        before,
+        "a failed scan charged"
+    );
+    f.shutdown().await;
+}
