@@ -89,53 +89,121 @@ pub fn parse_csv(
     csv_text: &str,
 ) -> Result<Dataset, ImportError> {
     check_declaration(name, &columns)?;
-    let mut reader = csv::ReaderBuilder::new()
+    let mut reader = reader(csv_text.as_bytes());
+    let mut rows = Rows::new(columns, &mut reader)?;
+    let mut record = csv::StringRecord::new();
+    while rows.read(&mut reader, &mut record)? {}
+    if rows.rows == 0 {
+        return Err(ImportError::Empty);
+    }
+    let (data, n) = rows.take();
+    Ok(Dataset {
+        schema: DatasetSchema {
+            name: name.into(),
+            columns: rows.columns,
+        },
+        columns: data,
+        rows: n,
+    })
+}
+
+/// A CSV reader as every import reads: a header, cells trimmed.
+pub(crate) fn reader<R: std::io::Read>(input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
-        .from_reader(csv_text.as_bytes());
-    let header = reader
-        .headers()
-        .map_err(|e| ImportError::Header(e.to_string()))?
-        .clone();
-    let header: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
-    // Position of each declared column in the file.
-    let mut positions = Vec::with_capacity(columns.len());
-    for c in &columns {
-        let p = header.iter().position(|h| *h == c.name).ok_or_else(|| {
-            ImportError::Header(format!(
-                "declared column {} is missing (header: {})",
-                c.name,
-                header.join(",")
-            ))
-        })?;
-        positions.push(p);
+        .from_reader(input)
+}
+
+/// The rows of a CSV file as they are parsed into typed columns: the header resolved against
+/// the declaration once, then each record checked and appended. [`Rows::take`] hands the
+/// rows parsed so far over (a columnar import writes them out a chunk at a time).
+pub(crate) struct Rows {
+    /// The declared columns.
+    pub(crate) columns: Vec<ColumnSpec>,
+    /// Position of each declared column in the file.
+    positions: Vec<usize>,
+    width: usize,
+    data: Vec<ColumnData>,
+    dicts: Vec<Interner>,
+    /// Rows parsed since the last [`Rows::take`].
+    pub(crate) rows: usize,
+    /// Rows parsed in all.
+    pub(crate) total: u64,
+}
+
+impl Rows {
+    /// Reads and checks the header.
+    pub(crate) fn new<R: std::io::Read>(
+        columns: Vec<ColumnSpec>,
+        reader: &mut csv::Reader<R>,
+    ) -> Result<Self, ImportError> {
+        let header = reader
+            .headers()
+            .map_err(|e| ImportError::Header(e.to_string()))?
+            .clone();
+        let header: Vec<String> = header.iter().map(|h| h.to_ascii_lowercase()).collect();
+        let mut positions = Vec::with_capacity(columns.len());
+        for c in &columns {
+            let p = header.iter().position(|h| *h == c.name).ok_or_else(|| {
+                ImportError::Header(format!(
+                    "declared column {} is missing (header: {})",
+                    c.name,
+                    header.join(",")
+                ))
+            })?;
+            positions.push(p);
+        }
+        if let Some(extra) = header
+            .iter()
+            .find(|h| !columns.iter().any(|c| &c.name == *h))
+        {
+            return Err(ImportError::Header(format!(
+                "column {extra} is in the file but not declared; declare it or remove it"
+            )));
+        }
+        Ok(Rows {
+            data: columns.iter().map(|c| empty_column(c.ty)).collect(),
+            dicts: vec![Interner::default(); columns.len()],
+            columns,
+            positions,
+            width: header.len(),
+            rows: 0,
+            total: 0,
+        })
     }
-    if let Some(extra) = header
-        .iter()
-        .find(|h| !columns.iter().any(|c| &c.name == *h))
-    {
-        return Err(ImportError::Header(format!(
-            "column {extra} is in the file but not declared; declare it or remove it"
-        )));
+
+    /// The rows parsed since the last call, and their number; the dictionaries start again.
+    pub(crate) fn take(&mut self) -> (Vec<ColumnData>, usize) {
+        let fresh = self.columns.iter().map(|c| empty_column(c.ty)).collect();
+        self.dicts.iter_mut().for_each(|d| *d = Interner::default());
+        let n = std::mem::take(&mut self.rows);
+        (std::mem::replace(&mut self.data, fresh), n)
     }
-    let mut data: Vec<ColumnData> = columns.iter().map(|c| empty_column(c.ty)).collect();
-    let mut dicts: Vec<Interner> = vec![Interner::default(); columns.len()];
-    let mut rows = 0usize;
-    for record in reader.records() {
-        let record = record.map_err(|e| ImportError::Row {
+
+    /// Reads, checks and appends the next record; `false` at the end of the file.
+    pub(crate) fn read<R: std::io::Read>(
+        &mut self,
+        reader: &mut csv::Reader<R>,
+        record: &mut csv::StringRecord,
+    ) -> Result<bool, ImportError> {
+        let more = reader.read_record(record).map_err(|e| ImportError::Row {
             line: e.position().map_or(0, |p| p.line()),
             message: e.to_string(),
         })?;
-        let line = record.position().map_or(rows as u64 + 2, |p| p.line());
+        if !more {
+            return Ok(false);
+        }
+        let line = record.position().map_or(self.total + 2, |p| p.line());
         let bad = |message: String| ImportError::Row { line, message };
-        if record.len() != header.len() {
+        if record.len() != self.width {
             return Err(bad(format!(
                 "expected {} fields, found {}",
-                header.len(),
+                self.width,
                 record.len()
             )));
         }
-        for (ci, (spec, &pos)) in columns.iter().zip(&positions).enumerate() {
+        for (ci, (spec, &pos)) in self.columns.iter().zip(&self.positions).enumerate() {
             let cell = record.get(pos).unwrap_or("");
             let null = is_null(cell);
             if null && (spec.not_null || spec.privacy_unit.is_some()) {
@@ -151,7 +219,7 @@ pub fn parse_csv(
                     article(spec.ty)
                 ))
             };
-            match &mut data[ci] {
+            match &mut self.data[ci] {
                 ColumnData::Integer(v) => v.push(if null {
                     None
                 } else {
@@ -182,23 +250,14 @@ pub fn parse_csv(
                 ColumnData::Text { dict, codes } => codes.push(if null {
                     None
                 } else {
-                    Some(dicts[ci].intern(dict, cell))
+                    Some(self.dicts[ci].intern(dict, cell))
                 }),
             }
         }
-        rows += 1;
+        self.rows += 1;
+        self.total += 1;
+        Ok(true)
     }
-    if rows == 0 {
-        return Err(ImportError::Empty);
-    }
-    Ok(Dataset {
-        schema: DatasetSchema {
-            name: name.into(),
-            columns,
-        },
-        columns: data,
-        rows,
-    })
 }
 
 /// A declared column with no rows yet.

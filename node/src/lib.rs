@@ -14,6 +14,7 @@
 //! connection) and [`peer`] (the peer endpoint) → [`admin`] (the owner's API).
 
 pub mod admin;
+pub mod columnar;
 pub mod config;
 pub mod console;
 pub mod dispatch;

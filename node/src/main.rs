@@ -47,6 +47,11 @@ enum Command {
         /// Replace an existing dataset's data (its budget ledger is kept).
         #[arg(long)]
         replace: bool,
+        /// Store it columnar (Parquet beside the node's store) and stream each query over it,
+        /// instead of holding it in memory: for datasets larger than memory. The file is
+        /// uploaded as it is read, never whole. DP queries and dp data rooms only.
+        #[arg(long)]
+        columnar: bool,
     },
     /// Register a dataset where its data already is (a CSV or Parquet file or directory, a
     /// PostgreSQL table), or re-read one.
@@ -287,6 +292,38 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             csv,
             schema,
             replace,
+            columnar: true,
+        } => {
+            let schema: SchemaFile = toml::from_str(&std::fs::read_to_string(schema)?)?;
+            let file = tokio::fs::File::open(csv)
+                .await
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let declaration = serde_json::json!({"name": name, "columns": schema.columns,
+                                                 "replace": replace});
+            let form = reqwest::multipart::Form::new()
+                .part(
+                    "declaration",
+                    reqwest::multipart::Part::text(declaration.to_string())
+                        .mime_str("application/json")?,
+                )
+                .part(
+                    "csv",
+                    reqwest::multipart::Part::stream(reqwest::Body::from(file))
+                        .file_name("upload.csv")
+                        .mime_str("text/csv")?,
+                );
+            http.post(format!("{url}/v1/datasets/upload"))
+                .header("authorization", &auth)
+                .multipart(form)
+                .send()
+                .await?
+        }
+        Command::Import {
+            name,
+            csv,
+            schema,
+            replace,
+            columnar: false,
         } => {
             let csv = std::fs::read_to_string(csv)
                 .with_context(|| format!("reading {}", csv.display()))?;

@@ -77,6 +77,28 @@ impl Api {
         self.send_full(rb).await
     }
 
+    /// POST a `multipart/form-data` body: a JSON `declaration` part, then `csv` streamed from
+    /// `body`.
+    pub async fn upload(
+        &self,
+        path: &str,
+        declaration: &Value,
+        body: reqwest::Body,
+    ) -> anyhow::Result<(u16, Value)> {
+        let form = reqwest::multipart::Form::new()
+            .text("declaration", declaration.to_string())
+            .part(
+                "csv",
+                reqwest::multipart::Part::stream(body).file_name("upload.csv"),
+            );
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.url))
+                .multipart(form),
+        )
+        .await
+    }
+
     /// GET a path.
     pub async fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
         self.send(self.http.get(format!("{}{path}", self.url)))

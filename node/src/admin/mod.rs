@@ -24,6 +24,7 @@ use crate::store::{Budget, StoreError};
 mod owner;
 mod rooms;
 mod sources;
+mod upload;
 
 pub(crate) use rooms::load_invitation;
 use rooms::{attest, decline, invitation, invitations, withdraw};
@@ -162,6 +163,7 @@ pub fn router(state: Arc<NodeState>, token: &str) -> Router {
         .route("/metrics", get(metrics))
         .merge(owner::routes())
         .merge(sources::routes())
+        .merge(upload::routes())
         .merge(crate::console::routes())
         .with_state(admin)
 }

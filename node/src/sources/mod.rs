@@ -274,8 +274,9 @@ pub async fn register(
     install(state, schema, rows, data, spec, budget, replace, actor).await
 }
 
+/// Records a source read (its rows, for a file source held in memory) and serves it.
 #[allow(clippy::too_many_arguments)]
-async fn install(
+pub(crate) async fn install(
     state: &Arc<NodeState>,
     schema: DatasetSchema,
     rows: u64,

@@ -9,6 +9,7 @@
 //! lacks is refused at registration. CSV: registered, refreshed when the file changes, and a
 //! removed file keeps the previous data with a clear error. Parquet, the same ([`parquet`]).
 
+mod columnar;
 mod parquet;
 
 use std::time::{Duration, Instant};

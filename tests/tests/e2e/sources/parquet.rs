@@ -20,7 +20,7 @@ use super::{
     one_node, refresh_reads, refused_with, statistic,
 };
 
-const STATES: [&str; 4] = ["CA", "NY", "TX", "WA"];
+pub(super) const STATES: [&str; 4] = ["CA", "NY", "TX", "WA"];
 
 /// `visits` rows `from..to` as a Snappy-compressed Parquet file: `age` is `i % 80` (inside the
 /// declared bounds, so nothing is clamped), `state` cycles through [`STATES`], and a `note`
@@ -91,7 +91,7 @@ const SQL: &str = "SELECT COUNT(*) AS n, SUM(age) AS s FROM visits WHERE state =
 
 /// The DP answer to [`SQL`], checked against the exact values of `rows` rows with the noise
 /// scales its proof states.
-async fn check_answer(api: &prism_tests::Api, rows: usize) {
+pub(super) async fn check_answer(api: &prism_tests::Api, rows: usize) {
     let run = dp_run(api, "hospital-a.visits", SQL, 1.0).await;
     let (n, s) = exact_tx(rows);
     let got = &run["result"]["rows"][0];
@@ -219,7 +219,7 @@ async fn a_directory_of_parquet_files_is_one_dataset() {
 }
 
 /// The exact `COUNT(*)` and `AVG(cost)` per state of rows `0..rows` with `age >= 30`.
-fn exact_by_state(rows: usize) -> Vec<(f64, f64)> {
+pub(super) fn exact_by_state(rows: usize) -> Vec<(f64, f64)> {
     STATES
         .iter()
         .map(|st| {
@@ -231,6 +231,41 @@ fn exact_by_state(rows: usize) -> Vec<(f64, f64)> {
             (n, costs.iter().sum::<f64>() / n)
         })
         .collect()
+}
+
+/// A grouped DP query over the `visits` rows of [`write_visits`].
+pub(super) const GROUPED: &str =
+    "SELECT state, COUNT(*) AS n, AVG(cost) AS a FROM visits WHERE age >= 30 GROUP BY state";
+
+/// The DP answer to [`GROUPED`] over rows `0..rows`: every state within its claimed noise of
+/// the exact answer.
+pub(super) async fn check_grouped(api: &prism_tests::Api, rows: usize) {
+    let run = dp_run(api, "hospital-a.visits", GROUPED, 1.0).await;
+    let want = exact_by_state(rows);
+    let got = run["result"]["rows"].as_array().expect("rows").clone();
+    assert_eq!(got.len(), 4, "{run}");
+    let scale = num(&statistic(&run, "n")["noise_scale"]);
+    // AVG's first-order half-width, from its proof's sum and count components: (A_sum +
+    // |avg − center| · A_count) / n, center 2500; three of them is beyond 99.9 %.
+    let parts = statistic(&run, "a")["components"]
+        .as_array()
+        .expect("parts")
+        .clone();
+    let (a_sum, a_count) = (
+        num(&parts[0]["ci95_half_width"]),
+        num(&parts[1]["ci95_half_width"]),
+    );
+    for (row, (n, a)) in got.iter().zip(want) {
+        assert!(
+            (num(&row[1]) - n).abs() <= bound(scale, 1.0),
+            "n: {row:?} vs {n}: {run}"
+        );
+        let tol = 3.0 * (a_sum + (a - 2500.0).abs() * a_count) / n;
+        assert!(
+            (num(&row[2]) - a).abs() <= tol,
+            "avg: {row:?} vs {a} (±{tol}): {run}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,36 +292,7 @@ async fn a_streamed_parquet_source_is_scanned_in_place_for_every_query() {
     assert_eq!(list[0]["source"]["streamed"], json!(true), "{list}");
 
     // A grouped DP query: every state within its claimed noise of the exact answer.
-    let sql = "SELECT state, COUNT(*) AS n, AVG(cost) AS a FROM visits WHERE age >= 30 \
-               GROUP BY state";
-    let check = |run: Value| {
-        let want = exact_by_state(200_000);
-        let rows = run["result"]["rows"].as_array().expect("rows").clone();
-        assert_eq!(rows.len(), 4, "{run}");
-        let scale = num(&statistic(&run, "n")["noise_scale"]);
-        // AVG's first-order half-width, from its proof's sum and count components: (A_sum +
-        // |avg − center| · A_count) / n, center 2500; three of them is beyond 99.9 %.
-        let parts = statistic(&run, "a")["components"]
-            .as_array()
-            .expect("parts")
-            .clone();
-        let (a_sum, a_count) = (
-            num(&parts[0]["ci95_half_width"]),
-            num(&parts[1]["ci95_half_width"]),
-        );
-        for (row, (n, a)) in rows.iter().zip(want) {
-            assert!(
-                (num(&row[1]) - n).abs() <= bound(scale, 1.0),
-                "n: {row:?} vs {n}: {run}"
-            );
-            let tol = 3.0 * (a_sum + (a - 2500.0).abs() * a_count) / n;
-            assert!(
-                (num(&row[2]) - a).abs() <= tol,
-                "avg: {row:?} vs {a} (±{tol}): {run}"
-            );
-        }
-    };
-    check(dp_run(&api, ds, sql, 1.0).await);
+    check_grouped(&api, 200_000).await;
     check_answer(&api, 200_000).await;
 
     // HE evaluates encrypted constants on every row: refused, saying why and what serves.
@@ -311,14 +317,14 @@ async fn a_streamed_parquet_source_is_scanned_in_place_for_every_query() {
     f.restart_node(ORG).await.expect("restart");
     let node = f.node_admin(ORG).expect("node");
     catalog_rows(&f, ds, 200_000).await;
-    check(dp_run(&api, ds, sql, 1.0).await);
+    check_grouped(&api, 200_000).await;
 
     // A file is removed: the files no longer hold the rows the catalog publishes, so the
     // query fails, saying to refresh, and nothing is charged; a refresh re-reads them.
     let before = ledger(&node, "visits").await;
     std::fs::remove_file(dir.path().join("part-1.parquet")).expect("remove");
     let (_, s, run) = api
-        .run_query(ds, sql, "dp_sandbox", Some(1.0))
+        .run_query(ds, GROUPED, "dp_sandbox", Some(1.0))
         .await
         .expect("run");
     assert_eq!((s, &run["status"]), (200, &json!("failed")), "{run}");
@@ -340,7 +346,7 @@ async fn a_streamed_parquet_source_is_scanned_in_place_for_every_query() {
     std::fs::remove_file(dir.path().join("part-0.parquet")).expect("remove");
     let before = ledger(&node, "visits").await;
     let (_, s, run) = api
-        .run_query(ds, sql, "dp_sandbox", Some(1.0))
+        .run_query(ds, GROUPED, "dp_sandbox", Some(1.0))
         .await
         .expect("run");
     assert_eq!(
