@@ -94,9 +94,40 @@ fn batch(schema: &Arc<Schema>, data: Vec<ColumnData>) -> Result<RecordBatch, Col
 }
 
 /// Parses `input` (CSV with a header) against `columns` and writes it as Parquet to
-/// `dir/part-00000.parquet`; returns the number of rows. On error nothing useful is left in
-/// `dir` (the caller removes it).
+/// `dir/part-00000.parquet`; returns the number of rows. On error `dir` is removed.
 pub fn write(columns: Vec<ColumnSpec>, input: impl Read, dir: &Path) -> Result<u64, ColumnarError> {
+    let written = write_files(columns, input, dir);
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    written
+}
+
+/// Removes what an import interrupted by a crash left: unfinished uploads, and published
+/// directories no source record names (a crash between publishing and registering).
+pub fn sweep(data_path: &Path, named: &[PathBuf]) {
+    let Ok(datasets) = std::fs::read_dir(root(data_path)) else {
+        return;
+    };
+    for dataset in datasets.flatten() {
+        let Ok(copies) = std::fs::read_dir(dataset.path()) else {
+            continue;
+        };
+        for copy in copies.flatten() {
+            let path = copy.path();
+            if path.is_dir() && !named.contains(&path) {
+                tracing::info!(path = %path.display(), "removing an unregistered columnar copy");
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+}
+
+fn write_files(
+    columns: Vec<ColumnSpec>,
+    input: impl Read,
+    dir: &Path,
+) -> Result<u64, ColumnarError> {
     std::fs::create_dir_all(dir).map_err(storage)?;
     let schema = arrow_schema(&columns);
     let file = std::fs::File::create(dir.join("part-00000.parquet")).map_err(storage)?;
@@ -150,18 +181,25 @@ pub fn write(columns: Vec<ColumnSpec>, input: impl Read, dir: &Path) -> Result<u
     Ok(total)
 }
 
-/// A `Read` over chunks of an upload arriving on a channel (the blocking parser's side).
+/// What the upload's reader hands the parser: a chunk, the reason it broke, or (`None`) its
+/// end. A channel that closes without the end is an upload that broke off (the request was
+/// dropped), never a short file.
+pub type Piece = Option<Result<bytes::Bytes, String>>;
+
+/// A `Read` over the pieces of an upload arriving on a channel (the blocking parser's side).
 pub struct ChannelReader {
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>,
+    rx: tokio::sync::mpsc::Receiver<Piece>,
     buf: bytes::Bytes,
+    ended: bool,
 }
 
 impl ChannelReader {
-    /// Reads what `rx` delivers, until it closes.
-    pub fn new(rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, String>>) -> Self {
+    /// Reads what `rx` delivers, up to its end.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Piece>) -> Self {
         ChannelReader {
             rx,
             buf: bytes::Bytes::new(),
+            ended: false,
         }
     }
 }
@@ -169,10 +207,14 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.buf.is_empty() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.buf = b,
-                Some(Err(e)) => return Err(std::io::Error::other(e)),
-                None => return Ok(0),
+                Some(Some(Ok(b))) => self.buf = b,
+                Some(Some(Err(e))) => return Err(std::io::Error::other(e)),
+                Some(None) => self.ended = true,
+                None => return Err(std::io::Error::other("the upload broke off")),
             }
         }
         let n = out.len().min(self.buf.len());

@@ -338,8 +338,18 @@ pub async fn start(config: NodeConfig, shutdown: CancellationToken) -> anyhow::R
     }
     let store = Arc::new(store);
     let s2 = store.clone();
+    let data_path = config.data_path.clone();
     let (datasets, remote) = tokio::task::spawn_blocking(move || {
-        Ok::<_, store::StoreError>((s2.load_all()?, sources::remotes(&s2)?))
+        let remote = sources::remotes(&s2)?;
+        let named: Vec<std::path::PathBuf> = remote
+            .iter()
+            .filter_map(|r| match &r.source {
+                sources::Place::Parquet(p) => Some(p.clone()),
+                sources::Place::Postgres(_) => None,
+            })
+            .collect();
+        columnar::sweep(&data_path, &named);
+        Ok::<_, store::StoreError>((s2.load_all()?, remote))
     })
     .await??;
 

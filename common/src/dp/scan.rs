@@ -227,6 +227,36 @@ impl Scan {
         }
     }
 
+    /// Adds the rows another scan of the same pushdown saw (another share of the same
+    /// source). Refused with a privacy unit: its bound depends on the order of the rows, so
+    /// such a source is scanned as one.
+    pub fn merge(&mut self, other: Scan) -> Result<(), String> {
+        if self.push != other.push || self.filter != other.filter {
+            return Err("the scans computed different queries".into());
+        }
+        if self.push.unit.is_some() {
+            return Err("a privacy unit is bounded in scan order: scan it as one".into());
+        }
+        let width = self.push.measures.len();
+        for (key, v) in other
+            .keys
+            .into_iter()
+            .zip(other.values.chunks(width.max(1)))
+        {
+            let next = self.keys.len() as u32;
+            let g = *self.index.entry(key).or_insert_with_key(|k| {
+                self.keys.push(k.clone());
+                self.values.extend(std::iter::repeat_n(0, width));
+                next
+            }) as usize;
+            for (m, x) in v.iter().enumerate() {
+                self.values[g * width + m] += x;
+            }
+        }
+        self.rows += other.rows;
+        Ok(())
+    }
+
     /// The groups present, with their measures (a grouped query's groups whose every row was
     /// dropped by the unit bound are not present).
     pub fn finish(self) -> Vec<SourceGroup> {

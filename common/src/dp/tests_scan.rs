@@ -148,6 +148,21 @@ fn a_scan_over_any_chunking_is_what_a_database_computes() {
                 "{q:?} in chunks of {size}"
             );
         }
+        // Shares of the chunks scanned apart and merged: the same.
+        let mut shares: Vec<Scan> = (0..3)
+            .map(|_| Scan::new(push.clone(), filter.clone()))
+            .collect();
+        for (i, c) in chunks(&ds, 50).iter().enumerate() {
+            shares[i % 3].add(c).expect("chunk");
+        }
+        let mut merged = shares.remove(0);
+        for s in shares {
+            merged.merge(s).expect("merge");
+        }
+        assert_eq!(merged.rows(), ds.rows as u64);
+        let mut got = merged.finish();
+        got.sort_by(|a, b| a.key.cmp(&b.key));
+        assert_eq!(got, want, "{q:?} in merged shares");
     }
 }
 
@@ -244,4 +259,9 @@ fn a_scan_bounds_each_privacy_unit_across_chunks_as_memory_does() {
     for size in [1, 5, 64, ds.rows] {
         assert_eq!(scan(&ds, size, &push, None), want, "in chunks of {size}");
     }
+    // Bounding depends on the order of a unit's rows: shares are not merged.
+    let mut a = Scan::new(push.clone(), None);
+    let b = Scan::new(push.clone(), None);
+    a.add(&ds).expect("rows");
+    assert!(a.merge(b).is_err());
 }

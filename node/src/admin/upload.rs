@@ -116,24 +116,47 @@ async fn upload(
     let (columns, dir) = (d.columns.clone(), tmp.clone());
     let parser =
         tokio::task::spawn_blocking(move || columnar::write(columns, ChannelReader::new(rx), &dir));
+    // If the request is dropped while the body is read, the channel closes without its end:
+    // the parser fails and removes what it wrote.
     let mut broke = None;
     loop {
         match csv.chunk().await {
             Ok(Some(b)) => {
-                if tx.send(Ok(b)).await.is_err() {
+                if tx.send(Some(Ok(b))).await.is_err() {
                     break; // the parser stopped on a bad row: its error is the answer
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                let _ = tx.send(None).await;
+                break;
+            }
             Err(e) => {
                 let text = e.body_text();
-                let _ = tx.send(Err(text.clone())).await;
+                let _ = tx.send(Some(Err(text.clone()))).await;
                 broke = Some(text);
                 break;
             }
         }
     }
     drop(tx);
+    // From here on the import finishes on its own task: a client gone now cannot leave it
+    // half done (published files without their registration).
+    let state = a.state.clone();
+    tokio::spawn(finish(state, d, parser, broke, tmp, done, budget))
+        .await
+        .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+}
+
+/// Publishes and registers a parsed upload, or cleans up after a failed one.
+async fn finish(
+    state: Arc<crate::NodeState>,
+    d: Declaration,
+    parser: tokio::task::JoinHandle<std::result::Result<u64, ColumnarError>>,
+    broke: Option<String>,
+    tmp: std::path::PathBuf,
+    done: std::path::PathBuf,
+    budget: crate::store::Budget,
+) -> Result<(StatusCode, Json<serde_json::Value>)> {
     let parsed = parser
         .await
         .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()));
@@ -153,14 +176,13 @@ async fn upload(
         }
     };
 
-    let previous = a
-        .state
+    let previous = state
         .remote(&d.name)
         .and_then(|r| match &r.source {
             crate::sources::Place::Parquet(p) => Some(p.clone()),
             crate::sources::Place::Postgres(_) => None,
         })
-        .filter(|p| columnar::owned(&a.state.config.data_path, p) && *p != done);
+        .filter(|p| columnar::owned(&state.config.data_path, p) && *p != done);
     let schema = DatasetSchema {
         name: d.name.clone(),
         columns: d.columns,
@@ -170,7 +192,7 @@ async fn upload(
         streamed: true,
     };
     let meta = crate::sources::install(
-        &a.state,
+        &state,
         schema,
         rows,
         None,

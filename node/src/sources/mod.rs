@@ -126,8 +126,7 @@ impl Remote {
             Place::Parquet(path) => path.clone(),
         };
         let published = self.rows;
-        let mut scan = prism_common::dp::Scan::new(push.clone(), filter.cloned());
-        let wanted = scan.columns();
+        let wanted = prism_common::dp::Scan::new(push.clone(), filter.cloned()).columns();
         let columns: Vec<ColumnSpec> = schema
             .columns
             .iter()
@@ -141,14 +140,48 @@ impl Remote {
             message: e.to_string(),
         };
         let at = label.clone();
+        let (push, filter) = (push.clone(), filter.cloned());
         tokio::task::spawn_blocking(move || {
             let label = at;
-            parquet::stream(&name, &columns, &path, &mut |chunk| {
-                scan.add(&chunk).map_err(|message| SourceError::Invalid {
-                    source_name: label.clone(),
-                    message,
-                })
+            let bad = |message: String| SourceError::Invalid {
+                source_name: label.clone(),
+                message,
+            };
+            // Without a privacy unit the row groups are scanned in shares, one per core, and
+            // merged; a unit's bound follows the rows' order, so that scan runs as one.
+            let parts = if push.unit.is_some() {
+                1
+            } else {
+                std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+            };
+            let scans = std::thread::scope(|s| {
+                let workers: Vec<_> = (0..parts)
+                    .map(|part| {
+                        let (push, filter, columns) = (push.clone(), filter.clone(), &columns);
+                        let (name, path, bad) = (&name, &path, &bad);
+                        s.spawn(move || {
+                            let mut scan = prism_common::dp::Scan::new(push, filter);
+                            parquet::stream_part(name, columns, path, (part, parts), &mut |c| {
+                                scan.add(&c).map_err(bad)
+                            })?;
+                            Ok::<_, SourceError>(scan)
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join().unwrap_or_else(|_| {
+                            Err(bad("the scan failed on malformed data".into()))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
             })?;
+            let mut scans = scans.into_iter();
+            let mut scan = scans.next().ok_or_else(|| bad("no scan ran".into()))?;
+            for other in scans {
+                scan.merge(other).map_err(bad)?;
+            }
             if scan.rows() != published {
                 return Err(SourceError::Unavailable {
                     source_name: label,
@@ -183,13 +216,12 @@ async fn read(
         } => {
             // Every row is read and checked once, then dropped: the count is what remains.
             let (n, c, p) = (name.to_string(), columns.to_vec(), path.clone());
-            let rows =
-                tokio::task::spawn_blocking(move || parquet::stream(&n, &c, &p, &mut |_| Ok(())))
-                    .await
-                    .map_err(|e| SourceError::Unavailable {
-                        source_name: path.display().to_string(),
-                        message: e.to_string(),
-                    })??;
+            let rows = tokio::task::spawn_blocking(move || parquet::census(&n, &c, &p))
+                .await
+                .map_err(|e| SourceError::Unavailable {
+                    source_name: path.display().to_string(),
+                    message: e.to_string(),
+                })??;
             return Ok((rows, None));
         }
         SourceSpec::Parquet { path, .. } => (path, parquet::read),
@@ -427,8 +459,8 @@ pub fn refuse_backend(
     let remote = state.remote(dataset)?;
     let why = match backend {
         prism_common::backend::BackendId::HeBackend => {
-            "he_backend evaluates encrypted filter constants on every row, which a query by \
-             pushdown does not do"
+            "he_backend evaluates encrypted filter constants on every row, which cannot be \
+             pushed down to where the rows are"
         }
         // A dp data room's local vector is pushed down (`crate::mpc::release`).
         prism_common::backend::BackendId::MpcBackend => return None,

@@ -12,9 +12,12 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use ::parquet::arrow::ProjectionMask;
-use ::parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use ::parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
@@ -44,14 +47,49 @@ pub fn read(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<Dataset, 
     })
 }
 
-/// Streams a Parquet source: `columns` (the declared columns, or some of them) of every file,
-/// [`STREAM_ROWS`] rows a chunk, each chunk a dataset with its own text dictionaries, handed
-/// to `f` in file and row order and then dropped. Every value is checked as [`read`] checks
-/// it. Returns the number of rows.
-pub fn stream(
+/// Reads and checks every row of a source as [`read`] does, keeping none, one share of the
+/// row groups per core; returns the number of rows (refused when there is none).
+pub fn census(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<u64, SourceError> {
+    let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let counts = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..parts)
+            .map(|part| {
+                s.spawn(move || stream_part(name, columns, path, (part, parts), &mut |_| Ok(())))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(SourceError::Invalid {
+                        source_name: path.display().to_string(),
+                        message: "the Parquet reader failed on malformed data".into(),
+                    })
+                })
+            })
+            .collect::<Result<Vec<u64>, _>>()
+    })?;
+    let rows = counts.iter().sum();
+    if rows == 0 {
+        return Err(SourceError::Invalid {
+            source_name: path.display().to_string(),
+            message: "the Parquet data has no rows; nothing was read".into(),
+        });
+    }
+    Ok(rows)
+}
+
+/// Streams one of `parts` disjoint shares of a Parquet source: the row groups whose index,
+/// counted across the files in order, is `part` modulo `parts` (the shares together are the
+/// source, each row once; a share may hold no row). Only `columns` (the declared columns, or
+/// some of them) are read, [`STREAM_ROWS`] rows a chunk, each chunk a dataset with its own
+/// text dictionaries, handed to `f` in file and row order and then dropped. Every value is
+/// checked as [`read`] checks it. Returns the number of rows.
+pub fn stream_part(
     name: &str,
     columns: &[ColumnSpec],
     path: &Path,
+    (part, parts): (usize, usize),
     f: &mut dyn FnMut(Dataset) -> Result<(), SourceError>,
 ) -> Result<u64, SourceError> {
     let schema = schema(name, columns);
@@ -63,7 +101,10 @@ pub fn stream(
         })
     };
     let mut out = Columns::new(columns, STREAM_ROWS, Some(&mut sink));
-    read_files(&mut out, path)?;
+    out.share = Some((part, parts.max(1)));
+    for file in super::files(path, "parquet")? {
+        guarded(&file, || out.read_file(&file))?;
+    }
     Ok(out.rows as u64)
 }
 
@@ -74,17 +115,20 @@ fn schema(name: &str, columns: &[ColumnSpec]) -> DatasetSchema {
     }
 }
 
+/// Runs `read` on `file`. The reader is not guaranteed to be panic-free on a malformed file; a
+/// panic there refuses the source instead of taking down the blocking thread's task.
+fn guarded(file: &Path, read: impl FnOnce() -> Result<(), SourceError>) -> Result<(), SourceError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|_| {
+        Err(invalid(
+            file,
+            "the Parquet reader failed on malformed data; the file is corrupt".into(),
+        ))
+    })
+}
+
 fn read_files(out: &mut Columns, path: &Path) -> Result<(), SourceError> {
     for file in super::files(path, "parquet")? {
-        // The reader is not guaranteed to be panic-free on a malformed file; a panic there
-        // refuses the source instead of taking down the blocking thread's task.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| out.read_file(&file)))
-            .unwrap_or_else(|_| {
-                Err(invalid(
-                    &file,
-                    "the Parquet reader failed on malformed data; the file is corrupt".into(),
-                ))
-            })?;
+        guarded(&file, || out.read_file(&file))?;
     }
     if out.rows == 0 {
         return Err(SourceError::Invalid {
@@ -116,6 +160,10 @@ struct Columns<'a, 's> {
     rows: usize,
     batch_rows: usize,
     sink: Option<Sink<'s>>,
+    /// Read only this share of the row groups: (part, parts), see [`stream_part`].
+    share: Option<(usize, usize)>,
+    /// Row groups seen so far, across files (for the share).
+    row_groups: usize,
 }
 
 impl<'a, 's> Columns<'a, 's> {
@@ -127,6 +175,8 @@ impl<'a, 's> Columns<'a, 's> {
             rows: 0,
             batch_rows,
             sink,
+            share: None,
+            row_groups: 0,
         }
     }
 
@@ -146,10 +196,50 @@ impl<'a, 's> Columns<'a, 's> {
             source_name: file.display().to_string(),
             message: e.to_string(),
         })?;
+        let unreadable = |e: ::parquet::errors::ParquetError| {
+            invalid(file, format!("not a readable Parquet file: {e}"))
+        };
         let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(f, options)
-            .map_err(|e| invalid(file, format!("not a readable Parquet file: {e}")))?;
-        let roots = self.locate(file, builder.schema())?;
+        let meta = ArrowReaderMetadata::load(&f, options.clone()).map_err(unreadable)?;
+        let roots = self.locate(file, meta.schema())?;
+        // Text columns are read as dictionary arrays: their codes, not a string per row.
+        let hinted = Schema::new(
+            meta.schema()
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, field)| match field.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8
+                        if roots
+                            .iter()
+                            .zip(self.specs)
+                            .any(|(&r, c)| r == i && c.ty == ColumnType::Text) =>
+                    {
+                        Arc::new(field.as_ref().clone().with_data_type(DataType::Dictionary(
+                            Box::new(DataType::Int32),
+                            Box::new(field.data_type().clone()),
+                        )))
+                    }
+                    _ => field.clone(),
+                })
+                .collect::<Vec<_>>(),
+        );
+        let meta = ArrowReaderMetadata::try_new(
+            meta.metadata().clone(),
+            options.with_schema(Arc::new(hinted)),
+        )
+        .map_err(unreadable)?;
+        let groups = meta.metadata().num_row_groups();
+        let mine: Option<Vec<usize>> = self.share.map(|(part, parts)| {
+            (0..groups)
+                .filter(|g| (self.row_groups + g) % parts == part)
+                .collect()
+        });
+        self.row_groups += groups;
+        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta);
+        if let Some(mine) = mine {
+            builder = builder.with_row_groups(mine);
+        }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
         // The projected batch holds the declared columns in file order: declared column `ci`
         // is at the rank of its root among the roots read.
@@ -283,8 +373,42 @@ impl<'a, 's> Columns<'a, 's> {
             ColumnData::Boolean(v) => v.extend(col.as_boolean_opt().ok_or_else(mismatch)?.iter()),
             ColumnData::Text { dict, codes } => {
                 let d = &mut self.dicts[ci];
-                let strs = strings(col).ok_or_else(mismatch)?;
-                codes.extend(strs.into_iter().map(|s| s.map(|s| d.intern(dict, s))))
+                if let Some(keys) = col.as_dictionary_opt::<Int32Type>() {
+                    // Each distinct value used is interned once; rows get its code.
+                    let values = strings(keys.values().as_ref()).ok_or_else(mismatch)?;
+                    let mut code = vec![u32::MAX; values.len()];
+                    let required = spec.not_null || spec.privacy_unit.is_some();
+                    for (i, k) in keys.keys().iter().enumerate() {
+                        let c = match k {
+                            None => None,
+                            Some(k) => {
+                                let k = usize::try_from(k).map_err(|_| mismatch())?;
+                                let slot = code.get_mut(k).ok_or_else(mismatch)?;
+                                if *slot == u32::MAX {
+                                    *slot = match values[k] {
+                                        Some(v) => d.intern(dict, v),
+                                        None => u32::MAX - 1,
+                                    };
+                                }
+                                (*slot != u32::MAX - 1).then_some(*slot)
+                            }
+                        };
+                        if required && c.is_none() {
+                            return Err((
+                                i,
+                                format!(
+                                    "column {} is declared not_null (or is the privacy unit) but \
+                                     the value is null",
+                                    spec.name
+                                ),
+                            ));
+                        }
+                        codes.push(c);
+                    }
+                } else {
+                    let strs = strings(col).ok_or_else(mismatch)?;
+                    codes.extend(strs.into_iter().map(|s| s.map(|s| d.intern(dict, s))))
+                }
             }
         }
         Ok(())
