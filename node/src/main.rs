@@ -52,6 +52,10 @@ enum Command {
         /// uploaded as it is read, never whole. DP queries and dp data rooms only.
         #[arg(long)]
         columnar: bool,
+        /// Charge the one budget of this population, shared with its other datasets (the same
+        /// people in other tables); the first dataset of a population sets that budget.
+        #[arg(long)]
+        population: Option<String>,
     },
     /// Register a dataset where its data already is (a CSV or Parquet file or directory, a
     /// PostgreSQL table), or re-read one.
@@ -204,6 +208,9 @@ enum SourceCommand {
         /// Replace an existing dataset (its budget ledger is kept).
         #[arg(long)]
         replace: bool,
+        /// Charge the one budget of this population, shared with its other datasets.
+        #[arg(long)]
+        population: Option<String>,
     },
     /// Re-read a dataset's source (on failure the previous data stays).
     Refresh {
@@ -293,13 +300,14 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             schema,
             replace,
             columnar: true,
+            population,
         } => {
             let schema: SchemaFile = toml::from_str(&std::fs::read_to_string(schema)?)?;
             let file = tokio::fs::File::open(csv)
                 .await
                 .with_context(|| format!("reading {}", csv.display()))?;
             let declaration = serde_json::json!({"name": name, "columns": schema.columns,
-                                                 "replace": replace});
+                                                 "replace": replace, "population": population});
             let form = reqwest::multipart::Form::new()
                 .part(
                     "declaration",
@@ -324,13 +332,17 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             schema,
             replace,
             columnar: false,
+            population,
         } => {
             let csv = std::fs::read_to_string(csv)
                 .with_context(|| format!("reading {}", csv.display()))?;
             let schema: SchemaFile = toml::from_str(&std::fs::read_to_string(schema)?)?;
             http.post(format!("{url}/v1/datasets"))
                 .header("authorization", &auth)
-                .json(&serde_json::json!({"name": name, "columns": schema.columns, "csv": csv, "replace": replace}))
+                .json(
+                    &serde_json::json!({"name": name, "columns": schema.columns, "csv": csv,
+                                          "replace": replace, "population": population}),
+                )
                 .send()
                 .await?
         }
@@ -346,6 +358,7 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             password_env,
             ca_file,
             replace,
+            population,
         }) => {
             let schema: SchemaFile = toml::from_str(
                 &std::fs::read_to_string(schema)
@@ -371,7 +384,8 @@ async fn admin_command(cli: &Cli, cmd: &Command) -> anyhow::Result<()> {
             http.post(format!("{url}/v1/sources"))
                 .header("authorization", &auth)
                 .json(&serde_json::json!({"name": name, "columns": schema.columns,
-                                          "source": source, "replace": replace}))
+                                          "source": source, "replace": replace,
+                                          "population": population}))
                 .send()
                 .await?
         }

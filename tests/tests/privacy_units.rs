@@ -1,6 +1,7 @@
 //! Privacy units end to end: an owner declares `patient_id` as the privacy unit at import
 //! through the node admin API; the catalog shows it; a DP query through the coordinator is
-//! bounded to `max_rows` rows per patient and calibrated to one patient, as its proof says;
+//! bounded to `max_rows` rows per patient and calibrated to one patient, as its proof says (on
+//! dp_sandbox and on he_backend's dp release);
 //! malformed declarations are refused at import.
 
 use prism_tests::{Federation, FederationSpec};
@@ -106,5 +107,94 @@ async fn a_declared_privacy_unit_bounds_contributions_and_scales_the_noise() {
     // 200 patients × 3 kept rows = 600 (not the 1000 rows of the file), within 20 scales.
     let n = run["result"]["rows"][0][0].as_f64().expect("count");
     assert!((n - 600.0).abs() < 20.0 * scale, "{run}");
+
+    // he_backend's dp release: the node evaluates over each patient's first 3 visits and
+    // calibrates every cell to one patient (sensitivity 3 for the count).
+    let (_, s, run) = api
+        .run_query(
+            "hospital-a.visits",
+            "SELECT COUNT(*) FROM visits",
+            "he_backend",
+            Some(0.5),
+        )
+        .await
+        .expect("he run");
+    assert_eq!((s, &run["status"]), (200, &json!("completed")), "{run}");
+    let release = &run["proof_artifacts"]["release"];
+    assert_eq!(release["mode"], "dp", "{release}");
+    let cell = &release["noise"][0];
+    assert_eq!(cell["sensitivity"], 3, "{release}");
+    let scale = cell["noise_scale"].as_f64().expect("scale");
+    let n = run["result"]["rows"][0][0].as_f64().expect("count");
+    assert!(
+        (n - 600.0).abs() < 20.0 * scale,
+        "{n} vs 600 kept visits: {run}"
+    );
+    f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_of_one_population_share_its_one_budget() {
+    let f = Federation::start(FederationSpec {
+        orgs: vec!["hospital-a".into()],
+        rows_per_org: 0,
+        ..Default::default()
+    })
+    .await
+    .expect("federation");
+    let node = f.node_admin("hospital-a").expect("node");
+    // Visits and claims of the same 200 patients: one budget of ε = 1 for both.
+    for (name, budget) in [("visits", 1.0), ("claims", 50.0)] {
+        let (s, body) = node
+            .post(
+                "/v1/datasets",
+                &json!({"name": name, "columns": columns(json!({"max_rows": 3})),
+                        "csv": visits_csv(), "population": "clinic",
+                        "budget": {"epsilon": budget, "delta": 1e-6}}),
+            )
+            .await
+            .expect("import");
+        assert_eq!(s, 201, "{body}");
+    }
+    f.wait_for_datasets(2).await.expect("catalog");
+    let api = f.analyst();
+    let (_, s, run) = api
+        .run_query(
+            "hospital-a.visits",
+            "SELECT COUNT(*) FROM visits",
+            "dp_sandbox",
+            Some(0.6),
+        )
+        .await
+        .expect("run");
+    assert_eq!((s, &run["status"]), (200, &json!("completed")), "{run}");
+    // The claims of the same patients draw on what is left: 0.4.
+    let (q, s, run) = api
+        .run_query(
+            "hospital-a.claims",
+            "SELECT COUNT(*) FROM claims",
+            "dp_sandbox",
+            Some(0.6),
+        )
+        .await
+        .expect("run");
+    let text = format!("{q} {run}");
+    assert!(
+        run["status"] != "completed" && text.contains("budget"),
+        "{s} {text}"
+    );
+    let (_, b) = node
+        .get("/v1/datasets/claims/budget")
+        .await
+        .expect("budget");
+    assert_eq!(
+        (b["spent_epsilon"].as_f64(), b["total_epsilon"].as_f64()),
+        (Some(0.6), Some(1.0)),
+        "{b}"
+    );
+    let (_, list) = node.get("/v1/datasets").await.expect("list");
+    for d in list.as_array().expect("datasets") {
+        assert_eq!(d["population"], "clinic", "{d}");
+    }
     f.shutdown().await;
 }

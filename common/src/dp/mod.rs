@@ -144,6 +144,7 @@ use crate::schema::{Dataset, DatasetSchema};
 pub use proof::{DpProof, GateProof, KeyRelease, NoiseComponent, StatisticProof};
 pub use pushdown::{Measure, Pushdown, SourceGroup, UnitBound, pushdown, release_pushed};
 pub use scan::Scan;
+pub use units::bounded_rows;
 
 /// What the analyst asks to spend on one query, in total.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -10,8 +10,10 @@
 //!   a wrap beyond it (probability below 10⁻¹⁸) is post-processing of the noisy value, so the
 //!   guarantee holds whatever happens. MIN / MAX are refused: no vetted mechanism for them
 //!   works under encryption here.
-//!   A dataset with a declared privacy unit is refused: this noise protects one row, and
-//!   bounding a unit's contributions under encryption is not implemented.
+//!   With a declared privacy unit the node evaluates the query over each unit's first
+//!   `max_rows` rows only ([`crate::dp::bounded_rows`]: the bound cannot depend on the
+//!   encrypted filter), so one unit moves a cell by at most `max_rows` rows' worth, and every
+//!   sensitivity is multiplied by `max_rows`.
 //! - **exact** (owner opt-in): the node compares the encrypted row count with `k` (its
 //!   `min_group_size`) under encryption and multiplies every cell by that encrypted bit. It
 //!   learns nothing about whether the query passed; the key holder sees all-zero cells, a count
@@ -39,7 +41,7 @@ pub struct CellNoise {
     pub epsilon: f64,
     /// Discrete Laplace scale.
     pub scale: f64,
-    /// Sensitivity under adding or removing one row.
+    /// Sensitivity under adding or removing one row, or one privacy unit (`max_rows` rows).
     pub sensitivity: u64,
 }
 
@@ -120,13 +122,12 @@ pub fn calibrate_noise(
     if cells.is_empty() {
         return Err(HeError::Mismatch("no result cells".into()));
     }
-    if let Some((i, _)) = ds.schema.privacy_unit() {
-        // Noise calibrated to one row would protect less than the owner declared.
-        return Err(HeError::Policy(format!(
-            "dataset {} declares the privacy unit {}; he dp releases are calibrated to one row and do not bound a unit's contributions, so they are refused; use the dp_sandbox backend",
-            ds.schema.name, ds.schema.columns[i].name
-        )));
-    }
+    // `ds` is the bounded dataset when there is a unit: a unit contributes at most `max_rows`
+    // of its rows.
+    let per_unit = ds
+        .schema
+        .privacy_unit()
+        .map_or(1, |(_, b)| u64::from(b.max_rows));
     let share = epsilon / cells.len() as f64;
     let rows = ds.rows as u64;
     let mut out = Vec::with_capacity(cells.len());
@@ -151,6 +152,9 @@ pub fn calibrate_noise(
                 });
             }
         };
+        let sensitivity = sensitivity
+            .checked_mul(per_unit)
+            .ok_or_else(|| HeError::Policy("sensitivity out of range".into()))?;
         let sens = i64::try_from(sensitivity)
             .map_err(|_| HeError::Policy("sensitivity out of range".into()))?;
         let noise = IntegerNoise::calibrate(sens, share, &ds.schema.name)

@@ -141,6 +141,50 @@ fn expected(plan: &Plan, ds: &Dataset) -> Vec<serde_json::Value> {
 }
 
 #[test]
+fn dp_noise_under_a_privacy_unit_is_calibrated_to_its_max_rows() {
+    use super::release::calibrate_noise;
+    use super::shape::HeValue;
+    let cells = || {
+        vec![
+            super::ResultCell {
+                value: HeValue::CountRows,
+                bits: 16,
+                offset: 0,
+                noise: None,
+            },
+            super::ResultCell {
+                value: HeValue::Sum {
+                    column: "cost".into(),
+                },
+                bits: 16,
+                offset: -50,
+                noise: None,
+            },
+        ]
+    };
+    let rows = dataset(3, 50);
+    let mut c = cells();
+    calibrate_noise(&mut c, &rows, 1.0).expect("rows");
+    let row_level: Vec<u64> = c
+        .iter()
+        .map(|c| c.noise.as_ref().expect("noise").sensitivity)
+        .collect();
+    assert_eq!(row_level, vec![1, 100]);
+    let mut units = rows.clone();
+    units.schema.columns[0].privacy_unit = Some(crate::schema::ContributionBounds {
+        max_rows: 4,
+        max_groups: 1,
+    });
+    let mut c = cells();
+    calibrate_noise(&mut c, &units, 1.0).expect("units");
+    let per_unit: Vec<u64> = c
+        .iter()
+        .map(|c| c.noise.as_ref().expect("noise").sensitivity)
+        .collect();
+    assert_eq!(per_unit, vec![4, 400]);
+}
+
+#[test]
 fn constants_are_encoded_with_clamping_and_rounding_and_never_in_the_shape() {
     let ds = dataset(1, 50);
     let p = plan(

@@ -102,6 +102,10 @@ pub struct Layout {
     columns: Vec<(String, ColumnType, Option<Bounds>)>,
     release: ReleaseMode,
     decimals: u32,
+    /// In a `dp` room over a dataset with a privacy unit: its column and bounds. The party's
+    /// vector is then computed over each unit's bounded rows, and its noise calibrated to one
+    /// unit (`max_rows` rows).
+    privacy_unit: Option<(String, crate::schema::ContributionBounds)>,
 }
 
 impl Layout {
@@ -256,6 +260,12 @@ pub fn layout(
         columns,
         release: params.release,
         decimals: params.fixed_point_decimals,
+        privacy_unit: match params.release {
+            ReleaseMode::Dp => schema
+                .privacy_unit()
+                .map(|(i, b)| (schema.columns[i].name.clone(), b)),
+            _ => None,
+        },
     };
     if l.len() > MAX_VECTOR {
         return Err(MpcError::Unsupported(format!(
@@ -283,6 +293,13 @@ pub fn local_vector(plan: &Plan, ds: &Dataset, params: &RoomParams) -> Result<Ve
         dataset: ds.schema.name.clone(),
         message: m,
     };
+    if l.privacy_unit.is_some() {
+        // Each unit's contributions are bounded first: the scan applies the DP engine's rule.
+        let push = pushdown(plan, &ds.schema, params)?;
+        let mut scan = crate::dp::Scan::new(push, plan.filter.clone());
+        scan.add(ds).map_err(schema_err)?;
+        return vector_from_groups(plan, &ds.schema, params, &scan.finish());
+    }
     let mask = filter_mask(plan.filter.as_ref(), ds).map_err(|e| schema_err(e.to_string()))?;
     let data: Vec<&ColumnData> = l
         .columns

@@ -29,6 +29,14 @@ pub struct PartyNoise {
     pub scales: Vec<f64>,
     /// Per component: the sensitivity the scale was calibrated to (integer units).
     pub sensitivities: Vec<i64>,
+    /// What one protected individual is: `row`, or `unit: <column>, max_rows k, max_groups g`
+    /// (every sensitivity is then `k` rows' worth).
+    #[serde(default = "row")]
+    pub privacy_unit: String,
+}
+
+fn row() -> String {
+    "row".into()
 }
 
 /// A party's calibrated noise for one room.
@@ -39,8 +47,15 @@ pub struct Noise {
     pub report: PartyNoise,
 }
 
-/// The sensitivity of each component of a key under adding or removing one row.
+/// The sensitivity of each component of a key under adding or removing one row, or one
+/// privacy unit: at most `max_rows` rows, whichever keys they fall in, so the vector's L1
+/// change per component is at most `max_rows` times a row's.
 fn sensitivities(l: &Layout, dataset: &str) -> Result<Vec<i64>, MpcError> {
+    let per_unit = l
+        .privacy_unit
+        .as_ref()
+        .map_or(1, |(_, b)| i64::from(b.max_rows));
+    let overflow = || MpcError::Overflow(dataset.to_string());
     l.parts
         .iter()
         .map(|(p, _)| match *p {
@@ -54,7 +69,6 @@ fn sensitivities(l: &Layout, dataset: &str) -> Result<Vec<i64>, MpcError> {
                 let largest = (b.min.abs().max(b.max.abs())
                     * super::scale(l.columns[c].1, l.decimals))
                 .ceil();
-                let overflow = || MpcError::Overflow(dataset.to_string());
                 if !largest.is_finite() || largest >= 9.2e18 {
                     return Err(overflow());
                 }
@@ -63,6 +77,7 @@ fn sensitivities(l: &Layout, dataset: &str) -> Result<Vec<i64>, MpcError> {
                     .ok_or_else(overflow)
             }
         })
+        .map(|s: Result<i64, MpcError>| s?.checked_mul(per_unit).ok_or_else(overflow))
         .collect()
 }
 
@@ -89,6 +104,12 @@ pub fn calibrate(l: &Layout, dataset: &str, epsilon: f64) -> Result<Noise, MpcEr
         epsilon,
         scales: per_component.iter().map(IntegerNoise::scale).collect(),
         sensitivities: sens,
+        privacy_unit: l.privacy_unit.as_ref().map_or_else(row, |(c, b)| {
+            format!(
+                "unit: {c}, max_rows {}, max_groups {}",
+                b.max_rows, b.max_groups
+            )
+        }),
     };
     Ok(Noise {
         per_component,
@@ -231,6 +252,57 @@ mod tests {
         assert!((n.report.scales[1] - 2.0).abs() < 0.01, "{:?}", n.report);
         assert!(calibrate(&l, "patients", 0.0).is_err());
         assert!(calibrate(&l, "patients", f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn a_privacy_unit_is_bounded_in_the_vector_and_scales_every_sensitivity() {
+        // Patient 1 has four visits, patient 2 one; at most 2 rows per patient.
+        let mut d = ds(&[10.0, 20.0, 30.0, 40.0, 5.0], true);
+        d.schema.columns.insert(
+            0,
+            ColumnSpec {
+                name: "patient".into(),
+                ty: ColumnType::Integer,
+                bounds: None,
+                public_keys: None,
+                not_null: true,
+                privacy_unit: Some(crate::schema::ContributionBounds {
+                    max_rows: 2,
+                    max_groups: 1,
+                }),
+            },
+        );
+        d.columns.insert(
+            0,
+            ColumnData::Integer(vec![Some(1), Some(1), Some(1), Some(1), Some(2)]),
+        );
+        let p = plan(&[(AggFunc::Sum, Some("cost"))]);
+        let l = layout(&p, &d.schema, &RoomParams::default()).expect("layout");
+        let n = calibrate(&l, "patients", 1.0).expect("noise");
+        assert_eq!(n.report.sensitivities, vec![10_000, 2]);
+        assert_eq!(
+            n.report.privacy_unit,
+            "unit: patient, max_rows 2, max_groups 1"
+        );
+        // Patient 1 keeps its first two visits: 10 + 20 (+ 5 of patient 2), 3 rows.
+        let v = local_vector(&p, &d, &RoomParams::default()).expect("vector");
+        assert_eq!(v, vec![3_500, 3]);
+        // An exact room releases exact totals (no hidden count): no bound, no unit.
+        let exact = RoomParams {
+            release: ReleaseMode::Exact,
+            ..Default::default()
+        };
+        let v = local_vector(&p, &d, &exact).expect("vector");
+        assert_eq!(v, vec![10_500]);
+        let rows = ds(&[1.0], true);
+        let l = layout(&p, &rows.schema, &RoomParams::default()).expect("layout");
+        assert_eq!(
+            calibrate(&l, "patients", 1.0)
+                .expect("noise")
+                .report
+                .privacy_unit,
+            "row"
+        );
     }
 
     #[test]

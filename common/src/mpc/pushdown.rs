@@ -38,7 +38,14 @@ pub fn pushdown(
     Ok(Pushdown {
         group_by: plan.group_by.clone(),
         measures,
-        unit: None,
+        unit: l
+            .privacy_unit
+            .as_ref()
+            .map(|(column, b)| crate::dp::UnitBound {
+                column: column.clone(),
+                max_rows: b.max_rows,
+                max_groups: b.max_groups,
+            }),
     })
 }
 

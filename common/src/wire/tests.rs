@@ -157,6 +157,7 @@ async fn every_message_roundtrips() {
                         epsilon: 0.3,
                         scales: vec![20.0, 1e6 / 3.0],
                         sensitivities: vec![1, 100],
+                        privacy_unit: "unit: patient_id, max_rows 3, max_groups 1".into(),
                     },
                 },
             ),
@@ -197,6 +198,7 @@ async fn every_message_roundtrips() {
             epsilon: 0.5,
             scales: vec![2.0],
             sensitivities: vec![1],
+            privacy_unit: "row".into(),
         }),
     }))
     .await;

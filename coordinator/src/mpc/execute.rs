@@ -284,10 +284,11 @@ fn dp_proof(layout: &mpc::Layout, noises: &[(OrgId, mpc::noise::PartyNoise)]) ->
     let names = layout.component_names();
     serde_json::json!({
         "mechanism": "discrete Laplace (OpenDP), drawn by each party for its own vector before it is split into shares; each party's input is protected by its own noise even if every other party and the coordinator collude",
-        "per_key": "one row changes one key's components; keys compose in parallel, and each party splits its ε evenly over a key's components",
+        "per_key": "one row changes one key's components; keys compose in parallel, and each party splits its ε evenly over a key's components; a party whose dataset declares a privacy unit bounds each unit to max_rows rows first and calibrates to one unit (its privacy_unit)",
         "parties": noises.iter().map(|(org, n)| serde_json::json!({
             "organization": org,
             "epsilon": n.epsilon,
+            "privacy_unit": n.privacy_unit,
             "scales": names.iter().enumerate().map(|(c, name)| serde_json::json!({
                 "component": name,
                 "scale": n.scales.get(c).copied().unwrap_or(0.0) / layout.unit(c),

@@ -246,6 +246,7 @@ async fn list_datasets(
             .map(
                 |(m, b)| json!({"name": m.schema.name, "columns": m.schema.columns, "rows": m.rows,
                              "imported_at": m.imported_at, "budget": budget_json(b),
+                             "population": m.population,
                              "source": source(&m.schema.name),
                              "release": crate::policy::modes(&a.state, &m.schema.name),
                              "identifying_columns": crate::policy::dataset_release(&a.state, &m.schema.name).identifying_columns})
@@ -265,6 +266,9 @@ struct ImportBody {
     replace: bool,
     #[serde(default)]
     budget: Option<BudgetBody>,
+    /// Charge the one budget of this population (shared with its other datasets).
+    #[serde(default)]
+    population: Option<String>,
 }
 
 /// A budget total.
@@ -294,11 +298,15 @@ async fn import(
     check_token(&a, &h)?;
     let budget = requested_budget(&a, body.budget.as_ref())?;
     let (name, columns, csv, replace) = (body.name, body.columns, body.csv, body.replace);
+    let population = body.population;
     let ds = blocking(move || parse_csv(&name, columns, &csv)).await??;
     let store = a.state.store.clone();
     let ds = Arc::new(ds);
     let ds2 = ds.clone();
-    let meta = blocking(move || store.put_dataset(&ds2, budget, replace, "node-admin")).await??;
+    let meta = blocking(move || {
+        store.put_dataset_in(&ds2, budget, replace, "node-admin", population.as_deref())
+    })
+    .await??;
     a.state.install_dataset(ds);
     Ok((
         StatusCode::CREATED,

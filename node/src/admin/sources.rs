@@ -59,6 +59,9 @@ struct SourceBody {
     replace: bool,
     #[serde(default)]
     budget: Option<BudgetBody>,
+    /// Charge the one budget of this population (shared with its other datasets).
+    #[serde(default)]
+    population: Option<String>,
 }
 
 async fn register(
@@ -75,6 +78,7 @@ async fn register(
         body.columns,
         body.source,
         budget,
+        body.population,
         body.replace,
         "node-admin",
     )

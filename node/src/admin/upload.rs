@@ -1,6 +1,6 @@
 //! The columnar import (`crate::columnar`): `POST /v1/datasets/upload`, a
 //! `multipart/form-data` body of two parts in this order: `declaration` (JSON: `{name,
-//! columns, replace?, budget?}`, as `POST /v1/datasets` without `csv`) and `csv` (the file,
+//! columns, replace?, budget?, population?}`, as `POST /v1/datasets` without `csv`) and `csv` (the file,
 //! streamed: never buffered whole, so it may be larger than memory). 201 with the row count;
 //! the dataset is then a streamed Parquet source in the node's own directory.
 
@@ -51,6 +51,8 @@ struct Declaration {
     replace: bool,
     #[serde(default)]
     budget: Option<BudgetBody>,
+    #[serde(default)]
+    population: Option<String>,
 }
 
 fn bad_request(message: String) -> AdminError {
@@ -198,6 +200,7 @@ async fn finish(
         None,
         spec,
         budget,
+        d.population,
         d.replace,
         "node-admin",
     )

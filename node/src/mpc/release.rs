@@ -162,16 +162,6 @@ pub fn local_vector(
     let eps = epsilon(state, m)?;
     let schema = ds.schema();
     let name = &schema.name;
-    if let Some((i, _)) = schema.privacy_unit() {
-        // A party's noise is calibrated to one row: less than the owner declared.
-        return Err(refuse(
-            "policy_violation",
-            format!(
-                "dataset {name} declares the privacy unit {}; mpc dp rooms calibrate noise to one row and do not bound a unit's contributions, so this dataset cannot join a dp room",
-                schema.columns[i].name
-            ),
-        ));
-    }
     let l = mpc::layout(&m.plan, schema, &m.params).map_err(mpc_refusal)?;
     let own = noise::calibrate(&l, name, eps).map_err(mpc_refusal)?;
     let r = state

@@ -284,13 +284,16 @@ fn files(path: &Path, ext: &str) -> Result<Vec<PathBuf>, SourceError> {
     Ok(out)
 }
 
-/// Registers (or, with `replace`, re-registers) a dataset read from `spec`.
+/// Registers (or, with `replace`, re-registers) a dataset read from `spec`, charging its own
+/// budget or, with `population`, that population's one budget (`Store::put_dataset_in`).
+#[allow(clippy::too_many_arguments)]
 pub async fn register(
     state: &Arc<NodeState>,
     name: &str,
     columns: Vec<ColumnSpec>,
     spec: SourceSpec,
     budget: Budget,
+    population: Option<String>,
     replace: bool,
     actor: &str,
 ) -> Result<DatasetMeta, SourceError> {
@@ -303,7 +306,10 @@ pub async fn register(
         name: name.to_string(),
         columns,
     };
-    install(state, schema, rows, data, spec, budget, replace, actor).await
+    install(
+        state, schema, rows, data, spec, budget, population, replace, actor,
+    )
+    .await
 }
 
 /// Records a source read (its rows, for a file source held in memory) and serves it.
@@ -315,6 +321,7 @@ pub(crate) async fn install(
     data: Option<Dataset>,
     spec: SourceSpec,
     budget: Budget,
+    population: Option<String>,
     replace: bool,
     actor: &str,
 ) -> Result<DatasetMeta, SourceError> {
@@ -331,7 +338,16 @@ pub(crate) async fn install(
         actor.to_string(),
     );
     let meta = tokio::task::spawn_blocking(move || {
-        store.put_source(&s, rows, d.as_deref(), &record, budget, replace, &a)
+        store.put_source(
+            &s,
+            rows,
+            d.as_deref(),
+            &record,
+            budget,
+            replace,
+            &a,
+            population.as_deref(),
+        )
     })
     .await
     .map_err(|e| SourceError::Invalid {
@@ -390,6 +406,7 @@ pub async fn refresh(
                 data,
                 record.spec,
                 budget,
+                None,
                 true,
                 actor,
             )

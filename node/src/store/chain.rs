@@ -34,6 +34,7 @@ pub fn check(db: &Database) -> Result<usize, StoreError> {
             .map_err(|e| StoreError::Corrupt(k.value().to_string(), e.to_string()))?;
         pending.insert(k.value().to_string(), b);
     }
+    let datasets = txn.open_table(super::DATASETS)?;
     let audit = txn.open_table(AUDIT)?;
     let mut checked = 0;
     for row in audit.iter()?.rev() {
@@ -51,7 +52,9 @@ pub fn check(db: &Database) -> Result<usize, StoreError> {
         let Some(recorded) = entry.details.get(LEDGER_KEY) else {
             continue;
         };
-        let Some(budget) = pending.remove(&entry.target) else {
+        // A dataset in a population binds its population's one ledger.
+        let key = super::ledger::key_of(&datasets, &entry.target)?;
+        let Some(budget) = pending.remove(&key) else {
             continue;
         };
         // The entry the ledger is compared with must itself be intact.

@@ -7,7 +7,7 @@ use prism_common::audit::store as audit;
 use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
-use super::{BUDGETS, RESERVATIONS, Store, StoreError, json, parse};
+use super::{BUDGETS, DATASETS, RESERVATIONS, Store, StoreError, json, parse};
 
 /// Privacy amounts are kept in integer pico-units (10⁻¹² ε or δ) so that the ledger's
 /// arithmetic is exact under any number of charges: charges round up, totals round down.
@@ -138,6 +138,27 @@ pub struct Reservation {
     pub run_id: String,
 }
 
+/// The budget record a dataset charges: its own (keyed by its name), or its population's
+/// (`population:<name>`, which no dataset name can be).
+pub fn key(dataset: &str, population: Option<&str>) -> String {
+    match population {
+        Some(p) => format!("population:{p}"),
+        None => dataset.to_string(),
+    }
+}
+
+/// [`key`] for a stored dataset (an unknown one keys by its name).
+pub(crate) fn key_of(
+    datasets: &impl ReadableTable<&'static str, &'static str>,
+    dataset: &str,
+) -> Result<String, StoreError> {
+    let population = match datasets.get(dataset)? {
+        Some(v) => parse::<super::DatasetMeta>(dataset, v.value())?.population,
+        None => None,
+    };
+    Ok(key(dataset, population.as_deref()))
+}
+
 impl Store {
     /// Open reservations.
     pub fn open_reservations(&self) -> Result<Vec<Reservation>, StoreError> {
@@ -154,11 +175,12 @@ impl Store {
     /// A dataset's budget.
     pub fn budget(&self, name: &str) -> Result<Budget, StoreError> {
         let txn = self.db.begin_read()?;
+        let key = key_of(&txn.open_table(DATASETS)?, name)?;
         let t = txn.open_table(BUDGETS)?;
         let v = t
-            .get(name)?
+            .get(key.as_str())?
             .ok_or_else(|| StoreError::UnknownDataset(name.into()))?;
-        parse(name, v.value())
+        parse(&key, v.value())
     }
 
     /// Sets a dataset's total budget (the owner's decision), audited. The total may not drop
@@ -174,9 +196,10 @@ impl Store {
         let (te, td) = (units_down(total_epsilon), units_down(total_delta));
         let txn = self.db.begin_write()?;
         let budget = {
+            let key = key_of(&txn.open_table(DATASETS)?, name)?;
             let mut t = txn.open_table(BUDGETS)?;
-            let mut b: Budget = match t.get(name)? {
-                Some(v) => parse(name, v.value())?,
+            let mut b: Budget = match t.get(key.as_str())? {
+                Some(v) => parse(&key, v.value())?,
                 None => return Err(StoreError::UnknownDataset(name.into())),
             };
             if te < b.spent_epsilon + b.reserved_epsilon || td < b.spent_delta + b.reserved_delta {
@@ -189,7 +212,7 @@ impl Store {
             let before = b.to_json();
             b.total_epsilon = te;
             b.total_delta = td;
-            t.insert(name, json(&b).as_str())?;
+            t.insert(key.as_str(), json(&b).as_str())?;
             audit::append(
                 &txn,
                 actor,
@@ -221,9 +244,10 @@ impl Store {
         txn.set_durability(redb::Durability::None)
             .map_err(redb::Error::from)?;
         let res = {
+            let key = key_of(&txn.open_table(DATASETS)?, name)?;
             let mut t = txn.open_table(BUDGETS)?;
-            let mut b: Budget = match t.get(name)? {
-                Some(v) => parse(name, v.value())?,
+            let mut b: Budget = match t.get(key.as_str())? {
+                Some(v) => parse(&key, v.value())?,
                 None => return Err(StoreError::UnknownDataset(name.into())),
             };
             let (ne, nd) = (units_up(epsilon), units_up(delta));
@@ -239,7 +263,7 @@ impl Store {
             }
             b.reserved_epsilon += ne;
             b.reserved_delta += nd;
-            t.insert(name, json(&b).as_str())?;
+            t.insert(key.as_str(), json(&b).as_str())?;
             let res = Reservation {
                 id: uuid::Uuid::new_v4().to_string(),
                 dataset: name.into(),
@@ -284,9 +308,10 @@ impl Store {
                 Some(v) => parse(id, v.value())?,
                 None => return Err(StoreError::UnknownReservation(id.into())),
             };
+            let key = key_of(&txn.open_table(DATASETS)?, &res.dataset)?;
             let mut bt = txn.open_table(BUDGETS)?;
-            let mut b: Budget = match bt.get(res.dataset.as_str())? {
-                Some(v) => parse(&res.dataset, v.value())?,
+            let mut b: Budget = match bt.get(key.as_str())? {
+                Some(v) => parse(&key, v.value())?,
                 None => return Err(StoreError::UnknownDataset(res.dataset.clone())),
             };
             b.reserved_epsilon = b.reserved_epsilon.saturating_sub(res.epsilon);
@@ -297,7 +322,7 @@ impl Store {
             });
             b.spent_epsilon += e;
             b.spent_delta += d;
-            bt.insert(res.dataset.as_str(), json(&b).as_str())?;
+            bt.insert(key.as_str(), json(&b).as_str())?;
             audit::append(
                 &txn,
                 "node",

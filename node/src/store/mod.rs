@@ -113,6 +113,11 @@ pub struct DatasetMeta {
     pub rows: u64,
     /// When it was (last) imported.
     pub imported_at: String,
+    /// The population whose one budget this dataset charges, shared with the other datasets
+    /// of the same people (`None`: its own budget). Set when the dataset is created; kept
+    /// when it is replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub population: Option<String>,
 }
 
 /// The node store.
@@ -206,6 +211,20 @@ impl Store {
         replace: bool,
         actor: &str,
     ) -> Result<DatasetMeta, StoreError> {
+        self.put_dataset_in(ds, budget, replace, actor, None)
+    }
+
+    /// [`Store::put_dataset`] in a population: a new dataset charges the population's one
+    /// budget (created with `budget` by its first dataset); `None` keeps what a replaced
+    /// dataset had.
+    pub fn put_dataset_in(
+        &self,
+        ds: &Dataset,
+        budget: Budget,
+        replace: bool,
+        actor: &str,
+        population: Option<&str>,
+    ) -> Result<DatasetMeta, StoreError> {
         self.put(
             &ds.schema,
             ds.rows as u64,
@@ -214,6 +233,7 @@ impl Store {
             budget,
             replace,
             actor,
+            population,
         )
     }
 
@@ -230,8 +250,18 @@ impl Store {
         budget: Budget,
         replace: bool,
         actor: &str,
+        population: Option<&str>,
     ) -> Result<DatasetMeta, StoreError> {
-        self.put(schema, rows, data, Some(source), budget, replace, actor)
+        self.put(
+            schema,
+            rows,
+            data,
+            Some(source),
+            budget,
+            replace,
+            actor,
+            population,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -244,12 +274,20 @@ impl Store {
         budget: Budget,
         replace: bool,
         actor: &str,
+        population: Option<&str>,
     ) -> Result<DatasetMeta, StoreError> {
         let name = schema.name.as_str();
-        let meta = DatasetMeta {
+        if let Some(p) = population.filter(|p| !valid_dataset_name(p)) {
+            return Err(StoreError::InvalidBudget(format!(
+                "invalid population name {p:?}: use a lowercase letter then lowercase letters, \
+                 digits or '_' (at most 63)"
+            )));
+        }
+        let mut meta = DatasetMeta {
             schema: schema.clone(),
             rows,
             imported_at: now(),
+            population: population.map(str::to_string),
         };
         let blob = data
             .map(|ds| postcard::to_stdvec(&ds.columns))
@@ -258,9 +296,30 @@ impl Store {
         let txn = self.db.begin_write()?;
         {
             let mut datasets = txn.open_table(DATASETS)?;
-            let existed = datasets.get(name)?.is_some();
+            let before: Option<DatasetMeta> = datasets
+                .get(name)?
+                .map(|v| parse(name, v.value()))
+                .transpose()?;
+            let existed = before.is_some();
             if existed && !replace {
                 return Err(StoreError::DatasetExists(name.into()));
+            }
+            let had = before.and_then(|b| b.population);
+            match (&had, &meta.population) {
+                (Some(h), Some(p)) if h != p => {
+                    return Err(StoreError::InvalidBudget(format!(
+                        "dataset {name} charges the budget of population {h}; a dataset cannot \
+                         move to another population"
+                    )));
+                }
+                (Some(_), None) => meta.population = had.clone(),
+                (None, Some(p)) if existed => {
+                    return Err(StoreError::InvalidBudget(format!(
+                        "dataset {name} has its own budget; it cannot join population {p} \
+                         (import the data under a new name in the population)"
+                    )));
+                }
+                _ => {}
             }
             datasets.insert(name, json(&meta).as_str())?;
             let mut columns = txn.open_table(COLUMNS)?;
@@ -282,11 +341,12 @@ impl Store {
                 }
             }
             let mut budgets = txn.open_table(BUDGETS)?;
-            let ledger = match budgets.get(name)? {
-                Some(v) => parse(name, v.value())?,
+            let key = ledger::key(name, meta.population.as_deref());
+            let ledger = match budgets.get(key.as_str())? {
+                Some(v) => parse(&key, v.value())?,
                 None => budget,
             };
-            budgets.insert(name, json(&ledger).as_str())?;
+            budgets.insert(key.as_str(), json(&ledger).as_str())?;
             audit::append(
                 &txn,
                 actor,
@@ -299,7 +359,8 @@ impl Store {
                 name,
                 ledger::bind(
                     serde_json::json!({"rows": rows, "columns": schema.columns,
-                                       "source": source.map(|s| s.describe())}),
+                                       "source": source.map(|s| s.describe()),
+                                       "population": meta.population}),
                     &ledger,
                 ),
             )?;
@@ -317,8 +378,9 @@ impl Store {
         for row in datasets.iter()? {
             let (k, v) = row?;
             let meta: DatasetMeta = parse(k.value(), v.value())?;
-            let budget = match budgets.get(k.value())? {
-                Some(b) => parse(k.value(), b.value())?,
+            let key = ledger::key(k.value(), meta.population.as_deref());
+            let budget = match budgets.get(key.as_str())? {
+                Some(b) => parse(&key, b.value())?,
                 None => Budget::new(0.0, 0.0),
             };
             out.push((meta, budget));

@@ -200,3 +200,133 @@ fn a_charged_answer_is_held_with_its_charge_until_acknowledged_and_survives_reop
         "the drop is audited"
     );
 }
+
+#[test]
+fn datasets_of_one_population_charge_its_one_budget_and_the_chain_binds_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("n.redb");
+    let named = |name: &str| {
+        let mut ds = dataset();
+        ds.schema.name = name.into();
+        ds
+    };
+    {
+        let (store, _) = Store::open(&path).expect("open");
+        store
+            .put_dataset_in(
+                &named("visits"),
+                Budget::new(1.0, 0.0),
+                false,
+                "t",
+                Some("clinic"),
+            )
+            .expect("first of the population");
+        // A later member shares the population's budget; its own request does not apply.
+        store
+            .put_dataset_in(
+                &named("claims"),
+                Budget::new(9.0, 0.0),
+                false,
+                "t",
+                Some("clinic"),
+            )
+            .expect("second");
+        store
+            .put_dataset(&named("staff"), Budget::new(1.0, 0.0), false, "t")
+            .expect("own budget");
+        let r = store.reserve("visits", 0.6, 0.0, "run-1").expect("reserve");
+        store
+            .settle(&r.id, Some((0.6, 0.0)), "released", serde_json::Value::Null)
+            .expect("charge");
+        // The same people through the other table: only 0.4 is left.
+        match store.reserve("claims", 0.6, 0.0, "run-2") {
+            Err(StoreError::BudgetExhausted {
+                remaining_epsilon, ..
+            }) => assert!((remaining_epsilon - 0.4).abs() < 1e-9),
+            other => panic!("claims was not refused: {other:?}"),
+        }
+        assert_eq!(
+            store.budget("claims").expect("claims"),
+            store.budget("visits").expect("visits")
+        );
+        // Another dataset's budget is its own.
+        assert_eq!(store.budget("staff").expect("staff").spent_epsilon, 0);
+        // Setting the total through any member sets the population's.
+        store.set_budget("claims", 2.0, 0.0, "t").expect("set");
+        assert_eq!(
+            store.budget("visits").expect("visits").remaining_epsilon(),
+            1.4
+        );
+        // Replacing keeps the population; moving, or joining later, is refused.
+        store
+            .put_dataset(&named("visits"), Budget::new(0.0, 0.0), true, "t")
+            .expect("replace");
+        assert_eq!(
+            store
+                .dataset_meta("visits")
+                .expect("meta")
+                .population
+                .as_deref(),
+            Some("clinic")
+        );
+        for (name, population) in [("visits", "ward"), ("staff", "clinic")] {
+            let err = store
+                .put_dataset_in(
+                    &named(name),
+                    Budget::new(1.0, 0.0),
+                    true,
+                    "t",
+                    Some(population),
+                )
+                .expect_err("refused");
+            assert!(matches!(err, StoreError::InvalidBudget(_)), "{err}");
+        }
+        let err = store
+            .put_dataset_in(
+                &named("ward"),
+                Budget::new(1.0, 0.0),
+                false,
+                "t",
+                Some("Bad Name"),
+            )
+            .expect_err("bad name");
+        assert!(err.to_string().contains("population name"), "{err}");
+        let listed = store.datasets().expect("list");
+        let spent: Vec<(String, u64)> = listed
+            .iter()
+            .map(|(m, b)| (m.schema.name.clone(), b.spent_epsilon))
+            .collect();
+        assert!(
+            spent.contains(&("claims".to_string(), 600_000_000_000)),
+            "{spent:?}"
+        );
+    }
+    // The chain binds the population's ledger: the store reopens, and refuses an edited one.
+    let (store, _) = Store::open(&path).expect("reopen");
+    drop(store);
+    {
+        let db = redb::Database::open(&path).expect("open");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut t = txn.open_table(BUDGETS).expect("table");
+            let mut b: Budget = serde_json::from_str(
+                t.get("population:clinic")
+                    .expect("get")
+                    .expect("ledger")
+                    .value(),
+            )
+            .expect("budget");
+            b.spent_epsilon = 0;
+            t.insert(
+                "population:clinic",
+                serde_json::to_string(&b).expect("json").as_str(),
+            )
+            .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::LedgerMismatch { .. })
+    ));
+}

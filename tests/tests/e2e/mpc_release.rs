@@ -619,3 +619,94 @@ async fn a_refused_share_fails_the_room_at_once_with_the_reason_and_charges_nobo
     }
     f.shutdown().await;
 }
+
+/// `visits`: 200 patients with 5 visits each, `patient_id` the privacy unit (at most 3 rows).
+async fn import_visits(f: &Federation, org: &str) {
+    let mut csv = String::from("patient_id,age\n");
+    for p in 0..200 {
+        for v in 0..5 {
+            csv.push_str(&format!("{p},{}\n", 20 + (p + v) % 60));
+        }
+    }
+    let columns = json!([
+        {"name": "patient_id", "type": "integer", "privacy_unit": {"max_rows": 3}},
+        {"name": "age", "type": "integer", "bounds": {"min": 0, "max": 110}, "not_null": true},
+    ]);
+    let (s, b) = f
+        .node_admin(org)
+        .expect("node")
+        .post(
+            "/v1/datasets",
+            &json!({"name": "visits", "columns": columns, "csv": csv}),
+        )
+        .await
+        .expect("import");
+    assert_eq!(s, 201, "{b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dp_room_over_a_privacy_unit_bounds_each_unit_and_calibrates_to_one() {
+    let f = start(Policy::default()).await;
+    for org in orgs() {
+        import_visits(&f, &org).await;
+    }
+    f.wait_for_datasets(6).await.expect("catalog");
+    let api = f.analyst();
+    let room = create(
+        &api,
+        json!({"name": "visits", "query_text": "SELECT COUNT(*), SUM(age) FROM visits",
+               "participants": orgs(), "epsilon": 0.5}),
+    )
+    .await;
+    let id = room["id"].as_str().expect("id").to_string();
+    attest_all(&f, &id).await;
+    wait_room(&api, &id, "ready").await;
+    let done = execute(&api, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    // Every party bounded its patients to 3 visits and calibrated to one patient: its
+    // sensitivities are 3 rows' worth (count 3; sum 3 × 110).
+    let dp = &done["proof_artifacts"]["dp"];
+    for p in dp["parties"].as_array().expect("parties") {
+        assert_eq!(
+            p["privacy_unit"], "unit: patient_id, max_rows 3, max_groups 1",
+            "{p}"
+        );
+        let sens: Vec<f64> = p["scales"]
+            .as_array()
+            .expect("scales")
+            .iter()
+            .map(|s| s["sensitivity"].as_f64().expect("sensitivity"))
+            .collect();
+        assert_eq!(sens, vec![3.0, 330.0], "{p}");
+    }
+    // The total counts 3 × 600 kept visits (not the 3 000 rows), within the claimed interval;
+    // the sum likewise (each patient keeps its first 3 visits).
+    let half = |component: &str| {
+        dp["noise"]
+            .as_array()
+            .expect("noise")
+            .iter()
+            .find(|n| n["component"] == component)
+            .and_then(|n| n["ci95_half_width"].as_f64())
+            .unwrap_or_else(|| panic!("no {component} interval: {dp}"))
+    };
+    let kept_sum: i64 = (0..200)
+        .map(|p| (0..3).map(|v| 20 + (p + v) % 60).sum::<i64>())
+        .sum();
+    let row = &done["result"]["rows"][0];
+    let (n, s) = (
+        row[0].as_f64().expect("count"),
+        row[1].as_f64().expect("sum"),
+    );
+    assert!(
+        (n - 1_800.0).abs() <= 3.0 * half("count"),
+        "{n} vs 1800: {done}"
+    );
+    let want = 3.0 * kept_sum as f64;
+    assert!(
+        (s - want).abs() <= 3.0 * half("sum_age"),
+        "{s} vs {want}: {done}"
+    );
+    f.shutdown().await;
+}
