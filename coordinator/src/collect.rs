@@ -16,7 +16,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prism_common::identity::OrgId;
 use prism_common::wire::{HeldResult, Request, Response};
@@ -24,12 +23,10 @@ use tracing::{info, warn};
 
 use crate::CoordState;
 use crate::model::{DatasetRecord, QueryRecord, RunFailure, RunRecord, RunStatus};
+use crate::pacing::{CALL_TIMEOUT, retry_later};
 use crate::store::{QUERIES, RUNS};
 
 pub use crate::model::COLLECTIBLE;
-
-/// How long a collection or acknowledgement call may take.
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs and rooms awaiting collection after a restart, and those being collected now.
 #[derive(Default)]
@@ -228,21 +225,6 @@ async fn collect(state: &Arc<CoordState>, org: &OrgId, run_ids: Vec<String>) {
         }
     }
     state.collections.release(&run_ids);
-}
-
-/// How long to wait before asking again for runs a node is still answering.
-const ANSWERING_RETRY: Duration = Duration::from_secs(1);
-
-/// Runs `again` after [`ANSWERING_RETRY`] on the coordinator's tasks (boxed by the caller: the
-/// collections that ask again are recursive).
-pub(crate) fn retry_later(
-    state: &CoordState,
-    again: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
-) {
-    state.tasks.spawn(async move {
-        tokio::time::sleep(ANSWERING_RETRY).await;
-        again.await;
-    });
 }
 
 fn collect_later(state: Arc<CoordState>, org: OrgId, run_ids: Vec<String>) {

@@ -27,6 +27,7 @@ pub mod intervals;
 pub mod model;
 pub mod mpc;
 pub mod nodes;
+mod pacing;
 pub mod requester;
 pub mod rooms;
 pub mod runs;

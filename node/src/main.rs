@@ -158,6 +158,8 @@ enum Command {
     },
 }
 
+// Parsed once per process: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum SourceCommand {
     /// Register a dataset read in place: `--csv PATH` (a file or a directory of CSV files),

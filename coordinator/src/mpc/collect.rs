@@ -24,8 +24,8 @@ use tracing::{info, warn};
 
 use super::execute::{PartyAnswer, release, schema};
 use crate::CoordState;
-use crate::collect::CALL_TIMEOUT;
 use crate::model::{Room, RoomStatus};
+use crate::pacing::{CALL_TIMEOUT, retry_later};
 use crate::store::{ROOMS, RUNS};
 
 /// `org`'s node connected: collect the rooms a restart left awaiting that it takes part in.
@@ -98,7 +98,7 @@ pub async fn on_held(state: &Arc<CoordState>, org: &OrgId, execution_ids: Vec<St
 
 fn collect_room_later(state: Arc<CoordState>, room_id: String) {
     let s = state.clone();
-    crate::collect::retry_later(
+    retry_later(
         &state,
         Box::pin(async move { collect_room(&s, &room_id).await }),
     );
