@@ -206,3 +206,66 @@ async fn a_ledger_edited_while_stopped_is_refused_at_start_and_by_verify() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_columnar_streams_a_csv_file_into_a_population() {
+    let dir = tempfile::tempdir().expect("dir");
+    let token = "cli-test-token".to_string();
+    let config = node_config(dir.path(), &token);
+    let shutdown = CancellationToken::new();
+    let node = prism_node::start(config, shutdown.clone())
+        .await
+        .expect("node");
+    let url = node.admin_url();
+    let csv = dir.path().join("visits.csv");
+    let mut text = String::from("patient_id,age\n");
+    for i in 0..30_000 {
+        text.push_str(&format!("{},{}\n", i / 3, i % 90));
+    }
+    std::fs::write(&csv, text).expect("csv");
+    let schema = dir.path().join("visits.schema.toml");
+    std::fs::write(
+        &schema,
+        "[[columns]]\nname = \"patient_id\"\ntype = \"integer\"\nprivacy_unit = { max_rows = 2 }\n\n\
+         [[columns]]\nname = \"age\"\ntype = \"integer\"\nbounds = { min = 0, max = 110 }\n",
+    )
+    .expect("schema");
+    let (ok, out) = tokio::task::spawn_blocking({
+        let (url, token) = (url.clone(), token.clone());
+        let (csv, schema) = (csv.display().to_string(), schema.display().to_string());
+        move || {
+            prism_node(&[
+                "--admin-url",
+                &url,
+                "--token",
+                &token,
+                "import",
+                "--name",
+                "visits",
+                "--schema",
+                &schema,
+                "--csv",
+                &csv,
+                "--columnar",
+                "--population",
+                "clinic",
+            ])
+        }
+    })
+    .await
+    .expect("join");
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("\"rows\": 30000") && out.contains("columnar"),
+        "{out}"
+    );
+    let meta = node.state.store.dataset_meta("visits").expect("meta");
+    assert_eq!(meta.population.as_deref(), Some("clinic"));
+    assert!(
+        node.state.remote("visits").is_some(),
+        "served as a streamed source"
+    );
+    assert!(node.state.dataset("visits").is_none(), "not held in memory");
+    shutdown.cancel();
+    node.shutdown().await;
+}
