@@ -152,30 +152,14 @@ impl Remote {
             let parts = if push.unit.is_some() {
                 1
             } else {
-                std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+                parquet::shares()
             };
-            let scans = std::thread::scope(|s| {
-                let workers: Vec<_> = (0..parts)
-                    .map(|part| {
-                        let (push, filter, columns) = (push.clone(), filter.clone(), &columns);
-                        let (name, path, bad) = (&name, &path, &bad);
-                        s.spawn(move || {
-                            let mut scan = prism_common::dp::Scan::new(push, filter);
-                            parquet::stream_part(name, columns, path, (part, parts), &mut |c| {
-                                scan.add(&c).map_err(bad)
-                            })?;
-                            Ok::<_, SourceError>(scan)
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| {
-                        w.join().unwrap_or_else(|_| {
-                            Err(bad("the scan failed on malformed data".into()))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()
+            let scans = parquet::in_shares(parts, &path, |part, parts| {
+                let mut scan = prism_common::dp::Scan::new(push.clone(), filter.clone());
+                parquet::stream_part(&name, &columns, &path, (part, parts), &mut |c| {
+                    scan.add(&c).map_err(bad)
+                })?;
+                Ok(scan)
             })?;
             let mut scans = scans.into_iter();
             let mut scan = scans.next().ok_or_else(|| bad("no scan ran".into()))?;

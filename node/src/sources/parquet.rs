@@ -47,27 +47,44 @@ pub fn read(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<Dataset, 
     })
 }
 
-/// Reads and checks every row of a source as [`read`] does, keeping none, one share of the
-/// row groups per core; returns the number of rows (refused when there is none).
-pub fn census(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<u64, SourceError> {
-    let parts = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    let counts = std::thread::scope(|s| {
+/// How many shares a scan of a source is cut into: one per core, at most 4.
+pub fn shares() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Runs `work(part, parts)` for every share on its own thread, and returns the results in
+/// share order (the first error, if any). A panic on a malformed file refuses the source.
+pub fn in_shares<T: Send>(
+    parts: usize,
+    path: &Path,
+    work: impl Fn(usize, usize) -> Result<T, SourceError> + Sync,
+) -> Result<Vec<T>, SourceError> {
+    std::thread::scope(|s| {
         let workers: Vec<_> = (0..parts)
             .map(|part| {
-                s.spawn(move || stream_part(name, columns, path, (part, parts), &mut |_| Ok(())))
+                let work = &work;
+                s.spawn(move || work(part, parts))
             })
             .collect();
         workers
             .into_iter()
             .map(|w| {
                 w.join().unwrap_or_else(|_| {
-                    Err(SourceError::Invalid {
-                        source_name: path.display().to_string(),
-                        message: "the Parquet reader failed on malformed data".into(),
-                    })
+                    Err(invalid(
+                        path,
+                        "the Parquet reader failed on malformed data; the file is corrupt".into(),
+                    ))
                 })
             })
-            .collect::<Result<Vec<u64>, _>>()
+            .collect()
+    })
+}
+
+/// Reads and checks every row of a source as [`read`] does, keeping none, one share of the
+/// row groups per core; returns the number of rows (refused when there is none).
+pub fn census(name: &str, columns: &[ColumnSpec], path: &Path) -> Result<u64, SourceError> {
+    let counts = in_shares(shares(), path, |part, parts| {
+        stream_part(name, columns, path, (part, parts), &mut |_| Ok(()))
     })?;
     let rows = counts.iter().sum();
     if rows == 0 {
