@@ -55,23 +55,28 @@ impl Scan {
 
     /// The columns a chunk must hold: GROUP BY, WHERE, measured and unit columns, each once.
     pub fn columns(&self) -> Vec<String> {
+        Self::columns_of(&self.push, self.filter.as_ref())
+    }
+
+    /// [`Scan::columns`] of a scan of `push` over the rows `filter` selects, before one exists.
+    pub fn columns_of(push: &Pushdown, filter: Option<&Predicate>) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let mut add = |c: &str| {
             if !out.iter().any(|o| o.eq_ignore_ascii_case(c)) {
                 out.push(c.to_string());
             }
         };
-        self.push.group_by.iter().for_each(|c| add(c));
-        if let Some(f) = &self.filter {
+        push.group_by.iter().for_each(|c| add(c));
+        if let Some(f) = filter {
             f.columns().into_iter().for_each(&mut add);
         }
-        for m in &self.push.measures {
+        for m in &push.measures {
             match m {
                 Measure::Rows => {}
                 Measure::NonNull { column } | Measure::ClampedSum { column, .. } => add(column),
             }
         }
-        if let Some(u) = &self.push.unit {
+        if let Some(u) = &push.unit {
             add(&u.column);
         }
         out

@@ -248,9 +248,9 @@ async fn evaluate_query(
     let started = Instant::now();
     // Under a privacy unit a dp release sees each unit's first `max_rows` rows only, whatever
     // the encrypted filter selects; the noise is calibrated to that (`calibrate_noise`).
-    let ds = match (&release, prism_common::dp::bounded_rows(&ds)) {
-        (ReleasePlan::Dp { .. }, Some(bounded)) => Arc::new(bounded),
-        _ => ds,
+    let ds = match &release {
+        ReleasePlan::Dp { .. } => prism_common::dp::bounded_rows(&ds).map_or(ds, Arc::new),
+        ReleasePlan::Exact { .. } => ds,
     };
     let (q, d) = (query.clone(), ds.clone());
     let prepared = tokio::task::spawn_blocking(move || prepare(&q, &d, &limits))

@@ -126,7 +126,7 @@ impl Remote {
             Place::Parquet(path) => path.clone(),
         };
         let published = self.rows;
-        let wanted = prism_common::dp::Scan::new(push.clone(), filter.cloned()).columns();
+        let wanted = prism_common::dp::Scan::columns_of(push, filter);
         let columns: Vec<ColumnSpec> = schema
             .columns
             .iter()
@@ -191,24 +191,19 @@ async fn read(
     columns: &[ColumnSpec],
     spec: &SourceSpec,
 ) -> Result<(u64, Option<Dataset>), SourceError> {
-    type ReadFile = fn(&str, &[ColumnSpec], &Path) -> Result<Dataset, SourceError>;
+    /// A file source's read: its row count, and its rows when the node holds them.
+    type ReadFile = fn(&str, &[ColumnSpec], &Path) -> Result<(u64, Option<Dataset>), SourceError>;
+    fn held(ds: Dataset) -> (u64, Option<Dataset>) {
+        (ds.rows as u64, Some(ds))
+    }
     let (path, read_file): (&PathBuf, ReadFile) = match spec {
-        SourceSpec::Csv { path } => (path, csv::read),
+        SourceSpec::Csv { path } => (path, |n, c, p| csv::read(n, c, p).map(held)),
+        // Every row is read and checked once, then dropped: the count is what remains.
         SourceSpec::Parquet {
             path,
             streamed: true,
-        } => {
-            // Every row is read and checked once, then dropped: the count is what remains.
-            let (n, c, p) = (name.to_string(), columns.to_vec(), path.clone());
-            let rows = tokio::task::spawn_blocking(move || parquet::census(&n, &c, &p))
-                .await
-                .map_err(|e| SourceError::Unavailable {
-                    source_name: path.display().to_string(),
-                    message: e.to_string(),
-                })??;
-            return Ok((rows, None));
-        }
-        SourceSpec::Parquet { path, .. } => (path, parquet::read),
+        } => (path, |n, c, p| Ok((parquet::census(n, c, p)?, None))),
+        SourceSpec::Parquet { path, .. } => (path, |n, c, p| parquet::read(n, c, p).map(held)),
         SourceSpec::Postgres(pg) => {
             let schema = DatasetSchema {
                 name: name.to_string(),
@@ -218,13 +213,12 @@ async fn read(
         }
     };
     let (n, c, p) = (name.to_string(), columns.to_vec(), path.clone());
-    let ds = tokio::task::spawn_blocking(move || read_file(&n, &c, &p))
+    tokio::task::spawn_blocking(move || read_file(&n, &c, &p))
         .await
         .map_err(|e| SourceError::Unavailable {
             source_name: path.display().to_string(),
             message: e.to_string(),
-        })??;
-    Ok((ds.rows as u64, Some(ds)))
+        })?
 }
 
 /// The files a file source's path names: itself, or the `*.{ext}` files of a directory in name

@@ -34,7 +34,13 @@ pub fn check(db: &Database) -> Result<usize, StoreError> {
             .map_err(|e| StoreError::Corrupt(k.value().to_string(), e.to_string()))?;
         pending.insert(k.value().to_string(), b);
     }
-    let datasets = txn.open_table(super::DATASETS)?;
+    // Which ledger each dataset binds (its population's, if it has one), read once.
+    let mut keys: BTreeMap<String, String> = BTreeMap::new();
+    for row in txn.open_table(super::DATASETS)?.iter()? {
+        let (k, v) = row?;
+        let key = super::ledger::key_of_record(k.value(), Some(v.value()))?;
+        keys.insert(k.value().to_string(), key);
+    }
     let audit = txn.open_table(AUDIT)?;
     let mut checked = 0;
     for row in audit.iter()?.rev() {
@@ -53,8 +59,8 @@ pub fn check(db: &Database) -> Result<usize, StoreError> {
             continue;
         };
         // A dataset in a population binds its population's one ledger.
-        let key = super::ledger::key_of(&datasets, &entry.target)?;
-        let Some(budget) = pending.remove(&key) else {
+        let key = keys.get(&entry.target).unwrap_or(&entry.target);
+        let Some(budget) = pending.remove(key) else {
             continue;
         };
         // The entry the ledger is compared with must itself be intact.

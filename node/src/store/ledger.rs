@@ -147,16 +147,29 @@ pub fn key(dataset: &str, population: Option<&str>) -> String {
     }
 }
 
+/// A dataset record's population, read without the rest of the record (every reservation and
+/// charge looks it up).
+#[derive(Deserialize)]
+struct Population {
+    #[serde(default)]
+    population: Option<String>,
+}
+
+/// [`key`] for a stored dataset record (`None`: an unknown dataset, keyed by its name).
+pub(crate) fn key_of_record(dataset: &str, record: Option<&str>) -> Result<String, StoreError> {
+    let population = match record {
+        Some(r) => parse::<Population>(dataset, r)?.population,
+        None => None,
+    };
+    Ok(key(dataset, population.as_deref()))
+}
+
 /// [`key`] for a stored dataset (an unknown one keys by its name).
 pub(crate) fn key_of(
     datasets: &impl ReadableTable<&'static str, &'static str>,
     dataset: &str,
 ) -> Result<String, StoreError> {
-    let population = match datasets.get(dataset)? {
-        Some(v) => parse::<super::DatasetMeta>(dataset, v.value())?.population,
-        None => None,
-    };
-    Ok(key(dataset, population.as_deref()))
+    key_of_record(dataset, datasets.get(dataset)?.as_ref().map(|v| v.value()))
 }
 
 impl Store {

@@ -677,17 +677,7 @@ async fn a_postgres_table_answers_dp_queries_by_pushdown_and_a_failing_source_ch
     assert_eq!(still, ROWS as f64, "the table is intact");
 
     // HE evaluates encrypted constants on rows: refused for a pushdown source, with the reason.
-    let (q, s, r) = api
-        .run_query(
-            ds,
-            "SELECT COUNT(*) FROM visits WHERE age > 40",
-            "he_backend",
-            None,
-        )
-        .await
-        .expect("he");
-    let text = format!("{q} {r}");
-    assert!(s == 422 || r["status"] == "failed", "{s} {text}");
+    let text = he_refused(&api, ds).await;
     assert!(
         text.contains("postgres source") && text.contains("pushed"),
         "{text}"
@@ -1000,6 +990,23 @@ async fn timings_of_pushdown_and_import_over_one_million_rows() {
 }
 
 /// An admin API error: its status, its code, and a message that contains `words`.
+/// An HE query on the source dataset `ds`, refused (at creation or as a failed run); the
+/// refusal's text.
+async fn he_refused(api: &Api, ds: &str) -> String {
+    let (q, s, r) = api
+        .run_query(
+            ds,
+            "SELECT COUNT(*) FROM visits WHERE age > 40",
+            "he_backend",
+            None,
+        )
+        .await
+        .expect("he");
+    let text = format!("{q} {r}");
+    assert!(s == 422 || r["status"] == "failed", "{s} {text}");
+    text
+}
+
 fn refused_with(status: u16, body: &serde_json::Value, want: u16, code: &str, words: &str) {
     assert_eq!(
         (status, &body["error"]["code"]),

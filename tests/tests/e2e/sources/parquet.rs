@@ -16,8 +16,8 @@ use prism_tests::Federation;
 use serde_json::{Value, json};
 
 use super::{
-    ORG, a_removed_file_keeps_the_previous_rows, bound, catalog_rows, columns, dp_run, ledger, num,
-    one_node, refresh_reads, refused_with, statistic,
+    ORG, a_removed_file_keeps_the_previous_rows, bound, catalog_rows, columns, dp_run, he_refused,
+    ledger, num, one_node, refresh_reads, refused_with, statistic,
 };
 
 pub(super) const STATES: [&str; 4] = ["CA", "NY", "TX", "WA"];
@@ -296,17 +296,7 @@ async fn a_streamed_parquet_source_is_scanned_in_place_for_every_query() {
     check_answer(&api, 200_000).await;
 
     // HE evaluates encrypted constants on every row: refused, saying why and what serves.
-    let (q, s, r) = api
-        .run_query(
-            ds,
-            "SELECT COUNT(*) FROM visits WHERE age > 40",
-            "he_backend",
-            None,
-        )
-        .await
-        .expect("he");
-    let text = format!("{q} {r}");
-    assert!(s == 422 || r["status"] == "failed", "{s} {text}");
+    let text = he_refused(&api, ds).await;
     assert!(
         text.contains("streamed parquet source") && text.contains("without streamed"),
         "{text}"
